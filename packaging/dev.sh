@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One door for a fresh Debian machine: install what iped needs (apt packages, a venv in the
+# checkout), then run the daemon on the emulator or the whole test suite.
+#   packaging/dev.sh run    the daemon in the foreground, emulator backend, example config from etc/
+#   packaging/dev.sh test   ruff, mypy --strict, pytest (unit, end-to-end and the QEMU lab)
+#   packaging/dev.sh setup  only install
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+venv="$top/.venv"
+
+# Build deps of systemd-python, plus what the lab boots real IPE kernels with.
+apt_packages=(
+    python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
+    openssl qemu-system-x86 ovmf busybox-static xz-utils cpio
+    cryptsetup-bin fsverity keyutils e2fsprogs python3-audit
+)
+
+install_apt() {
+    local missing=()
+    for p in "${apt_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "+ apt-get install ${missing[*]}" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+install_venv() {
+    local stamp="$venv/.iped-installed"
+    if [ ! -x "$venv/bin/python" ]; then
+        echo "+ python3 -m venv $venv" >&2
+        python3 -m venv "$venv"
+    fi
+    if [ ! -f "$stamp" ] || [ "$top/pyproject.toml" -nt "$stamp" ]; then
+        echo "+ pip install -e .[test]" >&2
+        "$venv/bin/pip" install -q --upgrade pip
+        "$venv/bin/pip" install -q -e "$top[test]"
+        touch "$stamp"
+    fi
+}
+
+install_apt
+install_venv
+export PATH="$venv/bin:$PATH"
+cd "$top"
+
+case "${1:-}" in
+    setup) ;;
+    run)
+        shift
+        exec iped daemon --dev "$@"
+        ;;
+    test)
+        shift
+        echo "+ ruff check" >&2
+        ruff check iped tests
+        echo "+ mypy --strict" >&2
+        mypy
+        echo "+ pytest" >&2
+        exec python -m pytest -m "lab or not lab" "$@"
+        ;;
+    *)
+        echo "usage: packaging/dev.sh run|test|setup" >&2
+        exit 2
+        ;;
+esac
