@@ -69,9 +69,7 @@ class PropType(StrEnum):
 # The match_token() tables, built from the enums so each keyword is written once.
 _OPERATION_TOKENS: dict[bytes, Op] = {f"op={op}".encode(): op for op in Op}
 _ACTION_TOKENS: dict[bytes, Action] = {f"action={a}".encode(): a for a in Action}
-_FLAG_PROPERTY_TOKENS: dict[bytes, PropType] = {
-    p.value.encode(): p for p in PropType if not p.takes_digest
-}
+_FLAG_PROPERTY_TOKENS: dict[bytes, PropType] = {p.value.encode(): p for p in PropType if not p.takes_digest}
 _DIGEST_PROPERTY_PREFIXES: tuple[tuple[bytes, PropType], ...] = tuple(
     (p.value.encode(), p) for p in PropType if p.takes_digest
 )
@@ -224,11 +222,9 @@ def parse_version(ver: bytes, line: int) -> Version:
         try:
             parts.append(kstrtou16(comp))
         except OSError as e:
-            what = {
-                errno.ERANGE: "is larger than 65535",
-                errno.EINVAL: "is not a decimal number",
-            }[e.errno]
-            raise _fail(e.errno, line, ver, f"version component {comp!r} {what}") from None
+            err = e.errno if e.errno is not None else errno.EINVAL
+            what = "is larger than 65535" if err == errno.ERANGE else "is not a decimal number"
+            raise _fail(err, line, ver, f"version component {comp!r} {what}") from None
     if len(parts) != 3:
         raise _fail(errno.EBADMSG, line, ver, "version must be MAJOR.MINOR.REV")
     return Version(*parts)
@@ -240,7 +236,9 @@ def parse_header(line: bytes, lineno: int) -> tuple[bytes, Version]:
     version: Version | None = None
     for idx, tok in enumerate(_tokens(line)):
         if idx >= 2:
-            raise _fail(errno.EBADMSG, lineno, tok, "the header takes exactly policy_name= and policy_version=")
+            raise _fail(
+                errno.EBADMSG, lineno, tok, "the header takes exactly policy_name= and policy_version="
+            )
         if idx == 0:
             if not (tok.startswith(_HEADER_NAME) and len(tok) > len(_HEADER_NAME)):
                 raise _fail(errno.EBADMSG, lineno, tok, "the first line must start with policy_name=NAME")
@@ -300,7 +298,9 @@ def parse_rule(line: bytes, lineno: int, p: _Partial) -> None:
         elif op is None:
             op = _OPERATION_TOKENS.get(tok)
             if op is None:
-                reason = "unknown operation" if tok.startswith(b"op=") else "a rule must start with op=OPERATION"
+                reason = (
+                    "unknown operation" if tok.startswith(b"op=") else "a rule must start with op=OPERATION"
+                )
                 raise _fail(errno.EBADMSG, lineno, tok, reason)
         else:
             props.append(parse_property(tok, lineno))
@@ -316,13 +316,21 @@ def parse_rule(line: bytes, lineno: int, p: _Partial) -> None:
             raise _fail(errno.EBADMSG, lineno, line, "a DEFAULT rule takes no properties")
         if op is None:
             if p.global_default is not None:
-                raise _fail(errno.EBADMSG, lineno, line, f"second global DEFAULT (first on line {p.global_default_line})")
+                raise _fail(
+                    errno.EBADMSG,
+                    lineno,
+                    line,
+                    f"second global DEFAULT (first on line {p.global_default_line})",
+                )
             p.global_default, p.global_default_line = action, lineno
         else:
             i = OP_INDEX[op]
             if p.defaults[i] is not None:
                 raise _fail(
-                    errno.EBADMSG, lineno, line, f"second DEFAULT for op={op} (first on line {p.default_lines[i]})"
+                    errno.EBADMSG,
+                    lineno,
+                    line,
+                    f"second DEFAULT for op={op} (first on line {p.default_lines[i]})",
                 )
             p.defaults[i], p.default_lines[i] = action, lineno
     elif op is None:

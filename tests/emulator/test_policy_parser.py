@@ -106,7 +106,11 @@ KUNIT_POLICY_CASES: list[tuple[str, bytes, int]] = [
         b"policy_name=test policy_version=0.0.0\npolicy_name=test policy_version=0.1.0\nDEFAULT action=ALLOW",
         -74,
     ),
-    ("double default", b"policy_name=test policy_version=0.0.0\nDEFAULT action=ALLOW\nDEFAULT action=ALLOW\n", -74),
+    (
+        "double default",
+        b"policy_name=test policy_version=0.0.0\nDEFAULT action=ALLOW\nDEFAULT action=ALLOW\n",
+        -74,
+    ),
     (
         "double operation default",
         b"policy_name=test policy_version=0.0.0\nDEFAULT action=ALLOW\n"
@@ -289,7 +293,9 @@ def test_header_errors() -> None:
 
 def test_model_and_digest_bytes() -> None:
     p = parse_policy(
-        _hdr(b"DEFAULT action=ALLOW\nop=EXECUTE fsverity_digest=sha256:00ff dmverity_signature=TRUE action=DENY\n")
+        _hdr(
+            b"DEFAULT action=ALLOW\nop=EXECUTE fsverity_digest=sha256:00ff dmverity_signature=TRUE action=DENY\n"
+        )
     )
     assert p.version == Version(1, 2, 3)
     assert p.version.as_u64() == (1 << 32) | (2 << 16) | 3
@@ -313,7 +319,10 @@ def test_audit_rule_rendering() -> None:
         b'op=EXECUTE fsverity_digest="sha256":00FF boot_verified=TRUE action=ALLOW'
     )
     # An algorithm name with a '"' is not printable as a quoted string: the kernel hex-encodes it.
-    assert audit_rule(p.table(Op.KMODULE).rules[0]) == b"op=KMODULE dmverity_roothash=776522697264:AB action=DENY"
+    assert (
+        audit_rule(p.table(Op.KMODULE).rules[0])
+        == b"op=KMODULE dmverity_roothash=776522697264:AB action=DENY"
+    )
     assert audit_rule(p.table(Op.FIRMWARE).rules[0]) == b"op=FIRMWARE action=ALLOW"
 
 
