@@ -17,8 +17,8 @@ IPE_ERRNO_MEANINGS: dict[int, str] = {
     _errno.EEXIST: "a policy with this name is already loaded",
     _errno.ESTALE: "anti-rollback: an update must carry a strictly higher version than the loaded policy",
     _errno.ENOKEY: "signer not trusted: no key in the secondary or platform keyring verifies this policy",
-    _errno.EKEYREJECTED: "signature verification failed: tampered content, detached or attribute-bearing "
-    "signature, or an unusable key",
+    _errno.EKEYREJECTED: "signature verification failed: tampered content, a detached signature, signed "
+    "attributes with S/MIME capabilities or a wrong messageDigest, or an unusable key",
     _errno.ENOENT: "no such policy (deleted meanwhile), or no PKCS#7 for an unsigned boot policy",
     _errno.EPERM: "not permitted: CAP_MAC_ADMIN is required, or the active policy cannot be deleted",
     _errno.EACCES: "access denied by the IPE policy, or a policy name that is not a valid directory name",
@@ -27,7 +27,7 @@ IPE_ERRNO_MEANINGS: dict[int, str] = {
     _errno.ENOPKG: "unsupported algorithm in the PKCS#7 signature",
     _errno.ENODATA: "the PKCS#7 container carries no policy text (detached signature)",
     _errno.EFAULT: "bad user buffer",
-    _errno.EMSGSIZE: "the blob does not fit one securityfs write",
+    _errno.EMSGSIZE: "PKCS#7 blob over 65535 bytes: the kernel's ASN.1 decoder refuses it",
     _errno.E2BIG: "the blob does not fit one securityfs write",
     _errno.EOPNOTSUPP: "IPE is not enabled in this kernel",
 }

@@ -1,0 +1,184 @@
+"""The ``iped`` command line: one verb table, lazy verb modules, exit codes from one place.
+
+``main()`` returns an exit code and never raises, so tests call it directly (osbuild's
+``osbuild_cli()``, mkosi's ``uncaught_exception_handler``):
+
+* 0 success; 1 failed operation or invalid input; 2 usage error; 130 interrupted;
+* every error is one line on stderr, ``iped: error: ...``; ``--debug`` adds the traceback.
+
+Only the selected verb's module is imported (``iped/commands/<verb>.py``), and only after the
+command line names it: the table below carries each verb's help text, so ``iped --help`` and
+``iped status`` never import cryptography, pydantic or the emulator, and a verb whose module is
+missing or broken fails alone, with a clear message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import importlib
+import logging
+import os
+import sys
+from types import ModuleType
+from typing import NoReturn
+
+from iped import __version__
+from iped.commands import CliError, ExitCode
+
+
+class Verb(enum.StrEnum):
+    """Every ``iped`` verb; the value is both the command word and the module name."""
+
+    validate = enum.auto()
+    sign = enum.auto()
+    daemon = enum.auto()
+    reload = enum.auto()
+    status = enum.auto()
+    plan = enum.auto()
+    apply = enum.auto()
+    rollback = enum.auto()
+    audit = enum.auto()
+    explain = enum.auto()
+
+    @property
+    def help(self) -> str:
+        return _VERB_HELP[self]
+
+    @property
+    def module(self) -> str:
+        return f"iped.commands.{self.value}"
+
+
+_VERB_HELP: dict[Verb, str] = {
+    Verb.validate: "check policy files (plain or signed) exactly as the kernel would parse them",
+    Verb.sign: "validate a policy and sign it into the DER PKCS#7 blob the kernel loads",
+    Verb.daemon: "run the daemon: keep the kernel's IPE policies in the declared state",
+    Verb.reload: "ask the running daemon to re-read its configuration and policies",
+    Verb.status: "show the kernel's (or emulator's) IPE state and the daemon's view of it",
+    Verb.plan: "show what apply would change, without changing anything",
+    Verb.apply: "load, update and activate policies to reach the declared state",
+    Verb.rollback: "re-activate the previously active policy",
+    Verb.audit: "follow or search IPE audit records",
+    Verb.explain: "explain an IPE audit record or decision: which rule matched and why",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2 through :class:`CliError`."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(message, hint=f"see '{self.prog} --help'", code=ExitCode.USAGE)
+
+
+def _selected_verb(argv: list[str]) -> Verb | None:
+    """The verb word: the first argument that is not an option (global options take no value)."""
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            try:
+                return Verb(arg)
+            except ValueError:
+                return None
+    return None
+
+
+def load_verb(verb: Verb) -> ModuleType:
+    """Import ``iped.commands.<verb>``; a missing or broken module is a one-line error."""
+    try:
+        module = importlib.import_module(verb.module)
+    except ModuleNotFoundError as e:
+        if e.name == verb.module:
+            raise CliError(f"'{verb}' is not available in this build (module {verb.module} is missing)") from e
+        raise CliError(f"'{verb}' cannot be loaded: {e}") from e
+    except Exception as e:
+        raise CliError(f"'{verb}' cannot be loaded: {type(e).__name__}: {e}") from e
+    for attr in ("add_arguments", "run"):
+        if not callable(getattr(module, attr, None)):
+            raise CliError(f"'{verb}' cannot be loaded: {verb.module} has no {attr}()")
+    return module
+
+
+def build_parser(selected: Verb | None = None, module: ModuleType | None = None) -> argparse.ArgumentParser:
+    """The whole parser; only the selected verb's arguments are added (by its module)."""
+    parser = _Parser(
+        prog="iped",
+        description="Userspace daemon and tools for Linux IPE (Integrity Policy Enforcement).",
+    )
+    parser.add_argument("--debug", action="store_true", help="show debug logging and tracebacks")
+    parser.add_argument("--version", action="version", version=f"iped {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
+    for verb in Verb:
+        vp = sub.add_parser(verb.value, help=verb.help, description=verb.help)
+        if verb is selected and module is not None:
+            vp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            module.add_arguments(vp)
+    return parser
+
+
+def _report(message: str) -> None:
+    print(f"iped: error: {message}", file=sys.stderr, flush=True)
+
+
+def _os_error_message(e: OSError) -> str:
+    from iped.errnos import errno_name
+
+    where = f"{os.fsdecode(e.filename)}: " if e.filename is not None else ""
+    name = errno_name(e.errno) if e.errno is not None else type(e).__name__
+    return f"{where}{name}: {e.strerror or e}"
+
+
+def _run(argv: list[str]) -> int:
+    selected = _selected_verb(argv)
+    module = load_verb(selected) if selected is not None else None
+    args = build_parser(selected, module).parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="iped: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    assert module is not None  # parse_args() requires a verb and only known verbs parse
+    code = module.run(args)
+    sys.stdout.flush()
+    return int(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``iped`` with ``argv`` (default ``sys.argv[1:]``) and return its exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in args
+    try:
+        return _run(args)
+    except CliError as e:
+        if debug and e.code != ExitCode.USAGE:
+            import traceback
+
+            traceback.print_exc()
+        _report(str(e))
+        return int(e.code)
+    except SystemExit as e:  # --help, --version, or a verb calling sys.exit()
+        if e.code is None:
+            return ExitCode.OK
+        if isinstance(e.code, int):
+            return e.code
+        _report(str(e.code))
+        return ExitCode.FAILED
+    except KeyboardInterrupt:
+        _report("interrupted")
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (iped validate ... | head): nothing more to say to anyone.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return ExitCode.FAILED
+    except Exception as e:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(e, OSError):
+            _report(_os_error_message(e))
+        else:
+            _report(f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)")
+        return ExitCode.FAILED

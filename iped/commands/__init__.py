@@ -1,0 +1,45 @@
+"""The verbs of the ``iped`` command line, one module per verb, and what they share.
+
+Each verb module ``iped/commands/<verb>.py`` exposes::
+
+    def add_arguments(parser: argparse.ArgumentParser) -> None: ...
+    def run(args: argparse.Namespace) -> int: ...
+
+and keeps heavy imports (pydantic, cryptography, the emulator, systemd, pyudev) inside
+``run()``: the CLI imports a verb module only when that verb was asked for, and ``iped status``
+must stay cheap. The verb table itself lives in :mod:`iped.cli`.
+
+This module must stay import-light: it is imported on every ``iped`` invocation.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import NoReturn
+
+
+class ExitCode(enum.IntEnum):
+    """The only exit codes ``iped`` uses (mapped in one place, :func:`iped.cli.main`)."""
+
+    OK = 0
+    FAILED = 1  # failed operation or invalid input (validate: some file is invalid)
+    USAGE = 2  # bad command line
+    INTERRUPTED = 130  # SIGINT
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as one line ``iped: error: MESSAGE[ (hint: HINT)]``."""
+
+    def __init__(self, message: str, *, hint: str | None = None, code: int = ExitCode.FAILED) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.code = code
+
+    def __str__(self) -> str:
+        return self.message if self.hint is None else f"{self.message} (hint: {self.hint})"
+
+
+def die(message: str, *, hint: str | None = None, code: int = ExitCode.FAILED) -> NoReturn:
+    """Stop the verb with a one-line error; ``main()`` prints it and returns ``code``."""
+    raise CliError(message, hint=hint, code=code)

@@ -1,0 +1,111 @@
+"""``iped sign --key KEY --cert CERT [-o OUT] [--hash sha256] POLICY``.
+
+Validates POLICY first (the same one-line error as ``iped validate``, exit 1) and never signs a
+policy the kernel would refuse. Then signs it the way the admin guide's
+``openssl smime -sign -nodetach -noattr -binary -outform der`` does (:func:`iped.pkcs7.sign_policy`),
+checks the result with iped's own kernel-order verifier against CERT, and writes it atomically
+(temporary file in the same directory, fsync, rename) to OUT, default ``POLICY.p7s``; ``-o -``
+writes the DER to stdout.
+
+A private key readable or writable by group or others (``st_mode & 0o077``) is refused before
+it is read: the fix is ``chmod 600 KEY``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import tempfile
+
+from iped.commands import ExitCode, die
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        from iped.errnos import errno_name
+
+        die(f"{path}: {errno_name(e.errno or 5)}: cannot read {what}: {e.strerror}")
+
+
+def check_key_mode(path: str) -> None:
+    """Refuse a private key that anyone but its owner may read or write."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        from iped.errnos import errno_name
+
+        die(f"{path}: {errno_name(e.errno or 5)}: cannot read private key: {e.strerror}")
+    if mode & 0o077:
+        die(
+            f"{path}: private key is accessible by group or others (mode {mode & 0o777:04o}); refusing to use it",
+            hint=f"chmod 600 {path}",
+        )
+
+
+def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a part."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from iped.pkcs7 import SIGN_HASHES
+
+    parser.add_argument("--key", required=True, metavar="KEY", help="PEM private key (RSA or ECDSA, mode 0600)")
+    parser.add_argument("--cert", required=True, metavar="CERT", help="PEM certificate of KEY (embedded in the blob)")
+    parser.add_argument(
+        "-o", "--output", metavar="OUT", help="where to write the DER blob (default POLICY.p7s; '-' for stdout)"
+    )
+    parser.add_argument("--hash", default="sha256", choices=SIGN_HASHES, help="digest algorithm (default sha256)")
+    parser.add_argument("policy", metavar="POLICY", help="plain policy text")
+
+
+def run(args: argparse.Namespace) -> int:
+    from iped.commands.validate import check_text
+    from iped.pkcs7 import SignatureError, is_pkcs7, sign_policy, verify_policy
+
+    text = _read(args.policy, "policy")
+    if is_pkcs7(text):
+        die(f"{args.policy}: already a signed PKCS#7 blob", hint="sign the plain policy text")
+    result = check_text(args.policy, text)
+    if not result.valid:
+        print(result.human(), file=sys.stderr, flush=True)
+        return ExitCode.FAILED
+    check_key_mode(args.key)
+    key_pem = _read(args.key, "private key")
+    cert_pem = _read(args.cert, "certificate")
+    try:
+        blob = sign_policy(text, key_pem, cert_pem, args.hash)
+        verify_policy(blob, [cert_pem])
+    except ValueError as e:
+        die(f"{args.key}: cannot sign: {e}")
+    except SignatureError as e:
+        die(f"{args.policy}: the signed blob does not verify: {e}")
+    out = args.output if args.output is not None else args.policy + ".p7s"
+    if out == "-":
+        sys.stdout.buffer.write(blob)
+        sys.stdout.buffer.flush()
+        return ExitCode.OK
+    write_atomic(out, blob)
+    print(
+        f"iped: signed {args.policy} -> {out} (policy_name={result.policy_name} "
+        f"policy_version={result.policy_version}, {args.hash}, {len(blob)} bytes)",
+        file=sys.stderr,
+    )
+    return ExitCode.OK

@@ -1,0 +1,192 @@
+"""``iped validate [--trust CERT]... [--json] FILE...``: would the kernel accept these files?
+
+Each FILE is plain policy text or a signed DER PKCS#7 blob, told apart by content (never by
+extension). A signed blob is checked first as the kernel's verify_pkcs7_signature() would
+(see :mod:`iped.pkcs7`), then its inner text is parsed:
+
+* with ``--trust``: the certificates are the keyring; a signer outside them is ENOKEY, invalid;
+* without ``--trust``: the container, the signature against its own embedded certificate and the
+  content are checked, and the output says ``trust not checked`` (the kernel's keyrings cannot
+  be read from userspace, so only ``--trust`` can say whether *this* kernel would accept it).
+
+Then the name must be usable as a securityfs directory: ``.``/``..`` or a ``/`` -> EACCES, more
+than 255 bytes -> ENAMETOOLONG. The parser accepts such names; the load fails later.
+
+Output: valid files ``FILE: OK policy_name=... policy_version=...`` on stdout; invalid ones
+``FILE:LINE: ERRNO: reason (token '...') — meaning`` (``FILE: ERRNO: ...`` without a line) on
+stderr; ``--json`` prints one JSON object per file per line on stdout instead. A missing or
+unreadable file is invalid input (``FILE: ENOENT: ...``). Exit 0 when every file is valid, 1
+when any is not, 2 for a bad command line — so it works as Ansible's ``validate: iped validate %s``
+and Puppet's ``validate_cmd``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+from iped.commands import ExitCode, die
+
+#: NAME_MAX: securityfs_create_dir() refuses longer names.
+NAME_MAX = 255
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    """The verdict on one file; ``errno`` is set exactly when ``valid`` is False."""
+
+    path: str
+    valid: bool
+    errno: int | None = None
+    line: int | None = None
+    token: str | None = None
+    reason: str | None = None
+    policy_name: str | None = None
+    policy_version: str | None = None
+    signed: bool = False
+    signer: str | None = None
+    trust_checked: bool = False
+    signature_checked: bool = False
+    io_error: bool = False  # errno/reason come from reading the file, not from the kernel's checks
+
+    @property
+    def message(self) -> str:
+        """``ERRNO: reason (token '...') — meaning``, or ``OK ...`` for a valid file."""
+        from iped.errnos import errno_meaning, errno_name
+
+        if self.valid:
+            out = f"OK policy_name={self.policy_name} policy_version={self.policy_version}"
+            if self.signed:
+                out += f" signed_by={self.signer!r}"
+                if not self.trust_checked:
+                    out += " (trust not checked"
+                    out += ")" if self.signature_checked else "; no embedded certificate, signature not checked)"
+            return out
+        assert self.errno is not None
+        if self.io_error:
+            return f"{errno_name(self.errno)}: {self.reason}"
+        tok = f" (token {self.token!r})" if self.token else ""
+        return f"{errno_name(self.errno)}: {self.reason}{tok} — {errno_meaning(self.errno)}"
+
+    def human(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.message}"
+
+    def as_json(self) -> str:
+        from iped.errnos import errno_name
+
+        d = asdict(self)
+        d["errno_number"] = d.pop("errno")
+        d["errno"] = None if self.errno is None else errno_name(self.errno)
+        d["message"] = self.message
+        return json.dumps(d, sort_keys=True)
+
+
+def policy_name_error(name: bytes) -> tuple[int, str] | None:
+    """Would securityfs_create_dir(name) fail? (EACCES, why) / (ENAMETOOLONG, why) / None."""
+    if name in (b".", b"..") or b"/" in name:
+        return errno.EACCES, f"policy name {name.decode('utf-8', 'backslashreplace')!r} cannot be a directory name"
+    if len(name) > NAME_MAX:
+        return errno.ENAMETOOLONG, f"policy name is {len(name)} bytes; a directory name takes at most {NAME_MAX}"
+    return None
+
+
+def check_text(path: str, text: bytes) -> FileResult:
+    """Parse policy text as ipe_parse_policy() does, then check the name as a directory."""
+    from iped.emulator.policy_parser import PolicyError, parse_policy
+
+    try:
+        policy = parse_policy(text)
+    except PolicyError as e:
+        tok = e.token.decode("utf-8", "backslashreplace") if e.token else None
+        return FileResult(path, False, e.errno, e.line, tok, e.reason)
+    name = policy.name.decode("utf-8", "backslashreplace")
+    version = str(policy.version)
+    bad = policy_name_error(policy.name)
+    if bad is not None:
+        return FileResult(path, False, bad[0], None, None, bad[1], name, version)
+    return FileResult(path, True, policy_name=name, policy_version=version)
+
+
+def check_blob(path: str, blob: bytes, anchors: Sequence[bytes] | None) -> FileResult:
+    """A file's verdict: signed blobs are verified (against ``anchors`` if given) first."""
+    from iped.pkcs7 import SignatureError, check_signature, is_pkcs7, verify_policy
+
+    if not is_pkcs7(blob):
+        return check_text(path, blob)
+    try:
+        verified = verify_policy(blob, anchors) if anchors else check_signature(blob)
+    except SignatureError as e:
+        return FileResult(path, False, e.errno, None, None, e.reason, signed=True, trust_checked=bool(anchors))
+    return replace(
+        check_text(path, verified.text),
+        signed=True,
+        signer=verified.signer_subject,
+        trust_checked=verified.trust_checked,
+        signature_checked=verified.signature_checked,
+    )
+
+
+def check_path(path: str, anchors: Sequence[bytes] | None) -> FileResult:
+    """Read and check one file (``-`` is stdin); an unreadable file is an invalid input."""
+    try:
+        if path == "-":
+            blob = sys.stdin.buffer.read()
+        else:
+            with open(path, "rb") as f:
+                blob = f.read()
+    except OSError as e:
+        return FileResult(path, False, e.errno or errno.EIO, reason=e.strerror or str(e), io_error=True)
+    return check_blob(path, blob, anchors)
+
+
+def read_anchors(paths: Sequence[str]) -> list[bytes]:
+    """The ``--trust`` certificates; a missing or malformed one stops the command (exit 1)."""
+    from iped.pkcs7 import load_anchor
+
+    anchors: list[bytes] = []
+    for p in paths:
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+            load_anchor(data)
+        except OSError as e:
+            from iped.errnos import errno_name
+
+            die(f"{p}: {errno_name(e.errno or errno.EIO)}: {e.strerror}")
+        except ValueError as e:
+            die(f"{p}: {e}")
+        anchors.append(data)
+    return anchors
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--trust",
+        action="append",
+        default=[],
+        metavar="CERT",
+        help="trusted signer or CA certificate (PEM or DER); repeat for more; without it, "
+        "signed files are checked against their own certificate only",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per file per line on stdout")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="policy text or signed DER PKCS#7 ('-' for stdin)")
+
+
+def run(args: argparse.Namespace) -> int:
+    anchors = read_anchors(args.trust) if args.trust else None
+    ok = True
+    for path in args.files:
+        result = check_path(path, anchors)
+        ok &= result.valid
+        if args.json:
+            print(result.as_json(), flush=True)
+        elif result.valid:
+            print(result.human(), flush=True)
+        else:
+            print(result.human(), file=sys.stderr, flush=True)
+    return ExitCode.OK if ok else ExitCode.FAILED

@@ -1,0 +1,118 @@
+"""The CLI framework: verb table, exit codes from one place, one-line errors, lazy verbs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from iped import __version__
+from iped.cli import Verb, build_parser, load_verb, main
+from iped.commands import CliError, ExitCode
+
+
+def run_iped(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m iped ARGS`` in a real process."""
+    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, check=False)
+
+
+def test_every_verb_has_help_and_a_module_name() -> None:
+    assert {v.value for v in Verb} == {
+        "validate",
+        "sign",
+        "daemon",
+        "reload",
+        "status",
+        "plan",
+        "apply",
+        "rollback",
+        "audit",
+        "explain",
+    }
+    for verb in Verb:
+        assert verb.help and verb.module == f"iped.commands.{verb.value}"
+    help_text = build_parser().format_help()
+    for verb in Verb:
+        assert verb.value in help_text
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == ExitCode.OK
+    assert capsys.readouterr().out.strip() == f"iped {__version__}"
+
+
+def test_no_verb_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("iped: error: ")
+
+
+def test_unknown_verb_and_option_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["frobnicate"]) == ExitCode.USAGE
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["validate", "--no-such-option", "x"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--no-such-option" in err
+
+
+def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == ExitCode.OK
+    assert "validate" in capsys.readouterr().out
+    assert main(["validate", "--help"]) == ExitCode.OK
+    assert "--trust" in capsys.readouterr().out
+
+
+def test_missing_verb_module_fails_alone_with_clear_message() -> None:
+    # A verb whose module is absent is a one-line error naming the module; others keep working.
+    missing = [v for v in Verb if _absent(v.module)]
+    for verb in missing:
+        with pytest.raises(CliError, match=f"'{verb}' is not available"):
+            load_verb(verb)
+    assert load_verb(Verb.validate).run is not None
+
+
+def _absent(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is None
+
+
+def test_subprocess_exit_codes_and_one_line_stderr(tmp_path: object) -> None:
+    usage = run_iped()
+    assert usage.returncode == 2
+    assert usage.stderr.count("\n") == 1 and usage.stderr.startswith("iped: error: ")
+    version = run_iped("--version")
+    assert (version.returncode, version.stdout.strip()) == (0, f"iped {__version__}")
+    missing = run_iped("validate", "/nonexistent/policy.pol")
+    assert missing.returncode == 1
+    assert missing.stderr == "/nonexistent/policy.pol: ENOENT: No such file or directory\n"
+    assert "Traceback" not in missing.stderr
+
+
+def test_debug_shows_traceback_otherwise_never() -> None:
+    plain = run_iped("validate", "--trust", "/nonexistent/ca.crt", "x")
+    assert plain.returncode == 1
+    assert plain.stderr == "iped: error: /nonexistent/ca.crt: ENOENT: No such file or directory\n"
+    debug = run_iped("--debug", "validate", "--trust", "/nonexistent/ca.crt", "x")
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr and debug.stderr.endswith(plain.stderr)
+
+
+def test_interrupt_is_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real SIGINT while ``validate -`` blocks reading a real pipe that never gets data."""
+    import io
+    import os
+    import signal
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    try:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(io.FileIO(read_fd, "r"))))
+        timer = threading.Timer(0.2, signal.pthread_kill, (threading.main_thread().ident, signal.SIGINT))
+        timer.start()
+        assert main(["validate", "-"]) == ExitCode.INTERRUPTED
+        timer.join()
+    finally:
+        os.close(write_fd)
+    assert capsys.readouterr().err == "iped: error: interrupted\n"

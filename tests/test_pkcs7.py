@@ -1,0 +1,296 @@
+"""iped.pkcs7 against the real openssl binary: signing recipe, and the kernel's errno per case.
+
+Keys and certificates are made by ``openssl req`` in temporary directories, and the odd
+containers (detached, signed attributes, ``-nocerts``, PEM) by ``openssl smime``, so every
+case is a blob some real tool produces.
+"""
+
+from __future__ import annotations
+
+import errno
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from iped.pkcs7 import (
+    ASN1_MAX_LEN,
+    SIGN_HASHES,
+    SignatureError,
+    check_signature,
+    is_pkcs7,
+    sign_policy,
+    unverified_content,
+    verify_policy,
+)
+
+POLICY = b"policy_name=signed policy_version=1.2.3\nDEFAULT action=ALLOW\nop=EXECUTE boot_verified=TRUE action=DENY\n"
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A key pair made by openssl: ``key``/``crt`` paths and their PEM bytes."""
+
+    key: Path
+    crt: Path
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key.read_bytes()
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.crt.read_bytes()
+
+
+def openssl(*args: str | Path, stdin: bytes | None = None) -> bytes:
+    """Run the real openssl binary; its stdout, or the test fails with its stderr."""
+    proc = subprocess.run(["openssl", *map(str, args)], input=stdin, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout
+
+
+def make_signer(directory: Path, name: str, kind: str = "rsa") -> Signer:
+    """A self-signed signer certificate (RSA-2048 or ECDSA P-256), key mode 0600."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key, crt = directory / f"{name}.key", directory / f"{name}.crt"
+    newkey = ["-newkey", "rsa:2048"] if kind == "rsa" else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+    openssl("req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", crt, "-subj", f"/CN={name}", "-days", "30")
+    key.chmod(0o600)
+    return Signer(key, crt)
+
+
+def make_leaf(directory: Path, name: str, ca: Signer) -> Signer:
+    """A certificate issued by ``ca`` with SKID/AKID, as a CA-run signing setup has."""
+    key, csr, crt, ext = (directory / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
+    ext.write_text("subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nbasicConstraints=CA:FALSE\n")
+    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+    openssl("x509", "-req", "-in", csr, "-CA", ca.crt, "-CAkey", ca.key, "-CAcreateserial", "-out", crt,
+            "-days", "30", "-extfile", ext)  # fmt: skip
+    key.chmod(0o600)
+    return Signer(key, crt)
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Signer]:
+    d = tmp_path_factory.mktemp("keys")
+    ca = make_signer(d, "test-ca")
+    return {
+        "rsa": make_signer(d, "rsa-signer"),
+        "ec": make_signer(d, "ec-signer", "ec"),
+        "other": make_signer(d, "untrusted-signer"),
+        "ca": ca,
+        "leaf": make_leaf(d, "leaf-signer", ca),
+    }
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("work")
+    (d / "policy.pol").write_bytes(POLICY)
+    (d / "empty").write_bytes(b"")
+    return d
+
+
+def smime_sign(work: Path, signer: Signer, *flags: str, infile: str = "policy.pol", md: str = "sha256") -> bytes:
+    """``openssl smime -sign -binary -outform der`` with extra flags (the admin guide adds -nodetach -noattr)."""
+    out = work / "out.p7s"
+    openssl("smime", "-sign", "-binary", "-outform", "der", "-md", md, "-in", work / infile,
+            "-signer", signer.crt, "-inkey", signer.key, "-out", out, *flags)  # fmt: skip
+    return out.read_bytes()
+
+
+def expect_errno(blob: bytes, anchors: list[bytes], want: int) -> SignatureError:
+    with pytest.raises(SignatureError) as info:
+        verify_policy(blob, anchors)
+    assert info.value.errno == want, str(info.value)
+    return info.value
+
+
+# -- signing --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("hash_name", SIGN_HASHES)
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_sign_verify_round_trip(keys: dict[str, Signer], kind: str, hash_name: str) -> None:
+    s = keys[kind]
+    blob = sign_policy(POLICY, s.key_pem, s.cert_pem, hash_name)
+    v = verify_policy(blob, [s.cert_pem])
+    assert v.text == POLICY
+    assert v.digest_algorithm == hash_name
+    assert v.signer_subject == f"CN={kind}-signer"
+    assert v.pkcs7 == blob
+    assert v.trust_checked and v.signature_checked
+
+
+@pytest.mark.parametrize("kind", ["rsa", "ec"])
+def test_openssl_verifies_and_returns_exact_policy(keys: dict[str, Signer], work: Path, kind: str) -> None:
+    blob = sign_policy(POLICY, keys[kind].key_pem, keys[kind].cert_pem)
+    (work / "ours.p7s").write_bytes(blob)
+    out = openssl("smime", "-verify", "-binary", "-inform", "der", "-noverify", "-in", work / "ours.p7s")
+    assert out == POLICY
+
+
+@pytest.mark.parametrize("hash_name", SIGN_HASHES)
+def test_rsa_output_is_byte_identical_to_openssl_recipe(keys: dict[str, Signer], work: Path, hash_name: str) -> None:
+    ours = sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem, hash_name)
+    theirs = smime_sign(work, keys["rsa"], "-nodetach", "-noattr", md=hash_name)
+    assert ours == theirs
+
+
+def test_sign_rejects_mismatched_key_and_unknown_hash(keys: dict[str, Signer]) -> None:
+    with pytest.raises(ValueError, match="does not belong"):
+        sign_policy(POLICY, keys["rsa"].key_pem, keys["other"].cert_pem)
+    with pytest.raises(ValueError, match="unsupported hash"):
+        sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem, "md5")
+
+
+def test_der_anchor_accepted(keys: dict[str, Signer], work: Path) -> None:
+    der = openssl("x509", "-in", keys["rsa"].crt, "-outform", "der")
+    blob = sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem)
+    assert verify_policy(blob, [der]).text == POLICY
+
+
+# -- the kernel's errno for each container variant ---------------------------------------------
+
+
+def test_unsigned_text_is_ebadmsg(keys: dict[str, Signer]) -> None:
+    expect_errno(POLICY, [keys["rsa"].cert_pem], errno.EBADMSG)
+
+
+def test_pem_wrapped_is_ebadmsg_with_hint(keys: dict[str, Signer], work: Path) -> None:
+    pem = smime_sign(work, keys["rsa"], "-nodetach", "-noattr") and openssl(
+        "pkcs7", "-inform", "der", "-in", work / "out.p7s", "-outform", "pem"
+    )
+    assert pem.startswith(b"-----BEGIN PKCS7-----")
+    assert is_pkcs7(pem)
+    err = expect_errno(pem, [keys["rsa"].cert_pem], errno.EBADMSG)
+    assert "DER" in err.reason
+
+
+@pytest.mark.parametrize("cut", [1, 10, 300])
+def test_truncated_is_ebadmsg(keys: dict[str, Signer], cut: int) -> None:
+    blob = sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem)
+    expect_errno(blob[:-cut], [keys["rsa"].cert_pem], errno.EBADMSG)
+
+
+def test_trailing_garbage_is_ignored_like_the_asn1_decoder(keys: dict[str, Signer]) -> None:
+    # asn1_ber_decoder() returns at ASN1_OP_COMPLETE without checking that the input was used up.
+    blob = sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem) + b"\0garbage"
+    assert verify_policy(blob, [keys["rsa"].cert_pem]).text == POLICY
+
+
+def test_larger_than_asn1_decoder_limit_is_emsgsize(keys: dict[str, Signer]) -> None:
+    big = POLICY + b"# " + b"x" * ASN1_MAX_LEN + b"\n"
+    blob = sign_policy(big, keys["rsa"].key_pem, keys["rsa"].cert_pem)
+    expect_errno(blob, [keys["rsa"].cert_pem], errno.EMSGSIZE)
+
+
+def test_tampered_content_is_ekeyrejected(keys: dict[str, Signer]) -> None:
+    blob = sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem)
+    tampered = blob.replace(b"action=DENY", b"action=ALOW")
+    assert tampered != blob and len(tampered) == len(blob)
+    expect_errno(tampered, [keys["rsa"].cert_pem], errno.EKEYREJECTED)
+    # Even with an untrusted signer: the signature check comes before the trust check.
+    expect_errno(tampered, [keys["other"].cert_pem], errno.EKEYREJECTED)
+
+
+def test_detached_signature_is_ekeyrejected(keys: dict[str, Signer], work: Path) -> None:
+    # pkcs7_digest() hashes the absent content as empty, so the signature fails before ENODATA.
+    blob = smime_sign(work, keys["rsa"], "-noattr")
+    assert unverified_content(blob) is None
+    expect_errno(blob, [keys["rsa"].cert_pem], errno.EKEYREJECTED)
+
+
+def test_detached_signature_over_empty_content_is_enodata(keys: dict[str, Signer], work: Path) -> None:
+    blob = smime_sign(work, keys["rsa"], "-noattr", infile="empty")
+    expect_errno(blob, [keys["rsa"].cert_pem], errno.ENODATA)
+
+
+def test_openssl_default_attributes_are_ekeyrejected(keys: dict[str, Signer], work: Path) -> None:
+    # Without -noattr openssl adds SMIMECapabilities, which pkcs7_parser.c allows only for Authenticode.
+    blob = smime_sign(work, keys["rsa"], "-nodetach")
+    err = expect_errno(blob, [keys["rsa"].cert_pem], errno.EKEYREJECTED)
+    assert "S/MIME" in err.reason
+
+
+def test_valid_signed_attributes_are_accepted(keys: dict[str, Signer], work: Path) -> None:
+    # The kernel verifies over the DER SET of the attributes after checking messageDigest.
+    blob = smime_sign(work, keys["rsa"], "-nodetach", "-nosmimecap")
+    assert verify_policy(blob, [keys["rsa"].cert_pem]).text == POLICY
+
+
+def test_signed_attributes_with_wrong_message_digest_are_ekeyrejected(keys: dict[str, Signer], work: Path) -> None:
+    blob = smime_sign(work, keys["rsa"], "-nodetach", "-nosmimecap")
+    tampered = blob.replace(b"action=DENY", b"action=ALOW")
+    err = expect_errno(tampered, [keys["rsa"].cert_pem], errno.EKEYREJECTED)
+    assert "messageDigest" in err.reason
+
+
+def test_untrusted_signer_is_enokey(keys: dict[str, Signer]) -> None:
+    blob = sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem)
+    expect_errno(blob, [keys["other"].cert_pem], errno.ENOKEY)
+    expect_errno(blob, [], errno.ENOKEY)
+
+
+def test_no_embedded_cert_found_in_anchors_by_issuer_and_serial(keys: dict[str, Signer], work: Path) -> None:
+    blob = smime_sign(work, keys["rsa"], "-nodetach", "-noattr", "-nocerts")
+    v = verify_policy(blob, [keys["other"].cert_pem, keys["rsa"].cert_pem])
+    assert v.text == POLICY and v.signer_subject == "CN=rsa-signer"
+    expect_errno(blob, [keys["other"].cert_pem], errno.ENOKEY)
+
+
+def test_no_embedded_cert_tampered_is_ekeyrejected_by_the_trusted_key(keys: dict[str, Signer], work: Path) -> None:
+    blob = smime_sign(work, keys["rsa"], "-nodetach", "-noattr", "-nocerts").replace(b"DENY", b"DENI")
+    expect_errno(blob, [keys["rsa"].cert_pem], errno.EKEYREJECTED)
+
+
+def test_unsupported_digest_is_enopkg(keys: dict[str, Signer], work: Path) -> None:
+    blob = smime_sign(work, keys["rsa"], "-nodetach", "-noattr", md="md5")
+    expect_errno(blob, [keys["rsa"].cert_pem], errno.ENOPKG)
+
+
+def test_signer_issued_by_trusted_ca(keys: dict[str, Signer]) -> None:
+    blob = sign_policy(POLICY, keys["leaf"].key_pem, keys["leaf"].cert_pem)
+    v = verify_policy(blob, [keys["ca"].cert_pem])
+    assert v.text == POLICY and v.signer_subject == "CN=leaf-signer"
+    expect_errno(blob, [keys["rsa"].cert_pem], errno.ENOKEY)
+
+
+def test_check_signature_without_anchors(keys: dict[str, Signer], work: Path) -> None:
+    v = check_signature(sign_policy(POLICY, keys["ec"].key_pem, keys["ec"].cert_pem))
+    assert (v.text, v.trust_checked, v.signature_checked) == (POLICY, False, True)
+    nocerts = check_signature(smime_sign(work, keys["rsa"], "-nodetach", "-noattr", "-nocerts"))
+    assert (nocerts.text, nocerts.signature_checked) == (POLICY, False)
+    with pytest.raises(SignatureError) as info:
+        check_signature(sign_policy(POLICY, keys["ec"].key_pem, keys["ec"].cert_pem).replace(b"DENY", b"DENI"))
+    assert info.value.errno == errno.EKEYREJECTED
+
+
+def test_sniffing(keys: dict[str, Signer]) -> None:
+    blob = sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem)
+    assert is_pkcs7(blob)
+    assert not is_pkcs7(POLICY)
+    assert not is_pkcs7(keys["rsa"].cert_pem)
+    assert not is_pkcs7(openssl("x509", "-in", keys["rsa"].crt, "-outform", "der"))
+    assert unverified_content(blob) == POLICY
+    assert unverified_content(POLICY) is None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_blob_never_verifies_other_text(keys: dict[str, Signer], data: st.DataObject) -> None:
+    """Fail closed: a corrupted blob raises SignatureError or still yields exactly the signed text."""
+    blob = bytearray(sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(blob) - 1))
+        blob[at] = data.draw(st.integers(0, 255))
+    try:
+        v = verify_policy(bytes(blob), [keys["rsa"].cert_pem])
+    except SignatureError as e:
+        assert e.errno in (errno.EBADMSG, errno.EINVAL, errno.ENOPKG, errno.EKEYREJECTED, errno.ENOKEY, errno.ENODATA)
+    else:
+        assert v.text == POLICY
