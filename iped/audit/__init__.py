@@ -1,0 +1,1 @@
+"""Follow, group, explain and count IPE audit records (netlink, journald, files, emulator)."""

@@ -1,0 +1,135 @@
+"""Audit counters for ``iped status`` and a Prometheus textfile-collector file.
+
+Decisions by (op, hook, action, enforcing, rule), policy loads by result and errno, config
+and enforce changes, and every way a record can be lost: ENOBUFS on the netlink socket
+(the kernel dropped records for us), serial gaps that never filled, duplicates dropped.
+The textfile is written to a temporary name in the same directory and renamed over the
+target, so node_exporter never reads half a file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iped.audit.group import Event, GroupStats
+from iped.audit.records import IpeAccess, IpeConfigChange, IpeMacStatus, IpePolicyLoad
+
+
+@dataclass
+class AuditCounters:
+    """Mutable tallies owned by one follower."""
+
+    source: str = "none"
+    decisions: Counter[tuple[str, str, str, bool]] = field(default_factory=Counter)
+    rules: Counter[str] = field(default_factory=Counter)
+    loads: Counter[tuple[str, int]] = field(default_factory=Counter)
+    config_changes: int = 0
+    enforce_changes: int = 0
+    events: int = 0
+    enobufs: int = 0
+    group: GroupStats = field(default_factory=GroupStats)
+
+    def count(self, event: Event) -> None:
+        """Tally the IPE records of one event."""
+        self.events += 1
+        for rec in event.ipe:
+            if isinstance(rec, IpeAccess):
+                key = (rec.op or "?", rec.hook or "?", rec.action or "?", bool(rec.enforcing))
+                self.decisions[key] += 1
+                if rec.rule is not None:
+                    self.rules[rec.rule] += 1
+            elif isinstance(rec, IpePolicyLoad):
+                self.loads["loaded" if rec.ok else "failed", abs(rec.errno or 0)] += 1
+            elif isinstance(rec, IpeConfigChange):
+                self.config_changes += 1
+            elif isinstance(rec, IpeMacStatus):
+                self.enforce_changes += 1
+
+    @property
+    def lost(self) -> dict[str, int]:
+        return {"enobufs": self.enobufs, "serial_gaps": self.group.serial_gaps}
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly snapshot (what ``iped status --json`` shows under ``audit``)."""
+        from iped.errnos import errno_name
+
+        allow = sum(n for (_, _, act, _), n in self.decisions.items() if act == "ALLOW")
+        deny = sum(n for (_, _, act, _), n in self.decisions.items() if act == "DENY")
+        return {
+            "source": self.source,
+            "events": self.events,
+            "decisions": {"allow": allow, "deny": deny},
+            "decisions_by": [
+                {"op": op, "hook": hook, "action": act, "enforcing": enf, "count": n}
+                for (op, hook, act, enf), n in sorted(self.decisions.items())
+            ],
+            "rules": dict(self.rules.most_common()),
+            "loads": [
+                {"result": res, "errno": err, "errno_name": errno_name(err) if err else None, "count": n}
+                for (res, err), n in sorted(self.loads.items())
+            ],
+            "config_changes": self.config_changes,
+            "enforce_changes": self.enforce_changes,
+            "lost": self.lost,
+            "duplicates": self.group.duplicates,
+            "incomplete_events": self.group.incomplete_events,
+        }
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text(c: AuditCounters) -> str:
+    """The counters in Prometheus text exposition format."""
+    from iped.errnos import errno_name
+
+    lines = [
+        "# HELP iped_audit_decisions_total IPE access decisions seen in audit records.",
+        "# TYPE iped_audit_decisions_total counter",
+    ]
+    for (op, hook, act, enf), n in sorted(c.decisions.items()):
+        lines.append(f'iped_audit_decisions_total{{op="{op}",hook="{hook}",action="{act}",enforcing="{int(enf)}"}} {n}')
+    lines += [
+        "# HELP iped_audit_rule_hits_total Decisions per rule (kernel rendering of the rule).",
+        "# TYPE iped_audit_rule_hits_total counter",
+    ]
+    lines += [f'iped_audit_rule_hits_total{{rule="{_label(r)}"}} {n}' for r, n in sorted(c.rules.items())]
+    lines += [
+        "# HELP iped_audit_policy_loads_total Policy loads/updates by result and errno.",
+        "# TYPE iped_audit_policy_loads_total counter",
+    ]
+    for (res, err), n in sorted(c.loads.items()):
+        lines.append(f'iped_audit_policy_loads_total{{result="{res}",errno="{errno_name(err) if err else ""}"}} {n}')
+    simple = [
+        ("config_changes_total", "Active policy switches.", c.config_changes),
+        ("enforce_changes_total", "Enforce/permissive switches.", c.enforce_changes),
+        ("events_total", "IPE audit events handled.", c.events),
+        ("duplicates_total", "Duplicate records dropped.", c.group.duplicates),
+    ]
+    for name, helptext, value in simple:
+        lines += [f"# HELP iped_audit_{name} {helptext}", f"# TYPE iped_audit_{name} counter"]
+        lines.append(f"iped_audit_{name} {value}")
+    lines += [
+        "# HELP iped_audit_lost_total Audit records lost: enobufs = netlink receive overflows, "
+        "serial_gaps = serials never received.",
+        "# TYPE iped_audit_lost_total counter",
+        f'iped_audit_lost_total{{reason="enobufs"}} {c.enobufs}',
+        f'iped_audit_lost_total{{reason="serial_gaps"}} {c.group.serial_gaps}',
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(c: AuditCounters, path: str | Path) -> None:
+    """Write the metrics atomically (temp file in the same directory, fsync, rename)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write(prometheus_text(c))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)

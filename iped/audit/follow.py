@@ -1,0 +1,262 @@
+"""The audit follower the daemon registers in its selector, and source selection.
+
+``make_follower(settings, backend)`` returns an object with ``fileno()``, ``on_readable()``,
+``on_timeout(now)``, ``timeout()`` and ``counters()``. The daemon calls ``on_readable()`` when
+the fd is readable and ``on_timeout(now)`` (``now`` = ``time.monotonic()``) when its select
+timed out; both return the completed IPE events. The follower owns no loop and no thread.
+
+Sources, by preference for ``auto``: netlink (needs CAP_AUDIT_READ; the bind is tried and
+EPERM falls back), then journald. With the emulator backend, the emulator's own record stream
+(``Emulator.drain_audit()``) is the source.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from iped.audit.counters import AuditCounters, write_textfile
+from iped.audit.explain import PolicyIndex
+from iped.audit.group import Event, Grouper
+from iped.audit.records import RawRecord, RecordError, parse_stamped
+
+#: How often an fd-less source (the emulator) is polled, and the metrics file rewritten.
+POLL_INTERVAL = 0.5
+METRICS_INTERVAL = 15.0
+
+
+class Source(Protocol):
+    name: str
+    track_gaps: bool
+
+    def fileno(self) -> int: ...
+
+    def read(self) -> list[RawRecord]: ...
+
+    def close(self) -> None: ...
+
+
+class _Netlink:
+    name = "netlink"
+    track_gaps = True
+
+    def __init__(self, counters: AuditCounters) -> None:
+        from iped.audit.netlink import NetlinkSource
+
+        self._src = NetlinkSource()
+        self._counters = counters
+
+    def fileno(self) -> int:
+        return self._src.fileno()
+
+    def read(self) -> list[RawRecord]:
+        recs = self._src.read()
+        self._counters.enobufs = self._src.stats.enobufs
+        return recs
+
+    def close(self) -> None:
+        self._src.close()
+
+
+class _Journal:
+    name = "journal"
+    track_gaps = False
+
+    def __init__(self, state_dir: Path | None, since: float | None) -> None:
+        from iped.audit.journal import JournalSource
+
+        self._src = JournalSource(state_dir, since)
+
+    def fileno(self) -> int:
+        return self._src.fileno()
+
+    def read(self) -> list[RawRecord]:
+        return self._src.read()
+
+    def close(self) -> None:
+        self._src.close()
+
+
+class EmulatorSource:
+    """The emulator's record stream: ``drain_audit() -> [(type, text)]``, polled on timeout.
+
+    ``text`` is either a full ``audit(S.MS:N): body`` payload or a bare body; bare bodies get
+    the current time and a local serial (each record its own event).
+    """
+
+    name = "emulator"
+    track_gaps = False
+
+    def __init__(self, drain: Callable[[], list[tuple[int, str]]]) -> None:
+        self._drain = drain
+        self._serial = 0
+        # a pipe nobody writes: a real fd the selector can hold that never turns readable
+        self._rfd, self._wfd = os.pipe()
+
+    def fileno(self) -> int:
+        return self._rfd
+
+    def read(self) -> list[RawRecord]:
+        out = []
+        for rtype, text in self._drain():
+            try:
+                out.append(parse_stamped(rtype, text))
+            except RecordError:
+                self._serial += 1
+                now = time.time()
+                out.append(RawRecord(rtype, int(now), int(now * 1000) % 1000, self._serial, text))
+        return out
+
+    def close(self) -> None:
+        for fd in (self._rfd, self._wfd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def open_source(
+    kind: str,
+    counters: AuditCounters,
+    *,
+    state_dir: Path | None = None,
+    since: float | None = None,
+    backend: Any = None,
+) -> tuple[Source, str]:
+    """Open a live source by name (``auto``, ``netlink``, ``journal``, ``emulator``).
+
+    Returns the source and a sentence saying which one was picked and why.
+    Raises PermissionError (netlink without CAP_AUDIT_READ), ImportError (no systemd-python).
+    """
+    if kind == "emulator" or (kind == "auto" and hasattr(backend, "drain_audit")):
+        return EmulatorSource(backend.drain_audit), "emulator: the emulator's own audit stream"
+    if kind == "netlink":
+        return _Netlink(counters), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
+    if kind == "journal":
+        return _Journal(state_dir, since), "journal: systemd journal, _TRANSPORT=audit"
+    if kind != "auto":
+        raise ValueError(f"unknown audit source {kind!r}")
+    try:
+        return _Netlink(counters), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
+    except OSError as exc:
+        why = os.strerror(exc.errno) if exc.errno else str(exc)
+        return _Journal(state_dir, since), f"journal: netlink bind failed ({why}; needs CAP_AUDIT_READ)"
+
+
+class Follower:
+    """Source + grouper + counters (+ optional policy index for explanations)."""
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        description: str = "",
+        index: PolicyIndex | None = None,
+        textfile: Path | None = None,
+        group_timeout: float = 2.0,
+        counters: AuditCounters | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.description = description or source.name
+        self.index = index
+        self.textfile = textfile
+        self._clock = clock
+        self._counters = counters or AuditCounters()
+        self._counters.source = source.name
+        self.grouper = Grouper(group_timeout, track_gaps=source.track_gaps)
+        self._counters.group = self.grouper.stats
+        self._next_metrics = 0.0
+
+    def fileno(self) -> int:
+        return self.source.fileno()
+
+    def _take(self, events: list[Event], now: float) -> list[Event]:
+        ipe = [e for e in events if e.is_ipe]
+        for event in ipe:
+            self._counters.count(event)
+        if self.textfile is not None and (ipe or now >= self._next_metrics):
+            self._next_metrics = now + METRICS_INTERVAL
+            with contextlib.suppress(OSError):
+                write_textfile(self._counters, self.textfile)
+        return ipe
+
+    def on_readable(self) -> list[Event]:
+        now = self._clock()
+        out: list[Event] = []
+        for rec in self.source.read():
+            out.extend(self.grouper.feed(rec, now))
+        return self._take(out, now)
+
+    def on_timeout(self, now: float) -> list[Event]:
+        out: list[Event] = []
+        if isinstance(self.source, EmulatorSource):
+            for rec in self.source.read():
+                out.extend(self.grouper.feed(rec, now))
+        out.extend(self.grouper.expire(now))
+        return self._take(out, now)
+
+    def timeout(self) -> float | None:
+        """Seconds until :meth:`on_timeout` should run (the daemon's select timeout)."""
+        waits: list[float] = []
+        deadline = self.grouper.deadline()
+        if deadline is not None:
+            waits.append(max(0.0, deadline - self._clock()))
+        if isinstance(self.source, EmulatorSource):
+            waits.append(POLL_INTERVAL)
+        if self.textfile is not None:
+            waits.append(max(0.0, self._next_metrics - self._clock()))
+        return min(waits) if waits else None
+
+    def flush(self) -> list[Event]:
+        return self._take(self.grouper.flush(), self._clock())
+
+    def counters(self) -> dict[str, Any]:
+        data = self._counters.as_dict()
+        data["source_description"] = self.description
+        return data
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _setting(settings: Any, *names: str, default: Any = None) -> Any:
+    for name in names:
+        value = getattr(settings, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def make_follower(settings: Any, backend: Any = None) -> Follower | None:
+    """Build the daemon's follower from its settings; None when auditing is switched off.
+
+    Settings read (all optional): ``audit_source`` (auto|netlink|journal|emulator|off),
+    ``state_dir`` (journal cursor), ``audit_metrics_path`` (Prometheus textfile),
+    ``policy_file`` (source of the active policy for explanations),
+    ``audit_group_timeout`` (seconds, default 2).
+    """
+    kind = str(_setting(settings, "audit_source", default="auto"))
+    if kind == "off":
+        return None
+    counters = AuditCounters()
+    state_dir = _setting(settings, "state_dir")
+    source, why = open_source(kind, counters, state_dir=Path(state_dir) if state_dir else None, backend=backend)
+    index = None
+    policy_file = _setting(settings, "policy_file", "audit_policy_file")
+    if policy_file:
+        from iped.emulator.policy_parser import PolicyError
+
+        with contextlib.suppress(OSError, PolicyError):
+            index = PolicyIndex.from_file(policy_file)
+    textfile = _setting(settings, "audit_metrics_path", "metrics_textfile")
+    return Follower(
+        source,
+        description=why,
+        index=index,
+        textfile=Path(textfile) if textfile else None,
+        group_timeout=float(_setting(settings, "audit_group_timeout", default=2.0)),
+        counters=counters,
+    )

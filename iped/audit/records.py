@@ -1,0 +1,479 @@
+"""Audit records: the raw record, the fast line/frame parser and typed IPE records.
+
+Counterpart of the kernel's security/ipe/audit.c (what IPE writes) and kernel/audit.c
+(``audit_log_untrustedstring``/``audit_log_n_hex``: how untrusted strings are printed).
+
+A record arrives in one of three shapes, all reduced to :class:`RawRecord`:
+
+* netlink: ``nlmsg_type`` is the record type, the payload is ``audit(S.MS:N): body``;
+* auditd log / ``ausearch --raw`` / kmsg: ``[node=X ]type=NAME msg=audit(S.MS:N): body``;
+* journald: ``_AUDIT_TYPE``, ``_AUDIT_ID``, ``_SOURCE_REALTIME_TIMESTAMP`` and
+  ``MESSAGE=<TYPE_NAME> body``.
+
+Bodies are split lazily: :func:`parse_typed` builds a typed record only for the types iped
+cares about (1420, 1421, 1422, 1404 with ``lsm=ipe``, 1300, 1327). Field splitting uses
+``str.split``/``partition`` rather than a regex per field, because the kernel never prints a
+space inside a field value that the typed records read: untrusted strings with a space are
+printed as hex, and the one field that contains spaces (``rule="..."``) is always last.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+AUDIT_SYSCALL: Final = 1300
+AUDIT_EOE: Final = 1320
+AUDIT_PROCTITLE: Final = 1327
+AUDIT_MAC_STATUS: Final = 1404
+AUDIT_IPE_ACCESS: Final = 1420
+AUDIT_IPE_CONFIG_CHANGE: Final = 1421
+AUDIT_IPE_POLICY_LOAD: Final = 1422
+
+#: Record types that make an event interesting to iped (1404 only with ``lsm=ipe``).
+IPE_TYPES: Final = frozenset({AUDIT_IPE_ACCESS, AUDIT_IPE_CONFIG_CHANGE, AUDIT_IPE_POLICY_LOAD, AUDIT_MAC_STATUS})
+
+#: auditd's type names (lib/audit_record.h / libaudit msg_typetab) for the types in IPE events.
+#: Unknown names fall back to ``UNKNOWN[n]`` in auditd and ``AUDIT<n>`` in journald.
+TYPE_NAMES: Final[dict[int, str]] = {
+    1005: "USER",
+    1100: "USER_AUTH",
+    1300: "SYSCALL",
+    1302: "PATH",
+    1305: "CONFIG_CHANGE",
+    1307: "CWD",
+    1309: "EXECVE",
+    1320: "EOE",
+    1327: "PROCTITLE",
+    1404: "MAC_STATUS",
+    1420: "IPE_ACCESS",
+    1421: "IPE_CONFIG_CHANGE",
+    1422: "IPE_POLICY_LOAD",
+}
+_NAME_TYPES: Final[dict[str, int]] = {name: num for num, name in TYPE_NAMES.items()}
+_NAME_TYPES.update({"USER": 1005, "LOGIN": 1006, "USER_AVC": 1107, "AVC": 1400, "USER_START": 1105})
+
+
+class RecordError(ValueError):
+    """A line or frame that is not an audit record (no ``audit(S.MS:N):`` stamp, bad type)."""
+
+
+def type_number(name: str) -> int:
+    """``1420``, ``IPE_ACCESS``, ``UNKNOWN[1420]`` or ``AUDIT1420`` -> 1420.
+
+    Raises RecordError for a name neither auditd nor journald would print.
+    """
+    if name.isdigit():
+        return int(name)
+    num = _NAME_TYPES.get(name)
+    if num is not None:
+        return num
+    if name.startswith("UNKNOWN[") and name.endswith("]") and name[8:-1].isdigit():
+        return int(name[8:-1])
+    if name.startswith("AUDIT") and name[5:].isdigit():
+        return int(name[5:])
+    raise RecordError(f"unknown record type name {name!r}")
+
+
+class RawRecord(NamedTuple):
+    """One audit record: type, event stamp (seconds, milliseconds, serial) and the body text.
+
+    A NamedTuple rather than a frozen dataclass: it is built once per record on the hot path,
+    and tuple construction is several times cheaper than a frozen dataclass's ``__init__``.
+    """
+
+    type: int
+    sec: int
+    msec: int
+    serial: int
+    body: str
+
+    @property
+    def timestamp(self) -> float:
+        return self.sec + self.msec / 1000.0
+
+    @property
+    def stamp(self) -> str:
+        """``S.MS:N`` exactly as the kernel prints it inside ``audit(...)``."""
+        return f"{self.sec}.{self.msec:03d}:{self.serial}"
+
+    def to_log_line(self) -> str:
+        """The auditd raw log form (``type=1420 msg=audit(S.MS:N): body``)."""
+        return f"type={self.type} msg=audit({self.stamp}): {self.body}"
+
+
+def parse_stamped(rtype: int, text: str) -> RawRecord:
+    """``audit(S.MS:N): body`` (the netlink payload) -> RawRecord.
+
+    Raises RecordError when the stamp is missing or malformed (a truncated frame).
+    """
+    if not text.startswith("audit("):
+        raise RecordError("no audit( stamp")
+    close = text.find(")", 6)
+    if close < 0:
+        raise RecordError("unterminated audit( stamp")
+    return _finish(rtype, text, 6, close)
+
+
+def _finish(rtype: int, text: str, start: int, close: int) -> RawRecord:
+    secms, colon, serial = text[start:close].partition(":")
+    sec, dot, msec = secms.partition(".")
+    if not colon or not dot:
+        raise RecordError("malformed audit( stamp")
+    try:
+        stamp = (int(sec), int(msec), int(serial))
+    except ValueError as exc:
+        raise RecordError("malformed audit( stamp") from exc
+    body_at = close + 1
+    if text.startswith(": ", body_at):
+        body_at += 2
+    elif text.startswith(":", body_at):
+        body_at += 1
+    body = text[body_at:]
+    # auditd's enriched format appends "\x1d" + interpreted fields; netlink pads with NULs.
+    if "\x1d" in body:
+        body = body[: body.find("\x1d")]
+    if body.endswith(("\n", "\x00")):
+        body = body.rstrip("\x00\n")
+    return RawRecord(rtype, stamp[0], stamp[1], stamp[2], body)
+
+
+#: type name -> number, filled as names are met (a log uses a handful of names)
+_TYPE_CACHE: dict[str, int] = {}
+
+
+def parse_log_line(line: str) -> RawRecord:
+    """One auditd log / ``ausearch --raw`` / kmsg line -> RawRecord.
+
+    Accepts an optional ``node=... `` prefix and kmsg's ``audit: `` prefix.
+    Raises RecordError for lines that are not audit records.
+    """
+    tpos = 0 if line.startswith("type=") else line.find("type=")
+    if tpos < 0:
+        raise RecordError("no type=")
+    sp = line.find(" ", tpos)
+    if sp < 0:
+        raise RecordError("no record body")
+    name = line[tpos + 5 : sp]
+    rtype = _TYPE_CACHE.get(name)
+    if rtype is None:
+        rtype = _TYPE_CACHE[name] = type_number(name)
+    apos = line.find("audit(", sp)
+    if apos < 0:
+        raise RecordError("no audit( stamp")
+    close = line.find(")", apos + 6)
+    if close < 0:
+        raise RecordError("unterminated audit( stamp")
+    return _finish(rtype, line, apos + 6, close)
+
+
+# --------------------------------------------------------------------------------------
+# field splitting and untrusted-string decoding
+
+
+def get_field(body: str, key: str) -> str | None:
+    """The printed value of ``key=`` in ``body`` (None if absent), found without splitting it all.
+
+    ``key`` must be the whole key: the match is at the start of the body or after a space.
+    """
+    k = key + "="
+    if body.startswith(k):
+        start = len(k)
+    else:
+        i = body.find(" " + k)
+        if i < 0:
+            return None
+        start = i + 1 + len(k)
+    end = body.find(" ", start)
+    return body[start:] if end < 0 else body[start:end]
+
+
+def split_fields(body: str) -> dict[str, str]:
+    """``k=v k2=v2`` -> dict, values as printed (quotes kept); a repeated key keeps its last value."""
+    return {k: v for k, _, v in (tok.partition("=") for tok in body.split(" "))}
+
+
+def decode_untrusted(value: str | None) -> str | None:
+    """Undo ``audit_log_untrustedstring``: ``"text"`` -> text, upper-case hex -> text.
+
+    ``?`` (no value, e.g. ``path=?`` for anonymous memory) and ``(null)`` give None.
+    Bytes that are not UTF-8 are kept as ``\\xNN`` escapes so the result is printable.
+    """
+    if value is None or value in ("?", "(null)"):
+        return None
+    if value.startswith('"'):
+        return value[1:-1] if len(value) > 1 and value.endswith('"') else value[1:]
+    try:
+        return bytes.fromhex(value).decode("utf-8", "backslashreplace")
+    except ValueError:
+        return value
+
+
+def _quoted(value: str | None) -> str | None:
+    """A ``%s`` value inside quotes (``policy_name``): strip them; ``?`` gives None."""
+    if value is None or value == "?":
+        return None
+    if value.startswith('"') and value.endswith('"') and len(value) > 1:
+        return value[1:-1]
+    return value
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _unset_id(value: str | None) -> int | None:
+    """auid/ses: 4294967295 (``(u32)-1``) means unset."""
+    num = _int(value)
+    return None if num in (None, 4294967295) else num
+
+
+def _flag(value: str | None) -> bool | None:
+    return None if value not in ("0", "1") else value == "1"
+
+
+def decode_rule(rule: str) -> str:
+    """Render a ``rule=`` text the way the policy file spells it.
+
+    The kernel prints digest properties as ``fsverity_digest="sha256":HEX`` (algorithm as an
+    untrusted string, so hex when it has odd bytes); this returns ``fsverity_digest=sha256:HEX``.
+    """
+    out = []
+    for tok in rule.split(" "):
+        key, eq, val = tok.partition("=")
+        alg, colon, hexd = val.rpartition(":")
+        if eq and colon and key in ("fsverity_digest", "dmverity_roothash"):
+            out.append(f"{key}={decode_untrusted(alg) or ''}:{hexd}")
+        else:
+            out.append(tok)
+    return " ".join(out)
+
+
+# --------------------------------------------------------------------------------------
+# typed records
+
+
+@dataclass(frozen=True, slots=True)
+class IpeAccess:
+    """1420 AUDIT_IPE_ACCESS: one IPE decision (audit.c: ipe_audit_match)."""
+
+    op: str | None
+    hook: str | None
+    enforcing: bool | None
+    pid: int | None
+    comm: str | None
+    path: str | None
+    dev: str | None
+    ino: int | None
+    rule: str | None
+
+    @property
+    def action(self) -> str | None:
+        """ALLOW or DENY: the rule's action is the decision (before enforce is applied)."""
+        if self.rule is None:
+            return None
+        _, eq, act = self.rule.rpartition("action=")
+        return act if eq and act in ("ALLOW", "DENY") else None
+
+    @property
+    def match(self) -> str | None:
+        """``rule`` (a policy rule matched), ``op_default`` or ``global_default``."""
+        if self.rule is None:
+            return None
+        if not self.rule.startswith("DEFAULT "):
+            return "rule"
+        return "op_default" if self.rule.startswith("DEFAULT op=") else "global_default"
+
+
+@dataclass(frozen=True, slots=True)
+class IpeConfigChange:
+    """1421 AUDIT_IPE_CONFIG_CHANGE: the active policy changed (old may be None)."""
+
+    old_name: str | None
+    old_version: str | None
+    old_digest: str | None
+    new_name: str | None
+    new_version: str | None
+    new_digest: str | None
+    auid: int | None
+    ses: int | None
+    res: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class IpePolicyLoad:
+    """1422 AUDIT_IPE_POLICY_LOAD.
+
+    6.12-6.15 audit successes only and print no ``errno=`` (errno is None). From 6.16 every
+    new_policy/update attempt is audited; failures carry ``res=0 errno=-N`` and ``?`` for the
+    policy fields (name, version and digest are None).
+    """
+
+    name: str | None
+    version: str | None
+    digest: str | None
+    auid: int | None
+    ses: int | None
+    res: int | None
+    errno: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.res == 1
+
+
+@dataclass(frozen=True, slots=True)
+class IpeMacStatus:
+    """1404 AUDIT_MAC_STATUS with ``lsm=ipe``: enforce switched through securityfs."""
+
+    enforcing: bool | None
+    old_enforcing: bool | None
+    auid: int | None
+    ses: int | None
+    res: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Syscall:
+    """1300 SYSCALL: who did it (the process around an IPE record)."""
+
+    arch: str | None
+    syscall: int | None
+    success: bool | None
+    exit: int | None
+    pid: int | None
+    ppid: int | None
+    uid: int | None
+    auid: int | None
+    ses: int | None
+    comm: str | None
+    exe: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Proctitle:
+    """1327 PROCTITLE: argv, hex of the NUL-separated command line (or quoted when plain)."""
+
+    argv: tuple[str, ...]
+
+
+TypedRecord = IpeAccess | IpeConfigChange | IpePolicyLoad | IpeMacStatus | Syscall | Proctitle
+
+
+def parse_access(body: str) -> IpeAccess:
+    head, sep, rule = body.partition(' rule="')
+    f = split_fields(head)
+    return IpeAccess(
+        op=f.get("ipe_op"),
+        hook=f.get("ipe_hook"),
+        enforcing=_flag(f.get("enforcing")),
+        pid=_int(f.get("pid")),
+        comm=decode_untrusted(f.get("comm")),
+        path=decode_untrusted(f.get("path")),
+        dev=decode_untrusted(f.get("dev")),
+        ino=_int(f.get("ino")),
+        # the closing quote is missing when the record was truncated; keep what is there
+        rule=(rule[:-1] if rule.endswith('"') else rule) if sep else None,
+    )
+
+
+def parse_config_change(body: str) -> IpeConfigChange:
+    f = split_fields(body)
+    return IpeConfigChange(
+        old_name=_quoted(f.get("old_active_pol_name")),
+        old_version=_quoted(f.get("old_active_pol_version")),
+        old_digest=_quoted(f.get("old_policy_digest")),
+        new_name=_quoted(f.get("new_active_pol_name")),
+        new_version=_quoted(f.get("new_active_pol_version")),
+        new_digest=_quoted(f.get("new_policy_digest")),
+        auid=_unset_id(f.get("auid")),
+        ses=_unset_id(f.get("ses")),
+        res=_int(f.get("res")),
+    )
+
+
+def parse_policy_load(body: str) -> IpePolicyLoad:
+    f = split_fields(body)
+    return IpePolicyLoad(
+        name=_quoted(f.get("policy_name")),
+        version=_quoted(f.get("policy_version")),
+        digest=_quoted(f.get("policy_digest")),
+        auid=_unset_id(f.get("auid")),
+        ses=_unset_id(f.get("ses")),
+        res=_int(f.get("res")),
+        errno=_int(f.get("errno")),
+    )
+
+
+def parse_mac_status(body: str) -> IpeMacStatus | None:
+    """None unless ``lsm=ipe`` (SELinux/AppArmor 1404s, and IPE's empty second 1404)."""
+    f = split_fields(body)
+    if f.get("lsm") != "ipe":
+        return None
+    return IpeMacStatus(
+        enforcing=_flag(f.get("enforcing")),
+        old_enforcing=_flag(f.get("old_enforcing")),
+        auid=_unset_id(f.get("auid")),
+        ses=_unset_id(f.get("ses")),
+        res=_int(f.get("res")),
+    )
+
+
+def parse_syscall(body: str) -> Syscall:
+    # a SYSCALL record has ~30 fields and iped reads 11: look each one up instead of splitting all
+    f = get_field
+    success = f(body, "success")
+    return Syscall(
+        arch=f(body, "arch"),
+        syscall=_int(f(body, "syscall")),
+        success=None if success is None else success == "yes",
+        exit=_int(f(body, "exit")),
+        pid=_int(f(body, "pid")),
+        ppid=_int(f(body, "ppid")),
+        uid=_unset_id(f(body, "uid")),
+        auid=_unset_id(f(body, "auid")),
+        ses=_unset_id(f(body, "ses")),
+        comm=decode_untrusted(f(body, "comm")),
+        exe=decode_untrusted(f(body, "exe")),
+    )
+
+
+def parse_proctitle(body: str) -> Proctitle:
+    _, _, value = body.partition("proctitle=")
+    if value.startswith('"'):
+        return Proctitle((value[1:-1] if value.endswith('"') else value[1:],))
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        return Proctitle((value,))
+    return Proctitle(tuple(a.decode("utf-8", "backslashreplace") for a in raw.split(b"\x00")))
+
+
+def parse_typed(rec: RawRecord) -> TypedRecord | None:
+    """The typed view of a record, or None for types iped does not read."""
+    t = rec.type
+    if t == AUDIT_IPE_ACCESS:
+        return parse_access(rec.body)
+    if t == AUDIT_SYSCALL:
+        return parse_syscall(rec.body)
+    if t == AUDIT_PROCTITLE:
+        return parse_proctitle(rec.body)
+    if t == AUDIT_IPE_POLICY_LOAD:
+        return parse_policy_load(rec.body)
+    if t == AUDIT_IPE_CONFIG_CHANGE:
+        return parse_config_change(rec.body)
+    if t == AUDIT_MAC_STATUS:
+        return parse_mac_status(rec.body)
+    return None
+
+
+def is_ipe(rec: RawRecord) -> bool:
+    """True for 1420-1422 and for 1404 records written by IPE (``lsm=ipe``)."""
+    if rec.type == AUDIT_MAC_STATUS:
+        return " lsm=ipe " in f" {rec.body} "
+    return rec.type in IPE_TYPES

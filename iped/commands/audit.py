@@ -1,0 +1,181 @@
+"""``iped audit [--follow] [--json] [--since TIME] [--source S] [--denials] [--policy FILE]``.
+
+Shows IPE audit events: one human line per IPE record (time, decision, op/hook, exe or comm,
+path, rule and its policy file:line), or JSON Lines (``--json``, schema in docs/audit.md).
+
+Sources: ``netlink`` (live only: the audit multicast group), ``journal`` (history and live),
+``auto`` (netlink when permitted, else the journal; the choice is printed on stderr), or a FILE
+(auditd log, ``ausearch --raw`` output, kmsg lines or a ``journalctl -o export`` stream).
+Without ``--follow`` the default is the journal's history; with it, ``auto``.
+
+Rules are located in ``--policy FILE`` or, by default, in the active policy's text read from
+securityfs (``policies/*/active`` + ``policy``). Exit 0, 1 when the source cannot be opened
+(EPERM: netlink needs CAP_AUDIT_READ), 130 on interrupt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from iped.commands import ExitCode, die
+
+if TYPE_CHECKING:
+    from iped.audit.explain import PolicyIndex
+    from iped.audit.group import Event
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--follow", "-f", action="store_true", help="keep reading new records")
+    parser.add_argument("--json", action="store_true", help="JSON Lines output (docs/audit.md)")
+    parser.add_argument("--since", metavar="TIME", help="start at TIME: UNIX seconds, ISO 8601, -10m/2h ago, today")
+    parser.add_argument("--source", default=None, metavar="netlink|journal|auto|FILE", help="where records come from")
+    parser.add_argument("--denials", action="store_true", help="only access records with action=DENY")
+    parser.add_argument("--policy", metavar="FILE", help="policy source to locate rules in")
+    parser.add_argument("--state-dir", metavar="DIR", help="save/resume the journal cursor here")
+
+
+_RELATIVE = re.compile(r"^-?(\d+)\s*([smhd])(?:\s+ago)?$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> float:
+    """``--since`` -> UNIX time. Raises ValueError for anything else."""
+    import datetime
+
+    now = time.time() if now is None else now
+    text = text.strip()
+    m = _RELATIVE.match(text)
+    if m:
+        return now - int(m.group(1)) * _UNITS[m.group(2)]
+    if text in ("today", "yesterday"):
+        day = datetime.datetime.fromtimestamp(now).replace(hour=0, minute=0, second=0, microsecond=0)
+        return day.timestamp() - (86400 if text == "yesterday" else 0)
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    stamp = datetime.datetime.fromisoformat(text)
+    return stamp.timestamp()
+
+
+def load_index(policy: str | None) -> PolicyIndex | None:
+    """The rule index from ``--policy`` or the active policy in securityfs (None if neither)."""
+    from iped.audit.explain import PolicyIndex, active_policy
+    from iped.emulator.policy_parser import PolicyError
+
+    if policy is not None:
+        try:
+            return PolicyIndex.from_file(policy)
+        except OSError as exc:
+            die(f"{policy}: {exc.strerror}")
+        except PolicyError as exc:
+            die(f"{policy}: {exc}", hint="the policy must parse to locate rules in it")
+    active = active_policy()
+    if active is None:
+        return None
+    try:
+        return PolicyIndex.from_text(active[0], active[1])
+    except PolicyError:
+        return None
+
+
+class _Printer:
+    def __init__(self, args: argparse.Namespace, index: PolicyIndex | None) -> None:
+        self.json = bool(args.json)
+        self.denials = bool(args.denials)
+        self.since = parse_since(args.since) if args.since else None
+        self.index = index
+        self.printed = 0
+
+    def events(self, events: list[Event]) -> None:
+        from iped.audit.render import event_objects, human_line
+
+        for event in events:
+            if not event.is_ipe or (self.since is not None and event.timestamp < self.since):
+                continue
+            for obj in event_objects(event, self.index):
+                if self.denials and not (obj["kind"] == "access" and obj["decision"] == "DENY"):
+                    continue
+                line = json.dumps(obj, ensure_ascii=False) if self.json else human_line(obj)
+                print(line, flush=True)
+                self.printed += 1
+
+
+def _from_file(path: str, printer: _Printer) -> int:
+    from iped.audit.files import iter_file
+    from iped.audit.group import Grouper
+
+    grouper = Grouper(2.0)
+    try:
+        for rec in iter_file(path):
+            printer.events(grouper.feed(rec, rec.timestamp))
+    except OSError as exc:
+        die(f"{path}: {exc.strerror}")
+    printer.events(grouper.flush())
+    return ExitCode.OK
+
+
+def _live(kind: str, args: argparse.Namespace, printer: _Printer) -> int:
+    import selectors
+    from pathlib import Path
+
+    from iped.audit.counters import AuditCounters
+    from iped.audit.follow import Follower, open_source
+
+    counters = AuditCounters()
+    try:
+        source, why = open_source(
+            kind,
+            counters,
+            state_dir=Path(args.state_dir) if args.state_dir else None,
+            since=printer.since if not args.follow or kind == "journal" else None,
+        )
+    except PermissionError:
+        die(f"cannot open the {kind} audit source: EPERM", hint="netlink needs CAP_AUDIT_READ; try --source journal")
+    except ImportError as exc:
+        die(f"cannot open the {kind} audit source: {exc}", hint="install python3-systemd")
+    except OSError as exc:
+        die(f"cannot open the {kind} audit source: {exc.strerror}")
+    print(f"iped: audit source: {why}", file=sys.stderr, flush=True)
+    follower = Follower(source, description=why, counters=counters)
+    if not args.follow:
+        printer.events(follower.on_readable())
+        printer.events(follower.flush())
+        follower.close()
+        return ExitCode.OK
+    sel = selectors.DefaultSelector()
+    sel.register(follower.fileno(), selectors.EVENT_READ)
+    lost_reported = 0
+    try:
+        printer.events(follower.on_readable())
+        while True:
+            timeout = follower.timeout()
+            ready = sel.select(1.0 if timeout is None else min(timeout, 1.0))
+            printer.events(follower.on_readable() if ready else follower.on_timeout(time.monotonic()))
+            lost = sum(counters.lost.values())
+            if lost != lost_reported:
+                lost_reported = lost
+                print(f"iped: audit records lost: {counters.lost}", file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        printer.events(follower.flush())
+        return ExitCode.INTERRUPTED
+    finally:
+        follower.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    source = args.source or ("auto" if args.follow else "journal")
+    if args.since:
+        try:
+            parse_since(args.since)
+        except ValueError:
+            die(f"--since: cannot read time {args.since!r}", code=ExitCode.USAGE)
+    printer = _Printer(args, load_index(args.policy))
+    if source not in ("auto", "netlink", "journal"):
+        return _from_file(source, printer)
+    return _live(source, args, printer)

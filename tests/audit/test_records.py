@@ -1,0 +1,145 @@
+"""Typed record parsing (records.py) on exact kernel bodies, hex-encoded untrusted strings and truncation."""
+
+from __future__ import annotations
+
+import pytest
+
+from iped.audit.records import (
+    IpeAccess,
+    IpeConfigChange,
+    IpePolicyLoad,
+    RawRecord,
+    RecordError,
+    decode_rule,
+    decode_untrusted,
+    parse_access,
+    parse_log_line,
+    parse_mac_status,
+    parse_policy_load,
+    parse_proctitle,
+    parse_stamped,
+    parse_syscall,
+    parse_typed,
+    type_number,
+)
+
+ADMIN_GUIDE_1420 = (
+    'ipe_op=EXECUTE ipe_hook=MMAP enforcing=1 pid=2241 comm="ld-linux.so" path="/deny/lib/libc.so.6" '
+    'dev="sda2" ino=14549020 rule="DEFAULT action=DENY"'
+)
+
+
+def test_access_admin_guide() -> None:
+    rec = parse_access(ADMIN_GUIDE_1420)
+    assert rec == IpeAccess("EXECUTE", "MMAP", True, 2241, "ld-linux.so", "/deny/lib/libc.so.6", "sda2", 14549020,
+                            "DEFAULT action=DENY")  # fmt: skip
+    assert (rec.action, rec.match) == ("DENY", "global_default")
+
+
+def test_access_no_file() -> None:
+    rec = parse_access(
+        'ipe_op=KMODULE ipe_hook=KERNEL_LOAD enforcing=0 pid=812 comm="insmod" path=? dev=? ino=? '
+        'rule="DEFAULT op=KMODULE action=DENY"'
+    )
+    assert (rec.path, rec.dev, rec.ino, rec.enforcing, rec.match) == (None, None, None, False, "op_default")
+
+
+def test_access_hex_untrusted_and_digest_rule() -> None:
+    # comm "my tool" and a deleted path have a space -> the kernel prints them as upper-case hex
+    body = (
+        "ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=9 comm=6D7920746F6F6C "
+        'path=2F612062 dev="vda1" ino=5 rule="op=EXECUTE fsverity_digest="sha256":ABCD action=ALLOW"'
+    )
+    rec = parse_access(body)
+    assert (rec.comm, rec.path) == ("my tool", "/a b")
+    assert rec.rule == 'op=EXECUTE fsverity_digest="sha256":ABCD action=ALLOW'
+    assert rec.action == "ALLOW" and rec.match == "rule"
+    assert decode_rule(rec.rule) == "op=EXECUTE fsverity_digest=sha256:ABCD action=ALLOW"
+    # an algorithm name with odd bytes is itself hex ("sha 1")
+    assert decode_rule("op=EXECUTE dmverity_roothash=73686120:00 action=DENY") == (
+        "op=EXECUTE dmverity_roothash=sha :00 action=DENY"
+    )
+
+
+def test_access_truncated() -> None:
+    rec = parse_access(
+        'ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=1 comm="a" path="/x" dev="vda1" ino=2 rule="op=EXE'
+    )
+    assert rec.rule == "op=EXE" and rec.action is None
+    rec = parse_access("ipe_op=EXECUTE ipe_hook=BPR")
+    assert (rec.hook, rec.rule, rec.pid, rec.match) == ("BPR", None, None, None)
+
+
+def test_decode_untrusted() -> None:
+    assert decode_untrusted('"abc"') == "abc"
+    assert decode_untrusted("616263") == "abc"
+    assert decode_untrusted("FF") == "\\xff"
+    assert decode_untrusted("?") is None
+    assert decode_untrusted("(null)") is None
+
+
+def test_policy_load_forms() -> None:
+    old = parse_policy_load(
+        'policy_name="Ex_Policy" policy_version=0.0.1 policy_digest=sha256:AB auid=0 ses=2 lsm=ipe res=1'
+    )
+    assert old == IpePolicyLoad("Ex_Policy", "0.0.1", "sha256:AB", 0, 2, 1, None) and old.ok
+    new_ok = parse_policy_load(
+        'policy_name="boot_verified" policy_version=0.0.0 policy_digest=sha256:AB auid=4294967295 '
+        "ses=4294967295 lsm=ipe res=1 errno=0"
+    )
+    assert (new_ok.auid, new_ok.ses, new_ok.errno, new_ok.ok) == (None, None, 0, True)
+    failed = parse_policy_load("policy_name=? policy_version=? policy_digest=? auid=1000 ses=3 lsm=ipe res=0 errno=-74")
+    assert failed == IpePolicyLoad(None, None, None, 1000, 3, 0, -74) and not failed.ok
+
+
+def test_policy_name_with_quote() -> None:
+    # policy_name is printed raw inside quotes: a '"' in the name is not escaped
+    rec = parse_policy_load('policy_name="a"b" policy_version=1.0.0 policy_digest=sha256:00 auid=0 ses=1 lsm=ipe res=1')
+    assert rec.name == 'a"b'
+
+
+def test_config_change_none_old() -> None:
+    rec = parse_typed(RawRecord(1421, 0, 0, 1,
+        "old_active_pol_name=? old_active_pol_version=? old_policy_digest=? new_active_pol_name=\"Ex\" "
+        "new_active_pol_version=0.0.1 new_policy_digest=sha256:AA auid=0 ses=2 lsm=ipe res=1"))  # fmt: skip
+    assert rec == IpeConfigChange(None, None, None, "Ex", "0.0.1", "sha256:AA", 0, 2, 1)
+
+
+def test_mac_status_only_ipe() -> None:
+    ipe = "enforcing=0 old_enforcing=1 auid=4294967295 ses=4294967295 enabled=1 old-enabled=1 lsm=ipe res=1"
+    rec = parse_mac_status(ipe)
+    assert rec is not None and (rec.enforcing, rec.old_enforcing, rec.auid) == (False, True, None)
+    assert (
+        parse_mac_status("enforcing=1 old_enforcing=0 auid=0 ses=1 enabled=1 old-enabled=1 lsm=selinux res=1") is None
+    )
+    assert parse_mac_status("") is None  # the empty second 1404 of ipe_audit_enforce()
+
+
+def test_syscall_and_proctitle() -> None:
+    sc = parse_syscall('arch=c000003e syscall=59 success=no exit=-13 ppid=1 pid=5 auid=4294967295 uid=0 ses=4294967295 '
+                       'comm="sh" exe="/usr/bin/dash" key=(null)')  # fmt: skip
+    assert (sc.syscall, sc.success, sc.exit, sc.auid, sc.exe) == (59, False, -13, None, "/usr/bin/dash")
+    assert parse_proctitle("proctitle=2F62696E2F7368002D63006563686F").argv == ("/bin/sh", "-c", "echo")
+    assert parse_proctitle('proctitle="bash"').argv == ("bash",)
+
+
+def test_line_forms() -> None:
+    a = parse_log_line("type=IPE_ACCESS msg=audit(1653364370.067:61): " + ADMIN_GUIDE_1420)
+    b = parse_log_line("node=h1 type=1420 msg=audit(1653364370.067:61): " + ADMIN_GUIDE_1420)
+    c = parse_log_line("[   12.3] audit: type=1420 audit(1653364370.067:61): " + ADMIN_GUIDE_1420)
+    d = parse_log_line("type=UNKNOWN[1420] msg=audit(1653364370.067:61): " + ADMIN_GUIDE_1420 + '\x1dUID="root"')
+    assert a == b == c == d == RawRecord(1420, 1653364370, 67, 61, ADMIN_GUIDE_1420)
+    assert a.to_log_line() == "type=1420 msg=audit(1653364370.067:61): " + ADMIN_GUIDE_1420
+    assert parse_stamped(1420, "audit(1653364370.067:61): " + ADMIN_GUIDE_1420 + "\x00") == a
+
+
+@pytest.mark.parametrize(
+    "bad", ["type=1420 msg=audit(123", "type=1420 msg=audit(x.y:z): a", "hello", "type=FOO msg=audit(1.0:1): x"]
+)
+def test_bad_lines(bad: str) -> None:
+    with pytest.raises(RecordError):
+        parse_log_line(bad)
+
+
+def test_type_names() -> None:
+    assert [type_number(n) for n in ("1422", "IPE_POLICY_LOAD", "UNKNOWN[1422]", "AUDIT1422")] == [1422] * 4

@@ -1,0 +1,112 @@
+"""``iped audit --follow --json`` against a real IPE kernel (runs INSIDE the lab VM, as root).
+
+A policy that denies only ``boot_verified=TRUE`` execs (with ``DEFAULT action=ALLOW``, so the
+test's own Python keeps running) is signed with the lab's enrolled test key, loaded and
+activated at a very high version; then the initramfs busybox is exec'd and must be denied,
+and the denial must appear on ``iped audit``'s stdout with the right rule and policy line.
+A deliberately broken load must appear with its errno explained on kernels that audit
+failed loads (6.16+), and must not appear on 6.12 (which audits successes only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import selectors
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iped.lab import GUEST_BUSYBOX
+
+IPE = Path("/sys/kernel/security/ipe")
+KEYS = Path(__file__).resolve().parents[1] / "lab" / "keys"
+
+pytestmark = pytest.mark.skipif(not IPE.is_dir() or os.geteuid() != 0, reason="needs root on an IPE kernel")
+
+
+def _kernel() -> tuple[int, int]:
+    major, minor = platform.release().split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()))
+
+
+def _sign(text: bytes) -> bytes:
+    from iped.pkcs7 import sign_policy
+
+    return sign_policy(text, (KEYS / "rsa-signer.key").read_bytes(), (KEYS / "rsa-signer.crt").read_bytes())
+
+
+@pytest.fixture
+def follower() -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    name = f"iped_audit_{os.getpid()}_{int(time.time())}"
+    minor = int(time.time()) % 65536
+    text = (
+        f"policy_name={name} policy_version=65000.{minor}.{os.getpid() % 65536}\n"
+        "DEFAULT action=ALLOW\n"
+        "# deny only what runs from the initramfs\n"
+        "op=EXECUTE boot_verified=TRUE action=DENY\n"
+    ).encode()
+    policy_file = Path(f"/tmp/{name}.pol")
+    policy_file.write_bytes(text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "iped", "audit", "--follow", "--json", "--source", "netlink",
+         "--policy", str(policy_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    assert "audit source: netlink" in proc.stderr.readline()
+    (IPE / "new_policy").write_bytes(_sign(text))
+    (IPE / "policies" / name / "active").write_bytes(b"1")
+    try:
+        yield proc, policy_file
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _read_until(proc: subprocess.Popen[str], want: Any, timeout: float = 20.0) -> dict[str, Any]:
+    assert proc.stdout is not None
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sel.select(max(0.0, deadline - time.monotonic())):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            obj: dict[str, Any] = json.loads(line)
+            if want(obj):
+                return obj
+    raise AssertionError("expected audit event did not appear")
+
+
+def test_denied_exec_is_followed_with_rule_and_line(follower: tuple[subprocess.Popen[str], Path]) -> None:
+    proc, policy_file = follower
+    with pytest.raises(PermissionError):  # subprocess re-raises the child's failed execve (EACCES)
+        subprocess.run([GUEST_BUSYBOX, "true"], check=False)
+    obj = _read_until(proc, lambda o: o["kind"] == "access" and o["path"] and o["path"].endswith("/bin/busybox"))
+    assert (obj["decision"], obj["blocked"], obj["op"], obj["hook"]) == ("DENY", True, "EXECUTE", "BPRM_CHECK")
+    assert obj["rule"] == "op=EXECUTE boot_verified=TRUE action=DENY"
+    assert obj["policy"] == {"file": str(policy_file), "line": 4, "kind": "rule"}
+    assert obj["process"] is not None and obj["schema_version"] == 1
+
+
+def test_failed_load_audited_by_version(follower: tuple[subprocess.Popen[str], Path]) -> None:
+    proc, _ = follower
+    bad = _sign(b"policy_name=iped_audit_bad policy_version=1.0\nDEFAULT action=ALLOW\n")
+    with pytest.raises(OSError) as exc:
+        (IPE / "new_policy").write_bytes(bad)
+    assert exc.value.errno == 74  # EBADMSG: incomplete version
+    if _kernel() >= (6, 16):
+        obj = _read_until(proc, lambda o: o["kind"] == "policy_load" and o["result"] == "failed")
+        assert (obj["errno"], obj["errno_name"]) == (74, "EBADMSG")
+        assert obj["explanation"].startswith("policy load/update failed: EBADMSG (invalid policy")
+    else:
+        with pytest.raises(AssertionError):
+            _read_until(proc, lambda o: o["kind"] == "policy_load" and o["result"] == "failed", timeout=3.0)
