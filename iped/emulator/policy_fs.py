@@ -1,0 +1,149 @@
+"""Files of one policy directory, ``policies/<name>/`` (security/ipe/policy_fs.c).
+
+:data:`POLICY_SUBDIR` is the kernel's ``policy_subdir[]`` table: ``(name, mode, read, write)``
+in creation order. Each handler finds its policy through the directory's ``i_private`` (a
+:class:`~iped.emulator.policy.PolicyNode`) and reports ENOENT once it is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from iped.emulator.fs import (
+    Dentry,
+    FileOps,
+    memdup_user,
+    securityfs_create_dir,
+    securityfs_create_file,
+    securityfs_remove,
+)
+from iped.emulator.policy import Policy, PolicyNode, set_active_pol, update_policy
+
+if TYPE_CHECKING:
+    from iped.emulator.ipe import Emulator
+
+
+def _err(err: int, what: str = "") -> OSError:
+    return OSError(err, os.strerror(err) + (f": {what}" if what else ""))
+
+
+def _node(d: Dentry) -> PolicyNode:
+    assert d.parent is not None
+    node = d.parent.private
+    assert isinstance(node, PolicyNode)
+    return node
+
+
+def _policy(d: Dentry) -> Policy:
+    p = _node(d).policy
+    if p is None:
+        raise _err(errno.ENOENT, "the policy was deleted")
+    return p
+
+
+def read_pkcs7(emu: Emulator, d: Dentry) -> bytes:
+    """The blob as written. Raises OSError: ENOENT deleted, or an unsigned (boot) policy."""
+    p = _policy(d)
+    if p.pkcs7 is None:
+        raise _err(errno.ENOENT, "the boot policy is not signed")
+    return p.pkcs7
+
+
+def read_policy(emu: Emulator, d: Dentry) -> bytes:
+    return _policy(d).text
+
+
+def read_name(emu: Emulator, d: Dentry) -> bytes:
+    return _policy(d).parsed.name
+
+
+def read_version(emu: Emulator, d: Dentry) -> bytes:
+    return str(_policy(d).parsed.version).encode()
+
+
+def getactive(emu: Emulator, d: Dentry) -> bytes:
+    return b"1" if _policy(d) is emu.state.active else b"0"
+
+
+def _bool_true(emu: Emulator, data: bytes) -> None:
+    """The common head of setactive()/delete_policy(): EPERM, then EINVAL unless true."""
+    from iped.emulator.fs import kstrtobool_from_user
+
+    if not emu.caller_has_cap_mac_admin:
+        raise _err(errno.EPERM, "CAP_MAC_ADMIN is required")
+    if not kstrtobool_from_user(data, enable_disable=emu.profile.kstrtobool_enable_disable):
+        raise _err(errno.EINVAL, "only a true value is accepted")
+
+
+def setactive(emu: Emulator, d: Dentry, data: bytes) -> int:
+    """Raises OSError: EPERM; EINVAL not true / older than the active policy; ENOENT deleted."""
+    _bool_true(emu, data)
+    set_active_pol(emu, _policy(d))
+    return len(data)
+
+
+def update(emu: Emulator, d: Dentry, data: bytes) -> int:
+    """update_policy(): Raises OSError as policy.update_policy() (EPERM first); 6.16+ audits failures."""
+    from iped.emulator.audit import AUDIT_IPE_POLICY_LOAD, audit_policy_load
+
+    try:
+        if not emu.caller_has_cap_mac_admin:
+            raise _err(errno.EPERM, "CAP_MAC_ADMIN is required")
+        update_policy(emu, _node(d), memdup_user(data, nul=False))
+    except OSError as e:
+        if emu.profile.policy_load_errno:
+            emu.audit.log(AUDIT_IPE_POLICY_LOAD, audit_policy_load(-(e.errno or errno.EIO), emu.task, errno_field=True))
+        raise
+    return len(data)
+
+
+def delete_policy(emu: Emulator, d: Dentry, data: bytes) -> int:
+    """Raises OSError: EPERM no capability or the active policy; EINVAL not true; ENOENT deleted."""
+    _bool_true(emu, data)
+    node = _node(d)
+    p = node.policy
+    if p is None:
+        raise _err(errno.ENOENT, "the policy was deleted")
+    if p is emu.state.active:
+        raise _err(errno.EPERM, "the active policy cannot be deleted")
+    node.policy = None
+    assert d.parent is not None
+    securityfs_remove(d.parent)
+    return len(data)
+
+
+Reader = Callable[["Emulator", Dentry], bytes]
+Writer = Callable[["Emulator", Dentry, bytes], int]
+
+#: policy_subdir[]: (name, mode, read, write), in creation order.
+POLICY_SUBDIR: tuple[tuple[str, int, Reader | None, Writer | None], ...] = (
+    ("pkcs7", 0o444, read_pkcs7, None),
+    ("policy", 0o444, read_policy, None),
+    ("name", 0o444, read_name, None),
+    ("version", 0o444, read_version, None),
+    ("active", 0o600, getactive, setactive),
+    ("update", 0o200, None, update),
+    ("delete", 0o200, None, delete_policy),
+)
+
+
+def _fops(emu: Emulator, read: Reader | None, write: Writer | None) -> FileOps:
+    return FileOps(
+        (lambda d: read(emu, d)) if read is not None else None,
+        (lambda d, b: write(emu, d, b)) if write is not None else None,
+    )
+
+
+def new_policyfs_node(emu: Emulator, p: Policy) -> None:
+    """ipe_new_policyfs_node(): ``policies/<name>/`` with the seven files.
+
+    Raises OSError: EEXIST same name; EACCES/ENAMETOOLONG unusable name.
+    """
+    assert emu.policy_root is not None
+    d = securityfs_create_dir(os.fsdecode(p.parsed.name), emu.policy_root)
+    for name, mode, read, write in POLICY_SUBDIR:
+        securityfs_create_file(name, mode, d, _fops(emu, read, write))
+    d.private = PolicyNode(p)

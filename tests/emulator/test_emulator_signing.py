@@ -1,0 +1,168 @@
+"""Signed policies through the emulator: signing helpers shared by the emulator tests, and the
+signature errnos the kernel's verify_pkcs7_signature() + IPE's keyring fallback produce."""
+
+from __future__ import annotations
+
+import datetime
+import errno
+import functools
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import NameOID
+
+from iped.emulator import Emulator
+from iped.emulator.ipe import KernelConfig
+
+KEYS = Path(__file__).resolve().parents[1] / "lab" / "keys"
+
+
+@functools.cache
+def signer(name: str = "rsa-signer") -> tuple[bytes, bytes]:
+    """(cert PEM, key PEM): the committed lab test keys, or a fresh self-signed EC pair."""
+    crt, key = KEYS / f"{name}.crt", KEYS / f"{name}.key"
+    if crt.exists() and key.exists():
+        return crt.read_bytes(), key.read_bytes()
+    k = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"iped test {name}")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(k.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(k, hashes.SHA256())
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+
+
+def sign(text: bytes, name: str = "rsa-signer") -> bytes:
+    """An attached, attribute-less DER PKCS#7 (what ``openssl smime -sign -noattr -nodetach`` makes)."""
+    crt, key = signer(name)
+    cert = x509.load_pem_x509_certificate(crt)
+    pkey = serialization.load_pem_private_key(key, None)
+    return (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(text)
+        .add_signer(cert, pkey, hashes.SHA256())  # type: ignore[arg-type]
+        .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.NoAttributes, pkcs7.PKCS7Options.Binary])
+    )
+
+
+def policy_text(name: str = "p", version: str = "0.0.1", *rules: str, default: str = "DEFAULT action=ALLOW") -> bytes:
+    return "\n".join([f"policy_name={name} policy_version={version}", default, *rules]).encode() + b"\n"
+
+
+def make_emulator(abi: str = "7.0", config: KernelConfig | None = None) -> Emulator:
+    emu = Emulator(abi=abi, config=config or KernelConfig())
+    emu.trust(signer()[0])
+    return emu
+
+
+def load(
+    emu: Emulator, name: str = "p", version: str = "0.0.1", *rules: str, default: str = "DEFAULT action=ALLOW"
+) -> bytes:
+    blob = sign(policy_text(name, version, *rules, default=default))
+    assert emu.write("new_policy", blob) == len(blob)
+    return blob
+
+
+def _errno_of(emu: Emulator, blob: bytes) -> int:
+    with pytest.raises(OSError) as ei:
+        emu.write("new_policy", blob)
+    assert ei.value.errno is not None
+    return ei.value.errno
+
+
+def test_signed_policy_loads_and_exposes_blob_and_text() -> None:
+    emu = make_emulator()
+    text = policy_text("signed", "1.2.3")
+    blob = sign(text)
+    assert emu.write("new_policy", blob) == len(blob)
+    assert emu.read("policies/signed/pkcs7") == blob
+    assert emu.read("policies/signed/policy") == text
+    assert emu.read("policies/signed/active") == b"0"
+
+
+def test_untrusted_signer_is_enokey() -> None:
+    emu = make_emulator()
+    assert _errno_of(emu, sign(policy_text(), "untrusted-signer-generated")) == errno.ENOKEY
+
+
+def test_no_anchor_at_all_is_enokey() -> None:
+    emu = Emulator()
+    assert _errno_of(emu, sign(policy_text())) == errno.ENOKEY
+
+
+def test_plain_text_to_new_policy_is_ebadmsg() -> None:
+    emu = make_emulator()
+    assert _errno_of(emu, policy_text()) == errno.EBADMSG
+
+
+def test_tampered_content_is_ekeyrejected() -> None:
+    text = policy_text("tamper", "0.0.1")
+    blob = bytearray(sign(text))
+    at = bytes(blob).find(b"tamper")
+    blob[at] ^= 0x20  # "Tamper": the signature no longer covers the content
+    emu = make_emulator()
+    assert _errno_of(emu, bytes(blob)) == errno.EKEYREJECTED
+
+
+def test_platform_keyring_is_tried_after_secondary() -> None:
+    emu = Emulator()
+    emu.trust(signer()[0], keyring="platform")
+    load(emu, "plat")
+    assert emu.read("policies/plat/name") == b"plat"
+
+
+def test_platform_keyring_off_means_enokey() -> None:
+    emu = Emulator(config=KernelConfig(policy_sig_platform_keyring=False))
+    emu.trust(signer()[0], keyring="platform")
+    assert _errno_of(emu, sign(policy_text())) == errno.ENOKEY
+
+
+def test_secondary_keyring_off_uses_builtin_only() -> None:
+    emu = Emulator(config=KernelConfig(policy_sig_secondary_keyring=False, policy_sig_platform_keyring=False))
+    emu.trust(signer()[0], keyring="secondary")
+    assert _errno_of(emu, sign(policy_text())) == errno.ENOKEY
+    emu.trust(signer()[0], keyring="builtin")
+    load(emu, "builtin")
+
+
+def test_der_certificate_is_accepted_as_anchor() -> None:
+    der = x509.load_pem_x509_certificate(signer()[0]).public_bytes(serialization.Encoding.DER)
+    emu = Emulator()
+    emu.trust(der)
+    load(emu, "der")
+
+
+def test_parse_errors_come_after_the_signature() -> None:
+    emu = make_emulator()
+    bad = b"policy_name=x policy_version=99999.0.0\nDEFAULT action=ALLOW\n"
+    assert _errno_of(emu, sign(bad)) == errno.ERANGE
+    assert _errno_of(emu, sign(bad, "untrusted-signer-generated")) == errno.ENOKEY
+
+
+def test_failed_signature_is_audited_with_errno_on_616() -> None:
+    emu = make_emulator("6.16")
+    _errno_of(emu, sign(policy_text(), "untrusted-signer-generated"))
+    assert emu.drain_audit() == [
+        (
+            1422,
+            "policy_name=? policy_version=? policy_digest=? auid=4294967295 ses=4294967295 lsm=ipe res=0 errno=-126",
+        )
+    ]
+    old = make_emulator("6.12")
+    _errno_of(old, sign(policy_text(), "untrusted-signer-generated"))
+    assert old.drain_audit() == []
