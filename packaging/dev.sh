@@ -56,7 +56,7 @@ case "${1:-}" in
     test)
         shift
         echo "+ ruff check" >&2
-        ruff check iped tests
+        ruff check iped tests benchmarks
         echo "+ mypy --strict" >&2
         mypy
         echo "+ pytest" >&2
