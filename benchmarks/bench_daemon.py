@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Benchmark the daemon on the emulator: reload latency and `iped status` start-up cost.
+
+Prints numbers and ratios only (no pass/fail): targets are p50(reload -> active) <= 50 ms and
+`iped status` wall time <= 2x `python3 -c pass`.
+
+    .venv/bin/python benchmarks/bench_daemon.py [--reloads 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def request(sock: Path, op: str) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(os.fspath(sock))
+        s.sendall(json.dumps({"op": op}).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            buf += s.recv(1 << 20)
+    reply: dict[str, Any] = json.loads(buf)
+    return reply
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def wall(argv: list[str], n: int, env: dict[str, str]) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT, check=False)
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reloads", type=int, default=100)
+    ap.add_argument("--status-runs", type=int, default=20)
+    args = ap.parse_args()
+    from iped.daemon.devkey import ensure_dev_key
+
+    tmp = Path(tempfile.mkdtemp(prefix="iped-bench-"))
+    key, cert = ensure_dev_key(tmp / "keys")
+    (tmp / "p").mkdir()
+    (tmp / "p" / "base.pol").write_text("policy_name=base policy_version=0.0.1\nDEFAULT action=ALLOW\n")
+    (tmp / "iped.toml").write_text(
+        f'[policies]\ndir = "p"\nactive = "base"\nsigning_key = "{key}"\nsigning_cert = "{cert}"\n'
+        '[daemon]\nbackend = "emulator"\nstate_dir = "s"\ncontrol_socket = "ctl.sock"\ndebounce_ms = 60000\n')
+    sock = tmp / "ctl.sock"
+    env = {**os.environ}
+    env.pop("NOTIFY_SOCKET", None)
+    daemon = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(tmp / "iped.toml")],
+                              cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if request(sock, "ping")["ok"]:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        cli, wire, inside = [], [], []
+        for i in range(args.reloads):
+            text = f"policy_name=base policy_version=0.{i + 1}.0\nDEFAULT action=ALLOW\n# rev {i}\n"
+            (tmp / "p" / "base.pol").write_text(text)
+            t = time.perf_counter()
+            if i % 2 == 0:  # alternate: the CLI process, and the bare socket request
+                rc = subprocess.run([sys.executable, "-m", "iped", "reload", "--socket", str(sock), "--json"],
+                                    capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+                dt = (time.perf_counter() - t) * 1000
+                rec = json.loads(rc.stdout)
+                cli.append(dt)
+            else:
+                reply = request(sock, "reload")
+                dt = (time.perf_counter() - t) * 1000
+                rec = reply["result"]
+                wire.append(dt)
+            assert rec["outcome"] == "applied", rec
+            inside.append(float(rec["duration_ms"]))
+        st = request(sock, "status")["result"]
+        assert st["active"]["version"] == f"0.{args.reloads}.0", st["active"]
+        py = wall([sys.executable, "-c", "pass"], args.status_runs, env)
+        status = wall([sys.executable, "-m", "iped", "status", "--socket", str(sock)], args.status_runs, env)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(20)
+    print(f"reloads: {args.reloads} (each a new policy version: update on the emulator, read back active)")
+    for label, xs in (("daemon-side reconcile", inside), ("socket request (reload -> active)", wire),
+                      ("`iped reload` process (reload -> active)", cli)):
+        print(f"  {label:<42} p50 {statistics.median(xs):7.2f} ms   p95 {pct(xs, 0.95):7.2f} ms   n={len(xs)}")
+    p50 = statistics.median(wire)
+    print(f"  target p50 <= 50 ms (socket request): {p50:.2f} ms -> ratio {p50 / 50:.2f}")
+    ps, pp = statistics.median(status), statistics.median(py)
+    print(f"iped status: p50 {ps:.1f} ms; python3 -c pass: p50 {pp:.1f} ms; ratio {ps / pp:.2f}x (target <= 2x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

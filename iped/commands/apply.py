@@ -1,0 +1,43 @@
+"""``iped apply --once [--json]``: one reconcile without a daemon (same plan, same exit codes).
+
+Exit codes as ``iped reload``: 0 applied, 1 rejected, 4 kernel error mid-apply, 9 unchanged.
+With the emulator backend the state lives only in this process (useful for CI dry runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--once", action="store_true", required=True, help="reconcile once and exit")
+    parser.add_argument("--config", metavar="FILE", help="configuration (default /etc/iped/iped.toml)")
+    parser.add_argument("--json", action="store_true", help="print the plan record as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from iped.config import ConfigError
+    from iped.daemon import runtime
+    from iped.daemon.client import print_json, render_record
+    from iped.daemon.log import StderrReporter
+    from iped.daemon.settings import DEFAULT_CONFIG
+
+    try:
+        settings = runtime.load(Path(args.config) if args.config else DEFAULT_CONFIG)
+        rec = runtime.make_reconciler(settings, StderrReporter())
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"iped: {p}", file=sys.stderr)
+        return 1
+    except RuntimeError as e:
+        print(f"iped: {e}", file=sys.stderr)
+        return 1
+    record = rec.reconcile("apply --once")
+    if args.json:
+        print_json(record)
+    else:
+        print(render_record(record))
+    return {"applied": 0, "rejected": 1, "failed": 4, "unchanged": 9}.get(str(record["outcome"]), 1)

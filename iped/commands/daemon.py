@@ -1,0 +1,76 @@
+"""``iped daemon [--config F] [--dev]``: run the reconcile loop in the foreground.
+
+``--dev`` is the quick start: emulator backend, the checkout's etc/iped.toml and etc/policies.d,
+a throw-away state dir and dev signing key, and the control socket at the well-known dev path
+that ``iped status``/``iped reload`` find without arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="configuration (default /etc/iped/iped.toml)")
+    parser.add_argument("--dev", action="store_true",
+                        help="development mode: emulator, example config from the checkout, temp state")
+
+
+def _dev_banner(socket: str) -> str:
+    return (
+        "iped --dev: emulator backend (NOTHING IS ENFORCED), example policies from etc/policies.d\n"
+        "From a second shell:\n"
+        "    iped status                 # finds the dev daemon automatically\n"
+        "    iped reload                 # re-reads etc/ and applies; exit 0 applied, 9 unchanged\n"
+        f"    iped status --socket {socket} --json\n"
+        "Edit or add etc/policies.d/*.pol and watch the daemon apply it; Ctrl-C stops.\n"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from iped.config import ConfigError
+    from iped.daemon import runtime
+    from iped.daemon.control import DaemonUnreachableError, request
+    from iped.daemon.log import make_reporter
+    from iped.daemon.loop import Daemon
+    from iped.daemon.notify import Notifier
+    from iped.daemon.settings import DEFAULT_CONFIG, Settings
+
+    reporter = make_reporter()
+    try:
+        if args.dev:
+            settings = runtime.dev_settings(Path(args.config) if args.config else None)
+        else:
+            settings = runtime.load(Path(args.config) if args.config else DEFAULT_CONFIG)
+    except ConfigError as e:
+        for p in e.problems:
+            print(f"iped: {p}", file=sys.stderr)
+        return 1
+    except FileNotFoundError as e:
+        print(f"iped: {e}", file=sys.stderr)
+        return 1
+    sock = settings.daemon.control_socket
+    try:
+        request(sock, "ping", timeout=2)
+    except DaemonUnreachableError:
+        pass
+    else:
+        print(f"iped: another daemon already answers on {sock}", file=sys.stderr)
+        return 1
+    try:
+        rec = runtime.make_reconciler(settings, reporter)
+    except RuntimeError as e:
+        print(f"iped: {e}", file=sys.stderr)
+        return 1
+    reporter.log("notice", f"backend: {rec.backend.kind.upper()} -- {rec.backend.reason}")
+    if args.dev:
+        print(_dev_banner(str(sock)), file=sys.stderr, flush=True)
+
+    def reloader() -> Settings:
+        return runtime.dev_reloader(settings) if settings.dev else runtime.load(settings.path or DEFAULT_CONFIG)
+
+    daemon = Daemon(rec, Notifier(), reporter, reloader)
+    return daemon.run()

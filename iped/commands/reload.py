@@ -1,0 +1,39 @@
+"""``iped reload [--json]``: reconcile now and wait for the result.
+
+Exit codes (stable, docs/daemon.md): 0 applied, 1 rejected (invalid policy, signature,
+anti-rollback, bad config), 3 daemon unreachable, 4 kernel error mid-apply, 9 nothing to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from iped.daemon.client import add_socket_arguments
+
+    add_socket_arguments(parser)
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the daemon")
+
+
+OUTCOME_EXIT = {"applied": 0, "rejected": 1, "failed": 4, "unchanged": 9}
+
+
+def run(args: argparse.Namespace) -> int:
+    from iped.daemon.client import DaemonUnreachableError, err, find_socket, print_json, render_record, request
+
+    path = find_socket(args.socket, args.config)
+    try:
+        reply = request(path, "reload", timeout=args.timeout)
+    except DaemonUnreachableError as e:
+        err(f"daemon unreachable: {e}")
+        return 3
+    if not reply.get("ok"):
+        err(f"{reply.get('errno_name')}: {reply.get('error')}")
+        return 1
+    rec = reply["result"]
+    if args.json:
+        print_json(rec)
+    else:
+        print(render_record(rec))
+    return OUTCOME_EXIT.get(str(rec.get("outcome")), 1)

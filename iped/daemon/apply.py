@@ -1,0 +1,120 @@
+"""The executor: carry out a plan's steps, one write each, reading back after every step.
+
+A kernel error stops the plan at that step: the steps before it stay done (each is a complete
+kernel transaction), nothing after it runs, and the previously active policy stays active unless
+the failed step came after the activation. The result says which step failed and with what errno.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from enum import StrEnum
+
+from iped.backend import Backend
+from iped.daemon.log import Reporter
+from iped.daemon.plan import Plan, Step, StepKind
+from iped.daemon.state import parse_version_text, read_flag
+from iped.errnos import describe_errno
+
+
+class Outcome(StrEnum):
+    """How a reconcile ended; also the CLI's exit code via EXIT_CODES."""
+
+    APPLIED = "applied"
+    UNCHANGED = "unchanged"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+#: Stable exit codes of ``iped reload``/``apply`` (docs/daemon.md).
+EXIT_CODES: dict[Outcome, int] = {
+    Outcome.APPLIED: 0,
+    Outcome.REJECTED: 1,
+    Outcome.FAILED: 4,
+    Outcome.UNCHANGED: 9,
+}
+EXIT_UNREACHABLE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailure:
+    """The step that failed, the errno the kernel returned, and what it means."""
+
+    step: Step
+    errno: int
+    message: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"step": self.step.as_dict(), "errno": self.errno,
+                "errno_name": errno.errorcode.get(self.errno, str(self.errno)), "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    outcome: Outcome
+    done: tuple[Step, ...]
+    failure: StepFailure | None = None
+
+
+class ReadBackError(OSError):
+    """The write succeeded but securityfs does not show the expected result."""
+
+
+def _verify(backend: Backend, step: Step) -> None:
+    """Read back what the step should have changed; raise ReadBackError (EIO) if it did not."""
+    match step.kind:
+        case StepKind.ENFORCE | StepKind.SUCCESS_AUDIT:
+            ok = read_flag(backend, step.path) == bool(step.value)
+        case StepKind.LOAD | StepKind.UPDATE:
+            ok = parse_version_text(backend.read(f"policies/{step.name}/version")) == step.version
+        case StepKind.ACTIVATE:
+            ok = read_flag(backend, f"policies/{step.name}/active")
+        case StepKind.DELETE:
+            ok = step.name not in backend.listdir("policies")
+    if not ok:
+        raise ReadBackError(errno.EIO, f"read-back after '{step.describe()}' does not show the change")
+
+
+def run_step(backend: Backend, step: Step) -> None:
+    """One write (the whole blob in one write()), then read back. Raises OSError."""
+    backend.write(step.path, step.data)
+    _verify(backend, step)
+
+
+def _report(reporter: Reporter, step: Step) -> None:
+    match step.kind:
+        case StepKind.LOAD:
+            reporter.policy_loaded(step)
+        case StepKind.UPDATE:
+            reporter.policy_updated(step)
+        case StepKind.ACTIVATE:
+            reporter.policy_activated(step)
+        case StepKind.DELETE:
+            reporter.policy_deleted(step)
+        case _:
+            reporter.log("info", step.describe())
+
+
+def execute(plan: Plan, backend: Backend, reporter: Reporter) -> ApplyResult:
+    """Run ``plan``; a rejected plan writes nothing."""
+    if plan.rejected:
+        for e in plan.errors:
+            reporter.plan_rejected(str(e))
+        return ApplyResult(Outcome.REJECTED, ())
+    if plan.unchanged:
+        return ApplyResult(Outcome.UNCHANGED, ())
+    done: list[Step] = []
+    for step in plan.steps:
+        try:
+            run_step(backend, step)
+        except OSError as e:
+            num = e.errno or errno.EIO
+            msg = f"step {len(done) + 1}/{len(plan.steps)} '{step.describe()}' failed: {describe_errno(num)}"
+            if isinstance(e, ReadBackError):
+                msg += f" ({e.strerror})"
+            reporter.apply_failed(msg)
+            return ApplyResult(Outcome.FAILED, tuple(done), StepFailure(step, num, msg))
+        done.append(step)
+        _report(reporter, step)
+    return ApplyResult(Outcome.APPLIED, tuple(done))

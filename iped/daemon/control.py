@@ -1,0 +1,229 @@
+"""Control socket: JSON lines over AF_UNIX, with SO_PEERCRED access control.
+
+Protocol (one JSON object per line, one reply line per request)::
+
+    -> {"op": "status"}            <- {"ok": true, "result": {...}}
+    -> {"op": "reload"}            <- {"ok": true, "result": {"outcome": "applied", ...}}
+    -> {"op": "frobnicate"}        <- {"ok": false, "errno": 22, "error": "..."}
+
+Who may do what: uid 0 (and the daemon's own uid, which can write securityfs anyway) may run
+every op; members of the configured read-only group may run the read ops (``status``, ``plan``,
+``ping``); everyone else gets an EACCES error reply. A malformed line gets an EINVAL/EBADMSG
+reply; a handler that raises gets an error reply; the server never dies of a request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from iped.daemon.client import DaemonUnreachableError, request
+
+__all__ = ["DaemonUnreachableError", "request"]
+
+READ_OPS = frozenset({"status", "plan", "ping"})
+WRITE_OPS = frozenset({"reload", "rollback"})
+MAX_LINE = 64 * 1024
+
+
+class ProtocolError(Exception):
+    def __init__(self, errno_: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno_
+        self.message = message
+
+
+def encode_request(op: str, **args: Any) -> bytes:
+    return json.dumps({"op": op, **args}).encode() + b"\n"
+
+
+def decode_request(line: bytes) -> dict[str, Any]:
+    """Parse one request line. Raises ProtocolError(EBADMSG/EINVAL) for anything malformed."""
+    try:
+        req = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(errno.EBADMSG, f"request is not JSON: {e}") from None
+    if not isinstance(req, dict) or not isinstance(req.get("op"), str):
+        raise ProtocolError(errno.EINVAL, 'request must be a JSON object with a string "op"')
+    return req
+
+
+def encode_reply(result: Any) -> bytes:
+    return json.dumps({"ok": True, "result": result}, sort_keys=True).encode() + b"\n"
+
+
+def encode_error(errno_: int, message: str) -> bytes:
+    name = errno.errorcode.get(errno_, str(errno_))
+    return json.dumps({"ok": False, "errno": errno_, "errno_name": name, "error": message}).encode() + b"\n"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCred:
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_cred(sock: socket.socket) -> PeerCred:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return PeerCred(pid, uid, gid)
+
+
+def _supplementary_groups(pid: int) -> set[int]:
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    return set()
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """uid 0 and the daemon's uid administer; ``read_gid`` members may read."""
+
+    admin_uids: frozenset[int]
+    read_gid: int | None
+
+    def allowed(self, cred: PeerCred, op: str) -> bool:
+        if cred.uid in self.admin_uids:
+            return True
+        if op not in READ_OPS or self.read_gid is None:
+            return False
+        return cred.gid == self.read_gid or self.read_gid in _supplementary_groups(cred.pid)
+
+
+def resolve_group(name: str | None) -> int | None:
+    if not name:
+        return None
+    import grp
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        return None
+
+
+Handler = Callable[[dict[str, Any], PeerCred], Any]
+
+
+class Connection:
+    """One client: buffers bytes until a full line, then dispatches it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        try:
+            self.cred = peer_cred(sock)
+        except OSError:
+            self.cred = PeerCred(0, -1, -1)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+class ControlServer:
+    """Dispatches requests; the loop owns the sockets' readiness."""
+
+    def __init__(self, path: Path | None, handlers: dict[str, Handler], access: AccessPolicy,
+                 group_gid: int | None = None) -> None:
+        self.path = path
+        self.handlers = handlers
+        self.access = access
+        self.listener: socket.socket | None = None
+        self.group_gid = group_gid
+
+    def listen(self) -> socket.socket:
+        """Bind the socket (mode 0660, group = read group) replacing a stale one."""
+        assert self.path is not None
+        self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
+        old = os.umask(0o117)
+        try:
+            s.bind(os.fspath(self.path))
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o660)
+        if self.group_gid is not None:
+            with contextlib.suppress(OSError):
+                os.chown(self.path, -1, self.group_gid)
+        s.listen(64)
+        self.listener = s
+        return s
+
+    def accept(self) -> Connection | None:
+        assert self.listener is not None
+        try:
+            sock, _ = self.listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return None
+        sock.setblocking(False)
+        return Connection(sock)
+
+    def handle_line(self, line: bytes, cred: PeerCred) -> bytes:
+        """Turn one request line into one reply line; never raises."""
+        try:
+            req = decode_request(line)
+            op = req["op"]
+            if op not in self.handlers:
+                raise ProtocolError(errno.EINVAL, f"unknown op {op!r}; known: {', '.join(sorted(self.handlers))}")
+            if not self.access.allowed(cred, op):
+                why = ("it is neither root nor in the control group" if op in READ_OPS
+                       else "only root may change state")
+                raise ProtocolError(errno.EACCES, f"uid {cred.uid} may not {op!r}: {why}")
+            return encode_reply(self.handlers[op](req, cred))
+        except ProtocolError as e:
+            return encode_error(e.errno, e.message)
+        except Exception as e:  # a failing handler is an error reply, never a dead loop
+            return encode_error(errno.EIO, f"internal error: {type(e).__name__}: {e}")
+
+    def on_readable(self, conn: Connection) -> bool:
+        """Read what is there, answer complete lines. Returns False when the connection is done."""
+        try:
+            chunk = conn.sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            return False
+        if not chunk:
+            return False
+        conn.buf += chunk
+        while b"\n" in conn.buf:
+            line, conn.buf = conn.buf.split(b"\n", 1)
+            if line.strip() and not self._send(conn, self.handle_line(line, conn.cred)):
+                return False
+        if len(conn.buf) > MAX_LINE:
+            self._send(conn, encode_error(errno.EMSGSIZE, f"request line longer than {MAX_LINE} bytes"))
+            return False
+        return True
+
+    @staticmethod
+    def _send(conn: Connection, data: bytes) -> bool:
+        try:
+            conn.sock.settimeout(5.0)
+            conn.sock.sendall(data)
+            conn.sock.setblocking(False)
+            return True
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+        if self.path is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)

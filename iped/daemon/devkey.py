@@ -1,0 +1,50 @@
+"""Development signing key: an EC P-256 key (mode 0600) and a self-signed certificate.
+
+Used by ``iped daemon --dev`` to sign the example ``*.pol`` policies; the emulator trusts the
+certificate. TEST/DEVELOPMENT ONLY: a real kernel does not trust it unless it is enrolled (UEFI db
+or MOK -> .platform keyring), which a production machine must never do with a key that lives on it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+
+def ensure_dev_key(directory: Path, common_name: str = "iped development signer (TEST ONLY)") -> tuple[Path, Path]:
+    """Return (key, cert) in ``directory``, creating them once. The key file is 0600 from birth."""
+    key_path, cert_path = directory / "dev-signer.key", directory / "dev-signer.crt"
+    if key_path.exists() and cert_path.exists():
+        return key_path, cert_path
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path

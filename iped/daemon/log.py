@@ -1,0 +1,117 @@
+"""Reporters: the daemon's events go to journald (with a MESSAGE_ID per kind) or stderr.
+
+Under systemd (``JOURNAL_STREAM`` or ``INVOCATION_ID`` set) events are sent with
+``systemd.journal.send`` so ``journalctl MESSAGE_ID=...`` finds them; otherwise one line per
+event on stderr. The core only sees the :class:`Reporter` protocol.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from iped.daemon.plan import Step
+
+#: Fixed MESSAGE_IDs (journalctl MESSAGE_ID=<id>); stable, documented in docs/daemon.md.
+MESSAGE_IDS: dict[str, str] = {
+    "policy_loaded": "4e85e2caa5ea4630b4b769ac37a8cd93",
+    "policy_updated": "099874aaef534d60bb269271f11decf6",
+    "policy_activated": "e01ef155bfc045c0ba3635e7cd124585",
+    "policy_deleted": "03c47b4f4c01476da80a56cedb250fc4",
+    "plan_rejected": "a2a6413031754dd0877a1c1e7230cbb0",
+    "apply_failed": "0300455ebc6549f09b49d94de6cd65fc",
+    "daemon_ready": "0238e581d7f2471c8cadab9f2f0345ed",
+}
+
+_PRIORITY = {"error": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
+
+
+class Reporter(Protocol):
+    def policy_loaded(self, step: Step) -> None: ...
+    def policy_updated(self, step: Step) -> None: ...
+    def policy_activated(self, step: Step) -> None: ...
+    def policy_deleted(self, step: Step) -> None: ...
+    def plan_rejected(self, message: str) -> None: ...
+    def apply_failed(self, message: str) -> None: ...
+    def log(self, level: str, message: str, kind: str | None = None) -> None: ...
+
+
+class _Base:
+    def policy_loaded(self, step: Step) -> None:
+        self._event("policy_loaded", "info", f"loaded policy {step.name} {step.version} from {step.source}", step)
+
+    def policy_updated(self, step: Step) -> None:
+        self._event("policy_updated", "info",
+                    f"updated policy {step.name} {step.old_version} -> {step.version} from {step.source}", step)
+
+    def policy_activated(self, step: Step) -> None:
+        self._event("policy_activated", "notice", f"activated policy {step.name} {step.version}", step)
+
+    def policy_deleted(self, step: Step) -> None:
+        self._event("policy_deleted", "info", f"deleted policy {step.name} {step.version}", step)
+
+    def plan_rejected(self, message: str) -> None:
+        self.log("error", f"plan rejected, kernel untouched: {message}", "plan_rejected")
+
+    def apply_failed(self, message: str) -> None:
+        self.log("error", message, "apply_failed")
+
+    def _event(self, kind: str, level: str, message: str, step: Step) -> None:
+        self.log(level, message, kind)
+
+    def log(self, level: str, message: str, kind: str | None = None) -> None:
+        raise NotImplementedError
+
+
+class NullReporter(_Base):
+    """Collects messages in memory (tests, one-shot CLI without output)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str, str | None]] = []
+
+    def log(self, level: str, message: str, kind: str | None = None) -> None:
+        self.messages.append((level, message, kind))
+
+
+class StderrReporter(_Base):
+    """One line per event on stderr: ``iped[pid]: level: message``."""
+
+    def log(self, level: str, message: str, kind: str | None = None) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"{stamp} iped[{os.getpid()}]: {level}: {message}", file=sys.stderr, flush=True)
+
+
+class JournalReporter(_Base):
+    """systemd.journal.send with MESSAGE_ID, PRIORITY and IPE_* fields."""
+
+    def __init__(self) -> None:
+        import importlib
+
+        self._send = importlib.import_module("systemd.journal").send
+
+    def _event(self, kind: str, level: str, message: str, step: Step) -> None:
+        self._send(message, MESSAGE_ID=MESSAGE_IDS[kind], PRIORITY=str(_PRIORITY[level]),
+                   SYSLOG_IDENTIFIER="iped", IPE_POLICY_NAME=step.name or "",
+                   IPE_POLICY_VERSION=str(step.version or ""), IPE_POLICY_SOURCE=step.source or "",
+                   IPE_POLICY_TEXT_SHA256=step.text_digest or "")
+
+    def log(self, level: str, message: str, kind: str | None = None) -> None:
+        fields = {"MESSAGE_ID": MESSAGE_IDS[kind]} if kind in MESSAGE_IDS else {}
+        self._send(message, PRIORITY=str(_PRIORITY.get(level, 6)), SYSLOG_IDENTIFIER="iped", **fields)
+
+
+def under_systemd() -> bool:
+    return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+
+
+def make_reporter() -> Reporter:
+    """Journald when systemd started us (and systemd-python imports), stderr otherwise."""
+    if under_systemd():
+        try:
+            return JournalReporter()
+        except ImportError:
+            pass
+    return StderrReporter()

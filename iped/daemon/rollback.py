@@ -1,0 +1,117 @@
+"""Roll *forward* to the previously deployed content of the active policy.
+
+IPE never activates or updates to a lower (or, for update, equal) version, so "rollback" is: take
+the policy text that was active before (kept in the state dir's ``texts/``), give it a version one
+above the current one, and write it back to the file that declares the policy (``*.pol`` as
+text; ``*.p7s`` re-signed with the local key). The declared state then says the same as the
+kernel after the reconcile that follows. Without a local signing key this is impossible by design
+(the key is not on the host): the error says what to do instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from iped.daemon.reconcile import Reconciler
+from iped.daemon.state import PLAIN_SUFFIX, read_actual
+from iped.daemon.store import atomic_write
+from iped.emulator.policy_parser import PolicyError, Version, parse_policy
+
+
+class RollbackError(Exception):
+    def __init__(self, errno_: int, message: str) -> None:
+        super().__init__(message)
+        self.errno = errno_
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackPlan:
+    name: str
+    current: Version
+    new_version: Version
+    from_digest: str
+    target: Path
+    text: bytes
+
+
+_VERSION = re.compile(rb"policy_version=[^\s#]+")
+
+
+def bump(v: Version) -> Version:
+    if v.rev < 0xFFFF:
+        return Version(v.major, v.minor, v.rev + 1)
+    if v.minor < 0xFFFF:
+        return Version(v.major, v.minor + 1, 0)
+    return Version(v.major + 1, 0, 0)
+
+
+def restamp(text: bytes, version: Version, note: str) -> bytes:
+    """The same policy with ``policy_version`` replaced (first occurrence: the header)."""
+    out, n = _VERSION.subn(b"policy_version=" + str(version).encode(), text, count=1)
+    if n != 1:
+        raise RollbackError(errno.EBADMSG, "the old policy text has no policy_version= header")
+    return f"# {note}\n".encode() + out
+
+
+def prepare(rec: Reconciler) -> RollbackPlan:
+    """Find the previous content of the active policy and build its rolled-forward text."""
+    actual = read_actual(rec.backend)
+    cur = actual.active
+    if cur is None:
+        raise RollbackError(errno.ENOENT, "no policy is active; nothing to roll back")
+    pol = rec.settings.policies
+    if pol.signing_key is None or pol.signing_cert is None:
+        raise RollbackError(errno.ENOKEY,
+                            "rollback re-signs the previous content with a higher version, which needs "
+                            "[policies] signing_key and signing_cert. Without a key on this host: sign the "
+                            f"previous policy text with policy_version above {cur.version} elsewhere and drop "
+                            f"the .p7s into {pol.dir}, replacing the current file, then 'iped reload'.")
+    target_digest = None
+    for record in rec.store.recent():
+        if record.get("outcome") != "applied":
+            continue
+        for key in ("active_after", "active_before"):
+            snap = record.get(key) or {}
+            if snap.get("name") == cur.name and snap.get("text_digest") not in (None, cur.text_digest) \
+                    and rec.store.load_text(snap["text_digest"]) is not None:
+                target_digest = snap["text_digest"]
+                break
+        if target_digest:
+            break
+    if target_digest is None:
+        raise RollbackError(errno.ENOENT, f"no earlier content of {cur.name!r} in {rec.store.plans} "
+                                          "(history keeps the last plans only)")
+    old = rec.store.load_text(target_digest)
+    assert old is not None
+    decl = rec.scan()
+    dp = decl.get(cur.name)
+    base = max((cur.version, dp.version) if dp else (cur.version,), key=lambda v: v.as_u64())
+    new_version = bump(base)
+    note = (f"rolled forward by 'iped rollback' {time.strftime('%Y-%m-%dT%H:%M:%S%z')}: content of "
+            f"sha256:{target_digest[:16]} re-issued as {new_version} (was {cur.version})")
+    text = restamp(old, new_version, note)
+    try:
+        parsed = parse_policy(text)
+    except PolicyError as e:
+        raise RollbackError(e.errno, f"the restamped text does not parse: {e}") from None
+    if parsed.version != new_version:
+        raise RollbackError(errno.EINVAL, "restamping the version failed")
+    target = dp.source if dp is not None else pol.dir / f"{cur.name}{PLAIN_SUFFIX}"
+    return RollbackPlan(cur.name, cur.version, new_version, target_digest, target, text)
+
+
+def write(rec: Reconciler, plan: RollbackPlan) -> None:
+    """Write the rolled-forward policy to its declaring file (re-signing a ``.p7s``)."""
+    data = plan.text
+    if plan.target.suffix != PLAIN_SUFFIX:
+        from iped.pkcs7 import sign_policy
+
+        pol = rec.settings.policies
+        assert pol.signing_key is not None and pol.signing_cert is not None
+        data = sign_policy(plan.text, pol.signing_key.read_bytes(), pol.signing_cert.read_bytes())
+    atomic_write(plan.target, data, 0o644)

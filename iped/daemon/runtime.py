@@ -1,0 +1,87 @@
+"""Build the daemon's pieces from settings: dev-mode settings, backend, store, reconciler.
+
+Shared by ``iped daemon``, ``iped apply --once``, ``iped plan`` (without a daemon) and
+``iped rollback``, so they all see the same declared state and backend.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import iped
+from iped.backend import Backend, select_backend
+from iped.daemon.log import Reporter
+from iped.daemon.reconcile import Reconciler
+from iped.daemon.settings import BackendKind, Settings, dev_runtime_dir, dev_socket_path
+from iped.daemon.store import Store
+
+
+def checkout_etc() -> Path:
+    """The example configuration shipped in the source checkout (``etc/``)."""
+    return Path(iped.__file__).resolve().parent.parent / "etc"
+
+
+def load(config: Path) -> Settings:
+    from iped.config import load_settings
+
+    return load_settings(config)
+
+
+def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Settings:
+    """``--dev``: the checkout's example config and policies, emulator backend, throw-away state.
+
+    State and the dev signing key go to a fresh temp dir; the control socket to the well-known
+    :func:`dev_socket_path` so ``iped status`` finds it without arguments.
+    Raises ConfigError (invalid example config) or FileNotFoundError (not a checkout).
+    """
+    etc = checkout_etc()
+    config = config or etc / "iped.toml"
+    if not config.exists():
+        raise FileNotFoundError(f"--dev needs the source checkout's {config}")
+    base = load(config)
+    work = workdir or Path(tempfile.mkdtemp(prefix="iped-dev-"))
+    from iped.daemon.devkey import ensure_dev_key
+
+    key, cert = ensure_dev_key(work / "keys")
+    runtime = dev_runtime_dir()
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    policies_dir = base.policies.dir if base.policies.dir.is_dir() else etc / "policies.d"
+    if config == etc / "iped.toml":
+        policies_dir = etc / "policies.d"
+    return Settings(
+        policies=dataclasses.replace(base.policies, dir=policies_dir, signing_key=key, signing_cert=cert,
+                                     trust_anchors=tuple(p for p in base.policies.trust_anchors if p.exists())),
+        daemon=dataclasses.replace(base.daemon, backend=BackendKind.EMULATOR, state_dir=work / "state",
+                                   control_socket=dev_socket_path(), control_group=None),
+        audit=dataclasses.replace(base.audit, prometheus_textfile=None),
+        path=config,
+        dev=True,
+    )
+
+
+def dev_reloader(settings: Settings) -> Settings:
+    """Re-read the dev config on reload, keeping the dev overrides."""
+    assert settings.path is not None
+    fresh = load(settings.path)
+    return dataclasses.replace(
+        settings,
+        policies=dataclasses.replace(fresh.policies, dir=settings.policies.dir,
+                                     signing_key=settings.policies.signing_key,
+                                     signing_cert=settings.policies.signing_cert,
+                                     trust_anchors=settings.policies.trust_anchors),
+    )
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The configured backend; the emulator trusts the anchors and the local signing cert."""
+    certs = [p.read_bytes() for p in settings.policies.trust_anchors if p.exists()]
+    if settings.policies.signing_cert is not None and settings.policies.signing_cert.exists():
+        certs.append(settings.policies.signing_cert.read_bytes())
+    return select_backend(settings, certs)
+
+
+def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None) -> Reconciler:
+    store = Store(settings.daemon.state_dir, settings.daemon.history)
+    return Reconciler(settings, backend or make_backend(settings), store, reporter)

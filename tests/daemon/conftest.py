@@ -1,0 +1,178 @@
+"""Fixtures for the daemon tests: a signing key, a config in tmp_path, a real daemon process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iped.daemon.devkey import ensure_dev_key
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def policy_text(name: str, version: str, *extra: str) -> bytes:
+    return "\n".join([f"policy_name={name} policy_version={version}", "DEFAULT action=ALLOW", *extra, ""]).encode()
+
+
+@pytest.fixture(scope="session")
+def dev_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return ensure_dev_key(tmp_path_factory.mktemp("keys"))
+
+
+@dataclass
+class Site:
+    """A config + drop-in dir + state dir in tmp_path."""
+
+    root: Path
+    key: Path
+    cert: Path
+    active: str | None = "base"
+    enforce: bool = True
+    extra: str = ""
+    debounce_ms: int = 50
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "iped.toml"
+
+    @property
+    def policies(self) -> Path:
+        return self.root / "policies.d"
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "run" / "control.sock"
+
+    @property
+    def state(self) -> Path:
+        return self.root / "state"
+
+    def write_config(self) -> None:
+        active = f'active = "{self.active}"\n' if self.active else ""
+        self.config.write_text(
+            "[policies]\n"
+            'dir = "policies.d"\n'
+            f"{active}"
+            f"enforce = {str(self.enforce).lower()}\n"
+            f'signing_key = "{self.key}"\n'
+            f'signing_cert = "{self.cert}"\n'
+            "[daemon]\n"
+            'backend = "emulator"\n'
+            'state_dir = "state"\n'
+            'control_socket = "run/control.sock"\n'
+            'control_group = "nogroup"\n'
+            f"debounce_ms = {self.debounce_ms}\n"
+            "[audit]\n"
+            'source = "auto"\n' + self.extra
+        )
+
+    def put(self, filename: str, data: bytes) -> Path:
+        """Atomic replace, as config management does (temp file + rename)."""
+        path = self.policies / filename
+        tmp = self.policies / f".{filename}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return path
+
+
+@pytest.fixture
+def site(tmp_path: Path, dev_keys: tuple[Path, Path]) -> Site:
+    s = Site(tmp_path, *dev_keys)
+    s.policies.mkdir()
+    s.put("base.pol", policy_text("base", "1.0.0"))
+    s.write_config()
+    return s
+
+
+def iped(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
+         preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env={**os.environ, **(env or {})}, preexec_fn=preexec, check=False)
+
+
+def request(sock: Path, op: str, **args: Any) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(30)
+        s.connect(os.fspath(sock))
+        s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    reply: dict[str, Any] = json.loads(buf)
+    return reply
+
+
+def wait_for(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
+    """Poll ``pred`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+        except (OSError, ValueError) as e:
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}; last={last!r}")
+
+
+@dataclass
+class DaemonProc:
+    site: Site
+    proc: subprocess.Popen[str]
+
+    def status(self) -> dict[str, Any]:
+        reply = request(self.site.socket, "status")
+        assert reply["ok"], reply
+        result: dict[str, Any] = reply["result"]
+        return result
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read()
+
+
+def start_daemon(site: Site) -> DaemonProc:
+    env = {**os.environ, **site.env}
+    env.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(site.config)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    d = DaemonProc(site, proc)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}: {d.stop()}")
+        return bool(request(site.socket, "ping")["ok"])
+
+    wait_for(up, what="daemon to answer ping")
+    return d
+
+
+@pytest.fixture
+def daemon(site: Site) -> Iterator[DaemonProc]:
+    d = start_daemon(site)
+    yield d
+    d.stop()

@@ -1,0 +1,96 @@
+"""iped.toml validation: strict types, unknown keys, every error as FILE:LINE: key: problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from iped.config import ConfigError, key_lines, load_settings, parse_config
+from iped.daemon.settings import AuditSource, BackendKind
+
+
+def problems(text: str, tmp_path: Path) -> list[str]:
+    path = tmp_path / "iped.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_settings(path)
+    return [str(p) for p in ei.value.problems]
+
+
+def test_defaults_and_relative_paths(tmp_path: Path) -> None:
+    s = parse_config('[policies]\ndir = "p.d"\nactive = "x"\ntrust_anchors = ["ca.crt"]\n', tmp_path / "iped.toml")
+    assert s.policies.dir == tmp_path / "p.d"
+    assert s.policies.trust_anchors == (tmp_path / "ca.crt",)
+    assert s.policies.active == "x" and s.policies.enforce is True and s.policies.success_audit is False
+    assert s.daemon.backend is BackendKind.AUTO and s.daemon.state_dir == Path("/var/lib/iped")
+    assert s.daemon.control_socket == Path("/run/iped/control.sock") and s.daemon.history == 20
+    assert s.audit.source is AuditSource.AUTO and s.audit.prometheus_textfile is None
+
+
+def test_every_error_has_file_line_and_key(tmp_path: Path) -> None:
+    got = problems(
+        "[policies]\n"
+        'dir = "p"\n'
+        'enforce = "yes"\n'
+        "bogus = 1\n"
+        "\n"
+        "[daemon]\n"
+        "history = true\n"
+        'backend = "kernal"\n'
+        "[audit]\n"
+        "receive_buffer = 12\n",
+        tmp_path,
+    )
+    f = tmp_path / "iped.toml"
+    assert got[0] == f"{f}:3: policies.enforce: Input should be a valid boolean"
+    assert got[1].startswith(f"{f}:4: policies.bogus: unknown key")
+    assert got[2] == f"{f}:7: daemon.history: Input should be a valid integer"
+    assert got[3].startswith(f"{f}:8: daemon.backend: Input should be 'auto', 'kernel' or 'emulator'")
+    assert got[4].startswith(f"{f}:10: audit.receive_buffer: Input should be greater than or equal to 4096")
+    assert len(got) == 5
+
+
+def test_unknown_section_points_at_header(tmp_path: Path) -> None:
+    got = problems('[policies]\nactive = "a"\n\n[deamon]\nbackend = "auto"\n', tmp_path)
+    assert got == [f"{tmp_path / 'iped.toml'}:4: deamon: unknown key (typo? see docs/daemon.md for the keys "
+                   "iped.toml accepts)"]
+
+
+def test_list_item_error_names_index(tmp_path: Path) -> None:
+    got = problems('[policies]\ntrust_anchors = ["a", 3]\n', tmp_path)
+    assert got[0].startswith(f"{tmp_path / 'iped.toml'}:2: policies.trust_anchors[1]:")
+
+
+def test_toml_syntax_error_has_line(tmp_path: Path) -> None:
+    got = problems('[policies]\nactive = "a"\nenforce = = true\n', tmp_path)
+    assert got[0].startswith(f"{tmp_path / 'iped.toml'}:3: (toml):")
+
+
+def test_empty_file_is_all_defaults_and_missing_file_is_an_error(tmp_path: Path) -> None:
+    assert parse_config("", tmp_path / "iped.toml").policies.active is None
+    with pytest.raises(ConfigError) as ei:
+        load_settings(tmp_path / "absent.toml")
+    assert str(ei.value.problems[0]).startswith(f"{tmp_path / 'absent.toml'}:1: (file):")
+
+
+def test_key_lines_scan() -> None:
+    src = '# c\n[policies]\nactive = "a"\n\n[daemon]\n  "backend" = "auto"\n'
+    assert key_lines(src) == {("policies",): 2, ("policies", "active"): 3, ("daemon",): 5,
+                              ("daemon", "backend"): 6}
+
+
+def test_example_config_is_valid() -> None:
+    s = load_settings(Path(__file__).resolve().parents[2] / "etc" / "iped.toml")
+    assert s.policies.active == "allow_all"
+    assert s.daemon.control_socket == Path("/run/iped/control.sock")
+
+
+def test_core_modules_do_not_import_pydantic() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, iped.daemon.loop, iped.daemon.reconcile, iped.backend, iped.commands.status;"
+            "print('pydantic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -1,0 +1,377 @@
+"""End-to-end: the real ``iped daemon`` process on the emulator backend, driven through files,
+signals and the real ``iped`` CLI. Waits are bounded polls on status, never fixed sleeps."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+from iped.pkcs7 import sign_policy
+from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request, start_daemon, wait_for
+
+
+def loaded(st: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    return {p["name"]: (p["version"], p["active"]) for p in st["policies"]}
+
+
+def test_startup_loads_and_activates_declared_policy(daemon: DaemonProc) -> None:
+    st = daemon.status()
+    assert st["schema_version"] == 1
+    assert st["backend"]["kind"] == "emulator"
+    assert st["ready"] is True
+    assert st["in_sync"] is True and st["drift"] == []
+    assert loaded(st) == {"base": ("1.0.0", True)}
+    assert st["enforce"] is True and st["success_audit"] is False
+    assert st["policies"][0]["source"] == str(daemon.site.policies / "base.pol")
+    assert st["last_plans"][0]["outcome"] == "applied" and st["last_plans"][0]["trigger"] == "startup"
+
+
+def test_reload_exit_codes_applied_unchanged_rejected(daemon: DaemonProc) -> None:
+    s = daemon.site
+    r = iped("reload", "--socket", str(s.socket))
+    assert r.returncode == 9, r.stdout + r.stderr
+    s.put("extra.pol", policy_text("extra", "0.0.1"))
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    # inotify may have applied it first; then the reload finds nothing to do
+    assert r.returncode in (0, 9), r.stdout + r.stderr
+    assert "extra" in loaded(daemon.status())
+    (s.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["outcome"] == "rejected"
+    err = rec["errors"][0]
+    assert err["file"].endswith("broken.pol") and err["line"] == 2 and err["errno_name"] == "EBADMSG"
+    assert "EBADMSG" in err["message"] and "invalid policy" in err["message"]
+
+
+def test_unreachable_daemon_exit_3(tmp_path: Path) -> None:
+    r = iped("reload", "--socket", str(tmp_path / "nothing.sock"))
+    assert r.returncode == 3
+    assert "unreachable" in r.stderr
+
+
+def test_inotify_update_and_delete(daemon: DaemonProc) -> None:
+    s = daemon.site
+    s.put("extra.pol", policy_text("extra", "0.0.1"))
+    wait_for(lambda: loaded(daemon.status()).get("extra") == ("0.0.1", False), what="inotify load")
+    s.put("extra.pol", policy_text("extra", "0.0.2", "op=EXECUTE boot_verified=TRUE action=ALLOW"))
+    wait_for(lambda: loaded(daemon.status()).get("extra") == ("0.0.2", False), what="inotify update")
+    (s.policies / "extra.pol").unlink()
+    wait_for(lambda: "extra" not in loaded(daemon.status()), what="inotify delete")
+    triggers = [p["trigger"] for p in daemon.status()["last_plans"]]
+    assert "inotify" in triggers
+
+
+def test_temporaries_are_ignored(daemon: DaemonProc) -> None:
+    s = daemon.site
+    for name in (".hidden.pol", "x.pol~", "x.pol.dpkg-new", "x.pol.rpmnew", ".ansible_tmpabc.p7s", "x.pol.swp"):
+        (s.policies / name).write_bytes(b"garbage that would be rejected")
+    r = iped("reload", "--socket", str(s.socket))
+    assert r.returncode == 9, r.stdout + r.stderr
+
+
+def test_broken_policy_never_changes_active(daemon: DaemonProc) -> None:
+    s = daemon.site
+    s.put("base.pol", b"policy_name=base policy_version=2.0.0\nDEFAULT action=DENY\nop=EXECUTE bogus=1 action=ALLOW\n")
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    assert r.returncode == 1
+    st = daemon.status()
+    assert loaded(st) == {"base": ("1.0.0", True)}
+    assert st["in_sync"] is False and any("rejected" in d for d in st["drift"])
+
+
+def test_anti_rollback_refused_with_explanation(daemon: DaemonProc) -> None:
+    s = daemon.site
+    s.put("base.pol", policy_text("base", "1.0.0", "op=KMODULE action=DENY"))
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    assert r.returncode == 1
+    err = json.loads(r.stdout)["errors"][0]
+    assert err["errno_name"] == "ESTALE"
+    assert "anti-rollback" in err["reason"] and "policy_version=1.0.1" in err["reason"]
+    assert loaded(daemon.status()) == {"base": ("1.0.0", True)}
+
+
+def test_switch_active_then_delete_old(daemon: DaemonProc) -> None:
+    s = daemon.site
+    s.put("next.pol", policy_text("next", "1.0.0"))
+    s.active = "next"
+    s.write_config()
+    (s.policies / "base.pol").unlink()
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    assert r.returncode in (0, 9), r.stdout + r.stderr
+    wait_for(lambda: loaded(daemon.status()) == {"next": ("1.0.0", True)}, what="switch + delete")
+
+
+def test_activating_lower_version_refused(daemon: DaemonProc) -> None:
+    s = daemon.site
+    s.put("older.pol", policy_text("older", "0.9.0"))
+    s.active = "older"
+    s.write_config()
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    assert r.returncode == 1
+    err = json.loads(r.stdout)["errors"][0]
+    assert err["errno_name"] == "EINVAL" and "never activates a lower version" in err["reason"]
+    st = daemon.status()
+    assert st["active"]["name"] == "base"
+
+
+def test_duplicate_name_rejected(daemon: DaemonProc) -> None:
+    s = daemon.site
+    s.put("zz-dup.pol", policy_text("base", "5.0.0"))
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    assert r.returncode == 1
+    err = json.loads(r.stdout)["errors"][0]
+    assert err["errno_name"] == "EEXIST" and "base.pol" in err["reason"]
+    assert loaded(daemon.status()) == {"base": ("1.0.0", True)}
+
+
+def test_presigned_p7s_and_untrusted_signer(daemon: DaemonProc, tmp_path: Path) -> None:
+    s = daemon.site
+    blob = sign_policy(policy_text("signed", "3.0.0"), s.key.read_bytes(), s.cert.read_bytes())
+    s.put("signed.p7s", blob)
+    r = iped("reload", "--socket", str(s.socket))
+    assert r.returncode in (0, 9)
+    wait_for(lambda: loaded(daemon.status()).get("signed") == ("3.0.0", False), what="p7s load")
+    from iped.daemon.devkey import ensure_dev_key
+
+    k2, c2 = ensure_dev_key(tmp_path / "other")
+    s.put("stranger.p7s", sign_policy(policy_text("stranger", "1.0.0"), k2.read_bytes(), c2.read_bytes()))
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    assert r.returncode == 1
+    assert json.loads(r.stdout)["errors"][0]["errno_name"] == "ENOKEY"
+
+
+def test_sighup_triggers_reconcile(daemon: DaemonProc) -> None:
+    before = daemon.status()["counters"]["reconciles"]
+    daemon.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: daemon.status()["counters"]["reconciles"] > before, what="SIGHUP reconcile")
+    assert daemon.status()["last_plans"][0]["trigger"] == "sighup"
+
+
+def test_config_error_reported_with_file_and_line(daemon: DaemonProc) -> None:
+    s = daemon.site
+    s.config.write_text(s.config.read_text() + "\n[policies.typo]\n")
+    s.config.write_text(s.config.read_text().replace("enforce = true", 'enforce = "yes"'))
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    assert r.returncode == 1
+    msg = json.loads(r.stdout)["errors"][0]["reason"]
+    assert msg.startswith(f"{s.config}:4: policies.enforce:")
+
+
+def test_kernel_error_mid_apply_exit_4(site: Site) -> None:
+    site.env["IPED_EMULATOR_FAULT"] = "active:2:EIO"
+    site.debounce_ms = 60000  # file events stay pending: only the explicit reload below acts
+    site.write_config()
+    d = start_daemon(site)
+    try:
+        site.put("next.pol", policy_text("next", "2.0.0"))
+        site.active = "next"
+        site.write_config()
+        r = iped("reload", "--socket", str(site.socket), "--json")
+        assert r.returncode == 4, r.stdout + r.stderr
+        rec = json.loads(r.stdout)
+        assert rec["failure"]["errno_name"] == "EIO" and rec["failure"]["step"]["kind"] == "activate"
+        st = d.status()
+        assert st["active"]["name"] == "base"  # previous active stays
+        assert loaded(st)["next"] == ("2.0.0", False)  # the load before the failed step stays
+        r = iped("reload", "--socket", str(site.socket))  # the fault fired once; a retry completes
+        assert r.returncode == 0
+        assert d.status()["active"]["name"] == "next"
+    finally:
+        d.stop()
+
+
+def _as_nobody(sock: Path, gid: int) -> list[dict[str, Any]]:
+    """Fork, drop to uid nobody with primary group ``gid``, ask for a reload and a status."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            os.chdir(sock.parent)  # tmp_path's parents are 0700: connect by a relative path
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(nobody.pw_uid)
+            out: Any = [request(Path(sock.name), "reload"), request(Path(sock.name), "status")]
+        except BaseException as e:
+            out = repr(e)
+        try:
+            os.write(w, json.dumps(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 65536):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    got = json.loads(data)
+    assert isinstance(got, list), got
+    return got
+
+
+def test_non_root_peer_refused(daemon: DaemonProc) -> None:
+    import grp
+
+    sock = daemon.site.socket
+    os.chmod(sock, 0o666)  # let the socket's mode through so SO_PEERCRED does the refusing
+    os.chmod(sock.parent, 0o755)
+    # control_group = "nogroup": its members may read status, never change state
+    reload_reply, status_reply = _as_nobody(sock, grp.getgrnam("nogroup").gr_gid)
+    assert reload_reply["ok"] is False and reload_reply["errno_name"] == "EACCES"
+    assert "only root may change state" in reload_reply["error"]
+    assert status_reply["ok"] is True and status_reply["result"]["schema_version"] == 1
+    # not in the group: refused outright
+    reload_reply, status_reply = _as_nobody(sock, 54321)
+    assert reload_reply["errno_name"] == "EACCES"
+    assert status_reply["ok"] is False and status_reply["errno_name"] == "EACCES"
+    assert "neither root nor in the control group" in status_reply["error"]
+    assert daemon.status()["counters"]["reconciles"] == 1  # nothing was reconciled for them
+
+
+def test_malformed_requests_get_error_replies(daemon: DaemonProc) -> None:
+    import socket
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(os.fspath(daemon.site.socket))
+        s.sendall(b"not json\n[1,2]\n{\"op\": \"frobnicate\"}\n{\"op\": \"ping\"}\n")
+        buf = b""
+        while buf.count(b"\n") < 4:
+            buf += s.recv(65536)
+    replies = [json.loads(x) for x in buf.splitlines()]
+    assert [r.get("errno_name") for r in replies[:3]] == ["EBADMSG", "EINVAL", "EINVAL"]
+    assert replies[3]["ok"] is True
+    assert daemon.proc.poll() is None
+
+
+def test_status_cli_and_plan(daemon: DaemonProc) -> None:
+    s = daemon.site
+    r = iped("status", "--socket", str(s.socket), "--json")
+    assert r.returncode == 0
+    st = json.loads(r.stdout)
+    assert st["schema_version"] == 1 and st["active"]["name"] == "base"
+    r = iped("status", "--socket", str(s.socket))
+    assert "EMULATOR" in r.stdout and "* base" in r.stdout
+    s.put("extra.pol", policy_text("extra", "0.0.1"))
+    r = iped("plan", "--socket", str(s.socket), "--json")
+    # inotify may already have loaded it: both answers are right, but each must be self-consistent
+    plan = json.loads(r.stdout)
+    assert plan["daemon"] is True
+    assert (r.returncode, plan["outcome"]) in ((0, "would-apply"), (9, "unchanged"))
+
+
+def test_rollback_rolls_forward(daemon: DaemonProc) -> None:
+    s = daemon.site
+    s.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
+    assert iped("reload", "--socket", str(s.socket)).returncode in (0, 9)
+    wait_for(lambda: daemon.status()["active"]["version"] == "1.1.0", what="update to 1.1.0")
+    r = iped("rollback", "--socket", str(s.socket), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(r.stdout)
+    assert res["new_version"] == "1.1.1" and res["target"] == str(s.policies / "base.pol")
+    text = (s.policies / "base.pol").read_bytes()
+    assert b"policy_version=1.1.1" in text and b"KMODULE" not in text
+    st = daemon.status()
+    assert st["active"]["version"] == "1.1.1" and st["in_sync"] is True
+
+
+def test_restart_rederives_from_backend(site: Site) -> None:
+    d = start_daemon(site)
+    d.stop()
+    (site.state / "plans").mkdir(exist_ok=True)
+    # a stale/garbage record must not matter: the emulator starts empty, the daemon reloads from files
+    (site.state / "plans" / "0000000099.json").write_text("{not json")
+    d = start_daemon(site)
+    try:
+        assert loaded(d.status()) == {"base": ("1.0.0", True)}
+    finally:
+        d.stop()
+
+
+def test_stop_leaves_enforce_alone(site: Site) -> None:
+    d = start_daemon(site)
+    assert d.status()["enforce"] is True
+    err = d.stop()
+    assert "never weakened" in err
+
+
+def test_sd_notify_protocol(site: Site, tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tests.daemon.conftest import ROOT
+
+    ns = tmp_path / "notify.sock"
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(os.fspath(ns))
+    rx.settimeout(20)
+    env = {**os.environ, "NOTIFY_SOCKET": os.fspath(ns), "WATCHDOG_USEC": "400000"}
+    env.pop("WATCHDOG_PID", None)
+    proc = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(site.config)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    got: list[str] = []
+
+    def until(pred: Any) -> list[str]:
+        while not pred():
+            got.append(rx.recv(4096).decode())
+        return got
+
+    try:
+        until(lambda: any(m.startswith("READY=1") for m in got))
+        ready = next(m for m in got if m.startswith("READY=1"))
+        assert "STATUS=applied (startup)" in ready and "active base" in ready
+        until(lambda: got.count("WATCHDOG=1") >= 2)  # pinged from the idle loop at half the interval
+        assert iped("reload", "--socket", str(site.socket)).returncode == 9
+        n = len(got)
+        until(lambda: any(m.startswith("READY=1") for m in got[n:]))
+        tail = [m for m in got[n - 2:] if m != "WATCHDOG=1"]
+        reloading = next(m for m in tail if m.startswith("RELOADING=1"))
+        assert re.fullmatch(r"RELOADING=1\nMONOTONIC_USEC=\d+", reloading)
+        assert tail.index(reloading) < next(i for i, m in enumerate(tail) if m.startswith("READY=1"))
+        proc.send_signal(signal.SIGTERM)
+        until(lambda: any(m.startswith("STOPPING=1") for m in got))
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        rx.close()
+
+
+def test_dev_mode_quick_start(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.daemon.conftest import ROOT
+
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    proc = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--dev"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        sock = tmp_path / "iped-dev" / "control.sock"
+        wait_for(lambda: sock.exists() and request(sock, "ping")["ok"], what="dev daemon")
+        r = iped("status", "--json", env=env)  # no --socket: found via the well-known dev path
+        assert r.returncode == 0, r.stderr
+        st = json.loads(r.stdout)
+        assert st["dev"] is True and st["backend"]["kind"] == "emulator"
+        assert st["active"]["name"] == "allow_all"
+        assert {p["name"] for p in st["policies"]} == {"allow_all", "boot_verified"}
+        key = Path(st["state_dir"]).parent / "keys" / "dev-signer.key"
+        assert key.stat().st_mode & 0o777 == 0o600
+        assert iped("reload", env=env).returncode == 9
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+    assert proc.stderr is not None
+    banner = proc.stderr.read()
+    assert "iped status" in banner and str(sock) in banner

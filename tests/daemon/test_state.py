@@ -1,0 +1,77 @@
+"""Scanning the drop-in dir: temporaries ignored, parse/sign/verify errors located, duplicates refused."""
+
+from __future__ import annotations
+
+import errno
+from pathlib import Path
+
+from iped.daemon.log import NullReporter
+from iped.daemon.reconcile import Reconciler
+from iped.daemon.settings import PolicySettings, Settings
+from iped.daemon.state import is_ignored, policy_files
+from iped.daemon.store import Store
+from iped.pkcs7 import sign_policy
+from tests.daemon.conftest import policy_text
+
+
+def reconciler(tmp_path: Path, keys: tuple[Path, Path], with_key: bool = True) -> Reconciler:
+    d = tmp_path / "p"
+    d.mkdir(exist_ok=True)
+    pol = PolicySettings(dir=d, active=None, signing_key=keys[0] if with_key else None,
+                         signing_cert=keys[1] if with_key else None,
+                         trust_anchors=() if with_key else (keys[1],))
+    return Reconciler(Settings(policies=pol), None, Store(tmp_path / "s"), NullReporter())  # type: ignore[arg-type]
+
+
+def test_ignored_names() -> None:
+    for n in (".x.pol", "a.pol~", "a.pol.dpkg-new", "a.pol.dpkg-old", "a.p7s.rpmnew", "a.pol.rpmsave",
+              ".ansible_tmp123a.p7s", "a.pol.swp"):
+        assert is_ignored(n), n
+    for n in ("a.pol", "b.p7s", "under_score-1.pol"):
+        assert not is_ignored(n), n
+
+
+def test_policy_files_only_known_suffixes(tmp_path: Path) -> None:
+    for n in ("b.pol", "a.p7s", "c.txt", ".d.pol", "README"):
+        (tmp_path / n).write_text("x")
+    assert [p.name for p in policy_files(tmp_path)] == ["a.p7s", "b.pol"]
+
+
+def test_scan_collects_located_errors(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    rec = reconciler(tmp_path, dev_keys)
+    d = rec.settings.policies.dir
+    (d / "a.pol").write_bytes(policy_text("a", "1.0.0"))
+    (d / "b.pol").write_bytes(b"policy_name=b policy_version=1.0\nDEFAULT action=ALLOW\n")
+    (d / "c.pol").write_bytes(policy_text("a", "2.0.0"))
+    (d / "d.p7s").write_bytes(b"\x30\x03\x02\x01\x01")
+    got = rec.scan()
+    assert [p.name for p in got.policies] == ["a"]
+    by_file = {Path(e.file).name: e for e in got.errors}
+    assert by_file["b.pol"].errno == errno.EBADMSG and by_file["b.pol"].line == 1
+    assert by_file["c.pol"].errno == errno.EEXIST
+    assert by_file["d.p7s"].errno in (errno.EBADMSG, errno.EINVAL)
+
+
+def test_plain_policy_without_key_is_explained(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    rec = reconciler(tmp_path, dev_keys, with_key=False)
+    d = rec.settings.policies.dir
+    (d / "a.pol").write_bytes(policy_text("a", "1.0.0"))
+    (d / "b.p7s").write_bytes(sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(),
+                                          dev_keys[1].read_bytes()))
+    got = rec.scan()
+    assert [p.name for p in got.policies] == ["b"]
+    assert got.errors[0].errno == errno.ENOKEY and "signing_key" in got.errors[0].reason
+
+
+def test_unchanged_files_are_not_resigned(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    # ECDSA signatures are randomised: an equal blob proves the cached result was reused
+    rec = reconciler(tmp_path, dev_keys)
+    path = rec.settings.policies.dir / "a.pol"
+    path.write_bytes(policy_text("a", "1.0.0"))
+    first = rec.scan().policies[0].blob
+    assert rec.scan().policies[0].blob == first
+    path.write_bytes(policy_text("a", "1.0.1"))
+    changed = rec.scan().policies[0]
+    assert changed.blob != first and str(changed.version) == "1.0.1"
+    path.write_bytes(policy_text("a", "1.0.0"))  # back to the old bytes: re-signed, not a stale entry
+    assert rec.scan().policies[0].blob != first
