@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import enum
 import importlib
-import logging
 import os
 import sys
 from types import ModuleType
@@ -58,7 +57,7 @@ _VERB_HELP: dict[Verb, str] = {
     Verb.status: "show the kernel's (or emulator's) IPE state and the daemon's view of it",
     Verb.plan: "show what apply would change, without changing anything",
     Verb.apply: "load, update and activate policies to reach the declared state",
-    Verb.rollback: "re-activate the previously active policy",
+    Verb.rollback: "roll forward to the previous content, re-signed with a higher version",
     Verb.audit: "follow or search IPE audit records",
     Verb.explain: "explain an IPE audit record or decision: which rule matched and why",
 }
@@ -133,6 +132,8 @@ def _run(argv: list[str]) -> int:
     selected = _selected_verb(argv)
     module = load_verb(selected) if selected is not None else None
     args = build_parser(selected, module).parse_args(argv)
+    import logging  # here, not at the top: `iped status` pays for no import it does not use
+
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
         format="iped: %(levelname)s: %(message)s",
