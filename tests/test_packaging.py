@@ -1,0 +1,356 @@
+"""Distribution packaging stays in step with the project: the wheel holds what the packages need,
+packaging/debian/control and packaging/rpm/iped.spec name every runtime dependency of
+pyproject.toml with the same bounds, and every file they install from the tree exists.
+
+The real Debian build (about 45 s plus its build dependencies) is opt-in: IPED_TEST_DEB_BUILD=1.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBIAN = ROOT / "packaging" / "debian"
+SPEC = ROOT / "packaging" / "rpm" / "iped.spec"
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+# pyproject.toml distribution name -> Debian binary package (Debian 13 "trixie" names). A new
+# runtime dependency fails test_debian_depends_cover_pyproject until it is added here and to
+# packaging/debian/control.
+DEBIAN_NAMES = {
+    "pydantic": "python3-pydantic",
+    "pyudev": "python3-pyudev",
+    "inotify-simple": "python3-inotify-simple",
+    "systemd-python": "python3-systemd",
+    "cryptography": "python3-cryptography",
+    "asn1crypto": "python3-asn1crypto",
+}
+# PEP 440 operator -> Debian relation, and -> RPM rich-dependency operator.
+DEB_OPS = {">=": ">=", "<": "<<", "<=": "<=", ">": ">>", "==": "="}
+RPM_OPS = {">=": ">=", "<": "<", "<=": "<=", ">": ">", "==": "="}
+
+
+@dataclass(frozen=True)
+class Requirement:
+    name: str  # PEP 503 normalised
+    specs: tuple[tuple[str, str], ...]  # (operator, version)
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def parse_requirement(text: str) -> Requirement:
+    m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*([^;]*?)\s*(?:;.*)?", text)
+    assert m, f"cannot parse requirement {text!r}"
+    specs: list[tuple[str, str]] = []
+    for part in filter(None, (p.strip() for p in m.group(2).split(","))):
+        sm = re.fullmatch(r"(>=|<=|==|>|<)\s*([0-9][0-9A-Za-z.+]*)", part)
+        assert sm, f"unsupported specifier {part!r} in {text!r}: teach tests/test_packaging.py about it"
+        specs.append((sm.group(1), sm.group(2)))
+    return Requirement(normalise(m.group(1)), tuple(specs))
+
+
+def runtime_requirements() -> list[Requirement]:
+    deps: list[str] = PYPROJECT["project"]["dependencies"]
+    assert deps, "pyproject.toml has no [project.dependencies]?"
+    return [parse_requirement(d) for d in deps]
+
+
+def deb822(path: Path) -> list[dict[str, str]]:
+    """Paragraphs of a deb822 file (debian/control): comment lines dropped, continuations joined."""
+    paragraphs: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    key = ""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            continue
+        if not line.strip():
+            if current:
+                paragraphs.append(current)
+            current, key = {}, ""
+        elif line[0] in " \t":
+            assert key, f"{path}: continuation line before any field: {line!r}"
+            current[key] += "\n" + line.strip()
+        else:
+            key, sep, value = line.partition(":")
+            assert sep, f"{path}: not a field: {line!r}"
+            current[key] = value.strip()
+    if current:
+        paragraphs.append(current)
+    return paragraphs
+
+
+def relations(field: str) -> dict[str, list[tuple[str, str]]]:
+    """Debian relation field -> {package: [(relation, version), ...]} (alternatives flattened)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    for item in field.replace("\n", " ").split(","):
+        for raw in item.split("|"):
+            alt = raw.strip()
+            if not alt or alt.startswith("${"):
+                continue
+            m = re.fullmatch(r"([a-z0-9][a-z0-9+.-]+)(?::any)?\s*(?:\((<<|<=|=|>=|>>)\s*([^)\s]+)\))?\s*(?:<[^>]*>)?",
+                             alt)
+            assert m, f"cannot parse Debian relation {alt!r}"
+            out.setdefault(m.group(1), [])
+            if m.group(2):
+                out[m.group(1)].append((m.group(2), m.group(3)))
+    return out
+
+
+def control() -> tuple[dict[str, str], dict[str, str]]:
+    paragraphs = deb822(DEBIAN / "control")
+    assert len(paragraphs) == 2, f"expected a source and one binary paragraph, got {len(paragraphs)}"
+    source, binary = paragraphs
+    assert source.get("Source") == "iped" and binary.get("Package") == "iped"
+    return source, binary
+
+
+def spec_text() -> str:
+    return SPEC.read_text()
+
+
+def spec_requires() -> dict[str, list[tuple[str, str]]]:
+    out: dict[str, list[tuple[str, str]]] = {}
+    for m in re.finditer(r"^Requires:\s*python3dist\(([^)]+)\)\s*(?:(>=|<=|=|>|<)\s*(\S+))?\s*$", spec_text(), re.M):
+        out.setdefault(normalise(m.group(1)), [])
+        if m.group(2):
+            out[normalise(m.group(1))].append((m.group(2), m.group(3)))
+    return out
+
+
+# --- the wheel ---------------------------------------------------------------------------------
+
+
+def build_requirements_met() -> bool:
+    """pyproject.toml's [build-system] requires (setuptools>=68, wheel) are importable here."""
+    import importlib.metadata as md
+
+    for text in PYPROJECT["build-system"]["requires"]:
+        req = parse_requirement(text)
+        try:
+            have = tuple(int(x) for x in re.findall(r"\d+", md.version(req.name))[:3])
+        except md.PackageNotFoundError:
+            return False
+        for op, version in req.specs:
+            want = tuple(int(x) for x in version.split("."))
+            if op == ">=" and have < want:
+                return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]:
+    """Built from a copy of the tree, so the checkout gets no build/ or egg-info droppings. Without
+    build isolation when this environment has the build requirements, else pip fetches them."""
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(ROOT / "iped", src / "iped", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    out = tmp_path_factory.mktemp("wheel")
+    isolation = ["--no-build-isolation"] if build_requirements_met() else []
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out), str(src)],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wheels = list(out.glob("iped-*.whl"))
+    assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as zf:
+        yield zf
+
+
+def test_wheel_contains_the_package(wheel: zipfile.ZipFile) -> None:
+    names = set(wheel.namelist())
+    for required in ("iped/__init__.py", "iped/__main__.py", "iped/cli.py", "iped/emulator/policy_parser.py",
+                     "iped/py.typed"):
+        assert required in names, f"{required} missing from the wheel"
+    # every package directory in the tree made it (a missing __init__.py drops a subpackage)
+    for init in (ROOT / "iped").rglob("__init__.py"):
+        rel = init.relative_to(ROOT).as_posix()
+        assert rel in names, f"{rel} missing from the wheel"
+    assert not any(n.startswith("tests/") for n in names), "the test suite leaked into the wheel"
+
+
+def test_wheel_entry_point_and_metadata(wheel: zipfile.ZipFile) -> None:
+    version = PYPROJECT["project"]["version"]
+    info = f"iped-{version}.dist-info"
+    ep = configparser.ConfigParser()
+    ep.read_string(wheel.read(f"{info}/entry_points.txt").decode())
+    assert ep.has_section("console_scripts"), "no console_scripts in the wheel"
+    assert ep.get("console_scripts", "iped").strip() == "iped.cli:main"
+    metadata = wheel.read(f"{info}/METADATA").decode()
+    requires = {parse_requirement(line.split(":", 1)[1]).name
+                for line in metadata.splitlines() if line.startswith("Requires-Dist:") and "extra ==" not in line}
+    assert requires == {r.name for r in runtime_requirements()}
+
+
+# --- Debian ------------------------------------------------------------------------------------
+
+
+def test_debian_depends_cover_pyproject() -> None:
+    _, binary = control()
+    depends = relations(binary["Depends"])
+    for req in runtime_requirements():
+        assert req.name in DEBIAN_NAMES, f"runtime dependency {req.name!r} has no Debian name in DEBIAN_NAMES"
+        deb = DEBIAN_NAMES[req.name]
+        assert deb in depends, f"{req.name} ({deb}) missing from Depends in packaging/debian/control"
+        for op, version in req.specs:
+            assert (DEB_OPS[op], version) in depends[deb], \
+                f"pyproject.toml says {req.name}{op}{version}; Depends needs {deb} ({DEB_OPS[op]} {version})"
+    # and nothing stale: every python3-* package in Depends stands for a current dependency
+    known = {DEBIAN_NAMES[r.name] for r in runtime_requirements()}
+    stale = {p for p in depends if p.startswith("python3-")} - known
+    assert not stale, f"Depends lists {sorted(stale)}, which pyproject.toml no longer requires"
+    assert "${python3:Depends}" in binary["Depends"] and "${misc:Depends}" in binary["Depends"]
+
+
+def test_debian_source_package() -> None:
+    source, binary = control()
+    build_depends = relations(source["Build-Depends"])
+    for pkg in ("debhelper-compat", "dh-python", "pybuild-plugin-pyproject", "python3-all", "python3-setuptools",
+                "dh-sequence-installsysusers"):
+        assert pkg in build_depends, f"Build-Depends lacks {pkg}"
+    # the Debian setuptools must satisfy [build-system] (pybuild builds with --skip-dependency-check)
+    for text in PYPROJECT["build-system"]["requires"]:
+        req = parse_requirement(text)
+        if req.name == "setuptools":
+            for op, version in req.specs:
+                assert (DEB_OPS[op], version) in build_depends["python3-setuptools"], \
+                    f"[build-system] wants setuptools{op}{version}; Build-Depends needs python3-setuptools " \
+                    f"({DEB_OPS[op]} {version})"
+    assert binary["Architecture"] == "all"
+    assert (DEBIAN / "source" / "format").read_text().strip() == "3.0 (native)"
+    rules = DEBIAN / "rules"
+    assert os.access(rules, os.X_OK), "packaging/debian/rules must be executable"
+    assert re.search(r"^\tdh \$@ --with python3 --buildsystem=pybuild$", rules.read_text(), re.M)
+    # native package: the changelog version is the project version, no Debian revision
+    first = (DEBIAN / "changelog").read_text().splitlines()[0]
+    assert first.startswith(f"iped ({PYPROJECT['project']['version']}) "), first
+    copyright_text = (DEBIAN / "copyright").read_text()
+    assert "License: GPL-2.0-only" in copyright_text
+    lic = PYPROJECT["project"]["license"]  # PEP 639 string, or the older {text = ...} table
+    assert (lic if isinstance(lic, str) else lic["text"]) == "GPL-2.0-only"
+
+
+def debian_installed_sources() -> list[Path]:
+    """Files of the tree that the Debian build puts into the package."""
+    rules = (DEBIAN / "rules").read_text()
+    m = re.search(r"^SYSTEMD_FILES = (.+)$", rules, re.M)
+    assert m, "SYSTEMD_FILES not found in packaging/debian/rules"
+    kinds = m.group(1).split()
+    assert sorted(kinds) == ["service", "sysusers", "tmpfiles"], kinds
+    assert "install -m 0644 systemd/iped.$$f debian/iped.$$f" in rules
+    paths = [ROOT / "systemd" / f"iped.{k}" for k in kinds]
+    for listing in ("iped.install", "iped.examples", "iped.docs"):
+        for line in (DEBIAN / listing).read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                path = ROOT / line.split()[0]
+                paths.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
+    return paths
+
+
+def rpm_installed_sources() -> list[Path]:
+    text = spec_text()
+    install = text[text.index("%install"):text.index("%check")]
+    paths: list[Path] = []
+    for m in re.finditer(r"^install\b[^\n]*?\s((?:systemd|etc)/\S+|README\.md)\s", install, re.M):
+        matches = sorted(ROOT.glob(m.group(1)))
+        paths.extend(matches or [ROOT / m.group(1)])
+    assert paths, "no install lines found in the spec's %install"
+    return paths
+
+
+@pytest.mark.parametrize("which", ["debian", "rpm"])
+def test_installed_files_exist(which: str) -> None:
+    paths = debian_installed_sources() if which == "debian" else rpm_installed_sources()
+    for needed in ("systemd/iped.service", "systemd/iped.tmpfiles", "systemd/iped.sysusers", "etc/iped.toml"):
+        assert ROOT / needed in paths, f"the {which} packaging does not install {needed}"
+    missing = [str(p.relative_to(ROOT)) for p in paths if not p.exists()]
+    assert not missing, f"the {which} packaging installs files missing from the checkout: {missing}"
+    assert any(p.suffix == ".pol" for p in paths), f"the {which} packaging ships no example policy"
+
+
+def test_debian_conffile_and_policy_dir() -> None:
+    install = (DEBIAN / "iped.install").read_text().split("\n")
+    assert "etc/iped.toml etc/iped/" in install, "iped.toml must land in /etc/iped (a conffile via dh_installdeb)"
+    assert "etc/iped/policies.d" in (DEBIAN / "iped.dirs").read_text().split("\n")
+
+
+# --- RPM ---------------------------------------------------------------------------------------
+
+
+def test_rpm_requires_cover_pyproject() -> None:
+    requires = spec_requires()
+    for req in runtime_requirements():
+        assert req.name in requires, f"{req.name} missing from Requires: python3dist(...) in the spec"
+        for op, version in req.specs:
+            want = f"python3dist({req.name}) {RPM_OPS[op]} {version}"
+            assert (RPM_OPS[op], version) in requires[req.name], \
+                f"pyproject.toml says {req.name}{op}{version}; the spec needs Requires: {want}"
+    stale = set(requires) - {r.name for r in runtime_requirements()}
+    assert not stale, f"the spec requires {sorted(stale)}, which pyproject.toml no longer requires"
+
+
+def test_rpm_spec_structure() -> None:
+    text = spec_text()
+    fields = dict(re.findall(r"^(Name|Version|License|BuildArch):\s*(\S+)\s*$", text, re.M))
+    assert fields == {"Name": "iped", "Version": PYPROJECT["project"]["version"], "License": "GPL-2.0-only",
+                      "BuildArch": "noarch"}
+    for line in ("%pyproject_wheel", "%pyproject_install", "%systemd_post iped.service",
+                 "%systemd_preun iped.service", "%systemd_postun_with_restart iped.service",
+                 "%tmpfiles_create %{_tmpfilesdir}/iped.conf", "%{_unitdir}/iped.service",
+                 "%{_tmpfilesdir}/iped.conf", "%{_sysusersdir}/iped.conf",
+                 "%config(noreplace) %{_sysconfdir}/iped/iped.toml", "%dir %{_sysconfdir}/iped/policies.d"):
+        assert line in text.splitlines(), f"spec lacks {line!r}"
+    # the group must exist before tmpfiles.d names it
+    post = text[text.index("\n%post\n"):text.index("\n%preun\n")]
+    sysusers = post.find("%{_bindir}/systemd-sysusers %{_sysusersdir}/iped.conf")
+    assert 0 <= sysusers < post.index("%tmpfiles_create"), "%post must apply sysusers.d before tmpfiles.d"
+
+
+# --- the real Debian build (opt-in) ------------------------------------------------------------
+
+BUILD_DEPS = ["dpkg-dev", "debhelper", "dh-python", "pybuild-plugin-pyproject", "python3-all",
+              "python3-setuptools", "python3-wheel"]
+
+
+@pytest.mark.skipif(os.environ.get("IPED_TEST_DEB_BUILD") != "1",
+                    reason="the real dpkg-buildpackage run is opt-in: IPED_TEST_DEB_BUILD=1 (about a minute, installs "
+                           "its build dependencies with apt-get)")
+def test_dpkg_buildpackage(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(["dpkg-query", "-W", *BUILD_DEPS], capture_output=True, check=False, env=env).returncode:
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *BUILD_DEPS],
+                       check=True, env=env, capture_output=True)
+    tree = tmp_path / "iped"
+    shutil.copytree(ROOT, tree, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", ".mypy_cache", ".pytest_cache", ".ruff_cache", "build"))
+    shutil.rmtree(tree / "debian", ignore_errors=True)
+    shutil.copytree(DEBIAN, tree / "debian", symlinks=True)
+    r = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=tree, env=env, capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    deb = tmp_path / f"iped_{PYPROJECT['project']['version']}_all.deb"
+    contents = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True,
+                              env=env).stdout
+    for path in ("./etc/iped/iped.toml", "./etc/iped/policies.d/", "systemd/system/iped.service",
+                 "./usr/lib/tmpfiles.d/iped.conf", "./usr/lib/sysusers.d/iped.conf", "./usr/bin/iped",
+                 "/dist-packages/iped/cli.py", "/dist-packages/iped/py.typed"):
+        assert path in contents, f"{path} not in the .deb"
+    def dpkg_deb(*args: str) -> str:
+        return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=True, env=env).stdout
+
+    assert dpkg_deb("-I", str(deb), "conffiles").split() == ["/etc/iped/iped.toml"]
+    assert "python3-pydantic (>= 2.6)" in dpkg_deb("-f", str(deb), "Depends")
