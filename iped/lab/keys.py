@@ -1,0 +1,151 @@
+"""The lab's committed TEST-ONLY signing keys, and PKCS#7 signing of IPE policies.
+
+The private keys in ``tests/lab/keys`` are public by construction (they are in git): they
+exist so that lab runs are reproducible and their certificates can be enrolled once in the
+lab's OVMF ``db``.  Nothing outside the lab may ever trust them; every certificate says so in
+its subject (``O=iped lab TEST KEY - NOT FOR PRODUCTION``).
+
+* ``rsa-signer`` and ``ec-signer`` are enrolled in UEFI ``db`` (-> kernel ``.platform``
+  keyring), so policies they sign load through ``new_policy``;
+* ``untrusted-signer`` is deliberately enrolled nowhere (its policies must be rejected);
+* ``fsverity-signer`` signs fs-verity built-in signatures (guest tests add it to the
+  ``.fs-verity`` keyring themselves).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from iped.lab import cache_dir
+
+#: Committed key material (part of the checkout; see tests/lab/keys/README.md).
+KEYS_DIR = Path(__file__).resolve().parents[2] / "tests" / "lab" / "keys"
+TEST_ORG = "iped lab TEST KEY - NOT FOR PRODUCTION"
+
+
+@dataclass(frozen=True)
+class Signer:
+    """One test key pair: PEM certificate + PEM private key in :data:`KEYS_DIR`."""
+
+    name: str
+    common_name: str
+    #: Enrolled in the lab firmware's UEFI db (hence in the guest kernel's .platform keyring).
+    enrolled: bool
+
+    @property
+    def cert(self) -> Path:
+        return KEYS_DIR / f"{self.name}.crt"
+
+    @property
+    def key(self) -> Path:
+        """The committed key file. Git does not keep its mode: see :meth:`private_key_0600`."""
+        return KEYS_DIR / f"{self.name}.key"
+
+    def certificate(self) -> x509.Certificate:
+        return x509.load_pem_x509_certificate(self.cert.read_bytes())
+
+    def cert_der(self) -> bytes:
+        return self.certificate().public_bytes(serialization.Encoding.DER)
+
+    def private_key(self) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:
+        key = serialization.load_pem_private_key(self.key.read_bytes(), password=None)
+        if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{self.key}: unexpected key type {type(key).__name__}")
+        return key
+
+    def private_key_0600(self) -> Path:
+        """A copy of the private key with mode 0600 in the lab cache, for tools that insist.
+
+        Host only: the cache is read-only inside the guest.
+        """
+        dest_dir = cache_dir() / "keys"
+        dest_dir.mkdir(mode=0o700, exist_ok=True)
+        dest = dest_dir / self.key.name
+        if not dest.exists() or dest.read_bytes() != self.key.read_bytes():
+            tmp = dest.with_suffix(".tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.key.read_bytes())
+            tmp.replace(dest)
+        os.chmod(dest, 0o600)
+        return dest
+
+
+RSA_SIGNER = Signer("rsa-signer", "iped lab RSA policy signer", enrolled=True)
+EC_SIGNER = Signer("ec-signer", "iped lab EC policy signer", enrolled=True)
+UNTRUSTED_SIGNER = Signer("untrusted-signer", "iped lab untrusted signer (never enrolled)", enrolled=False)
+FSVERITY_SIGNER = Signer("fsverity-signer", "iped lab fs-verity signer", enrolled=False)
+ALL_SIGNERS: tuple[Signer, ...] = (RSA_SIGNER, EC_SIGNER, UNTRUSTED_SIGNER, FSVERITY_SIGNER)
+#: What :mod:`iped.lab.firmware` enrolls in db.
+ENROLLED: tuple[Signer, ...] = tuple(s for s in ALL_SIGNERS if s.enrolled)
+
+
+def sign_policy(text: bytes, signer: Signer) -> bytes:
+    """``text`` wrapped in an attached PKCS#7 SignedData (DER), as ``new_policy`` wants it.
+
+    No authenticated attributes and binary mode: the same container as
+    ``openssl smime -sign -noattr -nodetach -binary -outform der``, which is what the kernel
+    documentation uses.
+    """
+    return (
+        pkcs7.PKCS7SignatureBuilder()
+        .set_data(text)
+        .add_signer(signer.certificate(), signer.private_key(), hashes.SHA256())
+        .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.NoAttributes, pkcs7.PKCS7Options.Binary])
+    )
+
+
+def generate(directory: Path) -> None:
+    """(Re)create every test key pair in ``directory``.
+
+    Run once to create the committed files (``python -m iped.lab gen-keys DIR``); after that
+    the files are the source of truth, since the lab firmware caches the enrolled certs.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    for signer in ALL_SIGNERS:
+        key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+        if signer is EC_SIGNER:
+            key = ec.generate_private_key(ec.SECP256R1())
+        else:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, TEST_ORG),
+            x509.NameAttribute(NameOID.COMMON_NAME, signer.common_name),
+        ])
+        not_before = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_before.replace(year=2125))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                    encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        (directory / f"{signer.name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path = directory / f"{signer.name}.key"
+        key_path.write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        key_path.chmod(0o600)
+
