@@ -14,43 +14,201 @@ The format is detected from the first bytes (an export starts with ``__CURSOR=``
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from iped.audit.group import Event, Grouper
 from iped.audit.journal import record_from_entry
-from iped.audit.records import RawRecord, RecordError, parse_log_line, type_number
+from iped.audit.records import AUDIT_EOE, RawRecord, RecordError, parse_log_line, type_number
 
-#: one auditd log line; findall() over a whole chunk does the splitting in C
-_LOG_LINE = re.compile(r"^(?:node=\S+ )?type=(\S+) msg=audit\((\d+\.\d+:\d+)\): ?([^\n\x1d]*)", re.M)
-_CHUNK = 1 << 20
+_CHUNK = 1 << 22
 
 
 def iter_log_text(text: str) -> Iterator[RawRecord]:
-    """Records from auditd log text (fast path: a regex over the whole text, stamps cached).
+    """Records from auditd log text: ``[node=H ]type=NAME msg=audit(S.MS:N):[ ]body`` lines.
 
-    Lines that do not look like auditd lines (kmsg, junk) are skipped; use :func:`iter_log_lines`
-    for mixed input. Enriched fields after ``\\x1d`` are dropped.
+    Lines that do not look like auditd lines (kmsg, ``----``, junk) are skipped; use
+    :func:`iter_log_lines` for mixed input. Enriched fields after ``\\x1d`` are dropped and a
+    trailing ``\\r`` is removed.
+
+    The fast path does the scanning in C: one ``split("\\n")`` of the whole text, then one
+    ``split(" ", 2)`` per line into ``type=NAME``, ``msg=audit(S.MS:N):`` and the body (a regex
+    over the text spent most of its time scanning bodies character by character). Type
+    tokens are looked up in a cache and a stamp is checked and converted once per event.
+    Other shapes (``node=``, no space after the colon) take :func:`_log_line`.
     """
     types: dict[str, int] = {}
-    last_stamp = ""
+    last = "\n"  # the previous stamp token; never a real one (lines have no newline)
     sec = msec = serial = 0
     new = tuple.__new__
-    for name, stamp, body in _LOG_LINE.findall(text):
-        rtype = types.get(name)
-        if rtype is None:
-            try:
-                rtype = types[name] = type_number(name)
-            except RecordError:
+    strip = "\r" in text or "\x1d" in text
+    for line in text.split("\n"):
+        parts = line.split(" ", 2)
+        if len(parts) == 3:
+            tname, stok, body = parts
+            rtype = types.get(tname)
+            if rtype is None and tname.startswith("type="):
+                try:
+                    rtype = types[tname] = type_number(tname[5:])
+                except RecordError:
+                    continue
+            if rtype is not None:
+                if stok != last:
+                    # records of one event share the stamp: check and convert it once per event
+                    if not (stok.startswith("msg=audit(") and stok.endswith("):")):
+                        rec = _log_line(line)
+                        if rec is not None:
+                            yield rec
+                        continue
+                    secms, _, ser = stok[10:-2].partition(":")
+                    s, _, ms = secms.partition(".")
+                    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal()):
+                        continue
+                    sec, msec, serial, last = int(s), int(ms), int(ser), stok
+                if strip:
+                    body = body.partition("\x1d")[0].rstrip("\r")
+                yield new(RawRecord, (rtype, sec, msec, serial, body))
                 continue
-        if stamp != last_stamp:
-            # records of one event share the stamp: convert it once per event
-            secms, _, ser = stamp.partition(":")
-            s, _, ms = secms.partition(".")
-            sec, msec, serial, last_stamp = int(s), int(ms), int(ser), stamp
-        yield new(RawRecord, (rtype, sec, msec, serial, body.rstrip("\r")))
+        if line.startswith(("type=", "node=")):
+            rec = _log_line(line)
+            if rec is not None:
+                yield rec
+
+
+def _read_log_blocks(fh: BinaryIO) -> Iterator[str]:
+    """Decoded blocks of whole lines (the last one may lack its newline)."""
+    rest = b""
+    while True:
+        chunk = fh.read(_CHUNK)
+        if not chunk:
+            break
+        cut = chunk.rfind(b"\n") + 1
+        if not cut:
+            rest += chunk
+            continue
+        block, rest = rest + chunk[:cut], chunk[cut:]
+        yield block.decode("utf-8", "backslashreplace")
+    if rest:
+        yield rest.decode("utf-8", "backslashreplace")
+
+
+def feed_log_text(grouper: Grouper, text: str, out: list[Event]) -> None:
+    """Group auditd log text on record time: :func:`iter_log_text` fused with
+    :meth:`Grouper.feed_many` (the same events, counters and order), for files.
+
+    Consecutive records with one stamp (how auditd writes an event) are collected into a run
+    and handed to :meth:`Grouper.feed_run` at their EOE, so the grouper's bookkeeping runs
+    once per event; the EOE itself never becomes a record object.
+    """
+    types: dict[str, int] = {}
+    last = "\n"  # the stamp token of the current run; never a real one
+    sec = msec = serial = 0
+    new = tuple.__new__
+    strip = "\r" in text or "\x1d" in text
+    eoe_type = AUDIT_EOE
+    feed_run = grouper.feed_run
+    run: list[RawRecord] = []
+    for line in text.split("\n"):
+        parts = line.split(" ", 2)
+        if len(parts) == 3:
+            tname, stok, body = parts
+            rtype = types.get(tname)
+            if rtype is None and tname.startswith("type="):
+                try:
+                    rtype = types[tname] = type_number(tname[5:])
+                except RecordError:
+                    continue
+            if rtype is not None:
+                if stok != last:
+                    if run:
+                        feed_run(out, run, None, sec)
+                        run = []
+                    if not (stok.startswith("msg=audit(") and stok.endswith("):")):
+                        last = "\n"
+                        rec = _log_line(line)
+                        if rec is not None:
+                            feed_run(out, [rec], None, rec[1])
+                        continue
+                    secms, _, ser = stok[10:-2].partition(":")
+                    s, _, ms = secms.partition(".")
+                    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal()):
+                        last = "\n"
+                        continue
+                    sec, msec, serial, last = int(s), int(ms), int(ser), stok
+                if strip:
+                    body = body.partition("\x1d")[0].rstrip("\r")
+                rec = new(RawRecord, (rtype, sec, msec, serial, body))
+                if rtype == eoe_type:
+                    feed_run(out, run, rec, sec)
+                    run = []
+                elif rec in run:  # a duplicate: let the grouper count it
+                    feed_run(out, run, None, sec)
+                    run = [rec]
+                else:
+                    run.append(rec)
+                continue
+        if line.startswith(("type=", "node=")):
+            rec = _log_line(line)
+            if rec is not None:
+                if run:
+                    feed_run(out, run, None, sec)
+                    run = []
+                last = "\n"
+                feed_run(out, [rec], None, rec[1])
+    if run:
+        feed_run(out, run, None, sec)
+
+
+def iter_file_events(path: str | Path, grouper: Grouper) -> Iterator[Event]:
+    """Events of a file of any supported format, grouped by ``grouper`` on record time.
+
+    The same events as ``grouper.feed_many(iter_file(path))``; auditd logs take the fused
+    fast path (:func:`feed_log_text`). Call ``grouper.flush()`` at the end for the events
+    still in flight.
+    """
+    with open(path, "rb") as fh:
+        head = fh.peek(16)[:16] if hasattr(fh, "peek") else b""
+        if not head.startswith((b"type=", b"node=")):
+            fh.close()
+            yield from grouper.feed_many(iter_file(path))
+            return
+        out: list[Event] = []
+        for block in _read_log_blocks(fh):
+            feed_log_text(grouper, block, out)
+            yield from out
+            out.clear()
+
+
+def _log_line(line: str) -> RawRecord | None:
+    """One ``[node=H ]type=NAME msg=audit(S.MS:N):[ ]body`` line of any shape, or None."""
+    if line.startswith("node="):
+        sp = line.find(" ")
+        line = line[sp + 1 :]
+        if sp < 6 or not line.startswith("type="):
+            return None
+    elif not line.startswith("type="):
+        return None
+    sp = line.find(" msg=audit(", 5)
+    close = line.find(")", sp)
+    if sp < 0 or close < 0:
+        return None
+    if line.startswith(": ", close + 1):
+        body = line[close + 3 :]
+    elif line.startswith(":", close + 1):
+        body = line[close + 2 :]
+    else:
+        return None
+    secms, _, ser = line[sp + len(" msg=audit(") : close].partition(":")
+    s, _, ms = secms.partition(".")
+    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal()):
+        return None
+    try:
+        rtype = type_number(line[5:sp])
+    except RecordError:
+        return None
+    return RawRecord(rtype, int(s), int(ms), int(ser), body.partition("\x1d")[0].rstrip("\r"))
 
 
 def iter_log_lines(lines: Iterable[str]) -> Iterator[RawRecord]:
@@ -111,20 +269,9 @@ def iter_file(path: str | Path) -> Iterator[RawRecord]:
             yield from iter_export(fh)
             return
         if head.startswith((b"type=", b"node=")):
-            # auditd log / ausearch --raw: the regex fast path, a chunk of whole lines at a time
-            rest = b""
-            while True:
-                chunk = fh.read(_CHUNK)
-                if not chunk:
-                    break
-                cut = chunk.rfind(b"\n") + 1
-                if not cut:
-                    rest += chunk
-                    continue
-                block, rest = rest + chunk[:cut], chunk[cut:]
-                yield from iter_log_text(block.decode("utf-8", "backslashreplace"))
-            if rest:
-                yield from iter_log_text(rest.decode("utf-8", "backslashreplace"))
+            # auditd log / ausearch --raw: the fast path, a block of whole lines at a time
+            for block in _read_log_blocks(fh):
+                yield from iter_log_text(block)
             return
         for raw in fh:
             if b"type=" not in raw:

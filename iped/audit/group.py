@@ -16,14 +16,16 @@ see every record (netlink, an unfiltered log) should track gaps: a journal filte
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, overload
 
 from iped.audit.records import (
     AUDIT_EOE,
     AUDIT_PROCTITLE,
     AUDIT_SYSCALL,
+    PARSERS,
     Proctitle,
     RawRecord,
     Syscall,
@@ -39,6 +41,29 @@ _MAX_GAP = 100_000
 def _single_record(rtype: int) -> bool:
     """Userspace messages (1100-1199, 2100-2999) and AUDIT_USER are one-record events, no EOE."""
     return 1100 <= rtype <= 1199 or 2100 <= rtype <= 2999 or rtype == 1005
+
+
+_T = TypeVar("_T")
+
+
+class cached_property(Generic[_T]):  # noqa: N801 - named like functools.cached_property
+    """``functools.cached_property`` without its per-access lock (Python 3.11 takes an RLock
+    on every uncached access); after the first access the value is a plain instance attribute."""
+
+    def __init__(self, func: Callable[[Any], _T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> cached_property[_T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> _T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> cached_property[_T] | _T:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.func(obj)
+        return value
 
 
 @dataclass(frozen=True)
@@ -63,10 +88,13 @@ class Event:
     def typed(self) -> tuple[TypedRecord, ...]:
         """Typed views of the records iped reads (IPE records, SYSCALL, PROCTITLE)."""
         out = []
+        parsers = PARSERS
         for rec in self.records:
-            typed = parse_typed(rec)
-            if typed is not None:
-                out.append(typed)
+            parse = parsers.get(rec[0])
+            if parse is not None:
+                typed = parse(rec[4])
+                if typed is not None:
+                    out.append(typed)
         return tuple(out)
 
     @cached_property
@@ -110,14 +138,20 @@ class GroupStats:
     serial_resets: int = 0
 
 
-@dataclass
-class _Inflight:
-    first_seen: float
-    records: list[RawRecord] = field(default_factory=list)
-    types: set[int] = field(default_factory=set)
+def _new_event(sec: int, msec: int, serial: int, records: tuple[RawRecord, ...], complete: bool) -> Event:
+    """``Event(...)`` without the frozen dataclass's five ``object.__setattr__`` calls (hot path)."""
+    ev = _object_new(Event)
+    _object_setattr(ev, "__dict__", {"sec": sec, "msec": msec, "serial": serial, "records": records, "complete": complete})
+    return ev
 
 
+_object_new = object.__new__
+_object_setattr = object.__setattr__
+
+#: an event in flight: (first_seen, records); first_seen is the ``now`` of its first record
+_Inflight = tuple[float, list[RawRecord]]
 _Key = tuple[int, int, int]
+_INF = float("inf")
 
 
 class Grouper:
@@ -130,6 +164,9 @@ class Grouper:
         self.stats = GroupStats()
         self._inflight: dict[_Key, _Inflight] = {}
         self._done: dict[_Key, float] = {}
+        # expiry order of _done; trimming a dict from the front makes next(iter()) skip every
+        # deleted slot, which turned expire() quadratic on long files
+        self._done_order: deque[tuple[float, _Key]] = deque()
         self._missing: dict[int, float] = {}
         self._last_serial: int | None = None
         self._next_check = float("-inf")
@@ -141,17 +178,104 @@ class Grouper:
         return out
 
     def feed_many(self, records: Iterable[RawRecord], now: float | None = None) -> Iterator[Event]:
-        """Feed a stream; ``now`` None means "the record's own timestamp" (offline input)."""
+        """Feed a stream; ``now`` None means "the record's own timestamp" (offline input).
+
+        The same as calling :meth:`feed` for each record. The common cases (a record of an
+        event in flight, a new multi-record event, its EOE, the next serial) are handled
+        inline; everything else (expiry due, duplicates, gaps, single-record events, a
+        spurious EOE) goes through :meth:`feed_into`.
+        """
         out: list[Event] = []
         feed_into = self.feed_into
-        for rec in records:
-            feed_into(out, rec, rec[1] if now is None else now)
-            if out:
-                yield from out
-                out.clear()
+        inflight = self._inflight
+        done = self._done
+        done_order = self._done_order
+        stats = self.stats
+        track = self.track_gaps
+        eoe = AUDIT_EOE
+        inf = _INF
+        new_event = _new_event
+        fast = 0  # records handled inline, added to stats.records in batches
+        try:
+            for rec in records:
+                rtype, sec, msec, serial, _ = rec
+                t = sec if now is None else now
+                key = (sec, msec, serial)
+                cur = inflight.get(key)
+                if t < self._next_check and key not in done:
+                    if track:
+                        last = self._last_serial
+                        if serial != last:
+                            if last is None or serial != last + 1:
+                                cur = None
+                                rtype = -1  # not inline: _track() decides
+                            else:
+                                self._last_serial = serial
+                    if rtype == eoe:
+                        if cur is not None:
+                            del inflight[key]
+                            done[key] = t
+                            done_order.append((t, key))
+                            stats.events += 1
+                            stats.records += fast + 1
+                            fast = 0
+                            yield new_event(sec, msec, serial, tuple(cur[1]), True)
+                            continue
+                    elif cur is not None:
+                        recs = cur[1]
+                        if rec not in recs:
+                            fast += 1
+                            recs.append(rec)
+                            continue
+                    elif rtype > 0 and not _single_record(rtype):
+                        fast += 1
+                        inflight[key] = (t, [rec])
+                        if self._next_check == inf:
+                            self._next_check = t + self.timeout
+                        continue
+                feed_into(out, rec, t)
+                if out:
+                    stats.records += fast
+                    fast = 0
+                    yield from out
+                    out.clear()
+        finally:
+            stats.records += fast
+
+    def feed_run(self, out: list[Event], run: list[RawRecord], eoe: RawRecord | None, now: float) -> None:
+        """Records of one stamp that arrived back to back, then the EOE that ended them (or None).
+
+        The same as :meth:`feed_into` for each record and the EOE, in order (``run`` must not
+        hold the same record twice), with the common case -- a new event, complete, the next
+        serial, nothing due to expire -- done once per event instead of once per record.
+        """
+        if run and eoe is not None and now < self._next_check:
+            rtype, sec, msec, serial, _ = run[0]
+            key = (sec, msec, serial)
+            last = self._last_serial
+            if (
+                key not in self._inflight
+                and key not in self._done
+                and (not self.track_gaps or (last is not None and (serial == last or serial == last + 1)))
+                and not _single_record(rtype)
+            ):
+                stats = self.stats
+                stats.records += len(run) + 1
+                stats.events += 1
+                if self.track_gaps:
+                    self._last_serial = serial
+                self._done[key] = now
+                self._done_order.append((now, key))
+                out.append(_new_event(sec, msec, serial, tuple(run), True))
+                return
+        feed_into = self.feed_into
+        for rec in run:
+            feed_into(out, rec, now)
+        if eoe is not None:
+            feed_into(out, eoe, now)
 
     def feed_into(self, out: list[Event], rec: RawRecord, now: float) -> None:
-        """The hot path of :meth:`feed`: append completed/expired events to ``out``."""
+        """Add one record: append the events it completes and any that expired by ``now``."""
         stats = self.stats
         stats.records += 1
         if now >= self._next_check:
@@ -173,21 +297,20 @@ class Grouper:
                 stats.spurious_eoe += 1
                 return
             del self._inflight[key]
-            out.append(self._emit(key, inflight.records, True, now))
+            out.append(self._emit(key, inflight[1], True, now))
             return
         if inflight is None:
             if _single_record(rtype):
                 out.append(self._emit(key, [rec], True, now))
                 return
-            inflight = self._inflight[key] = _Inflight(now, [rec], {rtype})
-            if self._next_check == float("inf"):
+            self._inflight[key] = (now, [rec])
+            if self._next_check == _INF:
                 self._next_check = now + self.timeout
             return
-        if rtype in inflight.types and rec in inflight.records:
+        if rec in inflight[1]:
             stats.duplicates += 1
             return
-        inflight.records.append(rec)
-        inflight.types.add(rtype)
+        inflight[1].append(rec)
 
     def _track(self, serial: int, now: float) -> None:
         last = self._last_serial
@@ -206,10 +329,11 @@ class Grouper:
 
     def _emit(self, key: _Key, records: list[RawRecord], complete: bool, now: float) -> Event:
         self._done[key] = now
+        self._done_order.append((now, key))
         self.stats.events += 1
         if not complete:
             self.stats.incomplete_events += 1
-        return Event(key[0], key[1], key[2], tuple(records), complete)
+        return _new_event(key[0], key[1], key[2], tuple(records), complete)
 
     def expire(self, now: float) -> list[Event]:
         """Flush events older than the timeout, count missing serials that never came.
@@ -222,9 +346,9 @@ class Grouper:
         inflight = self._inflight
         while inflight:
             key = next(iter(inflight))
-            if inflight[key].first_seen > limit:
+            if inflight[key][0] > limit:
                 break
-            out.append(self._emit(key, inflight.pop(key).records, False, now))
+            out.append(self._emit(key, inflight.pop(key)[1], False, now))
         missing = self._missing
         while missing:
             serial = next(iter(missing))
@@ -232,12 +356,11 @@ class Grouper:
                 break
             del missing[serial]
             self.stats.serial_gaps += 1
-        done, done_limit = self._done, now - self.done_ttl
-        while done:
-            key = next(iter(done))
-            if done[key] > done_limit:
-                break
-            del done[key]
+        done, order, done_limit = self._done, self._done_order, now - self.done_ttl
+        while order and order[0][0] <= done_limit:
+            when, key = order.popleft()
+            if done.get(key) == when:
+                del done[key]
         deadline = self.deadline()
         self._next_check = float("inf") if deadline is None else deadline
         return out
@@ -246,13 +369,13 @@ class Grouper:
         """The ``now`` at which :meth:`expire` has something to do, or None."""
         first: list[float] = []
         if self._inflight:
-            first.append(next(iter(self._inflight.values())).first_seen)
+            first.append(next(iter(self._inflight.values()))[0])
         if self._missing:
             first.append(next(iter(self._missing.values())))
         return min(first) + self.timeout if first else None
 
     def flush(self) -> list[Event]:
         """End of input: emit everything still in flight (incomplete) in stamp order."""
-        out = [self._emit(k, self._inflight[k].records, False, 0.0) for k in sorted(self._inflight)]
+        out = [self._emit(k, self._inflight[k][1], False, 0.0) for k in sorted(self._inflight)]
         self._inflight.clear()
         return out

@@ -19,7 +19,8 @@ printed as hex, and the one field that contains spaces (``rule="..."``) is alway
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Callable
 from typing import Final, NamedTuple
 
 AUDIT_SYSCALL: Final = 1300
@@ -256,10 +257,12 @@ def decode_rule(rule: str) -> str:
 
 # --------------------------------------------------------------------------------------
 # typed records
+#
+# NamedTuples, not frozen dataclasses: a frozen dataclass's __init__ sets every field through
+# object.__setattr__, which made building the typed view cost more than parsing the body.
 
 
-@dataclass(frozen=True, slots=True)
-class IpeAccess:
+class IpeAccess(NamedTuple):
     """1420 AUDIT_IPE_ACCESS: one IPE decision (audit.c: ipe_audit_match)."""
 
     op: str | None
@@ -290,8 +293,7 @@ class IpeAccess:
         return "op_default" if self.rule.startswith("DEFAULT op=") else "global_default"
 
 
-@dataclass(frozen=True, slots=True)
-class IpeConfigChange:
+class IpeConfigChange(NamedTuple):
     """1421 AUDIT_IPE_CONFIG_CHANGE: the active policy changed (old may be None)."""
 
     old_name: str | None
@@ -305,8 +307,7 @@ class IpeConfigChange:
     res: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class IpePolicyLoad:
+class IpePolicyLoad(NamedTuple):
     """1422 AUDIT_IPE_POLICY_LOAD.
 
     6.12-6.15 audit successes only and print no ``errno=`` (errno is None). From 6.16 every
@@ -327,8 +328,7 @@ class IpePolicyLoad:
         return self.res == 1
 
 
-@dataclass(frozen=True, slots=True)
-class IpeMacStatus:
+class IpeMacStatus(NamedTuple):
     """1404 AUDIT_MAC_STATUS with ``lsm=ipe``: enforce switched through securityfs."""
 
     enforcing: bool | None
@@ -338,8 +338,7 @@ class IpeMacStatus:
     res: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class Syscall:
+class Syscall(NamedTuple):
     """1300 SYSCALL: who did it (the process around an IPE record)."""
 
     arch: str | None
@@ -355,17 +354,54 @@ class Syscall:
     exe: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Proctitle:
+class Proctitle(NamedTuple):
     """1327 PROCTITLE: argv, hex of the NUL-separated command line (or quoted when plain)."""
 
     argv: tuple[str, ...]
 
 
+_tuple_new = tuple.__new__
+
 TypedRecord = IpeAccess | IpeConfigChange | IpePolicyLoad | IpeMacStatus | Syscall | Proctitle
 
 
+#: The kernel's field order for 1420 (security/ipe/audit.c: ipe_audit_match). Values never
+#: contain a space (untrusted strings with one are printed as hex) and ``rule="..."`` is last,
+#: so one match splits the whole body; any other shape falls back to the generic split.
+_ACCESS_RE = re.compile(
+    r"ipe_op=([^ ]*) ipe_hook=([^ ]*) enforcing=([^ ]*) pid=([^ ]*) comm=([^ ]*) path=([^ ]*) dev=([^ ]*) "
+    r'ino=([^ ]*) rule="(.*)',
+    re.S,
+)
+
+
 def parse_access(body: str) -> IpeAccess:
+    m = _ACCESS_RE.fullmatch(body)
+    if m is None:
+        return _parse_access_generic(body)
+    op, hook, enf, pid, comm, path, dev, ino, rule = m.groups()
+    try:
+        pid_n, ino_n = int(pid), int(ino)
+    except ValueError:  # "?" or junk: the generic path maps each to None
+        return _parse_access_generic(body)
+    # built with tuple.__new__: IpeAccess(...) adds a Python-level __new__ call per record
+    return _tuple_new(
+        IpeAccess,
+        (
+            op,
+            hook,
+            True if enf == "1" else False if enf == "0" else None,
+            pid_n,
+            comm[1:-1] if comm[-1:] == '"' and comm[:1] == '"' and len(comm) > 1 else decode_untrusted(comm),
+            path[1:-1] if path[-1:] == '"' and path[:1] == '"' and len(path) > 1 else decode_untrusted(path),
+            dev[1:-1] if dev[-1:] == '"' and dev[:1] == '"' and len(dev) > 1 else decode_untrusted(dev),
+            ino_n,
+            rule[:-1] if rule[-1:] == '"' else rule,
+        ),
+    )
+
+
+def _parse_access_generic(body: str) -> IpeAccess:
     head, sep, rule = body.partition(' rule="')
     f = split_fields(head)
     return IpeAccess(
@@ -424,7 +460,47 @@ def parse_mac_status(body: str) -> IpeMacStatus | None:
     )
 
 
+#: The kernel's SYSCALL layout (kernel/auditsc.c: audit_log_exit, audit_log_task_info) up to
+#: ``exe=``; ``per=`` and ``success= exit=`` are optional. A body of another shape (older or
+#: newer kernels, tests) takes the generic path, which looks each field up by name.
+_SYSCALL_RE = re.compile(
+    r"arch=([^ ]*) syscall=([^ ]*) (?:per=[^ ]* )?(?:success=([^ ]*) exit=([^ ]*) )?"
+    r"a0=[^ ]* a1=[^ ]* a2=[^ ]* a3=[^ ]* items=[^ ]* ppid=([^ ]*) pid=([^ ]*) auid=([^ ]*) uid=([^ ]*) "
+    r"gid=[^ ]* euid=[^ ]* suid=[^ ]* fsuid=[^ ]* egid=[^ ]* sgid=[^ ]* fsgid=[^ ]* tty=[^ ]* "
+    r"ses=([^ ]*) comm=([^ ]*) exe=([^ ]*)(?= |\Z)"
+)
+
+
 def parse_syscall(body: str) -> Syscall:
+    m = _SYSCALL_RE.match(body)
+    if m is None or m.group(3) is None:
+        return _parse_syscall_generic(body)
+    arch, nr, success, exit_, ppid, pid, auid, uid, ses, comm, exe = m.groups()
+    try:
+        nr_n, exit_n, pid_n, ppid_n = int(nr), int(exit_), int(pid), int(ppid)
+        uid_n, auid_n, ses_n = int(uid), int(auid), int(ses)
+    except ValueError:
+        return _parse_syscall_generic(body)
+    unset = 4294967295  # (u32)-1: auid/ses (and uid) not set
+    return _tuple_new(
+        Syscall,
+        (
+            arch,
+            nr_n,
+            success == "yes",
+            exit_n,
+            pid_n,
+            ppid_n,
+            None if uid_n == unset else uid_n,
+            None if auid_n == unset else auid_n,
+            None if ses_n == unset else ses_n,
+            comm[1:-1] if comm[-1:] == '"' and comm[:1] == '"' and len(comm) > 1 else decode_untrusted(comm),
+            exe[1:-1] if exe[-1:] == '"' and exe[:1] == '"' and len(exe) > 1 else decode_untrusted(exe),
+        ),
+    )
+
+
+def _parse_syscall_generic(body: str) -> Syscall:
     # a SYSCALL record has ~30 fields and iped reads 11: look each one up instead of splitting all
     f = get_field
     success = f(body, "success")
@@ -451,25 +527,26 @@ def parse_proctitle(body: str) -> Proctitle:
         raw = bytes.fromhex(value)
     except ValueError:
         return Proctitle((value,))
-    return Proctitle(tuple(a.decode("utf-8", "backslashreplace") for a in raw.split(b"\x00")))
+    # NUL never belongs to a multi-byte sequence or an invalid-byte run, so decoding once and
+    # splitting the text gives the same strings as decoding each argument
+    return _tuple_new(Proctitle, (tuple(raw.decode("utf-8", "backslashreplace").split("\x00")),))
+
+
+#: record type -> parser of its body (1404 gives None unless ``lsm=ipe``)
+PARSERS: Final[dict[int, Callable[[str], TypedRecord | None]]] = {
+    AUDIT_IPE_ACCESS: parse_access,
+    AUDIT_SYSCALL: parse_syscall,
+    AUDIT_PROCTITLE: parse_proctitle,
+    AUDIT_IPE_POLICY_LOAD: parse_policy_load,
+    AUDIT_IPE_CONFIG_CHANGE: parse_config_change,
+    AUDIT_MAC_STATUS: parse_mac_status,
+}
 
 
 def parse_typed(rec: RawRecord) -> TypedRecord | None:
     """The typed view of a record, or None for types iped does not read."""
-    t = rec.type
-    if t == AUDIT_IPE_ACCESS:
-        return parse_access(rec.body)
-    if t == AUDIT_SYSCALL:
-        return parse_syscall(rec.body)
-    if t == AUDIT_PROCTITLE:
-        return parse_proctitle(rec.body)
-    if t == AUDIT_IPE_POLICY_LOAD:
-        return parse_policy_load(rec.body)
-    if t == AUDIT_IPE_CONFIG_CHANGE:
-        return parse_config_change(rec.body)
-    if t == AUDIT_MAC_STATUS:
-        return parse_mac_status(rec.body)
-    return None
+    parse = PARSERS.get(rec[0])
+    return None if parse is None else parse(rec[4])
 
 
 def is_ipe(rec: RawRecord) -> bool:

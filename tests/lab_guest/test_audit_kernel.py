@@ -10,6 +10,7 @@ failed loads (6.16+), and must not appear on 6.12 (which audits successes only).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from iped.lab import GUEST_BUSYBOX
+from iped.lab import GUEST_BUSYBOX, GUEST_TMP
 
 IPE = Path("/sys/kernel/security/ipe")
 KEYS = Path(__file__).resolve().parents[1] / "lab" / "keys"
@@ -42,17 +43,21 @@ def _sign(text: bytes) -> bytes:
     return sign_policy(text, (KEYS / "rsa-signer.key").read_bytes(), (KEYS / "rsa-signer.crt").read_bytes())
 
 
+_activations = itertools.count(1)
+
+
 @pytest.fixture
 def follower() -> Iterator[tuple[subprocess.Popen[str], Path]]:
-    name = f"iped_audit_{os.getpid()}_{int(time.time())}"
-    minor = int(time.time()) % 65536
+    # Each activation needs a fresh name and a version above every earlier one in this boot.
+    n = next(_activations)
+    name = f"iped_audit_{os.getpid()}_{n}"
     text = (
-        f"policy_name={name} policy_version=65000.{minor}.{os.getpid() % 65536}\n"
+        f"policy_name={name} policy_version=65000.{n}.0\n"
         "DEFAULT action=ALLOW\n"
         "# deny only what runs from the initramfs\n"
         "op=EXECUTE boot_verified=TRUE action=DENY\n"
     ).encode()
-    policy_file = Path(f"/tmp/{name}.pol")
+    policy_file = Path(GUEST_TMP) / f"{name}.pol"
     policy_file.write_bytes(text)
     proc = subprocess.Popen(
         [sys.executable, "-m", "iped", "audit", "--follow", "--json", "--source", "netlink",
