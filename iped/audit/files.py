@@ -23,7 +23,7 @@ from iped.audit.group import Event, Grouper
 from iped.audit.journal import record_from_entry
 from iped.audit.records import AUDIT_EOE, RawRecord, RecordError, parse_log_line, type_number
 
-_CHUNK = 1 << 22
+_CHUNK = 1 << 20
 
 
 def iter_log_text(text: str) -> Iterator[RawRecord]:
@@ -94,23 +94,16 @@ def _read_log_blocks(fh: BinaryIO) -> Iterator[str]:
         yield rest.decode("utf-8", "backslashreplace")
 
 
-def feed_log_text(grouper: Grouper, text: str, out: list[Event]) -> None:
-    """Group auditd log text on record time: :func:`iter_log_text` fused with
-    :meth:`Grouper.feed_many` (the same events, counters and order), for files.
-
-    Consecutive records with one stamp (how auditd writes an event) are collected into a run
-    and handed to :meth:`Grouper.feed_run` at their EOE, so the grouper's bookkeeping runs
-    once per event; the EOE itself never becomes a record object.
-    """
+def _feed_lines(grouper: Grouper, lines: list[str], out: list[Event], strip: bool) -> None:
+    """The loop of :func:`feed_log_text`; ``strip``: the text has ``\\r`` or ``\\x1d``."""
     types: dict[str, int] = {}
     last = "\n"  # the stamp token of the current run; never a real one
     sec = msec = serial = 0
     new = tuple.__new__
-    strip = "\r" in text or "\x1d" in text
     eoe_type = AUDIT_EOE
     feed_run = grouper.feed_run
     run: list[RawRecord] = []
-    for line in text.split("\n"):
+    for line in lines:
         parts = line.split(" ", 2)
         if len(parts) == 3:
             tname, stok, body = parts
@@ -159,6 +152,20 @@ def feed_log_text(grouper: Grouper, text: str, out: list[Event]) -> None:
                 feed_run(out, [rec], None, rec[1])
     if run:
         feed_run(out, run, None, sec)
+
+
+def feed_log_text(grouper: Grouper, text: str, out: list[Event]) -> None:
+    """Group auditd log text on record time, appending the events to ``out``:
+    :func:`iter_log_text` fused with :meth:`Grouper.feed_many` (the same events, counters and
+    order; ``now`` is each record's second).
+
+    Consecutive records with one stamp (how auditd writes an event) are collected into a run
+    and handed to :meth:`Grouper.feed_run` at their EOE, so the grouper's bookkeeping runs
+    once per event instead of once per record, and no generator sits between the two.
+    (Measured and dropped: ``itertools.groupby`` over ``map(str.split, ...)`` -- no faster,
+    the time goes into allocating the line parts and records, not the bytecode per line.)
+    """
+    _feed_lines(grouper, text.split("\n"), out, "\r" in text or "\x1d" in text)
 
 
 def iter_file_events(path: str | Path, grouper: Grouper) -> Iterator[Event]:

@@ -141,7 +141,9 @@ class GroupStats:
 def _new_event(sec: int, msec: int, serial: int, records: tuple[RawRecord, ...], complete: bool) -> Event:
     """``Event(...)`` without the frozen dataclass's five ``object.__setattr__`` calls (hot path)."""
     ev = _object_new(Event)
-    _object_setattr(ev, "__dict__", {"sec": sec, "msec": msec, "serial": serial, "records": records, "complete": complete})
+    _object_setattr(
+        ev, "__dict__", {"sec": sec, "msec": msec, "serial": serial, "records": records, "complete": complete}
+    )
     return ev
 
 

@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 from iped.audit.files import iter_export, iter_file
+from iped.audit.group import Event
 from iped.audit.journal import CursorStore, record_from_entry
 from iped.audit.records import RawRecord
 
@@ -82,3 +83,43 @@ def test_cursor_store_atomic(tmp_path: Path) -> None:
     store.save("s=abc;i=2")
     assert store.load() == "s=abc;i=2"
     assert sorted(p.name for p in (tmp_path / "state").iterdir()) == ["audit-journal.cursor"]
+
+
+def _events(events: list[Event]) -> list[tuple[object, ...]]:
+    return [(e.sec, e.msec, e.serial, e.records, e.complete) for e in events]
+
+
+def test_fused_file_path_matches_record_path(tmp_path: Path) -> None:
+    """iter_file_events (the fused fast path) gives the events and counters of feed_many(iter_file)."""
+    from iped.audit.files import iter_file_events
+    from iped.audit.group import Grouper
+
+    sc = 'arch=c000003e syscall=59 success=no exit=-13 a0=1 a1=2 a2=3 a3=4 items=1 ppid=1 pid=5 auid=0 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=1 comm="sh" exe="/bin/sh" key=(null)'  # noqa: E501
+    lines = []
+    for i in range(60):
+        stamp = f"17000000{i // 7:02d}.{i % 1000:03d}:{100 + i + (i // 20) * 3}"
+        recs = [f"type=IPE_ACCESS msg=audit({stamp}): {BODY}", f"type=SYSCALL msg=audit({stamp}): {sc}"]
+        if i % 11 == 3:
+            recs.append(recs[0])  # the same record twice
+        if i % 13 != 5:
+            recs.append(f"type=EOE msg=audit({stamp}):" + (" " if i % 2 else ""))  # some without the space
+        if i % 9 == 4:
+            recs.insert(0, "----")
+        if i % 17 == 2:
+            recs = [f"node=h{i} {r}" for r in recs]
+        if i % 19 == 7:
+            recs.append(f"type=USER_AUTH msg=audit({stamp}): pid=1 uid=0 msg='op=x'")
+        lines.extend(recs)
+    # interleave two events, a stray EOE, junk, a CRLF line and an enriched one
+    lines[10:10] = [lines[20], "garbage line", "type=EOE msg=audit(1700000099.000:9): "]
+    lines.append(f"type=IPE_ACCESS msg=audit(1700000099.500:999): {BODY}\r")
+    lines.append(f'type=SYSCALL msg=audit(1700000099.500:999): {sc}\x1dUID="root"')
+    f = tmp_path / "audit.log"
+    f.write_text("\n".join(lines) + "\n")
+    for track in (False, True):
+        g1, g2 = Grouper(2.0, track_gaps=track), Grouper(2.0, track_gaps=track)
+        fused = list(iter_file_events(f, g1)) + g1.flush()
+        plain = list(g2.feed_many(iter_file(f))) + g2.flush()
+        assert _events(fused) == _events(plain)
+        assert g1.stats == g2.stats
+        assert g1.stats.duplicates and g1.stats.incomplete_events

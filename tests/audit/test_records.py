@@ -143,3 +143,27 @@ def test_bad_lines(bad: str) -> None:
 
 def test_type_names() -> None:
     assert [type_number(n) for n in ("1422", "IPE_POLICY_LOAD", "UNKNOWN[1422]", "AUDIT1422")] == [1422] * 4
+
+
+def test_fast_parsers_match_generic() -> None:
+    """The one-regex parsers of 1420 and SYSCALL agree with the field-by-field ones."""
+    from iped.audit.records import _parse_access_generic, _parse_syscall_generic, parse_access, parse_syscall
+
+    accesses = [
+        'ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=5 comm="sh" path="/x" dev="vda1" ino=2 rule="DEFAULT action=DENY"',  # noqa: E501
+        'ipe_op=EXECUTE ipe_hook=MMAP enforcing=0 pid=5 comm=6C6420736F path=2F612062 dev="v" ino=2 rule="op=EXECUTE action=ALLOW"',  # noqa: E501
+        'ipe_op=EXECUTE ipe_hook=MMAP enforcing=1 pid=5 comm="sh" path=? dev=? ino=? rule="DEFAULT op=EXECUTE action=DENY"',  # noqa: E501
+        'ipe_op=EXECUTE ipe_hook=MMAP enforcing=1 pid=5 comm="sh" path="/x" dev="v" ino=2 rule="DEFAULT action=DE',
+    ]
+    for body in accesses:
+        assert parse_access(body) == _parse_access_generic(body)
+    tail = 'a0=1 a1=2 a2=3 a3=4 items=1 ppid=1 pid=5 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="sh" exe=2F62696E2F7368'  # noqa: E501
+    heads = (
+        "arch=c000003e syscall=59 success=no exit=-13 ",
+        "arch=c000003e syscall=59 per=400000 success=yes exit=0 ",
+        "arch=c000003e syscall=59 ",
+    )
+    for head in heads:
+        for end in ("", " subj=unconfined key=(null)"):
+            body = head + tail + end
+            assert parse_syscall(body) == _parse_syscall_generic(body)
