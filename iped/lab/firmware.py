@@ -9,8 +9,10 @@ test key without rebuilding it, so it is how the lab gets signed policies to loa
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,12 +54,19 @@ def enrolled_firmware() -> Firmware:
     out_dir.mkdir(exist_ok=True)
     target = out_dir / f"OVMF_VARS_4M.lab-{digest.hexdigest()[:16]}.fd"
     if not target.is_file():
-        tmp = target.with_suffix(".tmp")
+        # A private temporary name: two kernels booting side by side may both get here.
+        fd, name = tempfile.mkstemp(dir=out_dir, suffix=".tmp")
+        os.close(fd)
+        tmp = Path(name)
         argv: list[str | Path] = [_virt_fw_vars(), "--input", OVMF_VARS, "--output", tmp]
         for signer in ENROLLED:
             argv += ["--add-db", DB_OWNER_GUID, signer.cert]
-        run(argv, what="enrolling the lab signers in OVMF db (virt-fw-vars)")
-        tmp.replace(target)
+        try:
+            run(argv, what="enrolling the lab signers in OVMF db (virt-fw-vars)")
+            tmp.chmod(0o644)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
     return Firmware(code=OVMF_CODE, vars_template=target)
 
 

@@ -16,6 +16,7 @@ import fnmatch
 import gzip
 import hashlib
 import lzma
+import os
 import stat
 import struct
 import tempfile
@@ -42,7 +43,7 @@ REQUIRED_MODULES: tuple[str, ...] = (
 #: Name of the guest command script in the results dir, written by :mod:`iped.lab.vm`.
 COMMAND_SCRIPT = ".guest-cmd.sh"
 #: Bump when the layout or init script changes, to invalidate cached images.
-_FORMAT = "3"
+_FORMAT = "4"
 
 INIT_SCRIPT = f"""#!/bin/busybox sh
 # iped lab init: mount the host root (9p, ro) and the results dir (9p, rw), chroot, run
@@ -72,7 +73,7 @@ mkdir -p /host{GUEST_OUT} /host{GUEST_INITRAMFS} /host{GUEST_TMP} /host{GUEST_HO
 chmod 1777 /host{GUEST_TMP}
 mount --bind /out /host{GUEST_OUT}
 mount --bind / /host{GUEST_INITRAMFS}
-say "running the guest command"
+say "running the guest command (kernel uptime $(cut -d' ' -f1 /proc/uptime) s)"
 chroot /host /bin/sh {GUEST_OUT}/{COMMAND_SCRIPT} > /out/guest.log 2>&1
 echo $? > /out/guest-rc
 sync
@@ -113,9 +114,11 @@ def build(kernel: Kernel, extra_modules: Sequence[str] = ()) -> Initramfs:
         archive.file("lib/iped-lab/modules.order", "".join(f"{m}\n" for m in order).encode(), 0o644)
         for name in order:
             archive.file(f"lib/iped-lab/modules/{name}.ko", _decompress(index.path(name)), 0o644)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(archive.finish())
-        tmp.replace(target)
+        fd, name = tempfile.mkstemp(dir=out_dir, suffix=".tmp")  # private: builds may race
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(archive.finish())
+        os.chmod(name, 0o644)
+        Path(name).replace(target)
     return Initramfs(path=target, modules=tuple(order))
 
 

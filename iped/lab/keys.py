@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,11 +72,10 @@ class Signer:
         dest_dir.mkdir(mode=0o700, exist_ok=True)
         dest = dest_dir / self.key.name
         if not dest.exists() or dest.read_bytes() != self.key.read_bytes():
-            tmp = dest.with_suffix(".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            fd, tmp = tempfile.mkstemp(dir=dest_dir, suffix=".tmp")  # created 0600
             with os.fdopen(fd, "wb") as fh:
                 fh.write(self.key.read_bytes())
-            tmp.replace(dest)
+            Path(tmp).replace(dest)
         os.chmod(dest, 0o600)
         return dest
 

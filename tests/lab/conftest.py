@@ -14,8 +14,8 @@ Fixtures:
 * ``lab_result_612`` / ``lab_result_7`` - the same, as plain fixtures.
 
 Environment knobs: ``IPED_LAB_TIMEOUT`` (seconds per guest, default 900),
-``IPED_LAB_PARALLEL`` (1: boot the needed kernels concurrently with one vCPU each; 0: one
-after the other with two vCPUs), ``IPED_LAB_CACHE`` (download cache).
+``IPED_LAB_PARALLEL`` (1, the default: boot the needed kernels side by side, one vCPU each;
+0: one after the other), ``IPED_LAB_CACHE`` (download cache).
 """
 
 from __future__ import annotations
@@ -75,8 +75,7 @@ class _LabSession:
     def _start(self, series: str) -> Future[GuestResult]:
         if series not in self._runs:
             outdir = self._base / f"guest-{series}"
-            smp = 1 if self._parallel and len(self._needed) > 1 else 2
-            self._runs[series] = self._pool.submit(run_guest, series, outdir, timeout=self._timeout, smp=smp)
+            self._runs[series] = self._pool.submit(run_guest, series, outdir, timeout=self._timeout)
         return self._runs[series]
 
     def get(self, series: str) -> GuestResult:
@@ -87,10 +86,10 @@ class _LabSession:
                 for other in sorted(self._needed | {series}):
                     self._start(other)
             future = self._start(series)
-        try:
-            return future.result()
-        except LabError as exc:
+        exc = future.exception()
+        if isinstance(exc, LabError):
             pytest.fail(f"lab kernel {series}: {exc}", pytrace=False)
+        return future.result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -106,9 +106,13 @@ def _active_version() -> tuple[int, int, int]:
 
 
 def _kernel_runs(path: Path) -> bool:
-    """execve() the file as busybox `true`: True if it ran, False if IPE refused it (EACCES)."""
+    """execve() the file: True if the kernel let it run, False if IPE refused it (EACCES).
+
+    The fixtures are busybox under other names (``plain`` is no applet, so it exits 127): what
+    matters is that execve() succeeded, not what the program did.
+    """
     try:
-        subprocess.run([str(path), "true"], check=True, capture_output=True)
+        subprocess.run([str(path), "true"], check=False, capture_output=True)
     except PermissionError:
         return False
     return True
