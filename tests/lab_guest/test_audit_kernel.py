@@ -75,7 +75,7 @@ def follower() -> Iterator[tuple[subprocess.Popen[str], Path]]:
         proc.wait(10)
 
 
-def _read_until(proc: subprocess.Popen[str], want: Any, timeout: float = 20.0) -> dict[str, Any]:
+def _read_until(proc: subprocess.Popen[str], want: Any, timeout: float = 90.0) -> dict[str, Any]:
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)

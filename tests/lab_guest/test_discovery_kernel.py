@@ -146,8 +146,10 @@ def activate() -> Activate:
                      "op=EXECUTE fsverity_digest={fsv-plain} action=DENY\n", id="signatures-and-digest"),
         pytest.param("op=EXECUTE boot_verified=TRUE action=DENY\n"
                      "op=EXECUTE dmverity_roothash={dmv-plain} action=DENY\n", id="boot-and-roothash"),
-        pytest.param("op=EXECUTE fsverity_digest={fsv-signed} action=ALLOW\n"
-                     "op=EXECUTE fsverity_digest={fsv-signed} action=DENY\n"
+        # Both dm-verity mappings share one root hash, and both fs-verity files one digest
+        # (busybox copies): the signed mapping must be allowed by the earlier roothash rule.
+        pytest.param("op=EXECUTE dmverity_roothash={dmv-plain} action=ALLOW\n"
+                     "op=EXECUTE dmverity_signature=TRUE action=DENY\n"
                      "op=EXECUTE fsverity_digest={fsv-plain} action=DENY\n", id="first-match-wins"),
     ],
 )
