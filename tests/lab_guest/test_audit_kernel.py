@@ -76,19 +76,30 @@ def follower() -> Iterator[tuple[subprocess.Popen[str], Path]]:
 
 
 def _read_until(proc: subprocess.Popen[str], want: Any, timeout: float = 90.0) -> dict[str, Any]:
+    """The first JSON event ``want`` accepts; on failure, say what the follower did emit."""
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
+    seen: list[str] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if sel.select(max(0.0, deadline - time.monotonic())):
             line = proc.stdout.readline()
             if not line:
                 break
+            seen.append(line.rstrip())
             obj: dict[str, Any] = json.loads(line)
             if want(obj):
                 return obj
-    raise AssertionError("expected audit event did not appear")
+    proc.terminate()
+    rest, err = proc.communicate(timeout=30)
+    seen.extend(rest.splitlines())
+    raise AssertionError(
+        "expected audit event did not appear; the follower emitted:\n"
+        + "\n".join(seen[-20:])
+        + "\nand on stderr:\n"
+        + err[-2000:]
+    )
 
 
 def test_denied_exec_is_followed_with_rule_and_line(follower: tuple[subprocess.Popen[str], Path]) -> None:
