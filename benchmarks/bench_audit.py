@@ -19,8 +19,10 @@ produce for each event
   - SYSCALL: exe (decoded), uid, auid (int, unset -> None), success (bool), syscall (int);
   - PROCTITLE: argv (hex decoded, split at NUL).
 
-iped: ``iter_file_events`` (the auditd-log fast path of the file source, fused with the
-grouper) + ``Event.typed``. auparse (Debian python3-audit): ``AuParser`` over the file,
+iped: ``iter_file_events`` (for auditd logs the bulk path of ``iped.audit.bulk``: whole access
+events found by one regex per block, typed records built as the events are, the grouper's
+bookkeeping inline; every other line through the general path) + ``Event.typed``.
+auparse (Debian python3-audit): ``AuParser`` over the file,
 ``parse_next_event``/``next_record``/``get_type``, and per needed record ``find_field`` for each
 needed field in the kernel's print order (one forward pass through the record's fields, the
 fastest of the auparse access patterns measured: per-name ``first_field`` + ``find_field``
@@ -217,12 +219,9 @@ def iped_side(path: str, sample_first: int, sample_every: int) -> None:
         types = [r[0] for r in event.records]
         vals: list[tuple[Any, ...]] = []
         for t in event.typed:
-            cls = type(t)
-            if cls is Syscall:
-                assert isinstance(t, Syscall)
+            if isinstance(t, Syscall):
                 vals.append((t.exe, t.uid, t.auid, t.success, t.syscall))
-            elif cls is Proctitle:
-                assert isinstance(t, Proctitle)
+            elif isinstance(t, Proctitle):
                 vals.append(t.argv)
             else:  # IpeAccess, IpePolicyLoad, IpeConfigChange, IpeMacStatus: NamedTuples of those fields
                 vals.append(t)
@@ -261,7 +260,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--keep", help="write the generated log here and keep it (reused if it exists)")
-    ap.add_argument("--runs", type=int, default=1, help="alternate the two sides this many times; report medians")
+    ap.add_argument("--runs", type=int, default=3, help="alternate the two sides this many times; report medians")
     ap.add_argument("--auparse-python", default="/usr/bin/python3", help="interpreter with the auparse module")
     ap.add_argument("--iped-python", help="interpreter for the iped side (default: the auparse one)")
     ap.add_argument("--side", choices=["iped"], help=argparse.SUPPRESS)

@@ -107,13 +107,14 @@ class _Printer:
 
 
 def _from_file(path: str, printer: _Printer) -> int:
-    from iped.audit.files import iter_file
+    from iped.audit.files import iter_file_events
     from iped.audit.group import Grouper
 
     grouper = Grouper(2.0)
     try:
-        for rec in iter_file(path):
-            printer.events(grouper.feed(rec, rec.timestamp))
+        # auditd logs take the bulk path (iped.audit.bulk); other formats feed the records
+        for event in iter_file_events(path, grouper):
+            printer.events([event])
     except OSError as exc:
         die(f"{path}: {exc.strerror}")
     printer.events(grouper.flush())

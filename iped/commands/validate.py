@@ -31,9 +31,6 @@ from dataclasses import asdict, dataclass, replace
 
 from iped.commands import ExitCode, die
 
-#: NAME_MAX: securityfs_create_dir() refuses longer names.
-NAME_MAX = 255
-
 
 @dataclass(frozen=True, slots=True)
 class FileResult:
@@ -88,11 +85,10 @@ class FileResult:
 
 def policy_name_error(name: bytes) -> tuple[int, str] | None:
     """Would securityfs_create_dir(name) fail? (EACCES, why) / (ENAMETOOLONG, why) / None."""
-    if name in (b".", b"..") or b"/" in name:
-        return errno.EACCES, f"policy name {name.decode('utf-8', 'backslashreplace')!r} cannot be a directory name"
-    if len(name) > NAME_MAX:
-        return errno.ENAMETOOLONG, f"policy name is {len(name)} bytes; a directory name takes at most {NAME_MAX}"
-    return None
+    from iped.emulator.fs import dir_name_error
+
+    bad = dir_name_error(name)
+    return None if bad is None else (bad[0], f"policy name: {bad[1]}")
 
 
 def check_text(path: str, text: bytes) -> FileResult:

@@ -91,12 +91,23 @@ def dcache_readdir_order(creation_order: list[str]) -> list[str]:
     return list(reversed(creation_order))
 
 
+def dir_name_error(name: bytes) -> tuple[int, str] | None:
+    """Would securityfs refuse ``name`` as a directory? (errno, why), or None if it is usable.
+
+    The parser accepts any policy name; creating ``policies/<name>`` is what fails:
+    "", "." and ".." or a "/" -> EACCES, over NAME_MAX bytes -> ENAMETOOLONG.
+    """
+    if name in (b"", b".", b"..") or b"/" in name:
+        return errno.EACCES, f"{name.decode('utf-8', 'backslashreplace')!r} cannot be a directory name"
+    if len(name) > NAME_MAX:
+        return errno.ENAMETOOLONG, f"a name of {len(name)} bytes: directory names take at most {NAME_MAX}"
+    return None
+
+
 def _check_name(name: str) -> None:
-    raw = os.fsencode(name)
-    if raw in (b"", b".", b"..") or b"/" in raw:
-        raise _err(errno.EACCES, f"{name!r} cannot be a directory name")
-    if len(raw) > NAME_MAX:
-        raise _err(errno.ENAMETOOLONG, "directory names are at most 255 bytes")
+    bad = dir_name_error(os.fsencode(name))
+    if bad is not None:
+        raise _err(*bad)
 
 
 def securityfs_create_dentry(name: str, mode: int, parent: Dentry, fops: FileOps | None = None) -> Dentry:
