@@ -156,8 +156,11 @@ def _live(kind: str, args: argparse.Namespace, printer: _Printer) -> int:
         printer.events(follower.on_readable())
         while True:
             timeout = follower.timeout()
-            ready = sel.select(1.0 if timeout is None else min(timeout, 1.0))
-            printer.events(follower.on_readable() if ready else follower.on_timeout(time.monotonic()))
+            if sel.select(1.0 if timeout is None else min(timeout, 1.0)):
+                printer.events(follower.on_readable())
+            # Expire due events even while records keep arriving: a steady trickle of unrelated
+            # records must not hold back an event that is waiting for its EOE.
+            printer.events(follower.on_timeout(time.monotonic()))
             lost = sum(counters.lost.values())
             if lost != lost_reported:
                 lost_reported = lost
