@@ -14,7 +14,7 @@ import itertools
 import json
 import os
 import platform
-import selectors
+import select
 import subprocess
 import sys
 import time
@@ -75,25 +75,37 @@ def follower() -> Iterator[tuple[subprocess.Popen[str], Path]]:
         proc.wait(10)
 
 
+_pending: dict[int, bytes] = {}
+
+
 def _read_until(proc: subprocess.Popen[str], want: Any, timeout: float = 90.0) -> dict[str, Any]:
-    """The first JSON event ``want`` accepts; on failure, say what the follower did emit."""
+    """The first JSON event ``want`` accepts; on failure, say what the follower did emit.
+
+    Reads the pipe's fd directly: select() on the fd plus a buffered readline() would leave
+    lines of one burst in Python's buffer while select() waits for bytes that never come.
+    """
     assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    fd = proc.stdout.fileno()
     seen: list[str] = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if sel.select(max(0.0, deadline - time.monotonic())):
-            line = proc.stdout.readline()
-            if not line:
-                break
-            seen.append(line.rstrip())
+    while True:
+        buf = _pending.get(fd, b"")
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            _pending[fd] = buf
+            seen.append(line.decode())
             obj: dict[str, Any] = json.loads(line)
             if want(obj):
                 return obj
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        _pending[fd] = buf + chunk
     proc.terminate()
-    rest, err = proc.communicate(timeout=30)
-    seen.extend(rest.splitlines())
+    _, err = proc.communicate(timeout=30)
     raise AssertionError(
         "expected audit event did not appear; the follower emitted:\n"
         + "\n".join(seen[-20:])
