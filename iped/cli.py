@@ -20,10 +20,14 @@ import importlib
 import os
 import sys
 from types import ModuleType
-from typing import NoReturn
 
 from iped import __version__
 from iped.commands import CliError, ExitCode
+
+# typing costs milliseconds at start-up and is only needed by the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 class Verb(enum.StrEnum):
@@ -108,7 +112,9 @@ def build_parser(selected: Verb | None = None, module: ModuleType | None = None)
     parser.add_argument("--debug", action="store_true", help="show debug logging and tracebacks")
     parser.add_argument("--version", action="version", version=f"iped {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True, parser_class=_Parser)
-    for verb in Verb:
+    # With a verb selected, its subparser is the only one built: every add_parser() costs
+    # gettext look-ups on disk, and `iped status` must start nearly as fast as Python does.
+    for verb in Verb if selected is None else (selected,):
         vp = sub.add_parser(verb.value, help=verb.help, description=verb.help)
         if verb is selected and module is not None:
             vp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)

@@ -15,7 +15,11 @@ This module must stay import-light: it is imported on every ``iped`` invocation.
 from __future__ import annotations
 
 import enum
-from typing import NoReturn
+
+# typing costs milliseconds at start-up and is only needed by the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 class ExitCode(enum.IntEnum):

@@ -9,7 +9,11 @@ import json
 import os
 import socket
 import sys
-from typing import Any
+
+# typing costs milliseconds at start-up and is only needed by the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_CONFIG = "/etc/iped/iped.toml"
 DEFAULT_SOCKET = "/run/iped/control.sock"
