@@ -48,3 +48,17 @@ def errno_meaning(number: int) -> str:
 def describe_errno(number: int) -> str:
     """``EBADMSG (invalid policy: ...)``: the form every iped error message uses."""
     return f"{errno_name(number)} ({errno_meaning(number)})"
+
+
+class ErrnoMeaning:
+    """``errno_name`` and ``meaning`` for an error that carries the kernel's errno in ``errno``."""
+
+    errno: int
+
+    @property
+    def errno_name(self) -> str:
+        return errno_name(self.errno)
+
+    @property
+    def meaning(self) -> str:
+        return errno_meaning(self.errno)

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from iped.errnos import errno_meaning, errno_name
+from iped.errnos import ErrnoMeaning
 
 if TYPE_CHECKING:
     from cryptography import x509 as cx509
@@ -87,7 +87,7 @@ SIGN_HASHES = ("sha224", "sha256", "sha384", "sha512")
 
 
 @dataclass
-class SignatureError(Exception):
+class SignatureError(ErrnoMeaning, Exception):
     """Why the kernel would refuse a signed policy: its errno plus iped's reason.
 
     Not frozen: the interpreter assigns ``__traceback__`` on raised exceptions.
@@ -95,14 +95,6 @@ class SignatureError(Exception):
 
     errno: int
     reason: str
-
-    @property
-    def errno_name(self) -> str:
-        return errno_name(self.errno)
-
-    @property
-    def meaning(self) -> str:
-        return errno_meaning(self.errno)
 
     def __str__(self) -> str:
         return f"{self.errno_name}: {self.reason} [{self.meaning}]"

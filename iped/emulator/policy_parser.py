@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from iped.emulator.digest import Digest, DigestError, digest_parse
-from iped.errnos import errno_meaning, errno_name
+from iped.errnos import ErrnoMeaning
 
 
 class Op(StrEnum):
@@ -143,7 +143,7 @@ class ParsedPolicy:
 
 
 @dataclass
-class PolicyError(Exception):
+class PolicyError(ErrnoMeaning, Exception):
     """The kernel's verdict on a policy (its errno) plus where and why (iped's addition).
 
     Not frozen: the interpreter and pytest assign ``__traceback__`` on raised exceptions.
@@ -153,14 +153,6 @@ class PolicyError(Exception):
     line: int | None
     token: bytes | None
     reason: str
-
-    @property
-    def errno_name(self) -> str:
-        return errno_name(self.errno)
-
-    @property
-    def meaning(self) -> str:
-        return errno_meaning(self.errno)
 
     def __str__(self) -> str:
         where = f"line {self.line}: " if self.line is not None else ""
