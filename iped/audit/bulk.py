@@ -44,13 +44,20 @@ from typing import TYPE_CHECKING, Final
 from iped.audit.group import Event, Grouper
 from iped.audit.records import (
     PARSERS,
+    IpeAccess,
     Proctitle,
     RawRecord,
+    Syscall,
     TypedRecord,
     parse_access,
     parse_proctitle,
     parse_syscall,
 )
+
+try:
+    from iped.audit import _scan
+except ImportError:  # a checkout run without `pip install`: the Python scanner alone
+    _scan = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     FeedLines = Callable[[Grouper, list[str], list[Event], bool], None]
@@ -80,6 +87,57 @@ _new = tuple.__new__
 _object_new = object.__new__
 _object_setattr = object.__setattr__
 
+#: an event found by the scanners: (sec, msec, serial, its 1420, SYSCALL and PROCTITLE records,
+#: the text of the records between those two, the EOE body, and the typed 1420, SYSCALL and
+#: PROCTITLE records -- None when the scanner left the bodies to the Python parsers)
+ScannedEvent = tuple[
+    int, int, int, tuple[RawRecord, RawRecord, RawRecord], str, str, tuple[IpeAccess, Syscall, Proctitle] | None
+]
+
+#: the C scanner is built (``pip install`` compiles it; a bare checkout has only Python's)
+C_SCANNER_BUILT: Final = _scan is not None
+#: use the C scanner when it is built (False: the Python scanner alone, e.g. to compare them)
+use_c_scanner: bool = C_SCANNER_BUILT
+
+
+def scan_block(text: str) -> list[str | ScannedEvent]:
+    """The block's IPE access events and, as str, every other line (without its ``\\n``).
+
+    :func:`scan_block_py`'s items, from the C scanner when it is built and takes the text
+    (plain ASCII without ``\\r`` or ``\\x1d``), which also types the common forms of the
+    records' bodies.
+    """
+    if use_c_scanner and _scan is not None:
+        items = _scan.scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle)
+        if items is not None:
+            return items
+    return scan_block_py(text)
+
+
+def scan_block_py(text: str) -> list[str | ScannedEvent]:
+    """:func:`scan_block` by :data:`_BLOCK_RE` (typed records left None). Bodies are cut at
+    ``\\x1d`` (auditd's enriched format)."""
+    new = _new
+    items: list[str | ScannedEvent] = []
+    strip = "\x1d" in text
+    # findall builds one tuple per match: no collections while it runs (nothing is cyclic)
+    for stamp, s, ms, ser, a_text, s_text, middle, p_text, e_text, line in _BLOCK_RE.findall(text):
+        if not stamp:
+            items.append(line)
+            continue
+        if strip:  # auditd's enriched format: the interpreted fields follow a \x1d
+            abody, sbody, pbody, ebody = (b.partition("\x1d")[0] for b in (a_text, s_text, p_text, e_text))
+        else:
+            abody, sbody, pbody, ebody = a_text, s_text, p_text, e_text
+        sec, msec, serial = int(s), int(ms), int(ser)
+        records = (
+            new(RawRecord, (1420, sec, msec, serial, abody)),
+            new(RawRecord, (1300, sec, msec, serial, sbody)),
+            new(RawRecord, (1327, sec, msec, serial, pbody)),
+        )
+        items.append((sec, msec, serial, records, middle, ebody, None))
+    return items
+
 
 def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[Event]:
     """Group one block of whole auditd log lines (ending with ``\\n``), yielding the events.
@@ -104,44 +162,34 @@ def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[E
     feed_into = grouper.feed_into
     parsers = PARSERS
     new = _new
-    access_of = parse_access
-    syscall_of = parse_syscall
-    fromhex = bytes.fromhex
     event_new = _object_new
     setattr_ = _object_setattr
     pending: list[str] = []
     n_events = n_records = 0  # counted here, added to grouper.stats before events are handed out
-    # findall builds one tuple per match: no collections while it runs (nothing is cyclic)
+    # the scanners build a few objects per line, none cyclic: no collections while they run
     enabled = gc.isenabled()
     gc.disable()
     try:
-        matches = _BLOCK_RE.findall(text)
+        items = scan_block(text)
     finally:
         if enabled:
             gc.enable()
-    for stamp, s, ms, ser, a_text, s_text, middle, p_text, e_text, line in matches:
-        if not stamp:
-            pending.append(line)
+    for item in items:
+        if isinstance(item, str):
+            pending.append(item)
             continue
         if pending:
             feed_lines(grouper, pending, out, strip)
             pending = []
-        if strip:  # auditd's enriched format: the interpreted fields follow a \x1d
-            abody, sbody, pbody, ebody = (b.partition("\x1d")[0] for b in (a_text, s_text, p_text, e_text))
-        else:
-            abody, sbody, pbody, ebody = a_text, s_text, p_text, e_text
-        sec, msec, serial = int(s), int(ms), int(ser)
-        r_access = new(RawRecord, (1420, sec, msec, serial, abody))
-        r_syscall = new(RawRecord, (1300, sec, msec, serial, sbody))
-        r_title = new(RawRecord, (1327, sec, msec, serial, pbody))
+        sec, msec, serial, three, middle, ebody, typed3 = item
+        records: tuple[RawRecord, ...] = three
         if middle:
             others = _middle_records(middle)
-            records: tuple[RawRecord, ...] = (r_access, r_syscall, *others, r_title)
+            records = (three[0], three[1], *others, three[2])
             # a repeated record or an EOE among them: the reference path decides
             unique = len(set(records)) == len(records) and all(r[0] != 1320 for r in others)
         else:
-            others = []
-            records = (r_access, r_syscall, r_title)
+            others = ()
             unique = True
         key = (sec, msec, serial)
         last = grouper._last_serial
@@ -159,20 +207,14 @@ def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[E
             done_order.append((sec, key))
             n_events += 1
             n_records += len(records) + 1
-            if pbody[:10] == "proctitle=":
-                try:  # parse_proctitle's hex case, inline
-                    argv = tuple(fromhex(pbody[10:]).decode("utf-8", "backslashreplace").split("\x00"))
-                    proctitle: Proctitle = new(Proctitle, (argv,))
-                except ValueError:  # quoted, or not hex
-                    proctitle = parse_proctitle(pbody)
-            else:
-                proctitle = parse_proctitle(pbody)
             typed: tuple[TypedRecord, ...]
+            if typed3 is None:  # the Python scanner, or bodies the C one left to the Python parsers
+                typed3 = (parse_access(three[0][4]), parse_syscall(three[1][4]), parse_proctitle(three[2][4]))
             if others:
                 extra = [t for t in (_typed(parsers, r) for r in others) if t is not None]
-                typed = (access_of(abody), syscall_of(sbody), *extra, proctitle)
+                typed = (typed3[0], typed3[1], *extra, typed3[2])
             else:
-                typed = (access_of(abody), syscall_of(sbody), proctitle)
+                typed = typed3
             ev = event_new(Event)
             setattr_(
                 ev,
@@ -203,7 +245,7 @@ def _typed(parsers: dict[int, Callable[[str], TypedRecord | None]], rec: RawReco
     return None if parse is None else parse(rec[4])
 
 
-def _middle_records(text: str) -> list[RawRecord]:
+def _middle_records(text: str) -> tuple[RawRecord, ...]:
     """The records between SYSCALL and PROCTITLE (their stamp is the event's: a backreference).
 
     Lines whose type name is not one auditd prints are skipped, as the general path does.
@@ -211,4 +253,4 @@ def _middle_records(text: str) -> list[RawRecord]:
     from iped.audit.files import _log_line
 
     # (_log_line drops an enriched part itself)
-    return [rec for rec in map(_log_line, text.split("\n")[:-1]) if rec is not None]
+    return tuple(rec for rec in map(_log_line, text.split("\n")[:-1]) if rec is not None)

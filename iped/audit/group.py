@@ -195,7 +195,6 @@ class Grouper:
         stats = self.stats
         track = self.track_gaps
         eoe = AUDIT_EOE
-        inf = _INF
         new_event = _new_event
         fast = 0  # records handled inline, added to stats.records in batches
         try:
@@ -232,8 +231,7 @@ class Grouper:
                     elif rtype > 0 and not _single_record(rtype):
                         fast += 1
                         inflight[key] = (t, [rec])
-                        if self._next_check == inf:
-                            self._next_check = t + self.timeout
+                        self._next_check = min(self._next_check, t + self.timeout)
                         continue
                 feed_into(out, rec, t)
                 if out:
@@ -306,8 +304,7 @@ class Grouper:
                 out.append(self._emit(key, [rec], True, now))
                 return
             self._inflight[key] = (now, [rec])
-            if self._next_check == _INF:
-                self._next_check = now + self.timeout
+            self._next_check = min(self._next_check, now + self.timeout)
             return
         if rec in inflight[1]:
             stats.duplicates += 1
@@ -364,17 +361,26 @@ class Grouper:
             if done.get(key) == when:
                 del done[key]
         deadline = self.deadline()
-        self._next_check = float("inf") if deadline is None else deadline
+        # with nothing scheduled, look again after done_ttl anyway: the fast paths add done
+        # stamps without scheduling their expiry
+        self._next_check = now + self.done_ttl if deadline is None else deadline
         return out
 
     def deadline(self) -> float | None:
-        """The ``now`` at which :meth:`expire` has something to do, or None."""
+        """The ``now`` at which :meth:`expire` has something to do, or None.
+
+        That includes forgetting done stamps after ``done_ttl``: a stream of complete events
+        with no gaps never puts anything in flight, and the table of done stamps would
+        otherwise grow with every event.
+        """
         first: list[float] = []
         if self._inflight:
-            first.append(next(iter(self._inflight.values()))[0])
+            first.append(next(iter(self._inflight.values()))[0] + self.timeout)
         if self._missing:
-            first.append(next(iter(self._missing.values())))
-        return min(first) + self.timeout if first else None
+            first.append(next(iter(self._missing.values())) + self.timeout)
+        if self._done_order:
+            first.append(self._done_order[0][0] + self.done_ttl)
+        return min(first) if first else None
 
     def flush(self) -> list[Event]:
         """End of input: emit everything still in flight (incomplete) in stamp order."""

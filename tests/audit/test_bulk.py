@@ -1,4 +1,5 @@
-"""The bulk auditd-log path (iped.audit.bulk via iter_file_events) against the general record path."""
+"""The bulk auditd-log path (iped.audit.bulk via iter_file_events) against the general record path,
+with the C block scanner and with the Python one."""
 
 from __future__ import annotations
 
@@ -12,6 +13,15 @@ from iped.audit.group import Event, Grouper
 from iped.audit.records import Proctitle, Syscall, parse_typed
 
 GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(autouse=True, params=["c", "python"])
+def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs with each block scanner (the C one must be built: see test_bulk_scan)."""
+    if request.param == "c":
+        assert bulk.C_SCANNER_BUILT, "iped.audit._scan is not built"
+    monkeypatch.setattr(bulk, "use_c_scanner", request.param == "c")
+    return str(request.param)
 
 SYSCALL = (
     "arch=c000003e syscall=59 success={ok} exit={exit} a0=55e a1=55f a2=560 a3=8 items=2 ppid=1 pid={pid} "

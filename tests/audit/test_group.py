@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
+from iped.audit.files import iter_file_events
 from iped.audit.group import Event, Grouper
 from iped.audit.records import RawRecord
 
@@ -133,3 +135,34 @@ def test_flush_in_stamp_order() -> None:
     g.feed(event_records(9, sec=200)[0], 0.0)
     g.feed(event_records(8, sec=100)[0], 0.0)
     assert [e.serial for e in g.flush()] == [8, 9]
+
+
+def test_done_stamps_are_forgotten_on_a_gapless_stream() -> None:
+    """Complete events back to back with no gaps put nothing in flight; the done stamps (kept
+    to drop late duplicates) must still be forgotten after ``done_ttl`` (they once piled up)."""
+    g = Grouper(timeout=2.0, track_gaps=True, done_ttl=10.0)
+    out: list[Event] = []
+    for serial in range(1, 2001):  # 10 events a second for 200 s of record time
+        recs = event_records(serial, sec=serial // 10)
+        g.feed_run(out, recs[:3], recs[3], float(serial // 10))
+    assert len(out) == 2000 and g.stats.events == 2000
+    assert len(g._done) <= 2 * 10 * 10 + 10  # at most two ttl windows of stamps
+    # a duplicate inside the window is still dropped
+    recs = event_records(1995, sec=199)
+    g.feed_run(out, recs[:3], recs[3], 200.0)
+    assert len(out) == 2000 and g.stats.duplicates == 4  # (its four records)
+    deadline = g.deadline()
+    assert deadline is not None and deadline <= 200.0 + 10.0
+
+
+def test_bulk_file_forgets_done_stamps(tmp_path: Path) -> None:
+    """The same through iter_file_events on an auditd log of gapless access events."""
+    f = tmp_path / "audit.log"
+    with f.open("w") as fh:
+        for serial in range(1, 3001):
+            for r in event_records(serial, sec=serial // 10):
+                name = {1420: "1420", 1300: "SYSCALL", 1327: "PROCTITLE", 1320: "EOE"}[r.type]
+                fh.write(f"type={name} msg=audit({r.sec}.{r.msec:03d}:{r.serial}): {r.body}\n")
+    g = Grouper(timeout=2.0, track_gaps=True, done_ttl=10.0)
+    assert sum(1 for _ in iter_file_events(f, g)) == 3000
+    assert len(g._done) <= 2 * 10 * 10 + 10
