@@ -34,7 +34,10 @@ install_venv() {
         echo "+ python3 -m venv $venv" >&2
         python3 -m venv "$venv"
     fi
-    if [ ! -f "$stamp" ] || [ "$top/pyproject.toml" -nt "$stamp" ]; then
+    # (re)install when the package metadata or the C scanner changed: pip install -e builds
+    # iped/audit/_scan.*.so in place
+    if [ ! -f "$stamp" ] || [ "$top/pyproject.toml" -nt "$stamp" ] || [ "$top/setup.py" -nt "$stamp" ] ||
+        [ "$top/iped/audit/_scan.c" -nt "$stamp" ] || ! compgen -G "$top/iped/audit/_scan.*.so" >/dev/null; then
         echo "+ pip install -e .[test]" >&2
         "$venv/bin/pip" install -q --upgrade pip
         "$venv/bin/pip" install -q -e "$top[test]"

@@ -156,9 +156,9 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]
     """Built from a copy of the tree, so the checkout gets no build/ or egg-info droppings. Without
     build isolation when this environment has the build requirements, else pip fetches them."""
     src = tmp_path_factory.mktemp("src")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "iped", src / "iped", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "iped", src / "iped", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
     out = tmp_path_factory.mktemp("wheel")
     isolation = ["--no-build-isolation"] if build_requirements_met() else []
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out), str(src)],
@@ -180,6 +180,9 @@ def test_wheel_contains_the_package(wheel: zipfile.ZipFile) -> None:
         rel = init.relative_to(ROOT).as_posix()
         assert rel in names, f"{rel} missing from the wheel"
     assert not any(n.startswith("tests/") for n in names), "the test suite leaked into the wheel"
+    # the C scanner, compiled for this interpreter, with its stub; not its source
+    assert any(re.fullmatch(r"iped/audit/_scan\.cpython-.*\.so", n) for n in names), "no compiled iped.audit._scan"
+    assert "iped/audit/_scan.pyi" in names and "iped/audit/_scan.c" not in names
 
 
 def test_wheel_entry_point_and_metadata(wheel: zipfile.ZipFile) -> None:
@@ -218,7 +221,7 @@ def test_debian_depends_cover_pyproject() -> None:
 def test_debian_source_package() -> None:
     source, binary = control()
     build_depends = relations(source["Build-Depends"])
-    for pkg in ("debhelper-compat", "dh-python", "pybuild-plugin-pyproject", "python3-all", "python3-setuptools",
+    for pkg in ("debhelper-compat", "dh-python", "pybuild-plugin-pyproject", "python3-all-dev", "python3-setuptools",
                 "dh-sequence-installsysusers"):
         assert pkg in build_depends, f"Build-Depends lacks {pkg}"
     # the Debian setuptools must satisfy [build-system] (pybuild builds with --skip-dependency-check)
@@ -229,7 +232,9 @@ def test_debian_source_package() -> None:
                 assert (DEB_OPS[op], version) in build_depends["python3-setuptools"], \
                     f"[build-system] wants setuptools{op}{version}; Build-Depends needs python3-setuptools " \
                     f"({DEB_OPS[op]} {version})"
-    assert binary["Architecture"] == "all"
+    # the C scanner (setup.py) makes the package architecture-dependent, linked against libc
+    assert binary["Architecture"] == "any"
+    assert "${shlibs:Depends}" in binary["Depends"]
     assert (DEBIAN / "source" / "format").read_text().strip() == "3.0 (native)"
     rules = DEBIAN / "rules"
     assert os.access(rules, os.X_OK), "packaging/debian/rules must be executable"
@@ -305,8 +310,9 @@ def test_rpm_requires_cover_pyproject() -> None:
 def test_rpm_spec_structure() -> None:
     text = spec_text()
     fields = dict(re.findall(r"^(Name|Version|License|BuildArch):\s*(\S+)\s*$", text, re.M))
-    assert fields == {"Name": "iped", "Version": PYPROJECT["project"]["version"], "License": "GPL-2.0-only",
-                      "BuildArch": "noarch"}
+    # not noarch: the C scanner (setup.py) is compiled
+    assert fields == {"Name": "iped", "Version": PYPROJECT["project"]["version"], "License": "GPL-2.0-only"}
+    assert "BuildRequires:  gcc" in text.splitlines()
     for line in ("%pyproject_wheel", "%pyproject_install", "%systemd_post iped.service",
                  "%systemd_preun iped.service", "%systemd_postun_with_restart iped.service",
                  "%tmpfiles_create %{_tmpfilesdir}/iped.conf", "%{_unitdir}/iped.service",
@@ -321,7 +327,7 @@ def test_rpm_spec_structure() -> None:
 
 # --- the real Debian build (opt-in) ------------------------------------------------------------
 
-BUILD_DEPS = ["dpkg-dev", "debhelper", "dh-python", "pybuild-plugin-pyproject", "python3-all",
+BUILD_DEPS = ["dpkg-dev", "debhelper", "dh-python", "pybuild-plugin-pyproject", "python3-all-dev",
               "python3-setuptools", "python3-wheel"]
 
 
@@ -336,18 +342,19 @@ def test_dpkg_buildpackage(tmp_path: Path) -> None:
                        check=True, env=env, capture_output=True)
     tree = tmp_path / "iped"
     shutil.copytree(ROOT, tree, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "__pycache__", "*.egg-info", ".mypy_cache", ".pytest_cache", ".ruff_cache", "build"))
+        ".git", ".venv", "__pycache__", "*.egg-info", ".mypy_cache", ".pytest_cache", ".ruff_cache", "build", "*.so"))
     shutil.rmtree(tree / "debian", ignore_errors=True)
     shutil.copytree(DEBIAN, tree / "debian", symlinks=True)
     r = subprocess.run(["dpkg-buildpackage", "-us", "-uc", "-b"], cwd=tree, env=env, capture_output=True, text=True,
                        check=False)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
-    deb = tmp_path / f"iped_{PYPROJECT['project']['version']}_all.deb"
+    arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True, check=True).stdout.strip()
+    deb = tmp_path / f"iped_{PYPROJECT['project']['version']}_{arch}.deb"
     contents = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True,
                               env=env).stdout
     for path in ("./etc/iped/iped.toml", "./etc/iped/policies.d/", "systemd/system/iped.service",
                  "./usr/lib/tmpfiles.d/iped.conf", "./usr/lib/sysusers.d/iped.conf", "./usr/bin/iped",
-                 "/dist-packages/iped/cli.py", "/dist-packages/iped/py.typed"):
+                 "/dist-packages/iped/cli.py", "/dist-packages/iped/py.typed", "/dist-packages/iped/audit/_scan."):
         assert path in contents, f"{path} not in the .deb"
     def dpkg_deb(*args: str) -> str:
         return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=True, env=env).stdout

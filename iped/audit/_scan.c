@@ -290,7 +290,9 @@ static int match_event(const char *p, const char *end, event_match *m)
 /* ---- typed records (records._ACCESS_RE, records._SYSCALL_RE, parse_proctitle) ---- */
 
 /* "KEY=" at *c, its value up to the next space or the end ([^ ]*); *c moves past the value */
-static inline int field_n(const char **c, const char *e, const char *key, size_t n, span *value)
+/* always inlined: with the key's length a constant, the compiler compares it in place */
+static inline __attribute__((always_inline)) int field_n(const char **c, const char *e, const char *key, size_t n,
+                                                         span *value)
 {
     const char *v;
 

@@ -37,6 +37,7 @@ of 16, 27 collections and a few milliseconds.
 from __future__ import annotations
 
 import gc
+import math
 import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
@@ -139,24 +140,26 @@ def scan_block_py(text: str) -> list[str | ScannedEvent]:
     return items
 
 
-def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[Event]:
-    """Group one block of whole auditd log lines (ending with ``\\n``), yielding the events.
+def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[list[Event]]:
+    """Group one block of whole auditd log lines (ending with ``\\n``), yielding lists of events.
 
     The same events, order and grouper counters as ``feed_lines(grouper, lines, out, strip)``
-    (``files._feed_lines``) on the block's lines. Events are handed out in batches of
-    :data:`_BATCH` as they are built, so a consumer that drops them keeps few objects alive
-    (the garbage collector's young generation stays small); the counters include every event
-    handed out.
+    (``files._feed_lines``) on the block's lines. The events are handed out in fresh lists of
+    about :data:`_BATCH` as they are built, so a consumer that drops them keeps few objects
+    alive (the garbage collector's young generation stays small), and a consumer iterating
+    with ``itertools.chain.from_iterable`` resumes this generator once per list, not once per
+    event. The counters include every event handed out.
     """
     out: list[Event] = []
     if "\r" in text:
         feed_lines(grouper, text.split("\n"), out, True)
-        yield from out
+        yield out
         return
     strip = "\x1d" in text
     inflight = grouper._inflight
     done = grouper._done
     done_order = grouper._done_order
+    setdefault = done.setdefault
     track = grouper.track_gaps
     stats = grouper.stats
     feed_into = grouper.feed_into
@@ -174,13 +177,20 @@ def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[E
     finally:
         if enabled:
             gc.enable()
+    # the grouper's expiry time (as an int bound: comparing an int with a float costs more)
+    # and last serial, kept in locals while only the fast case runs (stored back before
+    # anything else looks at them, read again after)
+    limit = _int_bound(grouper._next_check)
+    last = grouper._last_serial
     for item in items:
         if isinstance(item, str):
             pending.append(item)
             continue
         if pending:
+            grouper._last_serial = last
             feed_lines(grouper, pending, out, strip)
             pending = []
+            limit, last = _int_bound(grouper._next_check), grouper._last_serial
         sec, msec, serial, three, middle, ebody, typed3 = item
         records: tuple[RawRecord, ...] = three
         if middle:
@@ -192,18 +202,21 @@ def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[E
             others = ()
             unique = True
         key = (sec, msec, serial)
-        last = grouper._last_serial
+        fast = False
         if (
             unique
-            and sec < grouper._next_check
-            and key not in inflight
-            and key not in done
+            and sec < limit
+            and (not inflight or key not in inflight)
             and (not track or (last is not None and (serial == last or serial == last + 1)))
         ):
+            # a new stamp: done gains the key (one hash of the key instead of "in" then "=")
+            n_done = len(done)
+            setdefault(key, sec)
+            fast = len(done) > n_done
+        if fast:
             # Grouper.feed_run's fast case: a new, complete event, the next serial
             if track:
-                grouper._last_serial = serial
-            done[key] = sec
+                last = serial
             done_order.append((sec, key))
             n_events += 1
             n_records += len(records) + 1
@@ -224,20 +237,30 @@ def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[E
             out.append(ev)
         else:
             # the reference semantics, one record at a time
+            grouper._last_serial = last
             for rec in records:
                 feed_into(out, rec, sec)
             feed_into(out, new(RawRecord, (1320, sec, msec, serial, ebody)), sec)
+            limit, last = _int_bound(grouper._next_check), grouper._last_serial
         if len(out) >= _BATCH:
+            grouper._last_serial = last
             stats.events += n_events
             stats.records += n_records
             n_events = n_records = 0
-            yield from out
-            out.clear()
+            yield out
+            out = []
+            limit, last = _int_bound(grouper._next_check), grouper._last_serial
+    grouper._last_serial = last
     stats.events += n_events
     stats.records += n_records
     if pending:
         feed_lines(grouper, pending, out, strip)
-    yield from out
+    yield out
+
+
+def _int_bound(next_check: float) -> float:
+    """A bound ``b`` with ``sec < b`` exactly when ``sec < next_check``, an int if it is finite."""
+    return math.ceil(next_check) if math.isfinite(next_check) else next_check
 
 
 def _typed(parsers: dict[int, Callable[[str], TypedRecord | None]], rec: RawRecord) -> TypedRecord | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
@@ -172,18 +173,23 @@ def iter_file_events(path: str | Path, grouper: Grouper) -> Iterator[Event]:
     """Events of a file of any supported format, grouped by ``grouper`` on record time.
 
     The same events as ``grouper.feed_many(iter_file(path))``; auditd logs take the bulk
-    path (:mod:`iped.audit.bulk`: IPE access events matched whole by one regex, every other
-    line through the fused line path of :func:`feed_log_text`). Call ``grouper.flush()`` at the end for the events
-    still in flight.
+    path (:mod:`iped.audit.bulk`: IPE access events found whole by the block scanner, every
+    other line through the fused line path of :func:`feed_log_text`), handed out through
+    ``itertools.chain`` so that no Python frame runs per event between the bulk path's lists
+    and the consumer. The file is opened (and its format detected) by this call. Call
+    ``grouper.flush()`` at the end for the events still in flight.
     """
     with open(path, "rb") as fh:
         head = fh.peek(16)[:16] if hasattr(fh, "peek") else b""
-        if not head.startswith((b"type=", b"node=")):
-            fh.close()
-            yield from grouper.feed_many(iter_file(path))
-            return
-        from iped.audit.bulk import BLOCK_SIZE, iter_block
+    if not head.startswith((b"type=", b"node=")):
+        return grouper.feed_many(iter_file(path))
+    return chain.from_iterable(_log_event_lists(path, grouper))
 
+
+def _log_event_lists(path: str | Path, grouper: Grouper) -> Iterator[list[Event]]:
+    from iped.audit.bulk import BLOCK_SIZE, iter_block
+
+    with open(path, "rb") as fh:
         for block in _read_log_blocks(fh, BLOCK_SIZE):
             # (the last line of a file may lack its newline)
             yield from iter_block(grouper, block if block[-1:] == "\n" else block + "\n", _feed_lines)
