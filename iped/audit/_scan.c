@@ -1,19 +1,23 @@
 /*
  * iped.audit._scan -- the block scanner of iped.audit.bulk, in C.
  *
- * scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle) returns the same list as
+ * scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event) returns the same list as
  * bulk.scan_block_py(text): for each line of an auditd log block either
  *
  *   - the line itself (a str without its "\n"), or
  *   - for a whole IPE access event in the kernel's shape (1420, SYSCALL, any records between,
  *     PROCTITLE, EOE, one stamp) the tuple
- *       (sec, msec, serial, (raw_1420, raw_syscall, raw_proctitle), middle, eoe_body, typed)
+ *       (sec, msec, serial, (raw_1420, raw_syscall, raw_proctitle), middle, eoe_body, typed, event)
  *     where the raw_* are RawRecords, middle is the text of the records between (each line
  *     with its "\n", "" if none), and typed is (access, syscall, proctitle), the typed
  *     records that records.parse_access/parse_syscall/parse_proctitle give -- or None when a
  *     body is not in the common form handled here (unquoted untrusted strings, numbers that
  *     are not plain decimal, a proctitle that is not plain hex...): the caller then runs the
- *     Python parsers, so this file only has to be right on the subset it accepts.
+ *     Python parsers, so this file only has to be right on the subset it accepts. When the
+ *     records are typed and there are none between SYSCALL and PROCTITLE, event is the
+ *     group.Event that bulk.iter_block builds for the event if the grouper takes it whole
+ *     (object.__new__(Event) with its __dict__ set: sec, msec, serial, records, complete,
+ *     typed); else None.
  *
  * Two things make it fast besides being C: values that repeat from one event to the next
  * (comm, exe, rule, uid, the proctitle...) are shared, as the last value of each field is
@@ -36,6 +40,8 @@
 #define UNSET_ID 4294967295LL /* (u32)-1: auid, ses or uid not set */
 
 static PyObject *type_1420, *type_1300, *type_1327; /* the RawRecord type numbers */
+/* interned names: an Event's __dict__ keys, "__dict__" itself; and () */
+static PyObject *key_sec, *key_msec, *key_serial, *key_records, *key_complete, *key_typed, *key_dict, *no_args;
 
 typedef struct {
     const char *p;
@@ -127,7 +133,7 @@ enum { S_OP, S_HOOK, S_ACOMM, S_PATH, S_DEV, S_RULE, S_ARCH, S_SCOMM, S_EXE, S_T
 enum { I_SEC, I_NR, I_EXIT, I_PPID, I_UID, I_AUID, I_SES, N_INT };
 
 typedef struct {
-    PyTypeObject *raw, *access, *syscall, *proctitle;
+    PyTypeObject *raw, *access, *syscall, *proctitle, *event;
     PyObject *str[N_STR];   /* the last value of each str field */
     PyObject *num[N_INT];   /* ... and of some int fields */
     long long num_v[N_INT];
@@ -494,11 +500,29 @@ static PyObject *typed_of(scanner *sc, const event_match *m, int title_hit)
     return build(&PyTuple_Type, 3, items);
 }
 
+/* bulk.iter_block's Event for a whole event: object.__new__(Event) with its __dict__ set
+ * (Event is a frozen dataclass: object.__setattr__, i.e. the generic setattr; typed is a
+ * cached_property, so a value in __dict__ is its value) */
+static PyObject *new_event(scanner *sc, PyObject *stamp[3], PyObject *records, PyObject *typed)
+{
+    PyObject *dict = _PyDict_NewPresized(6), *ev = NULL;
+
+    if (dict != NULL && PyDict_SetItem(dict, key_sec, stamp[0]) == 0 && PyDict_SetItem(dict, key_msec, stamp[1]) == 0 &&
+        PyDict_SetItem(dict, key_serial, stamp[2]) == 0 && PyDict_SetItem(dict, key_records, records) == 0 &&
+        PyDict_SetItem(dict, key_complete, Py_True) == 0 && PyDict_SetItem(dict, key_typed, typed) == 0) {
+        ev = PyBaseObject_Type.tp_new(sc->event, no_args, NULL);
+        if (ev != NULL && PyObject_GenericSetAttr(ev, key_dict, dict) < 0)
+            Py_CLEAR(ev);
+    }
+    Py_XDECREF(dict);
+    return ev;
+}
+
 /* the item of a matched event (see the top of this file) */
 static PyObject *event_item(scanner *sc, const event_match *m)
 {
     long long sec_v;
-    PyObject *stamp[3], *raw[3], *items[7];
+    PyObject *stamp[3], *raw[3], *items[8];
     PyObject *item = NULL;
 
     /* records of consecutive events often share the second */
@@ -517,7 +541,13 @@ static PyObject *event_item(scanner *sc, const event_match *m)
         items[4] = str_of(m->middle.p, m->middle.n);
         items[5] = str_of(m->eoe.p, m->eoe.n);
         items[6] = items[3] != NULL && items[4] != NULL && items[5] != NULL ? typed_of(sc, m, title_hit) : NULL;
-        item = build(&PyTuple_Type, 7, items);
+        if (items[6] == NULL)
+            items[7] = NULL;
+        else if (items[6] == Py_None || m->middle.n > 0)
+            items[7] = Py_NewRef(Py_None);
+        else
+            items[7] = new_event(sc, stamp, items[3], items[6]);
+        item = build(&PyTuple_Type, 8, items);
     }
     Py_XDECREF(stamp[0]);
     Py_XDECREF(stamp[1]);
@@ -527,15 +557,15 @@ static PyObject *event_item(scanner *sc, const event_match *m)
 
 static PyObject *scan_block(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyTypeObject *types[4];
+    PyTypeObject *types[5];
     const char *s, *end, *p;
     Py_ssize_t n;
     PyObject *out;
     scanner sc = {0};
 
     (void)module;
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle)");
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event)");
         return NULL;
     }
     if (!PyUnicode_Check(args[0])) {
@@ -549,6 +579,11 @@ static PyObject *scan_block(PyObject *module, PyObject *const *args, Py_ssize_t 
         }
         types[i] = (PyTypeObject *)args[i + 1];
     }
+    if (!PyType_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "scan_block: Event must be a class");
+        return NULL;
+    }
+    types[4] = (PyTypeObject *)args[5];
     if (!PyUnicode_IS_ASCII(args[0]))
         Py_RETURN_NONE;
     s = (const char *)PyUnicode_DATA(args[0]);
@@ -563,6 +598,7 @@ static PyObject *scan_block(PyObject *module, PyObject *const *args, Py_ssize_t 
     sc.access = types[1];
     sc.syscall = types[2];
     sc.proctitle = types[3];
+    sc.event = types[4];
     for (p = s; p < end;) {
         event_match m;
         PyObject *item;
@@ -590,7 +626,7 @@ static PyObject *scan_block(PyObject *module, PyObject *const *args, Py_ssize_t 
 
 static PyMethodDef scan_methods[] = {
     {"scan_block", (PyCFunction)(void (*)(void))scan_block, METH_FASTCALL,
-     "scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle) -> list | None: the items of "
+     "scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event) -> list | None: the items of "
      "iped.audit.bulk.scan_block_py(text), or None for text it leaves to Python."},
     {NULL, NULL, 0, NULL},
 };
@@ -609,7 +645,17 @@ PyMODINIT_FUNC PyInit__scan(void)
         type_1420 = PyLong_FromLong(1420);
         type_1300 = PyLong_FromLong(1300);
         type_1327 = PyLong_FromLong(1327);
-        if (type_1420 == NULL || type_1300 == NULL || type_1327 == NULL)
+        key_sec = PyUnicode_InternFromString("sec");
+        key_msec = PyUnicode_InternFromString("msec");
+        key_serial = PyUnicode_InternFromString("serial");
+        key_records = PyUnicode_InternFromString("records");
+        key_complete = PyUnicode_InternFromString("complete");
+        key_typed = PyUnicode_InternFromString("typed");
+        key_dict = PyUnicode_InternFromString("__dict__");
+        no_args = PyTuple_New(0);
+        if (type_1420 == NULL || type_1300 == NULL || type_1327 == NULL || key_sec == NULL || key_msec == NULL ||
+            key_serial == NULL || key_records == NULL || key_complete == NULL || key_typed == NULL ||
+            key_dict == NULL || no_args == NULL)
             return NULL;
     }
     return PyModule_Create(&scan_module);

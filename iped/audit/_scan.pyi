@@ -1,7 +1,15 @@
+from iped.audit.group import Event
 from iped.audit.records import IpeAccess, Proctitle, RawRecord, Syscall
 
 _Item = tuple[
-    int, int, int, tuple[RawRecord, RawRecord, RawRecord], str, str, tuple[IpeAccess, Syscall, Proctitle] | None
+    int,
+    int,
+    int,
+    tuple[RawRecord, RawRecord, RawRecord],
+    str,
+    str,
+    tuple[IpeAccess, Syscall, Proctitle] | None,
+    Event | None,
 ]
 
 def scan_block(
@@ -10,5 +18,6 @@ def scan_block(
     ipe_access: type[IpeAccess],
     syscall: type[Syscall],
     proctitle: type[Proctitle],
+    event: type[Event],
     /,
 ) -> list[str | _Item] | None: ...

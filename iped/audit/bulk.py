@@ -1,36 +1,39 @@
-"""Bulk parser for auditd logs: whole IPE access events found by one regex, in C.
+"""Bulk parser for auditd logs: whole IPE access events found by a block scanner.
 
 :func:`iped.audit.files.iter_file_events` reads an auditd log in blocks of whole lines and
-hands each block to :func:`iter_block`. One compiled pattern, :data:`_BLOCK_RE`, is run over
-the block with ``findall`` (no match objects; one tuple per match); each match is either
+hands each block to :func:`iter_block`, which asks :func:`scan_block` for the block's items:
 
 * a whole **IPE access event** in the shape the kernel writes it -- ``IPE_ACCESS`` (1420),
   ``SYSCALL``, any other records of the same stamp (``EXECVE``, ``CWD``, ``PATH``...),
-  ``PROCTITLE``, ``EOE``, all with one ``audit(S.MS:N)`` stamp (a backreference) -- with the
-  stamp and each record's body captured; or
+  ``PROCTITLE``, ``EOE``, all with one ``audit(S.MS:N)`` stamp -- as its stamp, its records
+  and (from the C scanner) its typed records; or
 * any **other line**, which goes through the general line path (``files._feed_lines``), in
   order, so odd records, other event shapes, interleaved or duplicated records, a missing EOE
   and truncated lines give exactly what the general path gives.
 
-Bodies are captured as ``[^\\n]*``: sre scans that run in a tight loop, while a pattern with
-a group per field spent ~5 us per event on its per-field opcodes (measured: the whole-file
-``findall`` took 2.0 s with per-field groups, 0.6 s with per-line bodies).
+Two scanners give the same items. The C one, ``iped.audit._scan`` (``_scan.c``, built by
+``pip install``), walks the block once and also builds the typed 1420, SYSCALL and PROCTITLE
+records for the bodies in their common form, sharing values that repeat between events and
+leaving every tuple untracked by the garbage collector; anything unusual in a body is left to
+the Python parsers of :mod:`iped.audit.records`. The Python one, :func:`scan_block_py`, runs
+:data:`_BLOCK_RE` with ``findall`` (bodies captured as ``[^\\n]*``: sre scans that in a tight
+loop, while a group per field cost ~5 us per event in per-opcode overhead); it also serves
+the text the C one declines (not ASCII, ``\\x1d`` enriched fields). ``tests/audit/
+test_bulk_scan.py`` compares the two item by item, on generated blocks too.
 
 For an access event the grouper's bookkeeping is done inline with the same conditions as
 :meth:`Grouper.feed_run`'s fast case (a new stamp, nothing due to expire, the next serial),
 and the event is built with ``typed`` already filled in (``Event.typed`` is a non-data
-descriptor, so a value in the instance ``__dict__`` wins) by the records module's own
-parsers (``parse_access``/``parse_syscall``: one regex of the kernel's field order each; a
-``str.split`` + key-check variant measured 20-50% slower) and ``parse_proctitle``'s hex case
-inline. Anything else (a stamp already in flight or done, a serial gap with ``track_gaps``, expiry
-due, a record repeated inside the event or an EOE among the middle records) feeds the records
-one by one through :meth:`Grouper.feed_into`, the reference semantics. Blocks containing
-``\\r`` take the general path whole.
+descriptor, so a value in the instance ``__dict__`` wins). Anything else (a stamp already in
+flight or done, a serial gap with ``track_gaps``, expiry due, a record repeated inside the
+event or an EOE among the middle records) feeds the records one by one through
+:meth:`Grouper.feed_into`, the reference semantics. Blocks containing ``\\r`` take the general
+path whole.
 
-Garbage collection: the collector is paused while ``findall`` builds a block's tuples (nothing
-here is cyclic), and events are handed out :data:`_BATCH` at a time, so a consumer that drops
-each event keeps the young generation small. Handing out a whole block's events at once cost
-0.6 s of a 4.8 s run in gen-0 collections (306 passes over ~150k young objects); in batches
+Garbage collection: the collector is paused while a block is scanned (nothing there is
+cyclic), and events are handed out in lists of :data:`_BATCH`, so a consumer that drops each
+event keeps the young generation small. Handing out a whole block's events at once cost
+0.6 s of a 4.8 s run in gen-0 collections (306 passes over ~150k young objects); in lists
 of 16, 27 collections and a few milliseconds.
 """
 
@@ -89,10 +92,18 @@ _object_new = object.__new__
 _object_setattr = object.__setattr__
 
 #: an event found by the scanners: (sec, msec, serial, its 1420, SYSCALL and PROCTITLE records,
-#: the text of the records between those two, the EOE body, and the typed 1420, SYSCALL and
-#: PROCTITLE records -- None when the scanner left the bodies to the Python parsers)
+#: the text of the records between those two, the EOE body, the typed 1420, SYSCALL and
+#: PROCTITLE records -- None when the scanner left the bodies to the Python parsers -- and
+#: the Event to hand out if the grouper takes the event whole -- None: build it here)
 ScannedEvent = tuple[
-    int, int, int, tuple[RawRecord, RawRecord, RawRecord], str, str, tuple[IpeAccess, Syscall, Proctitle] | None
+    int,
+    int,
+    int,
+    tuple[RawRecord, RawRecord, RawRecord],
+    str,
+    str,
+    tuple[IpeAccess, Syscall, Proctitle] | None,
+    Event | None,
 ]
 
 #: the C scanner is built (``pip install`` compiles it; a bare checkout has only Python's)
@@ -109,7 +120,7 @@ def scan_block(text: str) -> list[str | ScannedEvent]:
     records' bodies.
     """
     if use_c_scanner and _scan is not None:
-        items = _scan.scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle)
+        items = _scan.scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event)
         if items is not None:
             return items
     return scan_block_py(text)
@@ -136,7 +147,7 @@ def scan_block_py(text: str) -> list[str | ScannedEvent]:
             new(RawRecord, (1300, sec, msec, serial, sbody)),
             new(RawRecord, (1327, sec, msec, serial, pbody)),
         )
-        items.append((sec, msec, serial, records, middle, ebody, None))
+        items.append((sec, msec, serial, records, middle, ebody, None, None))
     return items
 
 
@@ -191,7 +202,7 @@ def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[l
             feed_lines(grouper, pending, out, strip)
             pending = []
             limit, last = _int_bound(grouper._next_check), grouper._last_serial
-        sec, msec, serial, three, middle, ebody, typed3 = item
+        sec, msec, serial, three, middle, ebody, typed3, built = item
         records: tuple[RawRecord, ...] = three
         if middle:
             others = _middle_records(middle)
@@ -220,21 +231,22 @@ def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[l
             done_order.append((sec, key))
             n_events += 1
             n_records += len(records) + 1
-            typed: tuple[TypedRecord, ...]
-            if typed3 is None:  # the Python scanner, or bodies the C one left to the Python parsers
-                typed3 = (parse_access(three[0][4]), parse_syscall(three[1][4]), parse_proctitle(three[2][4]))
-            if others:
-                extra = [t for t in (_typed(parsers, r) for r in others) if t is not None]
-                typed = (typed3[0], typed3[1], *extra, typed3[2])
-            else:
-                typed = typed3
-            ev = event_new(Event)
-            setattr_(
-                ev,
-                "__dict__",
-                {"sec": sec, "msec": msec, "serial": serial, "records": records, "complete": True, "typed": typed},
-            )
-            out.append(ev)
+            if built is None:  # (the C scanner builds it when it typed the records itself)
+                typed: tuple[TypedRecord, ...]
+                if typed3 is None:  # the Python scanner, or bodies the C one left to the Python parsers
+                    typed3 = (parse_access(three[0][4]), parse_syscall(three[1][4]), parse_proctitle(three[2][4]))
+                if others:
+                    extra = [t for t in (_typed(parsers, r) for r in others) if t is not None]
+                    typed = (typed3[0], typed3[1], *extra, typed3[2])
+                else:
+                    typed = typed3
+                built = event_new(Event)
+                setattr_(
+                    built,
+                    "__dict__",
+                    {"sec": sec, "msec": msec, "serial": serial, "records": records, "complete": True, "typed": typed},
+                )
+            out.append(built)
         else:
             # the reference semantics, one record at a time
             grouper._last_serial = last

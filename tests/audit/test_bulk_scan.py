@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iped.audit import bulk
+from iped.audit.group import Event
 from iped.audit.records import IpeAccess, Proctitle, RawRecord, Syscall, parse_access, parse_proctitle, parse_syscall
 
 from .test_bulk import SYSCALL, messy_lines
@@ -30,7 +31,7 @@ except ImportError:  # the dev venv builds it (pip install -e); a missing build 
 
 
 def c_items(text: str) -> list[Any] | None:
-    items: list[Any] | None = _scan.scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle)
+    items: list[Any] | None = _scan.scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event)
     return items
 
 
@@ -58,6 +59,14 @@ def assert_same(text: str) -> tuple[int, int]:
             typed += 1
             assert mine[6] == expected
             assert [type(t) for t in mine[6]] == [IpeAccess, Syscall, Proctitle]
+        event = mine[7]
+        if mine[6] is None or mine[4]:
+            assert event is None  # (records between SYSCALL and PROCTITLE: built in Python)
+        else:  # the Event bulk.iter_block would build
+            assert type(event) is Event
+            assert event == Event(mine[0], mine[1], mine[2], three, True)
+            assert event.__dict__ == {"sec": mine[0], "msec": mine[1], "serial": mine[2], "records": three,
+                                      "complete": True, "typed": expected}  # fmt: skip
     return events, typed
 
 
@@ -98,9 +107,9 @@ def test_declines_what_python_handles() -> None:
     assert c_items("no newline at the end") == []
     assert c_items("") == []
     with pytest.raises(TypeError):
-        _scan.scan_block(b"bytes", RawRecord, IpeAccess, Syscall, Proctitle)  # type: ignore[arg-type]
+        _scan.scan_block(b"bytes", RawRecord, IpeAccess, Syscall, Proctitle, Event)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        _scan.scan_block("x\n", int, IpeAccess, Syscall, Proctitle)  # type: ignore[arg-type]
+        _scan.scan_block("x\n", int, IpeAccess, Syscall, Proctitle, Event)  # type: ignore[arg-type]
 
 
 def test_no_leak() -> None:
