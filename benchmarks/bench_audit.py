@@ -42,7 +42,12 @@ on a shared virtual machine varies from run to run by tens of percent (the same 
 same input); the sides are alternated and the median of ``--runs`` reported, with the best run
 of each side beside it.
 
+``--instructions N`` adds a measure that does not vary: each side runs under valgrind's
+cachegrind on a log of N records and on an empty log, and the difference in instructions
+executed is reported per record (the import and start-up cost cancels out).
+
 Usage: python benchmarks/bench_audit.py [--records N] [--keep FILE] [--runs K] [--iped-python PY]
+                                        [--instructions N]
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -256,6 +262,42 @@ def _run(cmd: list[str]) -> dict[str, Any]:
     return data
 
 
+def instructions(cmd: list[str]) -> int:
+    """Instructions the command executes (cachegrind's ``I refs``)."""
+    r = subprocess.run(
+        ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", *cmd],
+        check=True, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+    )  # fmt: skip
+    for line in r.stderr.splitlines():
+        if "I   refs:" in line:
+            return int(line.rsplit(":", 1)[1].replace(",", ""))
+    raise RuntimeError(f"no instruction count from cachegrind: {r.stderr[-500:]}")
+
+
+def report_instructions(n_records: int, iped_python: str, auparse_python: str, tmp: Path) -> None:
+    """Instructions per record of each side on an ``n_records`` log, start-up cost subtracted."""
+    if shutil.which("valgrind") is None:
+        print("--instructions: valgrind is not installed (apt-get install valgrind)")
+        return
+    log, empty = tmp / "small.log", tmp / "empty.log"
+    generate(log, n_records)
+    empty.write_text("")
+    lines = log.read_text().count("\n")
+    per_record: dict[str, float] = {}
+    for side, cmd in {
+        "iped": [iped_python, __file__, "--side", "iped", "--log"],
+        "iped-py": [iped_python, __file__, "--side", "iped", "--scanner", "python", "--log"],
+        "auparse": [auparse_python, "-c", AUPARSE_SIDE],
+    }.items():
+        tail = [] if side != "auparse" else [str(SAMPLE_FIRST), str(SAMPLE_EVERY)]
+        work = instructions([*cmd, str(log), *tail]) - instructions([*cmd, str(empty), *tail])
+        per_record[side] = work / lines
+    print(f"instructions per record ({lines} records, cachegrind): " + ", ".join(
+        f"{SIDES[side]} {per_record[side]:,.0f}" for side in SIDES))  # fmt: skip
+    for side in ("iped", "iped-py"):
+        print(f"instruction ratio libauparse/{SIDES[side]}: {per_record['auparse'] / per_record[side]:.2f}x")
+
+
 def compare(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     """Both sides did the same work: equal counts, equal values in the sampled events."""
     for key in ("records", "events", "values"):
@@ -275,6 +317,8 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=5, help="alternate the sides this many times; report medians")
     ap.add_argument("--auparse-python", default="/usr/bin/python3", help="interpreter with the auparse module")
     ap.add_argument("--iped-python", help="interpreter for the iped side (default: the auparse one)")
+    ap.add_argument("--instructions", type=int, metavar="N",
+                    help="also count instructions per record under cachegrind on an N-record log")  # fmt: skip
     ap.add_argument("--side", choices=["iped"], help=argparse.SUPPRESS)
     ap.add_argument("--scanner", choices=["c", "python"], default="c", help=argparse.SUPPRESS)
     ap.add_argument("--log", help=argparse.SUPPRESS)
@@ -312,6 +356,8 @@ def main() -> int:
             ) + f" | ratio {rates['iped'][-1] / rates['auparse'][-1]:.2f}x"
               f"\n       ({results['iped']['records']} records, {results['iped']['events']} events, "
               f"{results['iped']['values']} field tuples, all equal)")  # fmt: skip
+        if args.instructions:
+            report_instructions(args.instructions, iped_python, args.auparse_python, Path(tmp))
     for side, name in SIDES.items():
         print(f"{name:<14}: {statistics.median(rates[side]):>11,.0f} records/s median, {max(rates[side]):>11,.0f} best;"
               f"  peak RSS {statistics.median(rss[side]):7.1f} MiB")  # fmt: skip

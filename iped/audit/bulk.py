@@ -66,8 +66,10 @@ except ImportError:  # a checkout run without `pip install`: the Python scanner 
 if TYPE_CHECKING:
     FeedLines = Callable[[Grouper, list[str], list[Event], bool], None]
 
-#: bytes read per block (the partial last line is carried over to the next block)
-BLOCK_SIZE: Final = 1 << 20
+#: bytes read per block (the partial last line is carried over to the next block). The objects
+#: scanned from a block (~0.5 MB for 128 KiB) are handed out and freed while still in the
+#: CPU's cache: 1 MiB blocks measured ~25% slower, 16 KiB ones ~30% (median of 7 runs each)
+BLOCK_SIZE: Final = 1 << 17
 #: events handed out at a time: few enough that the garbage collector's young generation
 #: stays below its threshold while the consumer runs (at 128: 1,800 gen-0 collections per
 #: million records; at 16: 29)
