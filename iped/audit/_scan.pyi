@@ -1,16 +1,7 @@
+# The C block scanner (_scan.c); its items are documented in iped.audit.bulk.
+from iped.audit.bulk import ScannedEvent
 from iped.audit.group import Event
 from iped.audit.records import IpeAccess, Proctitle, RawRecord, Syscall
-
-_Item = tuple[
-    int,
-    int,
-    int,
-    tuple[RawRecord, RawRecord, RawRecord],
-    str,
-    str,
-    tuple[IpeAccess, Syscall, Proctitle] | None,
-    Event | None,
-]
 
 def scan_block(
     text: str,
@@ -20,4 +11,4 @@ def scan_block(
     proctitle: type[Proctitle],
     event: type[Event],
     /,
-) -> list[str | _Item] | None: ...
+) -> list[str | ScannedEvent] | None: ...

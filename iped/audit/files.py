@@ -33,10 +33,15 @@ def iter_log_text(text: str) -> Iterator[RawRecord]:
     Lines that do not look like auditd lines (kmsg, ``----``, junk) are skipped; use
     :func:`iter_log_lines` for mixed input. Enriched fields after ``\\x1d`` are dropped and a
     trailing ``\\r`` is removed.
+    """
+    return _log_records(text.split("\n"), "\r" in text or "\x1d" in text)
 
-    The fast path does the scanning in C: one ``split("\\n")`` of the whole text, then one
-    ``split(" ", 2)`` per line into ``type=NAME``, ``msg=audit(S.MS:N):`` and the body (a regex
-    over the text spent most of its time scanning bodies character by character). Type
+
+def _log_records(lines: Iterable[str], strip: bool) -> Iterator[RawRecord]:
+    """:func:`iter_log_text` on the text's lines; ``strip``: the text has ``\\r`` or ``\\x1d``.
+
+    One ``split(" ", 2)`` per line into ``type=NAME``, ``msg=audit(S.MS:N):`` and the body (a
+    regex over the text spent most of its time scanning bodies character by character). Type
     tokens are looked up in a cache and a stamp is checked and converted once per event.
     Other shapes (``node=``, no space after the colon) take :func:`_log_line`.
     """
@@ -44,8 +49,7 @@ def iter_log_text(text: str) -> Iterator[RawRecord]:
     last = "\n"  # the previous stamp token; never a real one (lines have no newline)
     sec = msec = serial = 0
     new = tuple.__new__
-    strip = "\r" in text or "\x1d" in text
-    for line in text.split("\n"):
+    for line in lines:
         parts = line.split(" ", 2)
         if len(parts) == 3:
             tname, stok, body = parts
@@ -59,6 +63,7 @@ def iter_log_text(text: str) -> Iterator[RawRecord]:
                 if stok != last:
                     # records of one event share the stamp: check and convert it once per event
                     if not (stok.startswith("msg=audit(") and stok.endswith("):")):
+                        last = "\n"
                         rec = _log_line(line)
                         if rec is not None:
                             yield rec
@@ -66,6 +71,7 @@ def iter_log_text(text: str) -> Iterator[RawRecord]:
                     secms, _, ser = stok[10:-2].partition(":")
                     s, _, ms = secms.partition(".")
                     if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal()):
+                        last = "\n"
                         continue
                     sec, msec, serial, last = int(s), int(ms), int(ser), stok
                 if strip:
@@ -73,6 +79,7 @@ def iter_log_text(text: str) -> Iterator[RawRecord]:
                 yield new(RawRecord, (rtype, sec, msec, serial, body))
                 continue
         if line.startswith(("type=", "node=")):
+            last = "\n"
             rec = _log_line(line)
             if rec is not None:
                 yield rec
@@ -96,76 +103,41 @@ def _read_log_blocks(fh: BinaryIO, size: int = _CHUNK) -> Iterator[str]:
 
 
 def _feed_lines(grouper: Grouper, lines: list[str], out: list[Event], strip: bool) -> None:
-    """The loop of :func:`feed_log_text`; ``strip``: the text has ``\\r`` or ``\\x1d``."""
-    types: dict[str, int] = {}
-    last = "\n"  # the stamp token of the current run; never a real one
-    sec = msec = serial = 0
-    new = tuple.__new__
+    """Group auditd log lines, appending the events to ``out``: :func:`_log_records` fused with
+    :meth:`Grouper.feed_many` (the same events, counters and order; ``now`` is each record's
+    second). ``strip``: the text has ``\\r`` or ``\\x1d``.
+
+    Consecutive records with one stamp (how auditd writes an event) are collected into a run
+    and handed to :meth:`Grouper.feed_run` at their EOE, so the grouper's bookkeeping runs
+    once per event instead of once per record (``feed_run`` is ``feed_into`` per record in
+    its effects, so where a run is cut changes nothing but the speed).
+    """
     eoe_type = AUDIT_EOE
     feed_run = grouper.feed_run
     run: list[RawRecord] = []
-    for line in lines:
-        parts = line.split(" ", 2)
-        if len(parts) == 3:
-            tname, stok, body = parts
-            rtype = types.get(tname)
-            if rtype is None and tname.startswith("type="):
-                try:
-                    rtype = types[tname] = type_number(tname[5:])
-                except RecordError:
-                    continue
-            if rtype is not None:
-                if stok != last:
-                    if run:
-                        feed_run(out, run, None, sec)
-                        run = []
-                    if not (stok.startswith("msg=audit(") and stok.endswith("):")):
-                        last = "\n"
-                        rec = _log_line(line)
-                        if rec is not None:
-                            feed_run(out, [rec], None, rec[1])
-                        continue
-                    secms, _, ser = stok[10:-2].partition(":")
-                    s, _, ms = secms.partition(".")
-                    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal()):
-                        last = "\n"
-                        continue
-                    sec, msec, serial, last = int(s), int(ms), int(ser), stok
-                if strip:
-                    body = body.partition("\x1d")[0].rstrip("\r")
-                rec = new(RawRecord, (rtype, sec, msec, serial, body))
-                if rtype == eoe_type:
-                    feed_run(out, run, rec, sec)
-                    run = []
-                elif rec in run:  # a duplicate: let the grouper count it
-                    feed_run(out, run, None, sec)
-                    run = [rec]
-                else:
-                    run.append(rec)
-                continue
-        if line.startswith(("type=", "node=")):
-            rec = _log_line(line)
-            if rec is not None:
-                if run:
-                    feed_run(out, run, None, sec)
-                    run = []
-                last = "\n"
-                feed_run(out, [rec], None, rec[1])
+    sec = msec = serial = -1  # the run's stamp; never a real one
+    for rec in _log_records(lines, strip):
+        if rec[3] != serial or rec[1] != sec or rec[2] != msec:
+            if run:
+                feed_run(out, run, None, sec)
+                run = []
+            _, sec, msec, serial, _ = rec
+        if rec[0] == eoe_type:
+            feed_run(out, run, rec, sec)
+            run = []
+        elif rec in run:  # a duplicate: let the grouper count it
+            feed_run(out, run, None, sec)
+            run = [rec]
+        else:
+            run.append(rec)
     if run:
         feed_run(out, run, None, sec)
 
 
 def feed_log_text(grouper: Grouper, text: str, out: list[Event]) -> None:
-    """Group auditd log text on record time, appending the events to ``out``:
-    :func:`iter_log_text` fused with :meth:`Grouper.feed_many` (the same events, counters and
-    order; ``now`` is each record's second).
-
-    Consecutive records with one stamp (how auditd writes an event) are collected into a run
-    and handed to :meth:`Grouper.feed_run` at their EOE, so the grouper's bookkeeping runs
-    once per event instead of once per record, and no generator sits between the two.
-    (Measured and dropped: ``itertools.groupby`` over ``map(str.split, ...)`` -- no faster,
-    the time goes into allocating the line parts and records, not the bytecode per line.)
-    """
+    """Group auditd log text on record time, appending the events to ``out``: the same events,
+    counters and order as ``grouper.feed_many(iter_log_text(text))``, a run of records per
+    event instead of one record at a time (see :func:`_feed_lines`)."""
     _feed_lines(grouper, text.split("\n"), out, "\r" in text or "\x1d" in text)
 
 

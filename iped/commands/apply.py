@@ -17,21 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from iped.config import ConfigError
     from iped.daemon import runtime
     from iped.daemon.client import print_json, render_record
     from iped.daemon.log import StderrReporter
-    from iped.daemon.settings import DEFAULT_CONFIG
 
-    try:
-        settings = runtime.load(Path(args.config) if args.config else DEFAULT_CONFIG)
-        rec = runtime.make_reconciler(settings, StderrReporter())
-    except ConfigError as e:
-        for p in e.problems:
-            print(f"iped: {p}", file=sys.stderr)
+    settings = runtime.load_for_command(args.config)
+    if settings is None:
         return 1
+    try:
+        rec = runtime.make_reconciler(settings, StderrReporter())
     except RuntimeError as e:
         print(f"iped: {e}", file=sys.stderr)
         return 1

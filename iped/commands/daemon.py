@@ -29,9 +29,7 @@ def _dev_banner(socket: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    from iped.config import ConfigError
     from iped.daemon import runtime
     from iped.daemon.control import DaemonUnreachableError, request
     from iped.daemon.log import make_reporter
@@ -40,17 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from iped.daemon.settings import DEFAULT_CONFIG, Settings
 
     reporter = make_reporter()
-    try:
-        if args.dev:
-            settings = runtime.dev_settings(Path(args.config) if args.config else None)
-        else:
-            settings = runtime.load(Path(args.config) if args.config else DEFAULT_CONFIG)
-    except ConfigError as e:
-        for p in e.problems:
-            print(f"iped: {p}", file=sys.stderr)
-        return 1
-    except FileNotFoundError as e:
-        print(f"iped: {e}", file=sys.stderr)
+    settings = runtime.load_for_command(args.config, dev=args.dev)
+    if settings is None:
         return 1
     sock = settings.daemon.control_socket
     try:

@@ -7,6 +7,7 @@ Shared by ``iped daemon``, ``iped apply --once``, ``iped plan`` (without a daemo
 from __future__ import annotations
 
 import dataclasses
+import sys
 import tempfile
 from pathlib import Path
 
@@ -27,6 +28,25 @@ def load(config: Path) -> Settings:
     from iped.config import load_settings
 
     return load_settings(config)
+
+
+def load_for_command(config: str | None, *, dev: bool = False) -> Settings | None:
+    """The settings of a command-line verb (``--config``, default /etc/iped/iped.toml; ``--dev``:
+    :func:`dev_settings`), or None after printing on stderr why they cannot be had: every
+    problem of an invalid configuration, each with its file:line."""
+    from iped.config import ConfigError
+    from iped.daemon.settings import DEFAULT_CONFIG
+
+    try:
+        if dev:
+            return dev_settings(Path(config) if config else None)
+        return load(Path(config) if config else DEFAULT_CONFIG)
+    except ConfigError as e:
+        for problem in e.problems:
+            print(f"iped: {problem}", file=sys.stderr)
+    except FileNotFoundError as e:
+        print(f"iped: {e}", file=sys.stderr)
+    return None
 
 
 def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Settings:
