@@ -115,6 +115,8 @@ def _from_file(path: str, printer: _Printer) -> int:
         # auditd logs take the bulk path (iped.audit.bulk); other formats feed the records
         for event in iter_file_events(path, grouper):
             printer.events([event])
+    except BrokenPipeError:
+        raise  # stdout's reader went away (| head): cli.main ends quietly
     except OSError as exc:
         die(f"{path}: {exc.strerror}")
     printer.events(grouper.flush())

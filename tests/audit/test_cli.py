@@ -66,3 +66,20 @@ def test_parse_since() -> None:
     assert parse_since("2023-11-14T22:13:20+00:00") == 1700000000.0
     with pytest.raises(ValueError):
         parse_since("soon")
+
+
+def test_audit_file_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """``iped audit --source LOG | head -1``: the reader going away is not an error about LOG."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "audit.log"
+    log.write_text(Path(LOG).read_text() * 200)
+    proc = subprocess.Popen([sys.executable, "-m", "iped", "audit", "--source", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    assert proc.stdout is not None and proc.stderr is not None
+    assert b" EXECUTE/" in proc.stdout.readline()
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 1
+    assert err == "", err
