@@ -8,11 +8,12 @@ set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 venv="$top/.venv"
 
-# Build deps of systemd-python, plus what the lab boots real IPE kernels with.
+# Build deps of systemd-python and the C scanner, what the lab boots real IPE kernels with, and
+# test tools (libauparse for the audit benchmark, systemd-journal-remote for real journal files).
 apt_packages=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
     openssl qemu-system-x86 ovmf busybox-static xz-utils cpio
-    cryptsetup-bin fsverity keyutils e2fsprogs python3-audit
+    cryptsetup-bin fsverity keyutils e2fsprogs python3-audit systemd-journal-remote
 )
 
 install_apt() {
