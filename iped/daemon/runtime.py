@@ -18,6 +18,9 @@ from iped.daemon.reconcile import Reconciler
 from iped.daemon.settings import BackendKind, Settings, dev_runtime_dir, dev_socket_path
 from iped.daemon.store import Store
 
+#: the example policy ``--dev`` declares active when the checkout's config declares none
+DEV_ACTIVE = "allow_all"
+
 
 def checkout_etc() -> Path:
     """The example configuration shipped in the source checkout (``etc/``)."""
@@ -52,6 +55,9 @@ def load_for_command(config: str | None, *, dev: bool = False) -> Settings | Non
 def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Settings:
     """``--dev``: the checkout's example config and policies, emulator backend, throw-away state.
 
+    With the checkout's own iped.toml, which leaves ``active`` unset as a fresh install should,
+    the example policy :data:`DEV_ACTIVE` is declared active.
+
     State and the dev signing key go to a fresh temp dir; the control socket to the well-known
     :func:`dev_socket_path` so ``iped status`` finds it without arguments.
     Raises ConfigError (invalid example config) or FileNotFoundError (not a checkout).
@@ -71,7 +77,8 @@ def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Set
     if config == etc / "iped.toml":
         policies_dir = etc / "policies.d"
     return Settings(
-        policies=dataclasses.replace(base.policies, dir=policies_dir, signing_key=key, signing_cert=cert,
+        policies=dataclasses.replace(base.policies, dir=policies_dir, active=_dev_active(config, base.policies.active),
+                                     signing_key=key, signing_cert=cert,
                                      trust_anchors=tuple(p for p in base.policies.trust_anchors if p.exists())),
         daemon=dataclasses.replace(base.daemon, backend=BackendKind.EMULATOR, state_dir=work / "state",
                                    control_socket=dev_socket_path(), control_group=None),
@@ -81,6 +88,12 @@ def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Set
     )
 
 
+def _dev_active(config: Path, declared: str | None) -> str | None:
+    """The checkout's config declares no active policy (a fresh install changes nothing); the
+    demo activates the example one."""
+    return declared or (DEV_ACTIVE if config == checkout_etc() / "iped.toml" else None)
+
+
 def dev_reloader(settings: Settings) -> Settings:
     """Re-read the dev config on reload, keeping the dev overrides."""
     assert settings.path is not None
@@ -88,6 +101,7 @@ def dev_reloader(settings: Settings) -> Settings:
     return dataclasses.replace(
         settings,
         policies=dataclasses.replace(fresh.policies, dir=settings.policies.dir,
+                                     active=_dev_active(settings.path, fresh.policies.active),
                                      signing_key=settings.policies.signing_key,
                                      signing_cert=settings.policies.signing_cert,
                                      trust_anchors=settings.policies.trust_anchors),

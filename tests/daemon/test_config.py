@@ -82,7 +82,8 @@ def test_key_lines_scan() -> None:
 
 def test_example_config_is_valid() -> None:
     s = load_settings(Path(__file__).resolve().parents[2] / "etc" / "iped.toml")
-    assert s.policies.active == "allow_all"
+    # shipped as /etc/iped/iped.toml: declares no active policy, so a fresh install changes nothing
+    assert s.policies.active is None
     assert s.daemon.control_socket == Path("/run/iped/control.sock")
 
 
@@ -94,3 +95,24 @@ def test_core_modules_do_not_import_pydantic() -> None:
             "print('pydantic' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_shipped_config_on_a_fresh_install_changes_nothing(tmp_path: Path) -> None:
+    """/etc/iped/iped.toml as packaged, with the empty /etc/iped/policies.d the package makes:
+    a reconcile has nothing to do (exit 9), where a declared-but-missing active policy would be
+    rejected and a Type=notify service would never become ready."""
+    import subprocess
+    import sys
+
+    shipped = (Path(__file__).resolve().parents[2] / "etc" / "iped.toml").read_text()
+    (tmp_path / "policies.d").mkdir()
+    config = tmp_path / "iped.toml"
+    config.write_text(
+        shipped.replace('"/etc/iped/policies.d"', '"policies.d"')
+        .replace('backend = "auto"', 'backend = "emulator"')
+        .replace('"/var/lib/iped"', '"state"')
+        .replace('"/run/iped/control.sock"', f'"{tmp_path / "control.sock"}"')
+    )
+    r = subprocess.run([sys.executable, "-m", "iped", "apply", "--once", "--config", str(config)],
+                       capture_output=True, text=True, check=False)  # fmt: skip
+    assert r.returncode == 9, r.stdout + r.stderr
