@@ -134,7 +134,6 @@ def scan_block_py(text: str) -> list[str | ScannedEvent]:
     new = _new
     items: list[str | ScannedEvent] = []
     strip = "\x1d" in text
-    # findall builds one tuple per match: no collections while it runs (nothing is cyclic)
     for stamp, s, ms, ser, a_text, s_text, middle, p_text, e_text, line in _BLOCK_RE.findall(text):
         if not stamp:
             items.append(line)
