@@ -86,20 +86,26 @@ def _log_records(lines: Iterable[str], strip: bool) -> Iterator[RawRecord]:
 
 
 def _read_log_blocks(fh: BinaryIO, size: int = _CHUNK) -> Iterator[str]:
-    """Decoded blocks of whole lines (the last one may lack its newline)."""
-    rest = b""
+    """Decoded blocks of whole lines (the last one may lack its newline).
+
+    A line longer than a chunk is collected in a list and joined once (``bytes +=`` per chunk
+    copied quadratically: 11 s for a 60 MB line without newline).
+    """
+    rest: list[bytes] = []
     while True:
         chunk = fh.read(size)
         if not chunk:
             break
         cut = chunk.rfind(b"\n") + 1
         if not cut:
-            rest += chunk
+            rest.append(chunk)
             continue
-        block, rest = rest + chunk[:cut], chunk[cut:]
+        rest.append(chunk[:cut])
+        block = b"".join(rest)
+        rest = [chunk[cut:]]
         yield block.decode("utf-8", "backslashreplace")
-    if rest:
-        yield rest.decode("utf-8", "backslashreplace")
+    if any(rest):
+        yield b"".join(rest).decode("utf-8", "backslashreplace")
 
 
 def _feed_lines(grouper: Grouper, lines: list[str], out: list[Event], strip: bool) -> None:
