@@ -153,7 +153,6 @@ _object_setattr = object.__setattr__
 #: an event in flight: (first_seen, records); first_seen is the ``now`` of its first record
 _Inflight = tuple[float, list[RawRecord]]
 _Key = tuple[int, int, int]
-_INF = float("inf")
 
 
 class Grouper:
