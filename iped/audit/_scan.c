@@ -297,8 +297,8 @@ static int match_event(const char *p, const char *end, event_match *m)
 
 /* ---- typed records (records._ACCESS_RE, records._SYSCALL_RE, parse_proctitle) ---- */
 
-/* "KEY=" at *c, its value up to the next space or the end ([^ ]*); *c moves past the value */
-/* always inlined: with the key's length a constant, the compiler compares it in place */
+/* "KEY=" at *c, its value up to the next space or the end ([^ ]*); *c moves past the value.
+ * Always inlined: with the key's length a constant, the compiler compares the key in place. */
 static inline __attribute__((always_inline)) int field_n(const char **c, const char *e, const char *key, size_t n,
                                                          span *value)
 {
