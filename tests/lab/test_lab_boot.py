@@ -27,14 +27,14 @@ def _facts(run: GuestResult) -> dict[str, Any]:
         pytest.fail(f"guest left no usable facts.json ({exc})\n{run.tail()}", pytrace=False)
 
 
-def _guest_case(run: GuestResult, name: str) -> None:
-    """Fail unless the guest test ``name`` passed, quoting its failure and the guest logs."""
+def _guest_case(run: GuestResult, name: str, module: str = GUEST_MODULE) -> None:
+    """Fail unless the guest test ``module::name`` passed, quoting its failure and the guest logs."""
     try:
         cases = run.output.junit()
     except (OSError, ValueError) as exc:
         pytest.fail(f"no guest junit results ({exc})\n{run.output.log('guest-pytest.log')}\n{run.tail()}",
                     pytrace=False)
-    case = cases.get(f"{GUEST_MODULE}::{name}")
+    case = cases.get(f"{module}::{name}")
     if case is None:
         pytest.fail(f"guest test {name} did not run; guest ran: {sorted(cases)}\n{run.tail()}", pytrace=False)
     if case.outcome != "passed":
@@ -83,6 +83,14 @@ def test_policy_signed_by_untrusted_signer_is_rejected_with_enokey(
     lab_guest_run: LabGuestRun, series: str
 ) -> None:
     _guest_case(lab_guest_run(series), "test_untrusted_signer_policy_rejected")
+
+
+def test_journald_source_reads_the_kernels_records(lab_guest_run: LabGuestRun, series: str) -> None:
+    """systemd-journald in the guest stores the real kernel's IPE records; iped reads a denial
+    from the journal with its rule and policy line and resumes from its cursor
+    (tests/lab_guest/test_journal_kernel.py). Must pass, not merely not fail."""
+    _guest_case(lab_guest_run(series), "test_denial_from_the_journal_with_rule_line_and_cursor",
+                "tests.lab_guest.test_journal_kernel")
 
 
 def test_every_guest_test_passed(lab_guest_run: LabGuestRun, series: str) -> None:

@@ -105,6 +105,13 @@ def _active_version() -> tuple[int, int, int]:
     return (0, 0, 0)
 
 
+def version_above_active() -> str:
+    """A version the kernel will activate: above the active policy's (it refuses older ones,
+    and earlier tests of the same boot activated their own)."""
+    major, minor, _ = _active_version()
+    return f"{major + 1}.0.0" if minor == 65535 else f"{major}.{minor + 1}.0"
+
+
 def _kernel_runs(path: Path) -> bool:
     """execve() the file: True if the kernel let it run, False if IPE refused it (EACCES).
 
@@ -126,10 +133,8 @@ def activate() -> Activate:
     """Load and activate a policy above whatever this boot has active; returns (name, blob)."""
 
     def _activate(rules: str) -> tuple[str, bytes]:
-        major, minor, _ = _active_version()
-        version = f"{major + 1}.0.0" if minor == 65535 else f"{major}.{minor + 1}.0"
         name = f"iped_discovery_{next(_policies)}"
-        text = f"policy_name={name} policy_version={version}\nDEFAULT action=ALLOW\n{rules}".encode()
+        text = f"policy_name={name} policy_version={version_above_active()}\nDEFAULT action=ALLOW\n{rules}".encode()
         blob = sign_policy(text, keys.RSA_SIGNER.key.read_bytes(), keys.RSA_SIGNER.cert.read_bytes())
         (IPE / "new_policy").write_bytes(blob)
         (IPE / "policies" / name / "active").write_bytes(b"1")
