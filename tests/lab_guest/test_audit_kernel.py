@@ -43,6 +43,17 @@ def _sign(text: bytes) -> bytes:
     return sign_policy(text, (KEYS / "rsa-signer.key").read_bytes(), (KEYS / "rsa-signer.crt").read_bytes())
 
 
+def deny_initramfs_policy(name: str, version: str) -> bytes:
+    """DEFAULT allow (so the test's own Python keeps running), deny only what runs from the
+    initramfs; the DENY rule is on line 4."""
+    return (
+        f"policy_name={name} policy_version={version}\n"
+        "DEFAULT action=ALLOW\n"
+        "# deny only what runs from the initramfs\n"
+        "op=EXECUTE boot_verified=TRUE action=DENY\n"
+    ).encode()
+
+
 _activations = itertools.count(1)
 
 
@@ -51,12 +62,7 @@ def follower() -> Iterator[tuple[subprocess.Popen[str], Path]]:
     # Each activation needs a fresh name and a version above every earlier one in this boot.
     n = next(_activations)
     name = f"iped_audit_{os.getpid()}_{n}"
-    text = (
-        f"policy_name={name} policy_version=65000.{n}.0\n"
-        "DEFAULT action=ALLOW\n"
-        "# deny only what runs from the initramfs\n"
-        "op=EXECUTE boot_verified=TRUE action=DENY\n"
-    ).encode()
+    text = deny_initramfs_policy(name, f"65000.{n}.0")
     policy_file = Path(GUEST_TMP) / f"{name}.pol"
     policy_file.write_bytes(text)
     proc = subprocess.Popen(

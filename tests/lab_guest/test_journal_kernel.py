@@ -24,10 +24,10 @@ import pytest
 
 from iped.lab import GUEST_BUSYBOX, GUEST_TMP
 
+from .test_audit_kernel import _sign, deny_initramfs_policy
 from .test_discovery_kernel import version_above_active
 
 IPE = Path("/sys/kernel/security/ipe")
-KEYS = Path(__file__).resolve().parents[1] / "lab" / "keys"
 JOURNALD = Path("/lib/systemd/systemd-journald")
 RUNTIME_JOURNAL = Path("/run/log/journal")
 
@@ -60,19 +60,11 @@ def journald() -> Iterator[None]:
 
 def _activate_deny_busybox() -> Path:
     """A policy denying only what runs from the initramfs, active at a version above the rest."""
-    from iped.pkcs7 import sign_policy
-
     name = f"iped_journal_{os.getpid()}"
-    text = (
-        f"policy_name={name} policy_version={version_above_active()}\n"
-        "DEFAULT action=ALLOW\n"
-        "# deny only what runs from the initramfs\n"
-        "op=EXECUTE boot_verified=TRUE action=DENY\n"
-    ).encode()
+    text = deny_initramfs_policy(name, version_above_active())
     policy_file = Path(GUEST_TMP) / f"{name}.pol"
     policy_file.write_bytes(text)
-    blob = sign_policy(text, (KEYS / "rsa-signer.key").read_bytes(), (KEYS / "rsa-signer.crt").read_bytes())
-    (IPE / "new_policy").write_bytes(blob)
+    (IPE / "new_policy").write_bytes(_sign(text))
     (IPE / "policies" / name / "active").write_bytes(b"1")
     return policy_file
 
