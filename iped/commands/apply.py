@@ -17,7 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from iped.daemon import runtime
     from iped.daemon.client import print_json, render_record
     from iped.daemon.log import StderrReporter

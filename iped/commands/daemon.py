@@ -29,7 +29,6 @@ def _dev_banner(socket: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-
     from iped.daemon import runtime
     from iped.daemon.control import DaemonUnreachableError, request
     from iped.daemon.log import make_reporter
