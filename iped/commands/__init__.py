@@ -31,6 +31,16 @@ class ExitCode(enum.IntEnum):
     INTERRUPTED = 130  # SIGINT
 
 
+#: what a reconcile's outcome means as the exit code of ``reload``, ``apply --once``,
+#: ``rollback`` (``dry-run``) and ``plan`` (``would-apply``): the README's exit-code table
+OUTCOME_EXIT = {"applied": 0, "would-apply": 0, "dry-run": 0, "rejected": 1, "failed": 4, "unchanged": 9}
+
+
+def outcome_exit(outcome: object) -> int:
+    """The exit code of a reconcile's ``outcome``; anything unknown is a failure (1)."""
+    return OUTCOME_EXIT.get(str(outcome), ExitCode.FAILED)
+
+
 class CliError(Exception):
     """A user-facing failure: printed as one line ``iped: error: MESSAGE[ (hint: HINT)]``."""
 

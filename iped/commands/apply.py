@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from iped.commands import outcome_exit
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", required=True, help="reconcile once and exit")
@@ -34,4 +36,4 @@ def run(args: argparse.Namespace) -> int:
         print_json(record)
     else:
         print(render_record(record))
-    return {"applied": 0, "rejected": 1, "failed": 4, "unchanged": 9}.get(str(record["outcome"]), 1)
+    return outcome_exit(record["outcome"])

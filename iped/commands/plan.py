@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from iped.commands import outcome_exit
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from iped.daemon.client import add_socket_arguments
@@ -61,4 +63,4 @@ def run(args: argparse.Namespace) -> int:
             print(f"  - {s['description']}")
         for problem in errors:
             print(f"  rejected: {problem['message']}")
-    return {"would-apply": 0, "rejected": 1, "unchanged": 9}.get(str(result["outcome"]), 1)
+    return outcome_exit(result["outcome"])

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 
+from iped.commands import outcome_exit
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from iped.daemon.client import add_socket_arguments
 
     add_socket_arguments(parser)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the daemon")
-
-
-OUTCOME_EXIT = {"applied": 0, "rejected": 1, "failed": 4, "unchanged": 9}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,4 +35,4 @@ def run(args: argparse.Namespace) -> int:
         print_json(rec)
     else:
         print(render_record(rec))
-    return OUTCOME_EXIT.get(str(rec.get("outcome")), 1)
+    return outcome_exit(rec.get("outcome"))

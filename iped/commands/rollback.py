@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from iped.commands import outcome_exit
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from iped.daemon.client import add_socket_arguments
@@ -60,5 +62,4 @@ def run(args: argparse.Namespace) -> int:
               f"sha256:{res['content_digest'][:16]}, written to {res['target']}")
         if res["record"].get("outcome") != "dry-run":
             print(render_record(res["record"]))
-    return {"applied": 0, "rejected": 1, "failed": 4, "unchanged": 9, "dry-run": 0}.get(
-        str(res["record"].get("outcome")), 1)
+    return outcome_exit(res["record"].get("outcome"))
