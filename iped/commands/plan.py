@@ -10,6 +10,10 @@ import argparse
 
 from iped.commands import outcome_exit
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from iped.daemon.settings import Settings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from iped.daemon.client import add_socket_arguments
@@ -18,14 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-daemon", action="store_true", help="compute against the backend even if a daemon runs")
 
 
-def _local(args: argparse.Namespace) -> dict[str, object]:
-    from pathlib import Path
-
+def _local(settings: Settings) -> dict[str, object]:
     from iped.daemon import runtime
     from iped.daemon.log import NullReporter
-    from iped.daemon.settings import DEFAULT_CONFIG
 
-    settings = runtime.load(Path(args.config) if args.config else DEFAULT_CONFIG)
     rec = runtime.make_reconciler(settings, NullReporter())
     _, _, plan = rec.compute()
     return {"backend": rec.backend.kind, "backend_reason": rec.backend.reason, "daemon": False,
@@ -45,11 +45,14 @@ def run(args: argparse.Namespace) -> int:
         except DaemonUnreachableError:
             pass
     if result is None:
-        from iped.config import ConfigError
+        from iped.daemon import runtime
 
+        settings = runtime.load_for_command(args.config)
+        if settings is None:
+            return 1
         try:
-            result = _local(args)
-        except (ConfigError, RuntimeError) as e:
+            result = _local(settings)
+        except RuntimeError as e:
             err(str(e))
             return 1
     if args.json:

@@ -28,19 +28,17 @@ def run(args: argparse.Namespace) -> int:
     except DaemonUnreachableError:
         reply = None
     if reply is None:
-        from pathlib import Path
-
-        from iped.config import ConfigError
         from iped.daemon import runtime
         from iped.daemon.log import StderrReporter
         from iped.daemon.rollback import RollbackError, prepare, write
-        from iped.daemon.settings import DEFAULT_CONFIG
 
+        settings = runtime.load_for_command(args.config)
+        if settings is None:
+            return 1
         try:
-            rec = runtime.make_reconciler(runtime.load(Path(args.config) if args.config else DEFAULT_CONFIG),
-                                          StderrReporter())
+            rec = runtime.make_reconciler(settings, StderrReporter())
             plan = prepare(rec)
-        except (ConfigError, RuntimeError, RollbackError) as e:
+        except (RuntimeError, RollbackError) as e:
             err(str(e))
             return 1
         if not args.dry_run:
