@@ -23,7 +23,6 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from iped.lab import cache_dir
@@ -92,16 +91,12 @@ ENROLLED: tuple[Signer, ...] = tuple(s for s in ALL_SIGNERS if s.enrolled)
 def sign_policy(text: bytes, signer: Signer) -> bytes:
     """``text`` wrapped in an attached PKCS#7 SignedData (DER), as ``new_policy`` wants it.
 
-    No authenticated attributes and binary mode: the same container as
-    ``openssl smime -sign -noattr -nodetach -binary -outform der``, which is what the kernel
-    documentation uses.
+    :func:`iped.pkcs7.sign_policy` (SHA-256, no authenticated attributes, binary: the container
+    of ``openssl smime -sign -noattr -nodetach -binary -outform der``) with the signer's files.
     """
-    return (
-        pkcs7.PKCS7SignatureBuilder()
-        .set_data(text)
-        .add_signer(signer.certificate(), signer.private_key(), hashes.SHA256())
-        .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.NoAttributes, pkcs7.PKCS7Options.Binary])
-    )
+    from iped import pkcs7
+
+    return pkcs7.sign_policy(text, signer.key.read_bytes(), signer.cert.read_bytes())
 
 
 def generate(directory: Path) -> None:

@@ -24,10 +24,9 @@ from typing import Any
 
 import pytest
 
-from iped.lab import GUEST_BUSYBOX, GUEST_TMP
+from iped.lab import GUEST_BUSYBOX, GUEST_TMP, keys
 
 IPE = Path("/sys/kernel/security/ipe")
-KEYS = Path(__file__).resolve().parents[1] / "lab" / "keys"
 
 pytestmark = pytest.mark.skipif(not IPE.is_dir() or os.geteuid() != 0, reason="needs root on an IPE kernel")
 
@@ -38,9 +37,7 @@ def _kernel() -> tuple[int, int]:
 
 
 def _sign(text: bytes) -> bytes:
-    from iped.pkcs7 import sign_policy
-
-    return sign_policy(text, (KEYS / "rsa-signer.key").read_bytes(), (KEYS / "rsa-signer.crt").read_bytes())
+    return keys.sign_policy(text, keys.RSA_SIGNER)
 
 
 def deny_initramfs_policy(name: str, version: str) -> bytes:

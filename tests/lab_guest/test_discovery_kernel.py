@@ -24,7 +24,6 @@ import pytest
 
 from iped.emulator import Emulator, FileInfo
 from iped.lab import GUEST_BUSYBOX, GUEST_INITRAMFS, GUEST_TMP, keys
-from iped.pkcs7 import sign_policy
 
 IPE = Path("/sys/kernel/security/ipe")
 CORPUS = Path(GUEST_TMP) / "iped-corpus"
@@ -135,7 +134,7 @@ def activate() -> Activate:
     def _activate(rules: str) -> tuple[str, bytes]:
         name = f"iped_discovery_{next(_policies)}"
         text = f"policy_name={name} policy_version={version_above_active()}\nDEFAULT action=ALLOW\n{rules}".encode()
-        blob = sign_policy(text, keys.RSA_SIGNER.key.read_bytes(), keys.RSA_SIGNER.cert.read_bytes())
+        blob = keys.sign_policy(text, keys.RSA_SIGNER)
         (IPE / "new_policy").write_bytes(blob)
         (IPE / "policies" / name / "active").write_bytes(b"1")
         return name, blob
