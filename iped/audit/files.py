@@ -140,19 +140,12 @@ def _feed_lines(grouper: Grouper, lines: list[str], out: list[Event], strip: boo
         feed_run(out, run, None, sec)
 
 
-def feed_log_text(grouper: Grouper, text: str, out: list[Event]) -> None:
-    """Group auditd log text on record time, appending the events to ``out``: the same events,
-    counters and order as ``grouper.feed_many(iter_log_text(text))``, a run of records per
-    event instead of one record at a time (see :func:`_feed_lines`)."""
-    _feed_lines(grouper, text.split("\n"), out, "\r" in text or "\x1d" in text)
-
-
 def iter_file_events(path: str | Path, grouper: Grouper) -> Iterator[Event]:
     """Events of a file of any supported format, grouped by ``grouper`` on record time.
 
     The same events as ``grouper.feed_many(iter_file(path))``; auditd logs take the bulk
     path (:mod:`iped.audit.bulk`: IPE access events found whole by the block scanner, every
-    other line through the fused line path of :func:`feed_log_text`), handed out through
+    other line through the fused line path of :func:`_feed_lines`), handed out through
     ``itertools.chain`` so that no Python frame runs per event between the bulk path's lists
     and the consumer. The file is opened (and its format detected) by this call. Call
     ``grouper.flush()`` at the end for the events still in flight.
