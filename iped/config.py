@@ -1,66 +1,70 @@
 """iped.toml -> Settings: strict pydantic v2 validation at the edge, frozen dataclasses inside.
 
-Only this module imports pydantic. Errors are rendered ``FILE:LINE: key.path: problem``; tomllib
-keeps no positions, so :func:`key_lines` does a cheap scan of the source to map a pydantic ``loc``
-back to the line that set the key (or the section header, or line 1).
+Only this module imports pydantic. The keys are declared once, as the dataclasses of
+:mod:`iped.daemon.settings`; the pydantic models here are derived from them (:func:`model_for`),
+and a validated model is frozen back into them (:func:`to_settings`), relative paths resolved
+against the file's directory. Errors are rendered ``FILE:LINE: key.path: problem``; tomllib keeps
+no positions, so :func:`key_lines` does a cheap scan of the source to map a pydantic ``loc`` back
+to the line that set the key (or the section header, or line 1).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import tomllib
+import types
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
 
-from iped.daemon.settings import (
-    AuditSettings,
-    AuditSource,
-    BackendKind,
-    DaemonSettings,
-    PolicySettings,
-    Settings,
-)
+from iped.daemon.settings import Settings
 
 FlexPath = Annotated[Path, Strict(False)]
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+def _model_type(tp: Any) -> Any:
+    """The pydantic type that validates a settings field's TOML value."""
+    if tp is Path:
+        return FlexPath
+    if isinstance(tp, type) and issubclass(tp, StrEnum):
+        return Literal[tuple(m.value for m in tp)]
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is tuple:
+        return list[_model_type(args[0])]  # type: ignore[misc]
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_model_type(a) for a in args)]  # noqa: UP007 (built at run time)
+    return tp
 
 
-class PoliciesModel(_Model):
-    dir: FlexPath = Path("/etc/iped/policies.d")
-    active: str | None = Field(default=None, min_length=1)
-    enforce: bool = True
-    success_audit: bool = False
-    trust_anchors: list[FlexPath] = []
-    signing_key: FlexPath | None = None
-    signing_cert: FlexPath | None = None
-    protect: list[str] = []
+def _model_default(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return list(value)
+    return value.value if isinstance(value, StrEnum) else value
 
 
-class DaemonModel(_Model):
-    backend: Literal["auto", "kernel", "emulator"] = "auto"
-    state_dir: FlexPath = Path("/var/lib/iped")
-    control_socket: FlexPath = Path("/run/iped/control.sock")
-    control_group: str | None = "iped"
-    history: int = Field(default=20, ge=1, le=10000)
-    debounce_ms: int = Field(default=200, ge=0, le=60000)
+def model_for(cls: type) -> type[BaseModel]:
+    """The strict pydantic model of one settings dataclass (a ``[section]`` of iped.toml)."""
+    hints = get_type_hints(cls)
+    fields: dict[str, Any] = {
+        f.name: (_model_type(hints[f.name]), Field(default=_model_default(f.default), **f.metadata))
+        for f in dataclasses.fields(cls)
+    }
+    return create_model(f"{cls.__name__}Model", __config__=_STRICT, **fields)
 
 
-class AuditModel(_Model):
-    source: Literal["auto", "netlink", "journal", "none"] = "auto"
-    receive_buffer: int = Field(default=1 << 20, ge=4096)
-    prometheus_textfile: FlexPath | None = None
-
-
-class ConfigModel(_Model):
-    policies: PoliciesModel = PoliciesModel()
-    daemon: DaemonModel = DaemonModel()
-    audit: AuditModel = AuditModel()
+#: section name -> its settings dataclass (the fields of Settings whose type is a dataclass)
+SECTIONS: dict[str, type] = {
+    name: tp for name, tp in get_type_hints(Settings).items() if dataclasses.is_dataclass(tp)
+}
+ConfigModel: type[BaseModel] = create_model(
+    "ConfigModel", __config__=_STRICT,
+    **{name: (model, model()) for name, model in ((n, model_for(c)) for n, c in SECTIONS.items())},  # type: ignore[call-overload]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,36 +151,32 @@ def _rel(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def to_settings(model: ConfigModel, path: Path) -> Settings:
+def _freeze(value: Any, tp: Any, base: Path) -> Any:
+    """A validated model value as the settings field's type (lists -> tuples, str -> enum,
+    relative paths -> relative to the config file's directory)."""
+    if value is None:
+        return None
+    if tp is Path:
+        return _rel(base, value)
+    if isinstance(tp, type) and issubclass(tp, StrEnum):
+        return tp(value)
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is tuple:
+        return tuple(_freeze(v, args[0], base) for v in value)
+    if origin in (Union, types.UnionType):
+        return _freeze(value, next(a for a in args if a is not type(None)), base)
+    return value
+
+
+def to_settings(model: BaseModel, path: Path) -> Settings:
     """Freeze a validated model into the Settings dataclasses the core uses."""
-    base = path.parent
-    p, d, a = model.policies, model.daemon, model.audit
-    return Settings(
-        policies=PolicySettings(
-            dir=_rel(base, p.dir),
-            active=p.active,
-            enforce=p.enforce,
-            success_audit=p.success_audit,
-            trust_anchors=tuple(_rel(base, x) for x in p.trust_anchors),
-            signing_key=_rel(base, p.signing_key) if p.signing_key else None,
-            signing_cert=_rel(base, p.signing_cert) if p.signing_cert else None,
-            protect=tuple(p.protect),
-        ),
-        daemon=DaemonSettings(
-            backend=BackendKind(d.backend),
-            state_dir=_rel(base, d.state_dir),
-            control_socket=_rel(base, d.control_socket),
-            control_group=d.control_group,
-            history=d.history,
-            debounce_ms=d.debounce_ms,
-        ),
-        audit=AuditSettings(
-            source=AuditSource(a.source),
-            receive_buffer=a.receive_buffer,
-            prometheus_textfile=_rel(base, a.prometheus_textfile) if a.prometheus_textfile else None,
-        ),
-        path=path,
-    )
+    sections = {}
+    for name, cls in SECTIONS.items():
+        section = getattr(model, name)
+        hints = get_type_hints(cls)
+        sections[name] = cls(**{f.name: _freeze(getattr(section, f.name), hints[f.name], path.parent)
+                                for f in dataclasses.fields(cls)})
+    return Settings(**sections, path=path)
 
 
 def load_settings(path: Path) -> Settings:

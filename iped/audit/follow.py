@@ -1,6 +1,6 @@
 """The audit follower the daemon registers in its selector, and source selection.
 
-``make_follower(settings, backend)`` returns an object with ``fileno()``, ``on_readable()``,
+``make_follower(settings.audit, backend, state_dir=...)`` returns an object with ``fileno()``, ``on_readable()``,
 ``on_timeout(now)``, ``timeout()`` and ``counters()``. The daemon calls ``on_readable()`` when
 the fd is readable and ``on_timeout(now)`` (``now`` = ``time.monotonic()``) when its select
 timed out; both return the completed IPE events. The follower owns no loop and no thread.
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from iped.audit.counters import AuditCounters, write_textfile
-from iped.audit.explain import PolicyIndex
 from iped.audit.group import Event, Grouper
 from iped.audit.records import RawRecord, RecordError, parse_stamped
+from iped.daemon.settings import AuditSettings, AuditSource
 
 #: How often an fd-less source (the emulator) is polled, and the metrics file rewritten.
 POLL_INTERVAL = 0.5
@@ -44,10 +44,10 @@ class _Netlink:
     name = "netlink"
     track_gaps = True
 
-    def __init__(self, counters: AuditCounters) -> None:
+    def __init__(self, counters: AuditCounters, receive_buffer: int | None = None) -> None:
         from iped.audit.netlink import NetlinkSource
 
-        self._src = NetlinkSource()
+        self._src = NetlinkSource() if receive_buffer is None else NetlinkSource(receive_buffer)
         self._counters = counters
 
     def fileno(self) -> int:
@@ -124,8 +124,11 @@ def open_source(
     state_dir: Path | None = None,
     since: float | None = None,
     backend: Any = None,
+    receive_buffer: int | None = None,
 ) -> tuple[Source, str]:
     """Open a live source by name (``auto``, ``netlink``, ``journal``, ``emulator``).
+
+    ``receive_buffer``: the netlink socket's buffer in bytes (default: NetlinkSource's).
 
     Returns the source and a sentence saying which one was picked and why.
     Raises PermissionError (netlink without CAP_AUDIT_READ), ImportError (no systemd-python).
@@ -133,27 +136,26 @@ def open_source(
     if kind == "emulator" or (kind == "auto" and hasattr(backend, "drain_audit")):
         return EmulatorSource(backend.drain_audit), "emulator: the emulator's own audit stream"
     if kind == "netlink":
-        return _Netlink(counters), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
+        return _Netlink(counters, receive_buffer), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
     if kind == "journal":
         return _Journal(state_dir, since), "journal: systemd journal, _TRANSPORT=audit"
     if kind != "auto":
         raise ValueError(f"unknown audit source {kind!r}")
     try:
-        return _Netlink(counters), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
+        return _Netlink(counters, receive_buffer), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
     except OSError as exc:
         why = os.strerror(exc.errno) if exc.errno else str(exc)
         return _Journal(state_dir, since), f"journal: netlink bind failed ({why}; needs CAP_AUDIT_READ)"
 
 
 class Follower:
-    """Source + grouper + counters (+ optional policy index for explanations)."""
+    """Source + grouper + counters."""
 
     def __init__(
         self,
         source: Source,
         *,
         description: str = "",
-        index: PolicyIndex | None = None,
         textfile: Path | None = None,
         group_timeout: float = 2.0,
         counters: AuditCounters | None = None,
@@ -161,7 +163,6 @@ class Follower:
     ) -> None:
         self.source = source
         self.description = description or source.name
-        self.index = index
         self.textfile = textfile
         self._clock = clock
         self._counters = counters or AuditCounters()
@@ -222,41 +223,17 @@ class Follower:
         self.source.close()
 
 
-def _setting(settings: Any, *names: str, default: Any = None) -> Any:
-    for name in names:
-        value = getattr(settings, name, None)
-        if value is not None:
-            return value
-    return default
+def make_follower(settings: AuditSettings, backend: Any = None, *, state_dir: Path | None = None,
+                  group_timeout: float = 2.0) -> Follower | None:
+    """Build the daemon's follower from its ``[audit]`` settings; None when auditing is off.
 
-
-def make_follower(settings: Any, backend: Any = None) -> Follower | None:
-    """Build the daemon's follower from its settings; None when auditing is switched off.
-
-    Settings read (all optional): ``audit_source`` (auto|netlink|journal|emulator|off),
-    ``state_dir`` (journal cursor), ``audit_metrics_path`` (Prometheus textfile),
-    ``policy_file`` (source of the active policy for explanations),
-    ``audit_group_timeout`` (seconds, default 2).
+    ``state_dir`` keeps the journal cursor; ``backend`` with ``drain_audit`` (the emulator) is
+    the record stream under ``auto``.
     """
-    kind = str(_setting(settings, "audit_source", default="auto"))
-    if kind == "off":
+    if settings.source == AuditSource.NONE:
         return None
     counters = AuditCounters()
-    state_dir = _setting(settings, "state_dir")
-    source, why = open_source(kind, counters, state_dir=Path(state_dir) if state_dir else None, backend=backend)
-    index = None
-    policy_file = _setting(settings, "policy_file", "audit_policy_file")
-    if policy_file:
-        from iped.emulator.policy_parser import PolicyError
-
-        with contextlib.suppress(OSError, PolicyError):
-            index = PolicyIndex.from_file(policy_file)
-    textfile = _setting(settings, "audit_metrics_path", "metrics_textfile")
-    return Follower(
-        source,
-        description=why,
-        index=index,
-        textfile=Path(textfile) if textfile else None,
-        group_timeout=float(_setting(settings, "audit_group_timeout", default=2.0)),
-        counters=counters,
-    )
+    source, why = open_source(str(settings.source), counters, state_dir=state_dir, backend=backend,
+                              receive_buffer=settings.receive_buffer)
+    return Follower(source, description=why, textfile=settings.prometheus_textfile,
+                    group_timeout=group_timeout, counters=counters)

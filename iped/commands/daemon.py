@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,11 +31,12 @@ def _dev_banner(socket: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from iped.daemon import runtime
+    from iped.daemon.client import DEFAULT_CONFIG
     from iped.daemon.control import DaemonUnreachableError, request
     from iped.daemon.log import make_reporter
     from iped.daemon.loop import Daemon
     from iped.daemon.notify import Notifier
-    from iped.daemon.settings import DEFAULT_CONFIG, Settings
+    from iped.daemon.settings import Settings
 
     reporter = make_reporter()
     settings = runtime.load_for_command(args.config, dev=args.dev)
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         print(_dev_banner(str(sock)), file=sys.stderr, flush=True)
 
     def reloader() -> Settings:
-        return runtime.dev_reloader(settings) if settings.dev else runtime.load(settings.path or DEFAULT_CONFIG)
+        return runtime.dev_reloader(settings) if settings.dev else runtime.load(settings.path or Path(DEFAULT_CONFIG))
 
     daemon = Daemon(rec, Notifier(), reporter, reloader)
     return daemon.run()

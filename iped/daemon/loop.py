@@ -39,23 +39,6 @@ class Follower(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class FollowerSettings:
-    """The flat settings iped.audit.follow.make_follower reads (from [audit] and [daemon])."""
-
-    audit_source: str
-    state_dir: Path
-    audit_metrics_path: Path | None
-    audit_receive_buffer: int
-    policy_file: Path | None = None
-
-
-def follower_settings(settings: Settings) -> FollowerSettings:
-    src = str(settings.audit.source)
-    return FollowerSettings("off" if src == "none" else src, settings.daemon.state_dir,
-                            settings.audit.prometheus_textfile, settings.audit.receive_buffer)
-
-
-@dataclass(frozen=True, slots=True)
 class Source:
     """What a selector key stands for."""
 
@@ -85,7 +68,8 @@ class Daemon:
         self.started = time.time()
         self.events: dict[str, int] = {"inotify": 0, "udev": 0, "signals": 0, "requests": 0, "overflows": 0}
         self.inotify: Any = None
-        self.watches: dict[int, str] = {}
+        self.watches: dict[int, str] = {}  # inotify wd -> role ("policies", "config")
+        self.watched: dict[str, Path] = {}  # role -> the directory its watch is on
         self.monitor: Any = None
         self.follower: Follower | None = None
         self.follower_error: str | None = None
@@ -115,16 +99,24 @@ class Daemon:
         self.sel.register(self.inotify.fileno(), selectors.EVENT_READ, Source("inotify"))
 
     def _add_watches(self) -> None:
+        """Watch the policy dir and the config file's dir; a dir that moved (config reload) is
+        unwatched and its new place watched."""
         f = self._flags
         mask = f.CLOSE_WRITE | f.MOVED_TO | f.MOVED_FROM | f.DELETE | f.CREATE | f.DELETE_SELF | f.MOVE_SELF
         dirs = {"policies": self.settings.policies.dir}
         if self.settings.path is not None:
             dirs["config"] = self.settings.path.parent
         for role, d in dirs.items():
-            if role in self.watches.values():
-                continue
+            wd = next((w for w, r in self.watches.items() if r == role), None)
+            if wd is not None:
+                if self.watched.get(role) == d:
+                    continue
+                self.watches.pop(wd)
+                with contextlib.suppress(OSError):  # already gone with its directory
+                    self.inotify.rm_watch(wd)
             try:
                 self.watches[self.inotify.add_watch(os.fspath(d), mask)] = role
+                self.watched[role] = d
             except OSError as e:
                 self.reporter.log("warning", f"cannot watch {d}: {e.strerror}; changes there need 'iped reload'")
 
@@ -148,7 +140,8 @@ class Daemon:
             self.follower_error = f"audit follower not available: {e}"
             return
         try:
-            follower: Follower | None = make_follower(follower_settings(self.settings), self.rec.backend)
+            follower: Follower | None = make_follower(self.settings.audit, self.rec.backend,
+                                                      state_dir=self.settings.daemon.state_dir)
             if follower is not None and follower.fileno() >= 0:
                 self.sel.register(follower.fileno(), selectors.EVENT_READ, Source("audit"))
             self.follower = follower
@@ -412,6 +405,3 @@ class Daemon:
         if self.inotify is not None:
             self.inotify.close()
 
-
-def socket_dir_ok(path: Path) -> bool:
-    return path.parent.is_dir()

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import iped
 from iped.backend import Backend, select_backend
+from iped.daemon.client import DEFAULT_CONFIG, dev_runtime_dir, dev_socket_path
 from iped.daemon.log import Reporter
 from iped.daemon.reconcile import Reconciler
-from iped.daemon.settings import BackendKind, Settings, dev_runtime_dir, dev_socket_path
+from iped.daemon.settings import BackendKind, Settings
 from iped.daemon.store import Store
 
 #: the example policy ``--dev`` declares active when the checkout's config declares none
@@ -38,12 +39,11 @@ def load_for_command(config: str | None, *, dev: bool = False) -> Settings | Non
     :func:`dev_settings`), or None after printing on stderr why they cannot be had: every
     problem of an invalid configuration, each with its file:line."""
     from iped.config import ConfigError
-    from iped.daemon.settings import DEFAULT_CONFIG
 
     try:
         if dev:
             return dev_settings(Path(config) if config else None)
-        return load(Path(config) if config else DEFAULT_CONFIG)
+        return load(Path(config or DEFAULT_CONFIG))
     except ConfigError as e:
         for problem in e.problems:
             print(f"iped: {problem}", file=sys.stderr)
@@ -71,7 +71,7 @@ def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Set
     from iped.daemon.devkey import ensure_dev_key
 
     key, cert = ensure_dev_key(work / "keys")
-    runtime = dev_runtime_dir()
+    runtime = Path(dev_runtime_dir())
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
     policies_dir = base.policies.dir if base.policies.dir.is_dir() else etc / "policies.d"
     if config == etc / "iped.toml":
@@ -81,7 +81,7 @@ def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Set
                                      signing_key=key, signing_cert=cert,
                                      trust_anchors=tuple(p for p in base.policies.trust_anchors if p.exists())),
         daemon=dataclasses.replace(base.daemon, backend=BackendKind.EMULATOR, state_dir=work / "state",
-                                   control_socket=dev_socket_path(), control_group=None),
+                                   control_socket=Path(dev_socket_path()), control_group=None),
         audit=dataclasses.replace(base.audit, prometheus_textfile=None),
         path=config,
         dev=True,

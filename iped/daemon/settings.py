@@ -1,7 +1,10 @@
-"""Frozen, validated configuration as the core sees it (no pydantic here: see iped.config).
+"""Every ``iped.toml`` key, declared once: frozen dataclasses with types, defaults and limits.
 
-``iped.config`` validates ``iped.toml`` at the edge and converts it into :class:`Settings`; every
-other module takes a ``Settings`` and never imports pydantic.
+This is the only declaration of the configuration. :mod:`iped.config` derives its strict pydantic
+models from these classes (so pydantic stays at the edge and out of every other import) and
+freezes the validated values back into them; the core, the follower and the CLI take these typed
+objects. A key's limits are its field's metadata: pydantic ``Field`` arguments (``ge``, ``le``,
+``min_length``).
 """
 
 from __future__ import annotations
@@ -10,8 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-DEFAULT_CONFIG = Path("/etc/iped/iped.toml")
-DEFAULT_SOCKET = Path("/run/iped/control.sock")
+from iped.daemon.client import DEFAULT_SOCKET
 
 
 class BackendKind(StrEnum):
@@ -23,7 +25,7 @@ class BackendKind(StrEnum):
 
 
 class AuditSource(StrEnum):
-    """Where the audit follower reads IPE records from (consumed by iped.audit)."""
+    """Where the audit follower reads IPE records from (consumed by iped.audit.follow)."""
 
     AUTO = "auto"
     NETLINK = "netlink"
@@ -36,7 +38,7 @@ class PolicySettings:
     """``[policies]``: what the daemon makes true in the kernel."""
 
     dir: Path = Path("/etc/iped/policies.d")
-    active: str | None = None
+    active: str | None = field(default=None, metadata={"min_length": 1})
     enforce: bool = True
     success_audit: bool = False
     trust_anchors: tuple[Path, ...] = ()
@@ -51,39 +53,30 @@ class DaemonSettings:
 
     backend: BackendKind = BackendKind.AUTO
     state_dir: Path = Path("/var/lib/iped")
-    control_socket: Path = DEFAULT_SOCKET
+    control_socket: Path = Path(DEFAULT_SOCKET)
     control_group: str | None = "iped"
-    history: int = 20
-    debounce_ms: int = 200
+    history: int = field(default=20, metadata={"ge": 1, "le": 10000})
+    debounce_ms: int = field(default=200, metadata={"ge": 0, "le": 60000})
 
 
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
-    """``[audit]``: read by the audit follower (iped.audit.follow)."""
+    """``[audit]``: read by the audit follower (iped.audit.follow.make_follower)."""
 
     source: AuditSource = AuditSource.AUTO
-    receive_buffer: int = 1 << 20
+    receive_buffer: int = field(default=1 << 20, metadata={"ge": 4096})  # netlink SO_RCVBUF, bytes
     prometheus_textfile: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The whole configuration; ``path`` is the file it came from (None: built-in defaults)."""
+    """The whole configuration; ``path`` is the file it came from (None: built-in defaults).
+
+    The fields whose type is a dataclass are the ``[sections]`` of iped.toml.
+    """
 
     policies: PolicySettings = field(default_factory=PolicySettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
     path: Path | None = None
     dev: bool = False
-
-
-def dev_runtime_dir() -> Path:
-    """The ``iped daemon --dev`` runtime dir (see iped.daemon.client.dev_runtime_dir)."""
-    from iped.daemon import client
-
-    return Path(client.dev_runtime_dir())
-
-
-def dev_socket_path() -> Path:
-    """Control socket of the development daemon."""
-    return dev_runtime_dir() / "control.sock"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from pathlib import Path
 
@@ -75,3 +76,33 @@ def test_unchanged_files_are_not_resigned(tmp_path: Path, dev_keys: tuple[Path, 
     assert changed.blob != first and str(changed.version) == "1.0.1"
     path.write_bytes(policy_text("a", "1.0.0"))  # back to the old bytes: re-signed, not a stale entry
     assert rec.scan().policies[0].blob != first
+
+
+def test_policy_named_dotdot_is_rejected_at_scan(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    # the parser accepts the name, securityfs_create_dir() does not: the scan must say so (as
+    # `iped validate` does), not let the plan fail at its first write
+    rec = reconciler(tmp_path, dev_keys)
+    (rec.settings.policies.dir / "dots.pol").write_bytes(policy_text("..", "1.0.0"))
+    got = rec.scan()
+    assert got.policies == ()
+    assert [(Path(e.file).name, e.errno) for e in got.errors] == [("dots.pol", errno.EACCES)]
+
+
+def test_broken_active_policy_is_one_error(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    rec = reconciler(tmp_path, dev_keys)
+    rec.settings = dataclasses.replace(rec.settings, policies=dataclasses.replace(rec.settings.policies,
+                                                                                  active="base"))
+    (rec.settings.policies.dir / "base.pol").write_bytes(b"policy_name=base policy_version=1.0\n")
+    got = rec.scan()
+    assert [(Path(e.file).name, e.errno) for e in got.errors] == [("base.pol", errno.EBADMSG)]
+
+
+def test_format_is_told_by_content_not_suffix(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    rec = reconciler(tmp_path, dev_keys)
+    d = rec.settings.policies.dir
+    (d / "a.p7s").write_bytes(policy_text("a", "1.0.0"))  # text under a .p7s name: signed locally
+    (d / "b.pol").write_bytes(sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(),
+                                          dev_keys[1].read_bytes()))  # a signed blob named .pol
+    got = rec.scan()
+    assert got.errors == ()
+    assert sorted(p.name for p in got.policies) == ["a", "b"]
