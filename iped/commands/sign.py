@@ -77,13 +77,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.commands.validate import check_text
+    from iped.commands.validate import check_blob
     from iped.pkcs7 import SignatureError, is_pkcs7, sign_policy, verify_policy
 
     text = _read(args.policy, "policy")
     if is_pkcs7(text):
         die(f"{args.policy}: already a signed PKCS#7 blob", hint="sign the plain policy text")
-    result = check_text(args.policy, text)
+    result = check_blob(args.policy, text, None)
     if not result.valid:
         print(result.human(), file=sys.stderr, flush=True)
         return ExitCode.FAILED

@@ -1,6 +1,7 @@
 """``iped validate [--trust CERT]... [--json] FILE...``: would the kernel accept these files?
 
-Each FILE is plain policy text or a signed DER PKCS#7 blob, told apart by content (never by
+The checks are :mod:`iped.policyfile`'s, the same the daemon runs on its drop-in dir. Each FILE
+is plain policy text or a signed DER PKCS#7 blob, told apart by content (never by
 extension). A signed blob is checked first as the kernel's verify_pkcs7_signature() would
 (see :mod:`iped.pkcs7`), then its inner text is parsed:
 
@@ -27,7 +28,7 @@ import errno
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 from iped.commands import ExitCode, die
 
@@ -83,48 +84,16 @@ class FileResult:
         return json.dumps(d, sort_keys=True)
 
 
-def policy_name_error(name: bytes) -> tuple[int, str] | None:
-    """Would securityfs_create_dir(name) fail? (EACCES, why) / (ENAMETOOLONG, why) / None."""
-    from iped.emulator.fs import dir_name_error
-
-    bad = dir_name_error(name)
-    return None if bad is None else (bad[0], f"policy name: {bad[1]}")
-
-
-def check_text(path: str, text: bytes) -> FileResult:
-    """Parse policy text as ipe_parse_policy() does, then check the name as a directory."""
-    from iped.emulator.policy_parser import PolicyError, parse_policy
-
-    try:
-        policy = parse_policy(text)
-    except PolicyError as e:
-        tok = e.token.decode("utf-8", "backslashreplace") if e.token else None
-        return FileResult(path, False, e.errno, e.line, tok, e.reason)
-    name = policy.name.decode("utf-8", "backslashreplace")
-    version = str(policy.version)
-    bad = policy_name_error(policy.name)
-    if bad is not None:
-        return FileResult(path, False, bad[0], None, None, bad[1], name, version)
-    return FileResult(path, True, policy_name=name, policy_version=version)
-
-
 def check_blob(path: str, blob: bytes, anchors: Sequence[bytes] | None) -> FileResult:
-    """A file's verdict: signed blobs are verified (against ``anchors`` if given) first."""
-    from iped.pkcs7 import SignatureError, check_signature, is_pkcs7, verify_policy
+    """A file's verdict from the validator the daemon's scan uses (:func:`iped.policyfile.check_policy`)."""
+    from iped.policyfile import PolicyProblem, SigningMaterial, check_policy
 
-    if not is_pkcs7(blob):
-        return check_text(path, blob)
-    try:
-        verified = verify_policy(blob, anchors) if anchors else check_signature(blob)
-    except SignatureError as e:
-        return FileResult(path, False, e.errno, None, None, e.reason, signed=True, trust_checked=bool(anchors))
-    return replace(
-        check_text(path, verified.text),
-        signed=True,
-        signer=verified.signer_subject,
-        trust_checked=verified.trust_checked,
-        signature_checked=verified.signature_checked,
-    )
+    got = check_policy(blob, SigningMaterial(None if anchors is None else tuple(anchors)))
+    if isinstance(got, PolicyProblem):
+        return FileResult(path, False, got.errno, got.line, got.token, got.reason, got.policy_name,
+                          got.policy_version, got.signed, got.signer, got.trust_checked, got.signature_checked)
+    return FileResult(path, True, policy_name=got.name, policy_version=str(got.version), signed=got.signed,
+                      signer=got.signer, trust_checked=got.trust_checked, signature_checked=got.signature_checked)
 
 
 def check_path(path: str, anchors: Sequence[bytes] | None) -> FileResult:

@@ -10,7 +10,7 @@ import errno
 import hashlib
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from iped.daemon.state import (
     scan_declared,
 )
 from iped.daemon.store import Store
+from iped.policyfile import SigningMaterial
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -40,16 +41,7 @@ def _loaded_dict(p: LoadedPolicy | None) -> dict[str, Any] | None:
     return {"name": p.name, "version": str(p.version), "text_digest": p.text_digest, "blob_digest": p.blob_digest}
 
 
-@dataclass(frozen=True, slots=True)
-class Signing:
-    """The keys of one reconcile: anchors for verify, optional key+cert for ``*.pol``."""
-
-    anchors: tuple[bytes, ...]
-    key_pem: bytes | None
-    cert_pem: bytes | None
-
-
-def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> Signing | DeclError:
+def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> SigningMaterial | DeclError:
     """Read anchors and the signing key; the signing cert is an anchor too (we trust what we sign)."""
     try:
         anchors = [p.read_bytes() for p in pol.trust_anchors]
@@ -62,7 +54,7 @@ def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> 
                          "signing_key and signing_cert must be configured together")
     if cert is not None:
         anchors.append(cert)
-    return Signing(tuple(anchors) + extra_anchors, key, cert)
+    return SigningMaterial(tuple(anchors) + extra_anchors, key, cert)
 
 
 class Reconciler:
@@ -90,34 +82,22 @@ class Reconciler:
         base = DeclaredState((), pol.active, pol.enforce, pol.success_audit, pol.protect)
         if isinstance(signing, DeclError):
             return replace(base, errors=(signing,))
-        from iped.pkcs7 import sign_policy, verify_policy
-
-        def sign(text: bytes) -> bytes:
-            assert signing.key_pem is not None and signing.cert_pem is not None
-            return sign_policy(text, signing.key_pem, signing.cert_pem)
-
-        def verify(blob: bytes) -> tuple[bytes, str]:
-            v = verify_policy(blob, signing.anchors)
-            return v.text, v.signer_subject
-
-        keys = hash((signing.anchors, signing.key_pem, signing.cert_pem))
         fresh: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
 
         def loader(path: Path) -> DeclaredPolicy | DeclError:
             try:
                 raw = path.read_bytes()
             except OSError:
-                return load_policy_file(path, sign if signing.key_pem else None, verify)
-            key = (str(path), hashlib.sha256(raw).digest(), keys)
+                return load_policy_file(path, signing)
+            key = (str(path), hashlib.sha256(raw).digest(), signing)
             got = self._file_cache.get(key)
             if got is None:  # the result is computed from exactly the bytes the key names
-                got = load_policy_file(path, sign if signing.key_pem else None, verify, raw)
+                got = load_policy_file(path, signing, raw)
             fresh[key] = got
             return got
 
         decl = scan_declared(pol.dir, active=pol.active, enforce=pol.enforce, success_audit=pol.success_audit,
-                             sign=sign if signing.key_pem else None, verify=verify, protect=pol.protect,
-                             loader=loader)
+                             signing=signing, protect=pol.protect, loader=loader)
         self._file_cache = fresh
         if self.config_error:
             errs = tuple(DeclError(str(self.settings.path), None, errno.EINVAL, e) for e in self.config_error)

@@ -1,8 +1,9 @@
 """Declared state (config + drop-in dir) and actual state (read back from securityfs).
 
-Both are frozen snapshots. :func:`scan_declared` validates every file with the kernel-exact
-parser and verifies (or, for ``*.pol``, creates and verifies) each PKCS#7 signature before
-anything can reach the kernel; problems come back as :class:`DeclError` values, never as a
+Both are frozen snapshots. :func:`scan_declared` checks every file with the validator ``iped
+validate`` uses (:mod:`iped.policyfile`: format by content, kernel-exact parser, directory name)
+and verifies (or, for plain text, creates and verifies) each PKCS#7 signature before anything can
+reach the kernel; problems come back as :class:`DeclError` values, never as a
 half-built state.
 """
 
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iped.backend import Backend
-from iped.emulator.policy_parser import PolicyError, Version, parse_policy
+from iped.emulator.policy_parser import Version
 from iped.errnos import describe_errno
+from iped.policyfile import PolicyProblem, SigningMaterial, Stage, check_policy
 
 #: Files in the drop-in dir that are never policies: editor, package-manager and Ansible temporaries.
 IGNORED_PATTERNS = (".*", "*~", "*.dpkg-*", "*.rpm*", ".ansible_tmp*", "*.swp", "*.tmp")
@@ -130,61 +132,40 @@ def policy_files(directory: Path) -> list[Path]:
             if not is_ignored(n) and n.endswith((SIGNED_SUFFIX, PLAIN_SUFFIX)) and (directory / n).is_file()]
 
 
-Signer = Callable[[bytes], bytes]
-Verifier = Callable[[bytes], tuple[bytes, str]]
+_STAGE_PREFIX = {Stage.SIGNATURE: "signature check failed: ", Stage.SIGNING: "signing failed: ",
+                 Stage.SIGNED_TEXT: "signed text: "}
 
 
-def _policy_error(path: Path, e: PolicyError, what: str = "") -> DeclError:
-    tok = f" (token {e.token.decode('utf-8', 'backslashreplace')!r})" if e.token else ""
-    return DeclError(str(path), e.line, e.errno, f"{what}{e.reason}{tok}")
+def _decl_error(path: Path, p: PolicyProblem) -> DeclError:
+    tok = f" (token {p.token!r})" if p.token else ""
+    return DeclError(str(path), p.line, p.errno, f"{_STAGE_PREFIX.get(p.stage, '')}{p.reason}{tok}")
 
 
-def load_policy_file(path: Path, sign: Signer | None, verify: Verifier,
-                     raw: bytes | None = None) -> DeclaredPolicy | DeclError:
-    """Read, parse, sign (``.pol``) and verify one file.
-
-    ``verify(blob) -> (text, signer)`` raises an exception with ``errno`` (iped.pkcs7.SignatureError)
-    for a bad signature; ``sign(text) -> blob`` is None when no local signing key is configured.
-    """
+def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = None) -> DeclaredPolicy | DeclError:
+    """Read and check one file (:func:`iped.policyfile.check_policy`); plain text is signed with
+    the local key of ``signing``, and every blob verified against its anchors."""
     if raw is None:
         try:
             raw = path.read_bytes()
         except OSError as e:
             return DeclError(str(path), None, e.errno or errno.EIO, f"cannot read: {e.strerror}")
-    if path.suffix == PLAIN_SUFFIX:
-        text = raw
-        try:
-            parsed = parse_policy(text)
-        except PolicyError as e:
-            return _policy_error(path, e)
-        if sign is None:
-            return DeclError(str(path), None, errno.ENOKEY,
-                             "plain-text .pol needs [policies] signing_key and signing_cert in iped.toml "
-                             "(or sign it elsewhere and drop the .p7s instead)")
-        try:
-            blob = sign(text)
-        except Exception as e:  # a broken key/cert must reject the plan, not kill the loop
-            return DeclError(str(path), None, getattr(e, "errno", errno.EKEYREJECTED) or errno.EKEYREJECTED,
-                             f"signing failed: {e}")
-    else:
-        blob = raw
-    try:
-        text, signer = verify(blob)
-    except Exception as e:
-        return DeclError(str(path), None, getattr(e, "errno", errno.EBADMSG) or errno.EBADMSG,
-                         f"signature check failed: {getattr(e, 'reason', e)}")
-    try:
-        parsed = parse_policy(text)
-    except PolicyError as e:
-        return _policy_error(path, e, "signed text: ")
-    return DeclaredPolicy(os.fsdecode(parsed.name), parsed.version, text, blob, path, signer)
+    got = check_policy(raw, signing, sign_text=True)
+    if isinstance(got, PolicyProblem):
+        return _decl_error(path, got)
+    assert got.blob is not None and got.signer is not None  # sign_text: every accepted file is signed
+    return DeclaredPolicy(got.name, got.version, got.text, got.blob, path, got.signer)
 
 
 Loader = Callable[[Path], "DeclaredPolicy | DeclError"]
 
 
+def _declares(path: Path, name: str) -> bool:
+    """Does this (broken) file stand for policy ``name``? Its file name says so: ``name.pol``."""
+    return path.name in (name + PLAIN_SUFFIX, name + SIGNED_SUFFIX)
+
+
 def scan_declared(directory: Path, *, active: str | None, enforce: bool, success_audit: bool,
-                  sign: Signer | None, verify: Verifier, protect: tuple[str, ...] = (),
+                  signing: SigningMaterial, protect: tuple[str, ...] = (),
                   loader: Loader | None = None) -> DeclaredState:
     """Build the declared state from the drop-in dir; every problem is collected in ``errors``.
 
@@ -196,7 +177,7 @@ def scan_declared(directory: Path, *, active: str | None, enforce: bool, success
     if not directory.is_dir():
         errors.append(DeclError(str(directory), None, errno.ENOENT, "policy directory does not exist"))
     for path in policy_files(directory):
-        got = loader(path) if loader is not None else load_policy_file(path, sign, verify)
+        got = loader(path) if loader is not None else load_policy_file(path, signing)
         if isinstance(got, DeclError):
             errors.append(got)
             continue
@@ -207,7 +188,8 @@ def scan_declared(directory: Path, *, active: str | None, enforce: bool, success
             continue
         seen[got.name] = path
         policies.append(got)
-    if active is not None and active not in seen and not any(e.file.endswith(active) for e in errors):
+    # a broken file named after the active policy already explains why it is missing
+    if active is not None and active not in seen and not any(_declares(Path(e.file), active) for e in errors):
         errors.append(DeclError(str(directory), None, errno.ENOENT,
                                 f"active = {active!r} but no file in the directory declares policy_name={active}"))
     return DeclaredState(tuple(policies), active, enforce, success_audit, protect, tuple(errors))

@@ -1,0 +1,137 @@
+"""One policy file, checked as the kernel would take it: shared by ``iped validate`` and the daemon.
+
+:func:`check_policy` tells a signed DER PKCS#7 blob from policy text by content (never by the
+file's suffix), verifies a blob as verify_pkcs7_signature() would (:mod:`iped.pkcs7`), parses the
+text with the kernel-exact parser, and checks that the policy name can become a securityfs
+directory (``.``/``..`` or a ``/`` -> EACCES, over 255 bytes -> ENAMETOOLONG: the parser accepts
+such names and the load fails later). With ``sign_text`` (the daemon), plain text is signed with
+the local key and the blob verified like any other. The signing material is one object,
+:class:`SigningMaterial`.
+
+The verdict is a :class:`CheckedPolicy` or a :class:`PolicyProblem`; each caller words it its
+own way (validate's ``FILE:LINE: ERRNO: ...`` lines, the daemon's plan errors).
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from iped.emulator.policy_parser import PolicyError, Version, parse_policy
+
+
+@dataclass(frozen=True, slots=True)
+class SigningMaterial:
+    """Trust anchors for verifying, and the optional local key + certificate for signing text.
+
+    ``anchors`` None: a blob is checked against its own embedded certificate only (trust not
+    checked: the kernel's keyrings cannot be read from userspace); a tuple (even empty) is the
+    keyring, and a signer outside it is ENOKEY.
+    """
+
+    anchors: tuple[bytes, ...] | None = None
+    key_pem: bytes | None = None
+    cert_pem: bytes | None = None
+
+    @property
+    def can_sign(self) -> bool:
+        return self.key_pem is not None and self.cert_pem is not None
+
+
+class Stage(StrEnum):
+    """Which check a problem comes from."""
+
+    TEXT = "text"  # parsing plain policy text
+    SIGNATURE = "signature"  # the PKCS#7 container or its signature
+    SIGNED_TEXT = "signed text"  # parsing the text inside a verified blob
+    SIGNING = "signing"  # signing plain text with the local key
+    NAME = "name"  # the policy name as a securityfs directory
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyProblem:
+    """Why the kernel would refuse the file: errno, reason, and where (line, token) if known."""
+
+    stage: Stage
+    errno: int
+    reason: str
+    line: int | None = None
+    token: str | None = None
+    signed: bool = False
+    policy_name: str | None = None  # NAME problems: the file parsed, its name cannot be a directory
+    policy_version: str | None = None
+    signer: str | None = None  # problems of a verified blob's text: who signed it
+    trust_checked: bool = False
+    signature_checked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedPolicy:
+    """A policy the kernel would accept (as far as userspace can tell; see ``trust_checked``)."""
+
+    name: str
+    version: Version
+    text: bytes
+    blob: bytes | None  # the signed PKCS#7 (None: plain text, not signed)
+    signer: str | None = None
+    trust_checked: bool = False
+    signature_checked: bool = False
+
+    @property
+    def signed(self) -> bool:
+        return self.blob is not None
+
+
+def _parse(text: bytes, stage: Stage, signed: bool) -> tuple[str, Version] | PolicyProblem:
+    """Parse ``text`` and check its name as a securityfs directory."""
+    from iped.emulator.fs import dir_name_error
+
+    try:
+        policy = parse_policy(text)
+    except PolicyError as e:
+        tok = e.token.decode("utf-8", "backslashreplace") if e.token else None
+        return PolicyProblem(stage, e.errno, e.reason, e.line, tok, signed)
+    name = policy.name.decode("utf-8", "backslashreplace")
+    bad = dir_name_error(policy.name)
+    if bad is not None:
+        return PolicyProblem(Stage.NAME, bad[0], f"policy name: {bad[1]}", signed=signed, policy_name=name,
+                             policy_version=str(policy.version))
+    return name, policy.version
+
+
+def _verify(blob: bytes, material: SigningMaterial) -> CheckedPolicy | PolicyProblem:
+    from iped.pkcs7 import check_signature, verify_policy
+
+    try:
+        v = check_signature(blob) if material.anchors is None else verify_policy(blob, material.anchors)
+    except Exception as e:  # SignatureError carries the kernel's errno; anything else is a bad blob too
+        return PolicyProblem(Stage.SIGNATURE, getattr(e, "errno", None) or errno.EBADMSG,
+                             str(getattr(e, "reason", e)), signed=True, trust_checked=material.anchors is not None)
+    parsed = _parse(v.text, Stage.SIGNED_TEXT, signed=True)
+    if isinstance(parsed, PolicyProblem):
+        return replace(parsed, signer=v.signer_subject, trust_checked=v.trust_checked,
+                       signature_checked=v.signature_checked)
+    return CheckedPolicy(parsed[0], parsed[1], v.text, blob, v.signer_subject, v.trust_checked,
+                         v.signature_checked)
+
+
+def check_policy(raw: bytes, material: SigningMaterial, *, sign_text: bool = False) -> CheckedPolicy | PolicyProblem:
+    """Would the kernel accept ``raw``? With ``sign_text``, plain text is signed with the local key
+    (ENOKEY without one) and comes back with its blob."""
+    from iped.pkcs7 import is_pkcs7, sign_policy
+
+    if is_pkcs7(raw):
+        return _verify(raw, material)
+    parsed = _parse(raw, Stage.TEXT, signed=False)
+    if isinstance(parsed, PolicyProblem) or not sign_text:
+        return parsed if isinstance(parsed, PolicyProblem) else CheckedPolicy(parsed[0], parsed[1], raw, None)
+    if material.key_pem is None or material.cert_pem is None:
+        return PolicyProblem(Stage.SIGNING, errno.ENOKEY,
+                             "plain-text policy needs [policies] signing_key and signing_cert in iped.toml "
+                             "(or sign it elsewhere and drop the .p7s instead)")
+    try:
+        blob = sign_policy(raw, material.key_pem, material.cert_pem)
+    except Exception as e:  # a broken key/cert must reject the plan, not kill the loop
+        return PolicyProblem(Stage.SIGNING, getattr(e, "errno", None) or errno.EKEYREJECTED, str(e))
+    return _verify(blob, material)
