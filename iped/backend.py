@@ -127,11 +127,13 @@ def _mount_securityfs() -> str:
     """mount -t securityfs securityfs /sys/kernel/security (as systemd does at boot)."""
     import ctypes
 
+    from iped.errnos import errno_name
+
     libc = ctypes.CDLL(None, use_errno=True)
     rc = libc.mount(b"securityfs", os.fsencode(SECURITYFS), b"securityfs", 0, None)
     if rc != 0:
         e = ctypes.get_errno()
-        return f"mounting securityfs failed: {errno.errorcode.get(e, e)}"
+        return f"mounting securityfs failed: {errno_name(e)}"
     return "mounted securityfs"
 
 

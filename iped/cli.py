@@ -3,8 +3,11 @@
 ``main()`` returns an exit code and never raises, so tests call it directly (osbuild's
 ``osbuild_cli()``, mkosi's ``uncaught_exception_handler``):
 
-* 0 success; 1 failed operation or invalid input; 2 usage error; 130 interrupted;
-* every error is one line on stderr, ``iped: error: ...``; ``--debug`` adds the traceback.
+* the codes of :class:`iped.commands.ExitCode`: 0 success; 1 failed operation or invalid input;
+  2 usage error; 3 daemon unreachable; 4 kernel error mid-apply; 9 nothing to change;
+  130 interrupted;
+* every error goes through :class:`iped.commands.CliError` (verbs call ``die()`` or raise it) and
+  is printed here, ``iped: error: ...`` on stderr; ``--debug`` adds the traceback.
 
 Only the selected verb's module is imported (``iped/commands/<verb>.py``), and only after the
 command line names it: the table below carries each verb's help text, so ``iped --help`` and
@@ -123,7 +126,8 @@ def build_parser(selected: Verb | None = None, module: ModuleType | None = None)
 
 
 def _report(message: str) -> None:
-    print(f"iped: error: {message}", file=sys.stderr, flush=True)
+    for line in message.splitlines() or [""]:
+        print(f"iped: error: {line}", file=sys.stderr, flush=True)
 
 
 def _os_error_message(e: OSError) -> str:

@@ -59,7 +59,7 @@ def model_for(cls: type) -> type[BaseModel]:
 
 #: section name -> its settings dataclass (the fields of Settings whose type is a dataclass)
 SECTIONS: dict[str, type] = {
-    name: tp for name, tp in get_type_hints(Settings).items() if dataclasses.is_dataclass(tp)
+    name: tp for name, tp in get_type_hints(Settings).items() if isinstance(tp, type) and dataclasses.is_dataclass(tp)
 }
 ConfigModel: type[BaseModel] = create_model(
     "ConfigModel", __config__=_STRICT,

@@ -26,23 +26,28 @@ class ExitCode(enum.IntEnum):
     """The only exit codes ``iped`` uses (mapped in one place, :func:`iped.cli.main`)."""
 
     OK = 0
-    FAILED = 1  # failed operation or invalid input (validate: some file is invalid)
+    FAILED = 1  # failed operation or invalid input (validate: some file is invalid); plan rejected
     USAGE = 2  # bad command line
+    UNREACHABLE = 3  # no daemon answers on the control socket
+    APPLY_FAILED = 4  # the kernel refused a write mid-apply
+    UNCHANGED = 9  # reload/apply: nothing to change
     INTERRUPTED = 130  # SIGINT
 
 
 #: what a reconcile's outcome means as the exit code of ``reload``, ``apply --once``,
 #: ``rollback`` (``dry-run``) and ``plan`` (``would-apply``): the README's exit-code table
-OUTCOME_EXIT = {"applied": 0, "would-apply": 0, "dry-run": 0, "rejected": 1, "failed": 4, "unchanged": 9}
+OUTCOME_EXIT = {"applied": ExitCode.OK, "would-apply": ExitCode.OK, "dry-run": ExitCode.OK,
+                "rejected": ExitCode.FAILED, "failed": ExitCode.APPLY_FAILED, "unchanged": ExitCode.UNCHANGED}
 
 
-def outcome_exit(outcome: object) -> int:
+def outcome_exit(outcome: object) -> ExitCode:
     """The exit code of a reconcile's ``outcome``; anything unknown is a failure (1)."""
     return OUTCOME_EXIT.get(str(outcome), ExitCode.FAILED)
 
 
 class CliError(Exception):
-    """A user-facing failure: printed as one line ``iped: error: MESSAGE[ (hint: HINT)]``."""
+    """A user-facing failure: printed as ``iped: error: MESSAGE[ (hint: HINT)]``, one such line per
+    line of MESSAGE (an invalid configuration has one problem per line)."""
 
     def __init__(self, message: str, *, hint: str | None = None, code: int = ExitCode.FAILED) -> None:
         super().__init__(message)

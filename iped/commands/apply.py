@@ -7,7 +7,6 @@ With the emulator backend the state lives only in this process (useful for CI dr
 from __future__ import annotations
 
 import argparse
-import sys
 
 from iped.commands import outcome_exit
 
@@ -19,19 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon import runtime
+    from iped.daemon import runtime, service
     from iped.daemon.client import print_json, render_record
     from iped.daemon.log import StderrReporter
 
-    settings = runtime.load_for_command(args.config)
-    if settings is None:
-        return 1
-    try:
-        rec = runtime.make_reconciler(settings, StderrReporter())
-    except RuntimeError as e:
-        print(f"iped: {e}", file=sys.stderr)
-        return 1
-    record = rec.reconcile("apply --once")
+    rec = runtime.make_reconciler(runtime.load_for_command(args.config), StderrReporter())
+    record = service.reload(rec, "apply --once").as_dict()
     if args.json:
         print_json(record)
     else:

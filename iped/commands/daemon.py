@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from iped.commands import die
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="configuration (default /etc/iped/iped.toml)")
@@ -31,8 +33,7 @@ def _dev_banner(socket: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from iped.daemon import runtime
-    from iped.daemon.client import DEFAULT_CONFIG
-    from iped.daemon.control import DaemonUnreachableError, request
+    from iped.daemon.client import DEFAULT_CONFIG, DaemonUnreachableError, request
     from iped.daemon.log import make_reporter
     from iped.daemon.loop import Daemon
     from iped.daemon.notify import Notifier
@@ -40,21 +41,14 @@ def run(args: argparse.Namespace) -> int:
 
     reporter = make_reporter()
     settings = runtime.load_for_command(args.config, dev=args.dev)
-    if settings is None:
-        return 1
     sock = settings.daemon.control_socket
     try:
         request(sock, "ping", timeout=2)
     except DaemonUnreachableError:
         pass
     else:
-        print(f"iped: another daemon already answers on {sock}", file=sys.stderr)
-        return 1
-    try:
-        rec = runtime.make_reconciler(settings, reporter)
-    except RuntimeError as e:
-        print(f"iped: {e}", file=sys.stderr)
-        return 1
+        die(f"another daemon already answers on {sock}")
+    rec = runtime.make_reconciler(settings, reporter)
     reporter.log("notice", f"backend: {rec.backend.kind.upper()} -- {rec.backend.reason}")
     if args.dev:
         print(_dev_banner(str(sock)), file=sys.stderr, flush=True)
@@ -62,5 +56,4 @@ def run(args: argparse.Namespace) -> int:
     def reloader() -> Settings:
         return runtime.dev_reloader(settings) if settings.dev else runtime.load(settings.path or Path(DEFAULT_CONFIG))
 
-    daemon = Daemon(rec, Notifier(), reporter, reloader)
-    return daemon.run()
+    return Daemon(rec, Notifier(), reporter, reloader).run()

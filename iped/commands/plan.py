@@ -1,18 +1,16 @@
 """``iped plan [--json]``: dry run -- what a reload would do, writing nothing.
 
 Asks the running daemon when one answers (its backend holds the real state, which matters for
-the emulator); otherwise computes against the configured backend directly.
+the emulator); otherwise computes against the configured backend directly, with the same
+:func:`iped.daemon.service.plan`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 
-from iped.commands import outcome_exit
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from iped.daemon.settings import Settings
+from iped.commands import CliError, outcome_exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,39 +20,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-daemon", action="store_true", help="compute against the backend even if a daemon runs")
 
 
-def _local(settings: Settings) -> dict[str, object]:
-    from iped.daemon import runtime
+def _local(args: argparse.Namespace) -> dict[str, object]:
+    from iped.daemon import runtime, service
     from iped.daemon.log import NullReporter
 
-    rec = runtime.make_reconciler(settings, NullReporter())
-    _, _, plan = rec.compute()
-    return {"backend": rec.backend.kind, "backend_reason": rec.backend.reason, "daemon": False,
-            "steps": [s.as_dict() for s in plan.steps], "errors": [e.as_dict() for e in plan.errors],
-            "outcome": "rejected" if plan.rejected else ("unchanged" if plan.unchanged else "would-apply")}
+    rec = runtime.make_reconciler(runtime.load_for_command(args.config), NullReporter())
+    return {**service.plan(rec).as_dict(), "backend_reason": rec.backend.reason, "daemon": False}
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import DaemonUnreachableError, err, find_socket, print_json, request
+    from iped.daemon.client import ask, print_json
 
     result: dict[str, object] | None = None
     if not args.no_daemon:
-        try:
-            reply = request(find_socket(args.socket, args.config), "plan", timeout=60)
-            if reply.get("ok"):
-                result = {**reply["result"], "daemon": True}
-        except DaemonUnreachableError:
-            pass
+        with contextlib.suppress(CliError):  # no daemon, or it would not answer: compute here
+            result = {**ask(args, "plan", 60), "daemon": True}
     if result is None:
-        from iped.daemon import runtime
-
-        settings = runtime.load_for_command(args.config)
-        if settings is None:
-            return 1
-        try:
-            result = _local(settings)
-        except RuntimeError as e:
-            err(str(e))
-            return 1
+        result = _local(args)
     if args.json:
         print_json(result)
     else:

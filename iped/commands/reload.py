@@ -19,18 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import DaemonUnreachableError, err, find_socket, print_json, render_record, request
+    from iped.daemon.client import ask, print_json, render_record
 
-    path = find_socket(args.socket, args.config)
-    try:
-        reply = request(path, "reload", timeout=args.timeout)
-    except DaemonUnreachableError as e:
-        err(f"daemon unreachable: {e}")
-        return 3
-    if not reply.get("ok"):
-        err(f"{reply.get('errno_name')}: {reply.get('error')}")
-        return 1
-    rec = reply["result"]
+    rec = ask(args, "reload", args.timeout)
     if args.json:
         print_json(rec)
     else:

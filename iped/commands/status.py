@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from iped.commands import ExitCode
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from iped.daemon.client import add_socket_arguments
@@ -15,19 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import DaemonUnreachableError, err, find_socket, print_json, render_status, request
+    from iped.daemon.client import ask, print_json, render_status
 
-    path = find_socket(args.socket, args.config)
-    try:
-        reply = request(path, "status", timeout=30)
-    except DaemonUnreachableError as e:
-        err(f"daemon unreachable: {e}")
-        return 3
-    if not reply.get("ok"):
-        err(f"{reply.get('errno_name')}: {reply.get('error')}")
-        return 1
+    result = ask(args, "status", 30)
     if args.json:
-        print_json(reply["result"])
+        print_json(result)
     else:
-        print(render_status(reply["result"]))
-    return 0
+        print(render_status(result))
+    return ExitCode.OK

@@ -8,33 +8,23 @@ the failed step came after the activation. The result says which step failed and
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from iped.backend import Backend
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, StepKind
-from iped.daemon.state import parse_version_text, read_flag
-from iped.errnos import describe_errno
+from iped.daemon.state import ActualState, LoadedPolicy, parse_version_text, read_flag
+from iped.errnos import describe_errno, errno_name
 
 
 class Outcome(StrEnum):
-    """How a reconcile ended; also the CLI's exit code via EXIT_CODES."""
+    """How a reconcile ended (the CLI's exit code: iped.commands.outcome_exit)."""
 
     APPLIED = "applied"
     UNCHANGED = "unchanged"
     REJECTED = "rejected"
     FAILED = "failed"
-
-
-#: Stable exit codes of ``iped reload``/``apply`` (docs/daemon.md).
-EXIT_CODES: dict[Outcome, int] = {
-    Outcome.APPLIED: 0,
-    Outcome.REJECTED: 1,
-    Outcome.FAILED: 4,
-    Outcome.UNCHANGED: 9,
-}
-EXIT_UNREACHABLE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +37,7 @@ class StepFailure:
 
     def as_dict(self) -> dict[str, object]:
         return {"step": self.step.as_dict(), "errno": self.errno,
-                "errno_name": errno.errorcode.get(self.errno, str(self.errno)), "message": self.message}
+                "errno_name": errno_name(self.errno), "message": self.message}
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +108,28 @@ def execute(plan: Plan, backend: Backend, reporter: Reporter) -> ApplyResult:
         done.append(step)
         _report(reporter, step)
     return ApplyResult(Outcome.APPLIED, tuple(done))
+
+
+def state_after(before: ActualState, done: tuple[Step, ...]) -> ActualState:
+    """What securityfs holds after ``done`` ran on ``before``: each step was read back when it
+    ran, so the snapshot taken before the plan plus the steps is the state after it (no second
+    read of securityfs)."""
+    policies = {p.name: p for p in before.policies}
+    enforce, success_audit = before.enforce, before.success_audit
+    for step in done:
+        name = step.name or ""
+        match step.kind:
+            case StepKind.ENFORCE:
+                enforce = bool(step.value)
+            case StepKind.SUCCESS_AUDIT:
+                success_audit = bool(step.value)
+            case StepKind.LOAD | StepKind.UPDATE:
+                assert step.version is not None and step.text_digest is not None
+                old = policies.get(name)
+                policies[name] = LoadedPolicy(name, step.version, old is not None and old.active, step.text_digest,
+                                              step.blob_digest)
+            case StepKind.ACTIVATE:
+                policies = {n: replace(p, active=n == name) for n, p in policies.items()}
+            case StepKind.DELETE:
+                policies.pop(name, None)
+    return ActualState(tuple(sorted(policies.values(), key=lambda p: p.name)), enforce, success_audit)

@@ -10,6 +10,8 @@ import os
 import socket
 import sys
 
+from iped.commands import CliError, ExitCode
+
 # typing costs milliseconds at start-up and is only needed by the type checker.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -19,8 +21,11 @@ DEFAULT_CONFIG = "/etc/iped/iped.toml"
 DEFAULT_SOCKET = "/run/iped/control.sock"
 
 
-class DaemonUnreachableError(Exception):
+class DaemonUnreachableError(CliError):
     """No daemon answers on the socket (exit code 3)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"daemon unreachable: {message}", code=ExitCode.UNREACHABLE)
 
 
 def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
@@ -111,8 +116,16 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def err(msg: str) -> None:
-    print(f"iped: {msg}", file=sys.stderr)
+def ask(args: Any, op: str, timeout: float, **params: Any) -> Any:
+    """The daemon's result for one request of a verb with :func:`add_socket_arguments`.
+
+    Raises DaemonUnreachableError (exit 3) when no daemon answers, CliError (exit 1) for an
+    error reply (``ERRNO_NAME: message``).
+    """
+    reply = request(find_socket(args.socket, args.config), op, timeout=timeout, **params)
+    if not reply.get("ok"):
+        raise CliError(f"{reply.get('errno_name')}: {reply.get('error')}")
+    return reply["result"]
 
 
 def render_record(rec: dict[str, Any]) -> str:

@@ -25,12 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iped.daemon.client import DaemonUnreachableError, request
-
-__all__ = ["DaemonUnreachableError", "request"]
+from iped.errnos import errno_name
 
 READ_OPS = frozenset({"status", "plan", "ping"})
-WRITE_OPS = frozenset({"reload", "rollback"})
 MAX_LINE = 64 * 1024
 
 
@@ -39,10 +36,6 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.errno = errno_
         self.message = message
-
-
-def encode_request(op: str, **args: Any) -> bytes:
-    return json.dumps({"op": op, **args}).encode() + b"\n"
 
 
 def decode_request(line: bytes) -> dict[str, Any]:
@@ -61,8 +54,8 @@ def encode_reply(result: Any) -> bytes:
 
 
 def encode_error(errno_: int, message: str) -> bytes:
-    name = errno.errorcode.get(errno_, str(errno_))
-    return json.dumps({"ok": False, "errno": errno_, "errno_name": name, "error": message}).encode() + b"\n"
+    return json.dumps({"ok": False, "errno": errno_, "errno_name": errno_name(errno_),
+                       "error": message}).encode() + b"\n"
 
 
 @dataclass(frozen=True, slots=True)

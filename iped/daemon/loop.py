@@ -9,7 +9,6 @@ A handler that raises is logged and the loop goes on.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import selectors
 import signal
@@ -20,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from iped.daemon import service
 from iped.daemon.control import AccessPolicy, Connection, ControlServer, PeerCred, resolve_group
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
-from iped.daemon.reconcile import Reconciler
+from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.daemon.settings import Settings
 from iped.daemon.state import is_ignored
 
@@ -167,28 +167,21 @@ class Daemon:
         return self.status()
 
     def _op_plan(self, req: dict[str, Any], cred: PeerCred) -> Any:
-        _, _, plan = self.rec.compute()
-        return {"backend": self.rec.backend.kind, "steps": [s.as_dict() for s in plan.steps],
-                "errors": [e.as_dict() for e in plan.errors],
-                "outcome": "rejected" if plan.rejected else ("unchanged" if plan.unchanged else "would-apply")}
+        return service.plan(self.rec).as_dict()
 
     def _op_reload(self, req: dict[str, Any], cred: PeerCred) -> Any:
-        return self.reload("reload", record_unchanged=True)
+        return self.reload("reload", record_unchanged=True).as_dict()
 
     def _op_rollback(self, req: dict[str, Any], cred: PeerCred) -> Any:
         from iped.daemon.control import ProtocolError
-        from iped.daemon.rollback import RollbackError, prepare, write
+        from iped.daemon.rollback import RollbackError
 
         try:
-            plan = prepare(self.rec)
+            result = service.rollback(self.rec, bool(req.get("dry_run")),
+                                      lambda trigger: self.reload(trigger, record_unchanged=True))
         except RollbackError as e:
             raise ProtocolError(e.errno, e.message) from None
-        record: dict[str, Any] = {"outcome": "dry-run"}
-        if not req.get("dry_run"):
-            write(self.rec, plan)
-            record = self.reload("rollback", record_unchanged=True)
-        return {"target": str(plan.target), "name": plan.name, "from_version": str(plan.current),
-                "new_version": str(plan.new_version), "content_digest": plan.from_digest, "record": record}
+        return result.as_dict()
 
     def status(self) -> dict[str, Any]:
         audit: dict[str, Any] = {"follower": None, "error": self.follower_error}
@@ -197,7 +190,7 @@ class Daemon:
                 audit["follower"] = self.follower.counters()
             except Exception as e:
                 audit["error"] = f"counters failed: {e}"
-        return self.rec.status({
+        return service.status(self.rec, {
             "ready": self.ready, "started": self.started, "uptime_s": round(time.time() - self.started, 3),
             "events": dict(self.events), "audit": audit, "dev": self.settings.dev,
             "control_socket": str(self.settings.daemon.control_socket),
@@ -224,40 +217,32 @@ class Daemon:
         if self.inotify is not None:
             self._add_watches()
 
-    def reload(self, trigger: str, record_unchanged: bool = False) -> dict[str, Any]:
+    def reload(self, trigger: str, record_unchanged: bool = False) -> PlanRecord | FailedRead:
         """Reconcile now (RELOADING=1 ... READY=1 around it)."""
         self.pending = self.deadline = None
         if self.ready:
             self.notifier.reloading()
-        try:
-            self._refresh_settings()
-            record = self.rec.reconcile(trigger, record_unchanged)
-        except OSError as e:  # the backend itself failed (securityfs gone?)
-            record = {"outcome": "failed", "trigger": trigger,
-                      "failure": {"errno": e.errno or errno.EIO, "message": f"reading state failed: {e}"}}
-            self.reporter.log("error", str(record["failure"]))
-        self._update_readiness()
+        self._refresh_settings()
+        record = service.reload(self.rec, trigger, record_unchanged)
+        self._update_readiness(record)
         if self.rec.backend.kind == "emulator":
             self._drain_follower()
         return record
 
-    def _declared_active_ok(self) -> bool:
+    def _declared_active_ok(self, record: PlanRecord | FailedRead) -> bool:
+        """Is the declared policy active? The record's after-state says so (no second read);
+        the emulator enforces nothing, so it is always ready."""
         want = self.settings.policies.active
         if want is None or self.rec.backend.kind == "emulator":
             return True
-        try:
-            from iped.daemon.state import read_actual
+        return record.active_after is not None and record.active_after.name == want
 
-            act = read_actual(self.rec.backend).active
-        except OSError:
-            return False
-        return act is not None and act.name == want
-
-    def _update_readiness(self) -> None:
-        last = self.rec.last or {}
-        summary = (f"{last.get('outcome', '?')} ({last.get('trigger', '?')}); backend {self.rec.backend.kind}; "
-                   f"active {(last.get('active_after') or {}).get('name')}")
-        if not self.ready and self._declared_active_ok():
+    def _update_readiness(self, record: PlanRecord | FailedRead) -> None:
+        last = self.rec.last
+        after = last.active_after.name if last is not None and last.active_after is not None else None
+        summary = (f"{last.outcome if last else '?'} ({last.trigger if last else '?'}); "
+                   f"backend {self.rec.backend.kind}; active {after}")
+        if not self.ready and self._declared_active_ok(record):
             self.ready = True
             self.notifier.ready(summary)
             self.reporter.log("notice", f"ready: {summary}", "daemon_ready")

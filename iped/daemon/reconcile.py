@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from iped.backend import Backend
-from iped.daemon.apply import ApplyResult, Outcome, execute
+from iped.daemon.apply import ApplyResult, Outcome, StepFailure, execute, state_after
 from iped.daemon.log import Reporter
-from iped.daemon.plan import Plan, drift, make_plan
+from iped.daemon.plan import Plan, Step, make_plan
 from iped.daemon.settings import PolicySettings, Settings
 from iped.daemon.state import (
     ActualState,
@@ -32,13 +31,65 @@ from iped.daemon.state import (
 from iped.daemon.store import Store
 from iped.policyfile import SigningMaterial
 
-STATUS_SCHEMA_VERSION = 1
 
-
-def _loaded_dict(p: LoadedPolicy | None) -> dict[str, Any] | None:
+def loaded_dict(p: LoadedPolicy | None) -> dict[str, Any] | None:
     if p is None:
         return None
     return {"name": p.name, "version": str(p.version), "text_digest": p.text_digest, "blob_digest": p.blob_digest}
+
+
+@dataclass(frozen=True, slots=True)
+class PlanRecord:
+    """What one reconcile did: the plan, how far it got, the active policy before and after.
+
+    :meth:`as_dict` is the JSON form: the record in the state dir, the reply of ``reload``, the
+    output of ``apply --once --json``.
+    """
+
+    time: str
+    trigger: str
+    outcome: Outcome
+    backend: str
+    steps: tuple[Step, ...]
+    done: int
+    failure: StepFailure | None
+    errors: tuple[DeclError, ...]
+    active_before: LoadedPolicy | None
+    active_after: LoadedPolicy | None
+    declared: tuple[DeclaredPolicy, ...]
+    duration_ms: float
+    seq: int | None = None  # set once the plan log kept it
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "time": self.time, "trigger": self.trigger, "outcome": str(self.outcome), "backend": self.backend,
+            "steps": [s.as_dict() for s in self.steps], "done": self.done,
+            "failure": self.failure.as_dict() if self.failure else None,
+            "errors": [e.as_dict() for e in self.errors],
+            "active_before": loaded_dict(self.active_before), "active_after": loaded_dict(self.active_after),
+            "declared": [{"name": p.name, "version": str(p.version), "source": str(p.source),
+                          "text_digest": p.text_digest, "blob_digest": p.blob_digest, "signer": p.signer}
+                         for p in self.declared],
+            "duration_ms": self.duration_ms,
+        }
+        if self.seq is not None:
+            out["seq"] = self.seq
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRead:
+    """A reconcile that could not start: reading securityfs itself failed (securityfs gone?)."""
+
+    trigger: str
+    errno: int
+    message: str
+    outcome: Outcome = Outcome.FAILED
+    active_after: LoadedPolicy | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"outcome": str(self.outcome), "trigger": self.trigger,
+                "failure": {"errno": self.errno, "message": self.message}}
 
 
 def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> SigningMaterial | DeclError:
@@ -69,7 +120,7 @@ class Reconciler:
         self.extra_anchors = extra_anchors
         self.declared: DeclaredState | None = None
         self.counters: dict[str, int] = {"reconciles": 0, **{str(o): 0 for o in Outcome}}
-        self.last: dict[str, Any] | None = None
+        self.last: PlanRecord | FailedRead | None = None
         self.config_error: list[str] = []
         # (path, content sha256, key material) -> result: unchanged files are not re-signed or
         # re-verified on every scan; any change to the bytes or the keys misses the cache.
@@ -110,13 +161,19 @@ class Reconciler:
         return decl, actual, make_plan(decl, actual)
 
     # -- reconcile --------------------------------------------------------------------
-    def reconcile(self, trigger: str, record_unchanged: bool = True) -> dict[str, Any]:
-        """Make the kernel match the files; returns the plan record (also stored unless noise)."""
+    def reconcile(self, trigger: str, record_unchanged: bool = True) -> PlanRecord:
+        """Make the kernel match the files; returns the plan record (also stored unless noise).
+
+        securityfs is read once, before planning: every step is read back as it runs, so the
+        state after a plan that ran to its end follows from the steps. Only a failed plan (whose
+        failing write may have half-happened) is read again.
+        """
         t0 = time.monotonic()
         decl, before, plan = self.compute()
         self.declared = decl
         result: ApplyResult = execute(plan, self.backend, self.reporter)
-        after = read_actual(self.backend) if result.done else before
+        failed = result.outcome == Outcome.FAILED
+        after = read_actual(self.backend) if failed else state_after(before, result.done)
         for step in result.done:
             if step.kind in ("load", "update") and step.text_digest:
                 p = decl.get(step.name or "")
@@ -126,64 +183,17 @@ class Reconciler:
             p = decl.get(before.active.name)
             if p is not None and p.text_digest == before.active.text_digest:
                 self.store.save_text(p.text_digest, p.text)
-        record: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "trigger": trigger,
-            "outcome": str(result.outcome),
-            "backend": self.backend.kind,
-            "steps": [s.as_dict() for s in plan.steps],
-            "done": len(result.done),
-            "failure": result.failure.as_dict() if result.failure else None,
-            "errors": [e.as_dict() for e in plan.errors],
-            "active_before": _loaded_dict(before.active),
-            "active_after": _loaded_dict(after.active),
-            "declared": [{"name": p.name, "version": str(p.version), "source": str(p.source),
-                          "text_digest": p.text_digest, "blob_digest": p.blob_digest, "signer": p.signer}
-                         for p in decl.policies],
-            "duration_ms": round((time.monotonic() - t0) * 1000, 3),
-        }
+        record = PlanRecord(
+            time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), trigger=trigger, outcome=result.outcome,
+            backend=self.backend.kind, steps=plan.steps, done=len(result.done), failure=result.failure,
+            errors=plan.errors, active_before=before.active, active_after=after.active, declared=decl.policies,
+            duration_ms=round((time.monotonic() - t0) * 1000, 3))
         self.counters["reconciles"] += 1
         self.counters[str(result.outcome)] += 1
         if result.outcome != Outcome.UNCHANGED or record_unchanged:
             try:
-                record["seq"] = self.store.record(record)
+                record = replace(record, seq=self.store.record(record.as_dict()))
             except OSError as e:
                 self.reporter.log("error", f"cannot record plan in {self.store.plans}: {e}")
         self.last = record
         return record
-
-    # -- status -----------------------------------------------------------------------
-    def status(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-        actual = read_actual(self.backend)
-        decl = self.declared if self.declared is not None else self.scan()
-        sources = {p.name: str(p.source) for p in decl.policies}
-        lines = drift(decl, actual)
-        return {
-            "schema_version": STATUS_SCHEMA_VERSION,
-            "backend": {"kind": self.backend.kind, "reason": self.backend.reason},
-            "enforce": actual.enforce,
-            "success_audit": actual.success_audit,
-            "active": _loaded_dict(actual.active),
-            "policies": [
-                {"name": p.name, "version": str(p.version), "active": p.active, "text_digest": p.text_digest,
-                 "blob_digest": p.blob_digest, "source": sources.get(p.name),
-                 "declared": decl.get(p.name) is not None}
-                for p in actual.policies
-            ],
-            "declared": {
-                "dir": str(self.settings.policies.dir),
-                "active": decl.active,
-                "enforce": decl.enforce,
-                "success_audit": decl.success_audit,
-                "policies": [{"name": p.name, "version": str(p.version), "source": str(p.source),
-                              "text_digest": p.text_digest} for p in decl.policies],
-                "errors": [e.as_dict() for e in decl.errors],
-            },
-            "in_sync": not lines,
-            "drift": lines,
-            "last_plans": self.store.recent(5),
-            "counters": dict(self.counters),
-            "config": str(self.settings.path) if self.settings.path else None,
-            "pid": os.getpid(),
-            **(extra or {}),
-        }

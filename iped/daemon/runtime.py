@@ -7,12 +7,12 @@ Shared by ``iped daemon``, ``iped apply --once``, ``iped plan`` (without a daemo
 from __future__ import annotations
 
 import dataclasses
-import sys
 import tempfile
 from pathlib import Path
 
 import iped
 from iped.backend import Backend, select_backend
+from iped.commands import CliError
 from iped.daemon.client import DEFAULT_CONFIG, dev_runtime_dir, dev_socket_path
 from iped.daemon.log import Reporter
 from iped.daemon.reconcile import Reconciler
@@ -34,10 +34,10 @@ def load(config: Path) -> Settings:
     return load_settings(config)
 
 
-def load_for_command(config: str | None, *, dev: bool = False) -> Settings | None:
+def load_for_command(config: str | None, *, dev: bool = False) -> Settings:
     """The settings of a command-line verb (``--config``, default /etc/iped/iped.toml; ``--dev``:
-    :func:`dev_settings`), or None after printing on stderr why they cannot be had: every
-    problem of an invalid configuration, each with its file:line."""
+    :func:`dev_settings`). Raises CliError listing why they cannot be had: every problem of an
+    invalid configuration, one per line, each with its file:line."""
     from iped.config import ConfigError
 
     try:
@@ -45,11 +45,9 @@ def load_for_command(config: str | None, *, dev: bool = False) -> Settings | Non
             return dev_settings(Path(config) if config else None)
         return load(Path(config or DEFAULT_CONFIG))
     except ConfigError as e:
-        for problem in e.problems:
-            print(f"iped: {problem}", file=sys.stderr)
+        raise CliError("\n".join(str(p) for p in e.problems)) from None
     except FileNotFoundError as e:
-        print(f"iped: {e}", file=sys.stderr)
-    return None
+        raise CliError(str(e)) from None
 
 
 def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Settings:
@@ -117,5 +115,10 @@ def make_backend(settings: Settings) -> Backend:
 
 
 def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None) -> Reconciler:
+    """The reconciler of ``settings``; CliError when the forced backend is not there."""
     store = Store(settings.daemon.state_dir, settings.daemon.history)
-    return Reconciler(settings, backend or make_backend(settings), store, reporter)
+    try:
+        backend = backend or make_backend(settings)
+    except RuntimeError as e:  # backend = kernel without IPE
+        raise CliError(str(e)) from None
+    return Reconciler(settings, backend, store, reporter)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from iped.backend import Backend
 from iped.emulator.policy_parser import Version
-from iped.errnos import describe_errno
+from iped.errnos import describe_errno, errno_name
 from iped.policyfile import PolicyProblem, SigningMaterial, Stage, check_policy
 
 #: Files in the drop-in dir that are never policies: editor, package-manager and Ansible temporaries.
@@ -47,7 +47,7 @@ class DeclError:
 
     def as_dict(self) -> dict[str, object]:
         return {"file": self.file, "line": self.line, "errno": self.errno,
-                "errno_name": errno.errorcode.get(self.errno, str(self.errno)), "reason": self.reason,
+                "errno_name": errno_name(self.errno), "reason": self.reason,
                 "message": str(self)}
 
 

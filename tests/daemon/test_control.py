@@ -15,9 +15,13 @@ from iped.daemon.control import (
     PeerCred,
     decode_request,
     encode_error,
-    encode_request,
     peer_cred,
 )
+
+
+def request_line(op: str, **args: Any) -> bytes:
+    """A request as iped.daemon.client.request sends it."""
+    return json.dumps({"op": op, **args}).encode() + b"\n"
 
 
 def make_server(read_gid: int | None = None, admins: frozenset[int] = frozenset({0})) -> ControlServer:
@@ -64,7 +68,7 @@ def test_peer_cred_of_socketpair_is_us() -> None:
 
 def test_requests_and_replies_over_socketpair() -> None:
     srv = make_server(admins=frozenset({os.getuid()}))
-    replies = exchange(srv, encode_request("status") + encode_request("reload"))
+    replies = exchange(srv, request_line("status") + request_line("reload"))
     assert replies == [{"ok": True, "result": {"uid": os.getuid()}}, {"ok": True, "result": {"outcome": "unchanged"}}]
 
 
@@ -90,12 +94,17 @@ def test_access_policy() -> None:
     assert not pol.allowed(other, "status") and not pol.allowed(other, "reload")
     srv = make_server(read_gid=1234)
     srv.access = pol
-    reply = json.loads(srv.handle_line(encode_request("reload"), member))
+    reply = json.loads(srv.handle_line(request_line("reload"), member))
     assert reply["errno"] == errno.EACCES and "only root may change state" in reply["error"]
     assert srv.calls == []  # type: ignore[attr-defined]
 
 
 def test_codec_roundtrip() -> None:
-    assert decode_request(encode_request("reload", dry_run=True)) == {"op": "reload", "dry_run": True}
+    assert decode_request(request_line("reload", dry_run=True)) == {"op": "reload", "dry_run": True}
     err = json.loads(encode_error(errno.ESTALE, "x"))
     assert err == {"ok": False, "errno": errno.ESTALE, "errno_name": "ESTALE", "error": "x"}
+
+
+def test_unknown_errno_is_named_like_everywhere_else() -> None:
+    # one formatter (iped.errnos.errno_name): E<n>, never a bare number
+    assert json.loads(encode_error(4095, "x"))["errno_name"] == "E4095"

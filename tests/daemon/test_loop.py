@@ -9,7 +9,7 @@ import pytest
 
 from iped.backend import Backend
 from iped.config import load_settings
-from iped.daemon import runtime
+from iped.daemon import runtime, service
 from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon, SettingsLoader
 from iped.daemon.notify import Notifier
@@ -95,9 +95,12 @@ def test_one_securityfs_snapshot_per_reconcile(site: Site, daemon_of: list[Daemo
     backend = CountingBackend(runtime.make_backend(settings))
     d = make_daemon(settings, backend)
     daemon_of.append(d)
-    record = d.reload("test", record_unchanged=True)
+    record = d.reload("test", record_unchanged=True).as_dict()
     assert record["outcome"] == "applied" and record["active_after"]["name"] == "base"
     assert backend.listings == 1
+    assert d.ready, "the declared policy is active: ready without reading securityfs again"
+    # the after-state the record claims is what securityfs holds
+    assert service.status(d.rec)["active"] == record["active_after"]
     backend.listings = 0
-    assert d.reload("test", record_unchanged=True)["outcome"] == "unchanged"
+    assert d.reload("test", record_unchanged=True).as_dict()["outcome"] == "unchanged"
     assert backend.listings == 1

@@ -1,0 +1,125 @@
+"""What the daemon does, as functions of a :class:`Reconciler`: plan, reload, rollback, status.
+
+The selector loop (:mod:`iped.daemon.loop`) and the command line's no-daemon paths
+(``iped plan --no-daemon``, ``iped apply --once``, ``iped rollback`` without a daemon) call these
+same functions, so a verb answers the same with or without a daemon. Each returns a typed,
+frozen result whose ``as_dict()`` is the JSON the control socket and ``--json`` carry.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from iped.daemon.plan import Step, drift
+from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler, loaded_dict
+from iped.daemon.state import DeclError, read_actual
+
+STATUS_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPreview:
+    """``iped plan``: what a reload would do now, nothing written."""
+
+    backend: str
+    steps: tuple[Step, ...]
+    errors: tuple[DeclError, ...]
+
+    @property
+    def outcome(self) -> str:
+        return "rejected" if self.errors else ("unchanged" if not self.steps else "would-apply")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "steps": [s.as_dict() for s in self.steps],
+                "errors": [e.as_dict() for e in self.errors], "outcome": self.outcome}
+
+
+def plan(rec: Reconciler) -> PlanPreview:
+    _, _, p = rec.compute()
+    return PlanPreview(rec.backend.kind, p.steps, p.errors)
+
+
+def reload(rec: Reconciler, trigger: str, record_unchanged: bool = True) -> PlanRecord | FailedRead:
+    """Reconcile now; a backend that cannot even be read is a failed record, not an exception."""
+    try:
+        return rec.reconcile(trigger, record_unchanged)
+    except OSError as e:  # the backend itself failed (securityfs gone?)
+        failed = FailedRead(trigger, e.errno or errno.EIO, f"reading state failed: {e}")
+        rec.reporter.log("error", str(failed.as_dict()["failure"]))
+        return failed
+
+
+@dataclass(frozen=True, slots=True)
+class RollbackResult:
+    """``iped rollback``: the content rolled forward to, where it went, and the reload's record."""
+
+    target: str
+    name: str
+    from_version: str
+    new_version: str
+    content_digest: str
+    record: PlanRecord | FailedRead | None  # None: dry run
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "name": self.name, "from_version": self.from_version,
+                "new_version": self.new_version, "content_digest": self.content_digest,
+                "record": {"outcome": "dry-run"} if self.record is None else self.record.as_dict()}
+
+
+def rollback(rec: Reconciler, dry_run: bool,
+             reconcile: Callable[[str], PlanRecord | FailedRead] | None = None) -> RollbackResult:
+    """Roll the active policy forward to its previous content (:mod:`iped.daemon.rollback`), then
+    reconcile with ``reconcile`` (the loop's, which tells systemd; default :func:`reload`).
+
+    Raises RollbackError (errno + message) when there is nothing to roll back to or no key.
+    """
+    from iped.daemon.rollback import prepare, write
+
+    prepared = prepare(rec)
+    record = None
+    if not dry_run:
+        write(rec, prepared)
+        record = reconcile("rollback") if reconcile is not None else reload(rec, "rollback")
+    return RollbackResult(str(prepared.target), prepared.name, str(prepared.current), str(prepared.new_version),
+                          prepared.from_digest, record)
+
+
+def status(rec: Reconciler, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The kernel's state, the declared one, the drift between them, the last plans, counters."""
+    actual = read_actual(rec.backend)
+    decl = rec.declared if rec.declared is not None else rec.scan()
+    sources = {p.name: str(p.source) for p in decl.policies}
+    lines = drift(decl, actual)
+    return {
+        "schema_version": STATUS_SCHEMA_VERSION,
+        "backend": {"kind": rec.backend.kind, "reason": rec.backend.reason},
+        "enforce": actual.enforce,
+        "success_audit": actual.success_audit,
+        "active": loaded_dict(actual.active),
+        "policies": [
+            {"name": p.name, "version": str(p.version), "active": p.active, "text_digest": p.text_digest,
+             "blob_digest": p.blob_digest, "source": sources.get(p.name),
+             "declared": decl.get(p.name) is not None}
+            for p in actual.policies
+        ],
+        "declared": {
+            "dir": str(rec.settings.policies.dir),
+            "active": decl.active,
+            "enforce": decl.enforce,
+            "success_audit": decl.success_audit,
+            "policies": [{"name": p.name, "version": str(p.version), "source": str(p.source),
+                          "text_digest": p.text_digest} for p in decl.policies],
+            "errors": [e.as_dict() for e in decl.errors],
+        },
+        "in_sync": not lines,
+        "drift": lines,
+        "last_plans": rec.store.recent(5),
+        "counters": dict(rec.counters),
+        "config": str(rec.settings.path) if rec.settings.path else None,
+        "pid": os.getpid(),
+        **(extra or {}),
+    }
