@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -116,3 +117,15 @@ def test_interrupt_is_130(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captur
     finally:
         os.close(write_fd)
     assert capsys.readouterr().err == "iped: error: interrupted\n"
+
+
+def test_explain_reads_records_with_source_like_audit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # one name for one idea: `iped audit --source FILE` and `iped explain --source FILE`
+    log = tmp_path / "audit.log"
+    log.write_text("type=1422 msg=audit(5.006:7): policy_name=? policy_version=? policy_digest=? auid=0 ses=1 "
+                   "lsm=ipe res=0 errno=-116\n")
+    assert main(["explain", "--source", str(log)]) == 0
+    by_source = capsys.readouterr().out
+    assert "ESTALE" in by_source
+    assert main(["explain", "--file", str(log)]) == 0  # the old name still works
+    assert capsys.readouterr().out == by_source

@@ -30,9 +30,8 @@ _CHUNK = 1 << 20
 def iter_log_text(text: str) -> Iterator[RawRecord]:
     """Records from auditd log text: ``[node=H ]type=NAME msg=audit(S.MS:N):[ ]body`` lines.
 
-    Lines that do not look like auditd lines (kmsg, ``----``, junk) are skipped; use
-    :func:`iter_log_lines` for mixed input. Enriched fields after ``\\x1d`` are dropped and a
-    trailing ``\\r`` is removed.
+    Lines that do not look like auditd lines (kmsg, ``----``, junk) are skipped. Enriched fields
+    after ``\\x1d`` are dropped and a trailing ``\\r`` is removed.
     """
     return _log_records(text.split("\n"), "\r" in text or "\x1d" in text)
 
@@ -194,17 +193,6 @@ def _log_line(line: str) -> RawRecord | None:
     except RecordError:
         return None
     return RawRecord(rtype, int(s), int(ms), int(ser), body.partition("\x1d")[0].rstrip("\r"))
-
-
-def iter_log_lines(lines: Iterable[str]) -> Iterator[RawRecord]:
-    """Records from auditd/ausearch/kmsg text lines; other lines are skipped."""
-    for line in lines:
-        if "type=" not in line:
-            continue
-        try:
-            yield parse_log_line(line.rstrip("\n"))
-        except RecordError:
-            continue
 
 
 def iter_export(fh: BinaryIO) -> Iterator[RawRecord]:

@@ -1,4 +1,4 @@
-"""``iped explain RECORD|--file F`` and ``iped explain --path P [--policy FILE] [--op OP]``.
+"""``iped explain RECORD|--source FILE`` and ``iped explain --path P [--policy FILE] [--op OP]``.
 
 On audit records (pasted as arguments, or a file / ``-`` for stdin, in any form ``iped audit``
 reads, or bare record bodies such as ``ipe_op=... rule="..."``): which policy line decided
@@ -34,7 +34,9 @@ _BODY_TYPES = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("record", nargs="*", help="audit record text (one or more lines)")
-    parser.add_argument("--file", metavar="F", help="read records from F ('-' = stdin)")
+    parser.add_argument("--source", metavar="FILE", help="read records from FILE ('-' = stdin), like 'iped audit'")
+    # the old name of --source, kept so scripts do not break
+    parser.add_argument("--file", dest="source", help=argparse.SUPPRESS)
     parser.add_argument("--path", metavar="P", help="explain the decision for a real file instead")
     parser.add_argument("--op", default="EXECUTE", help="operation for --path (default EXECUTE)")
     parser.add_argument("--hook", default="BPRM_CHECK", help="hook for --path (default BPRM_CHECK)")
@@ -68,14 +70,14 @@ def _explain_records(args: argparse.Namespace) -> int:
     from iped.audit.render import event_objects
     from iped.commands.audit import load_index
 
-    if args.file == "-":
+    if args.source == "-":
         text = sys.stdin.read()
-    elif args.file:
+    elif args.source:
         try:
-            with open(args.file, encoding="utf-8", errors="backslashreplace") as fh:
+            with open(args.source, encoding="utf-8", errors="backslashreplace") as fh:
                 text = fh.read()
         except OSError as exc:
-            die(f"{args.file}: {exc.strerror}")
+            die(f"{args.source}: {exc.strerror}")
     else:
         text = "\n".join(args.record)
     index = load_index(args.policy)
@@ -132,9 +134,9 @@ def _explain_path(args: argparse.Namespace) -> int:
 
 def run(args: argparse.Namespace) -> int:
     if args.path:
-        if args.record or args.file:
+        if args.record or args.source:
             die("--path cannot be combined with records", code=ExitCode.USAGE)
         return _explain_path(args)
-    if not args.record and not args.file:
-        die("give a record, --file F or --path P", code=ExitCode.USAGE)
+    if not args.record and not args.source:
+        die("give a record, --source FILE or --path P", code=ExitCode.USAGE)
     return _explain_records(args)
