@@ -161,11 +161,6 @@ def detect_kernel(root: Path = IPE_ROOT) -> tuple[bool, str]:
     return False, why
 
 
-def read_pem_certs(paths: tuple[Path, ...]) -> list[bytes]:
-    """Read each trust anchor file (PEM or DER), as given to iped.pkcs7.verify_policy."""
-    return [p.read_bytes() for p in paths]
-
-
 def make_emulator_backend(extra_certs: list[bytes], reason: str) -> EmulatorBackend:
     """A fresh emulator trusting ``extra_certs`` (configured anchors + the dev cert)."""
     from iped.emulator import Emulator

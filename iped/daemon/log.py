@@ -67,13 +67,11 @@ class _Base:
 
 
 class NullReporter(_Base):
-    """Collects messages in memory (tests, one-shot CLI without output)."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, str, str | None]] = []
+    """Drops every message (``iped plan`` computed locally, tests): nothing is kept, so a
+    long-lived user does not grow."""
 
     def log(self, level: str, message: str, kind: str | None = None) -> None:
-        self.messages.append((level, message, kind))
+        pass
 
 
 class StderrReporter(_Base):

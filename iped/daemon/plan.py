@@ -102,7 +102,8 @@ class Plan:
         return not self.errors and not self.steps
 
 
-def _next_version(v: Version) -> Version:
+def next_version(v: Version) -> Version:
+    """The smallest version above ``v`` (each component is 0..65535): what rolling forward needs."""
     if v.rev < 0xFFFF:
         return Version(v.major, v.minor, v.rev + 1)
     if v.minor < 0xFFFF:
@@ -116,7 +117,7 @@ def _anti_rollback_update(source: str, name: str, loaded: Version, declared: Ver
         source, 1, errno.ESTALE,
         f"anti-rollback: policy {name!r} is loaded at version {loaded} with different content, and this file "
         f"carries {same} version ({declared}). The kernel only replaces a policy with a strictly higher "
-        f"version (update -> ESTALE otherwise). Roll forward: set policy_version={_next_version(loaded)} "
+        f"version (update -> ESTALE otherwise). Roll forward: set policy_version={next_version(loaded)} "
         "(or higher) in the policy text and re-sign it.")
 
 

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from iped.daemon.plan import next_version
 from iped.daemon.reconcile import Reconciler
 from iped.daemon.state import PLAIN_SUFFIX, read_actual
 from iped.daemon.store import atomic_write
@@ -40,14 +41,6 @@ class RollbackPlan:
 
 
 _VERSION = re.compile(rb"policy_version=[^\s#]+")
-
-
-def bump(v: Version) -> Version:
-    if v.rev < 0xFFFF:
-        return Version(v.major, v.minor, v.rev + 1)
-    if v.minor < 0xFFFF:
-        return Version(v.major, v.minor + 1, 0)
-    return Version(v.major + 1, 0, 0)
 
 
 def restamp(text: bytes, version: Version, note: str) -> bytes:
@@ -91,7 +84,7 @@ def prepare(rec: Reconciler) -> RollbackPlan:
     decl = rec.scan()
     dp = decl.get(cur.name)
     base = max((cur.version, dp.version) if dp else (cur.version,), key=lambda v: v.as_u64())
-    new_version = bump(base)
+    new_version = next_version(base)
     note = (f"rolled forward by 'iped rollback' {time.strftime('%Y-%m-%dT%H:%M:%S%z')}: content of "
             f"sha256:{target_digest[:16]} re-issued as {new_version} (was {cur.version})")
     text = restamp(old, new_version, note)

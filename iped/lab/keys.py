@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
 
+from iped.daemon.devkey import self_signed_cert
 from iped.lab import cache_dir
 
 #: Committed key material (part of the checkout; see tests/lab/keys/README.md).
@@ -117,27 +118,7 @@ def generate(directory: Path) -> None:
             x509.NameAttribute(NameOID.COMMON_NAME, signer.common_name),
         ])
         not_before = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_before.replace(year=2125))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                    encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        cert = self_signed_cert(key, name, not_before, not_before.replace(year=2125), code_signing=True)
         (directory / f"{signer.name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path = directory / f"{signer.name}.key"
         key_path.write_bytes(key.private_bytes(
