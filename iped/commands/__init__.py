@@ -9,6 +9,11 @@ and keeps heavy imports (pydantic, cryptography, the emulator, systemd, pyudev) 
 ``run()``: the CLI imports a verb module only when that verb was asked for, and ``iped status``
 must stay cheap. The verb table itself lives in :mod:`iped.cli`.
 
+What the verbs share lives here: :class:`ExitCode` (every exit code), :func:`outcome_exit`, and
+the one error path, :class:`CliError`/:func:`die` (``iped.cli.main`` prints it). Verbs that talk
+to the daemon go through :func:`iped.daemon.client.ask`; without a daemon they call the same
+:mod:`iped.daemon.service` functions the daemon does.
+
 This module must stay import-light: it is imported on every ``iped`` invocation.
 """
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from iped.backend import Backend
+from iped.daemon.actual import ActualState, LoadedPolicy, parse_version_text, read_flag
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, StepKind
-from iped.daemon.state import ActualState, LoadedPolicy, parse_version_text, read_flag
 from iped.errnos import describe_errno, errno_name
 
 

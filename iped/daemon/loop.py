@@ -21,11 +21,11 @@ from typing import Any, Protocol
 
 from iped.daemon import service
 from iped.daemon.control import AccessPolicy, Connection, ControlServer, PeerCred, resolve_group
+from iped.daemon.declared import is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.daemon.settings import Settings
-from iped.daemon.state import is_ignored
 
 
 class Follower(Protocol):

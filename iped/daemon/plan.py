@@ -17,7 +17,8 @@ import errno
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from iped.daemon.state import ActualState, DeclaredState, DeclError
+from iped.daemon.actual import ActualState
+from iped.daemon.declared import DeclaredState, DeclError
 from iped.emulator.policy_parser import Version
 
 

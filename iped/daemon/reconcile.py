@@ -14,21 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from iped.backend import Backend
+from iped.daemon.actual import ActualState, LoadedPolicy, read_actual
 from iped.daemon.apply import ApplyResult, Outcome, StepFailure, execute, state_after
+from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, load_policy_file, scan_declared
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, make_plan
+from iped.daemon.planlog import PlanLog
 from iped.daemon.settings import PolicySettings, Settings
-from iped.daemon.state import (
-    ActualState,
-    DeclaredPolicy,
-    DeclaredState,
-    DeclError,
-    LoadedPolicy,
-    load_policy_file,
-    read_actual,
-    scan_declared,
-)
-from iped.daemon.store import Store
 from iped.policyfile import SigningMaterial
 
 
@@ -111,11 +103,11 @@ def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> 
 class Reconciler:
     """Declared -> actual for one backend; keeps counters and the last results for status."""
 
-    def __init__(self, settings: Settings, backend: Backend, store: Store, reporter: Reporter,
+    def __init__(self, settings: Settings, backend: Backend, plan_log: PlanLog, reporter: Reporter,
                  extra_anchors: tuple[bytes, ...] = ()) -> None:
         self.settings = settings
         self.backend = backend
-        self.store = store
+        self.plan_log = plan_log
         self.reporter = reporter
         self.extra_anchors = extra_anchors
         self.declared: DeclaredState | None = None
@@ -178,11 +170,11 @@ class Reconciler:
             if step.kind in ("load", "update") and step.text_digest:
                 p = decl.get(step.name or "")
                 if p is not None:
-                    self.store.save_text(p.text_digest, p.text)
+                    self.plan_log.save_text(p.text_digest, p.text)
         if before.active is not None and decl.get(before.active.name) is not None:
             p = decl.get(before.active.name)
             if p is not None and p.text_digest == before.active.text_digest:
-                self.store.save_text(p.text_digest, p.text)
+                self.plan_log.save_text(p.text_digest, p.text)
         record = PlanRecord(
             time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), trigger=trigger, outcome=result.outcome,
             backend=self.backend.kind, steps=plan.steps, done=len(result.done), failure=result.failure,
@@ -192,8 +184,8 @@ class Reconciler:
         self.counters[str(result.outcome)] += 1
         if result.outcome != Outcome.UNCHANGED or record_unchanged:
             try:
-                record = replace(record, seq=self.store.record(record.as_dict()))
+                record = replace(record, seq=self.plan_log.record(record.as_dict()))
             except OSError as e:
-                self.reporter.log("error", f"cannot record plan in {self.store.plans}: {e}")
+                self.reporter.log("error", f"cannot record plan in {self.plan_log.plans}: {e}")
         self.last = record
         return record

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from iped.daemon.actual import read_actual
+from iped.daemon.declared import PLAIN_SUFFIX
 from iped.daemon.plan import next_version
+from iped.daemon.planlog import atomic_write
 from iped.daemon.reconcile import Reconciler
-from iped.daemon.state import PLAIN_SUFFIX, read_actual
-from iped.daemon.store import atomic_write
 from iped.emulator.policy_parser import PolicyError, Version, parse_policy
 
 
@@ -65,21 +66,21 @@ def prepare(rec: Reconciler) -> RollbackPlan:
                             f"previous policy text with policy_version above {cur.version} elsewhere and drop "
                             f"the .p7s into {pol.dir}, replacing the current file, then 'iped reload'.")
     target_digest = None
-    for record in rec.store.recent():
+    for record in rec.plan_log.recent():
         if record.get("outcome") != "applied":
             continue
         for key in ("active_after", "active_before"):
             snap = record.get(key) or {}
             if snap.get("name") == cur.name and snap.get("text_digest") not in (None, cur.text_digest) \
-                    and rec.store.load_text(snap["text_digest"]) is not None:
+                    and rec.plan_log.load_text(snap["text_digest"]) is not None:
                 target_digest = snap["text_digest"]
                 break
         if target_digest:
             break
     if target_digest is None:
-        raise RollbackError(errno.ENOENT, f"no earlier content of {cur.name!r} in {rec.store.plans} "
+        raise RollbackError(errno.ENOENT, f"no earlier content of {cur.name!r} in {rec.plan_log.plans} "
                                           "(history keeps the last plans only)")
-    old = rec.store.load_text(target_digest)
+    old = rec.plan_log.load_text(target_digest)
     assert old is not None
     decl = rec.scan()
     dp = decl.get(cur.name)

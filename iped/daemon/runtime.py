@@ -1,4 +1,4 @@
-"""Build the daemon's pieces from settings: dev-mode settings, backend, store, reconciler.
+"""Build the daemon's pieces from settings: dev-mode settings, backend, plan log, reconciler.
 
 Shared by ``iped daemon``, ``iped apply --once``, ``iped plan`` (without a daemon) and
 ``iped rollback``, so they all see the same declared state and backend.
@@ -15,9 +15,9 @@ from iped.backend import Backend, select_backend
 from iped.commands import CliError
 from iped.daemon.client import DEFAULT_CONFIG, dev_runtime_dir, dev_socket_path
 from iped.daemon.log import Reporter
+from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
 from iped.daemon.settings import BackendKind, Settings
-from iped.daemon.store import Store
 
 #: the example policy ``--dev`` declares active when the checkout's config declares none
 DEV_ACTIVE = "allow_all"
@@ -116,9 +116,9 @@ def make_backend(settings: Settings) -> Backend:
 
 def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None) -> Reconciler:
     """The reconciler of ``settings``; CliError when the forced backend is not there."""
-    store = Store(settings.daemon.state_dir, settings.daemon.history)
+    plan_log = PlanLog(settings.daemon.state_dir, settings.daemon.history)
     try:
         backend = backend or make_backend(settings)
     except RuntimeError as e:  # backend = kernel without IPE
         raise CliError(str(e)) from None
-    return Reconciler(settings, backend, store, reporter)
+    return Reconciler(settings, backend, plan_log, reporter)

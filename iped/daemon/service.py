@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from iped.daemon.actual import read_actual
+from iped.daemon.declared import DeclError
 from iped.daemon.plan import Step, drift
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler, loaded_dict
-from iped.daemon.state import DeclError, read_actual
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -117,7 +118,7 @@ def status(rec: Reconciler, extra: dict[str, Any] | None = None) -> dict[str, An
         },
         "in_sync": not lines,
         "drift": lines,
-        "last_plans": rec.store.recent(5),
+        "last_plans": rec.plan_log.recent(5),
         "counters": dict(rec.counters),
         "config": str(rec.settings.path) if rec.settings.path else None,
         "pid": os.getpid(),

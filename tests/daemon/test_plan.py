@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 from pathlib import Path
 
+from iped.daemon.actual import ActualState, LoadedPolicy
+from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, sha256
 from iped.daemon.plan import StepKind, make_plan
-from iped.daemon.state import ActualState, DeclaredPolicy, DeclaredState, DeclError, LoadedPolicy, sha256
 from iped.emulator.policy_parser import Version
 
 

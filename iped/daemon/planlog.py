@@ -42,8 +42,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(dfd)
 
 
-class Store:
-    """The daemon's state dir."""
+class PlanLog:
+    """The plan records and deployed policy texts in the daemon's ``state_dir``."""
 
     def __init__(self, state_dir: Path, keep: int = 20) -> None:
         self.root = state_dir
@@ -62,7 +62,7 @@ class Store:
             return []
 
     def record(self, record: dict[str, Any]) -> int:
-        """Store one plan record; returns its sequence number. Prunes to the newest ``keep``."""
+        """Keep one plan record; returns its sequence number. Prunes to the newest ``keep``."""
         self.ensure()
         ids = self._ids()
         seq = (ids[-1] + 1) if ids else 1

@@ -6,11 +6,11 @@ import dataclasses
 import errno
 from pathlib import Path
 
+from iped.daemon.declared import is_ignored, policy_files
 from iped.daemon.log import NullReporter
+from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
 from iped.daemon.settings import PolicySettings, Settings
-from iped.daemon.state import is_ignored, policy_files
-from iped.daemon.store import Store
 from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import policy_text
 
@@ -21,7 +21,7 @@ def reconciler(tmp_path: Path, keys: tuple[Path, Path], with_key: bool = True) -
     pol = PolicySettings(dir=d, active=None, signing_key=keys[0] if with_key else None,
                          signing_cert=keys[1] if with_key else None,
                          trust_anchors=() if with_key else (keys[1],))
-    return Reconciler(Settings(policies=pol), None, Store(tmp_path / "s"), NullReporter())  # type: ignore[arg-type]
+    return Reconciler(Settings(policies=pol), None, PlanLog(tmp_path / "s"), NullReporter())  # type: ignore[arg-type]
 
 
 def test_ignored_names() -> None:

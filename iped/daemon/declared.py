@@ -1,10 +1,10 @@
-"""Declared state (config + drop-in dir) and actual state (read back from securityfs).
+"""Declared state: what ``[policies]`` and the drop-in dir ask the kernel to hold.
 
-Both are frozen snapshots. :func:`scan_declared` checks every file with the validator ``iped
-validate`` uses (:mod:`iped.policyfile`: format by content, kernel-exact parser, directory name)
-and verifies (or, for plain text, creates and verifies) each PKCS#7 signature before anything can
-reach the kernel; problems come back as :class:`DeclError` values, never as a
-half-built state.
+A frozen snapshot; the kernel's side is :mod:`iped.daemon.actual`. :func:`scan_declared` checks
+every file with the validator ``iped validate`` uses (:mod:`iped.policyfile`: format by content,
+kernel-exact parser, directory name) and verifies (or, for plain text, creates and verifies) each
+PKCS#7 signature before anything can reach the kernel; problems come back as :class:`DeclError`
+values, never as a half-built state.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from iped.backend import Backend
 from iped.emulator.policy_parser import Version
 from iped.errnos import describe_errno, errno_name
 from iped.policyfile import PolicyProblem, SigningMaterial, Stage, check_policy
@@ -88,35 +87,6 @@ class DeclaredState:
     def protected(self, name: str) -> bool:
         return any(fnmatch.fnmatchcase(name, pat) for pat in self.protect)
 
-
-@dataclass(frozen=True, slots=True)
-class LoadedPolicy:
-    """One ``policies/<name>/`` directory as securityfs shows it."""
-
-    name: str
-    version: Version
-    active: bool
-    text_digest: str
-    blob_digest: str | None  # None: unsigned boot policy (pkcs7 reads ENOENT)
-
-
-@dataclass(frozen=True, slots=True)
-class ActualState:
-    """What the kernel (or emulator) holds right now."""
-
-    policies: tuple[LoadedPolicy, ...]
-    enforce: bool
-    success_audit: bool
-
-    def get(self, name: str) -> LoadedPolicy | None:
-        return next((p for p in self.policies if p.name == name), None)
-
-    @property
-    def active(self) -> LoadedPolicy | None:
-        return next((p for p in self.policies if p.active), None)
-
-
-# --------------------------------------------------------------------------- declared
 
 def is_ignored(name: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pat) for pat in IGNORED_PATTERNS)
@@ -193,44 +163,3 @@ def scan_declared(directory: Path, *, active: str | None, enforce: bool, success
         errors.append(DeclError(str(directory), None, errno.ENOENT,
                                 f"active = {active!r} but no file in the directory declares policy_name={active}"))
     return DeclaredState(tuple(policies), active, enforce, success_audit, protect, tuple(errors))
-
-
-# --------------------------------------------------------------------------- actual
-
-def parse_version_text(text: bytes) -> Version:
-    major, minor, rev = (int(x) for x in text.strip().split(b"."))
-    return Version(major, minor, rev)
-
-
-def read_flag(backend: Backend, path: str) -> bool:
-    return backend.read(path).strip()[:1] == b"1"
-
-
-def read_loaded(backend: Backend, dirname: str) -> LoadedPolicy:
-    base = f"policies/{dirname}"
-    try:
-        blob_digest: str | None = sha256(backend.read(f"{base}/pkcs7"))
-    except FileNotFoundError:
-        blob_digest = None
-    except OSError as e:
-        if e.errno != errno.ENOENT:
-            raise
-        blob_digest = None
-    return LoadedPolicy(
-        name=os.fsdecode(backend.read(f"{base}/name")) or dirname,
-        version=parse_version_text(backend.read(f"{base}/version")),
-        active=read_flag(backend, f"{base}/active"),
-        text_digest=sha256(backend.read(f"{base}/policy")),
-        blob_digest=blob_digest,
-    )
-
-
-def read_actual(backend: Backend) -> ActualState:
-    """Snapshot of securityfs: every loaded policy plus the two switches."""
-    policies = []
-    for d in backend.listdir("policies"):
-        try:
-            policies.append(read_loaded(backend, d))
-        except FileNotFoundError:
-            continue  # deleted while we looked
-    return ActualState(tuple(policies), read_flag(backend, "enforce"), read_flag(backend, "success_audit"))

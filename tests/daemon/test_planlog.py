@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from iped.daemon.store import Store, atomic_write
+from iped.daemon.planlog import PlanLog, atomic_write
 
 
 def test_records_are_numbered_newest_first_and_pruned(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state", keep=3)
+    store = PlanLog(tmp_path / "state", keep=3)
     for i in range(5):
         assert store.record({"outcome": "applied", "i": i}) == i + 1
     recs = store.recent()
@@ -21,7 +21,7 @@ def test_records_are_numbered_newest_first_and_pruned(tmp_path: Path) -> None:
 
 
 def test_torn_or_foreign_files_are_skipped(tmp_path: Path) -> None:
-    store = Store(tmp_path, keep=5)
+    store = PlanLog(tmp_path, keep=5)
     store.record({"i": 1})
     (store.plans / "0000000002.json").write_text("{torn")
     (store.plans / ".0000000003.json.1.tmp").write_text("{}")
@@ -54,7 +54,7 @@ def test_atomic_write_keeps_old_content_when_interrupted(tmp_path: Path) -> None
 
 
 def test_texts_are_content_addressed(tmp_path: Path) -> None:
-    store = Store(tmp_path)
+    store = PlanLog(tmp_path)
     store.save_text("ab" * 32, b"policy")
     assert store.load_text("ab" * 32) == b"policy"
     assert store.load_text("cd" * 32) is None
