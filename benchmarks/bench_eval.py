@@ -25,19 +25,12 @@ import random
 import time
 from collections.abc import Callable
 
-from iped.emulator.eval import (
-    FileInfo,
-    Hook,
-    Task,
-    build_eval_ctx,
-    compile_policy,
-    evaluate,
-    evaluate_linear,
-    property_evaluators,
-)
+from iped.emulator.compiled import compile_policy, evaluate
+from iped.emulator.eval import build_eval_ctx, evaluate_linear, property_evaluators
 from iped.emulator.ipe import Emulator, KernelConfig
 from iped.emulator.policy import Policy, activate_boot_policy
 from iped.emulator.policy_parser import Op, parse_policy
+from iped.emulator.types import FileInfo, Hook, Task
 
 
 def _policy(n_digests: int, seed: int) -> tuple[bytes, list[bytes]]:

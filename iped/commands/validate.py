@@ -85,7 +85,7 @@ class FileResult:
 
 def policy_name_error(name: bytes) -> tuple[int, str] | None:
     """Would securityfs_create_dir(name) fail? (EACCES, why) / (ENAMETOOLONG, why) / None."""
-    from iped.emulator.fs import dir_name_error
+    from iped.emulator.securityfs import dir_name_error
 
     bad = dir_name_error(name)
     return None if bad is None else (bad[0], f"policy name: {bad[1]}")
