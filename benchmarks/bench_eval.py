@@ -8,8 +8,9 @@ record is built):
 * ``indexed``   — the compiled policy without the decision cache
                   (:meth:`CompiledPolicy.decide_uncached`): digest rules looked up by
                   ``(alg, digest)``, the rest walked in file order.
-* ``decide``    — the pure decision function used by the emulator (:func:`evaluate`): compiled
-                  policy plus the exact decision cache keyed on ``(op, facts)``.
+* ``decide``    — the pure decision function used by the emulator
+                  (:func:`iped.emulator.compiled.evaluate`): compiled policy plus the exact
+                  decision cache keyed on ``(op, facts)``.
 * ``evaluate``  — the full public API ``Emulator.evaluate(op, hook, file, task)`` (context
                   building, enforcement, no record because the outcome is ALLOW).
 
