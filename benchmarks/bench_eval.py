@@ -124,10 +124,12 @@ def main() -> int:
     print()
     print(f"indexed vs linear at 700 rules: {large['indexed'] / large['linear']:.1f}x faster")
     print(f"decide  vs linear at 700 rules: {large['decide'] / large['linear']:.1f}x faster")
-    ok_rate = large["decide"] >= 1_000_000 and small["decide"] >= 1_000_000
-    ok_ratio = small["decide"] / large["decide"] <= 1.3
-    print(f"target >= 1,000,000/s for decide: {'met' if ok_rate else 'NOT met'}; "
-          f"700-rule within 1.3x of 10-rule: {'met' if ok_ratio else 'NOT met'}")  # fmt: skip
+    # Issue 15's goal: the full API at >= 1 M/s, and every layer but the kernel's own linear walk
+    # within 1.3x between the 10-rule and the 700-rule policy.
+    ok_rate = min(large["evaluate"], small["evaluate"]) >= 1_000_000
+    slow = [layer for layer in ("indexed", "decide", "evaluate") if small[layer] / large[layer] > 1.3]
+    print(f"target >= 1,000,000/s for evaluate (full API): {'met' if ok_rate else 'NOT met'}; "
+          f"700-rule within 1.3x of 10-rule: {'met' if not slow else 'NOT met by ' + ', '.join(slow)}")  # fmt: skip
     return 0
 
 
