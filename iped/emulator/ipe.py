@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 
 from iped.emulator import fs, hooks, securityfs
 from iped.emulator.audit import AuditLog
-from iped.emulator.eval import EvalState, evaluate_event
+from iped.emulator.eval import EvalState, build_eval_ctx, evaluate_event
 from iped.emulator.keyring import KeyringName, Keyrings
 from iped.emulator.policy import activate_boot_policy, new_policy
 from iped.emulator.securityfs import Dentry, StatResult
-from iped.emulator.types import HOOKS, NO_FILE_FACTS, OPS, EvalContext, FileInfo, Hook, Task
+from iped.emulator.types import HOOKS, OPS, EvalContext, FileInfo, Hook, Task
+
+#: bound once, as eval.py's _DENY: an enum attribute lookup per event is measurable
+_BPRM_CREDS_FOR_EXEC = Hook.BPRM_CREDS_FOR_EXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +176,10 @@ class Emulator:
     def evaluate(self, op: str | None, hook: str, file: FileInfo | None, task: Task | None = None) -> None:
         """Evaluate one event directly. Raises PermissionError(EACCES) when denied and enforcing."""
         try:
-            ctx = EvalContext(OPS[op], HOOKS[hook], file, file.facts if file is not None else NO_FILE_FACTS)
+            ctx = build_eval_ctx(file, OPS[op], HOOKS[hook])
         except KeyError as e:
             raise ValueError(f"unknown op or hook: {e}") from None
-        if ctx.hook is Hook.BPRM_CREDS_FOR_EXEC and not self.profile.bprm_creds_for_exec:
+        if ctx.hook is _BPRM_CREDS_FOR_EXEC and not self.profile.bprm_creds_for_exec:
             raise ValueError(f"hook BPRM_CREDS_FOR_EXEC does not exist on {self.profile.name}")
         if evaluate_event(self.state, ctx, task or self.task, self.audit):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))

@@ -15,8 +15,10 @@ This module imports nothing else from the emulator but the parser, so any module
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
+from functools import partial
 from typing import NamedTuple
 
 from iped.emulator.policy_parser import Action, Op, Rule
@@ -138,6 +140,13 @@ class EvalContext(NamedTuple):
     @property
     def fs_verity_signed(self) -> bool:
         return self.facts[4]
+
+
+#: ``EvalContext((op, hook, file, facts))`` straight through tuple.__new__: a NamedTuple's own
+#: ``__new__`` is Python code, and a context is built on every hook call (benchmarks/bench_eval.py).
+new_eval_ctx: Callable[[tuple[Op | None, Hook, FileInfo | None, Facts]], EvalContext] = partial(
+    tuple.__new__, EvalContext
+)
 
 
 @dataclass(frozen=True, slots=True)
