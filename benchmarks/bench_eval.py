@@ -17,6 +17,11 @@ record is built):
 Each policy is evaluated for files spread over all of its digests (the 700-rule policy matches
 rules from the first to the last), so the linear baseline pays its real average cost.
 Run: ``.venv/bin/python benchmarks/bench_eval.py [--seconds 0.2] [--rounds 5]``.
+
+Measured 2026-11-29 on the shared 2-core AMD EPYC development VM, Python 3.11, median of five
+runs at a time the linear walk made ~630k/s: full API 1.8 M/s (10 rules) and 1.8 M/s (700 rules),
+700/10 ratio 0.97 (indexed 1.00, decide 0.83); the linear walk's ratio is ~32. Under load from
+other jobs every figure drops up to 3x, the ratios do not.
 """
 
 from __future__ import annotations
