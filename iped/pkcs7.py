@@ -165,7 +165,6 @@ class _Outcome:
 
     signer: _Cert | None = None
     chain: list[_Cert] = field(default_factory=list)  # signer, its issuer, ...; top last
-    top_is_root: bool = False  # chain ends at a self-signed certificate
     unsupported: bool = False
     digest: bytes = b""
 
@@ -486,7 +485,6 @@ def _verify_chain(msg: _Message, out: _Outcome) -> None:
         if x.pkey is None:
             return
         if x.self_signed:
-            out.top_is_root = True
             return
         p = _find_issuer(msg, x)
         if p is None or p in out.chain:

@@ -85,7 +85,7 @@ class CheckedPolicy:
 
 def _parse(text: bytes, stage: Stage, signed: bool) -> tuple[str, Version] | PolicyProblem:
     """Parse ``text`` and check its name as a securityfs directory."""
-    from iped.emulator.fs import dir_name_error
+    from iped.emulator.securityfs import dir_name_error
 
     try:
         policy = parse_policy(text)

@@ -170,9 +170,10 @@ def explain_file(
     Raises PolicyError for a policy the kernel would reject, ValueError for an unknown op.
     """
     from iped.emulator.audit import audit_digest, audit_rule
-    from iped.emulator.eval import Hook, MatchType, build_eval_ctx, evaluate_linear, property_evaluators
+    from iped.emulator.eval import build_eval_ctx, evaluate_linear, property_evaluators
     from iped.emulator.ipe import KernelConfig
     from iped.emulator.policy_parser import Op, parse_policy
+    from iped.emulator.types import Hook, MatchType
 
     parsed = parse_policy(text)
     op = Op(op_name)

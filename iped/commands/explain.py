@@ -100,7 +100,7 @@ def _explain_path(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from iped.audit.explain import active_policy, explain_file
-    from iped.emulator import FileInfo
+    from iped.discovery import file_info_from_path
     from iped.emulator.policy_parser import PolicyError
 
     if args.policy:
@@ -114,7 +114,7 @@ def _explain_path(args: argparse.Namespace) -> int:
             die("no active IPE policy to evaluate against", hint="give --policy FILE")
         text, name = active
     try:
-        info = FileInfo.from_path(args.path)
+        info = file_info_from_path(args.path)
     except OSError as exc:
         die(f"{args.path}: {exc.strerror}")
     try:

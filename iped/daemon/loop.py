@@ -122,12 +122,9 @@ class Daemon:
 
     def _setup_udev(self) -> None:
         try:
-            import pyudev
+            from iped.discovery import DmMonitor
 
-            ctx = pyudev.Context()
-            mon = pyudev.Monitor.from_netlink(ctx, source="udev")
-            mon.filter_by("block")
-            mon.start()
+            mon = DmMonitor()
             self.sel.register(mon.fileno(), selectors.EVENT_READ, Source("udev"))
             self.monitor = mon
         except Exception as e:  # no libudev, no netlink permission: dm changes then need 'iped reload'
@@ -283,10 +280,9 @@ class Daemon:
 
     def _on_udev(self) -> None:
         assert self.monitor is not None
-        while (dev := self.monitor.poll(timeout=0)) is not None:
-            if (dev.sys_name or "").startswith("dm-") or "DM_NAME" in dev.properties:
-                self.events["udev"] += 1
-                self.schedule("udev")
+        for _ in self.monitor.poll():
+            self.events["udev"] += 1
+            self.schedule("udev")
 
     def _on_signal(self) -> None:
         try:

@@ -1,4 +1,15 @@
-"""A faithful in-process emulator of the kernel's IPE LSM (security/ipe/).
+"""A faithful in-process emulator of the kernel's IPE LSM, one module per file of security/ipe/.
+
+Hold each module next to its C file: ``policy_parser`` (policy_parser.c; the one parser of the
+policy language, shared with ``iped validate`` and the daemon), ``digest`` (digest.c),
+``policy`` (policy.c), ``fs`` (fs.c: ``enforce``, ``success_audit``, ``new_policy``),
+``policy_fs`` (policy_fs.c: ``policies/<name>/*``), ``eval`` (eval.c), ``hooks`` (hooks.c),
+``audit`` (audit.c), ``ipe`` (ipe.c: boot, Kconfig, the :class:`Emulator` surface) and ``types``
+(the headers: ``Hook``, ``MatchType``, ``EvalContext``, ``FileInfo``, ``Task``). Around them, with
+no security/ipe/ counterpart: ``securityfs`` (the securityfs/VFS model), ``kstrtox``
+(lib/kstrtox.c), ``keyring`` (which keyrings verify a policy) and ``compiled`` (the indexed
+policy the kernel's linear scan is compared with). Reading a real file's properties from this
+host is not emulation: it lives in :mod:`iped.discovery`.
 
 ``Emulator`` is the whole engine (securityfs files, LSM hooks, audit records); ``FileInfo`` the
 facts about a file the kernel evaluates; ``Task`` the task an audit record names. Heavy modules
@@ -10,8 +21,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from iped.emulator.eval import FileInfo, Task
     from iped.emulator.ipe import Emulator, KernelConfig, KernelProfile
+    from iped.emulator.types import FileInfo, Task
 
 __all__ = ["Emulator", "FileInfo", "KernelConfig", "KernelProfile", "Task"]
 
@@ -22,7 +33,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(ipe, name)
     if name in ("FileInfo", "Task"):
-        from iped.emulator import eval as _eval
+        from iped.emulator import types
 
-        return getattr(_eval, name)
+        return getattr(types, name)
     raise AttributeError(name)

@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 from iped.emulator.digest import Digest
 from iped.emulator.policy_parser import Action, Rule
+from iped.emulator.types import EvalContext, MatchType, Task
 
 if TYPE_CHECKING:
-    from iped.emulator.eval import EvalContext, MatchType, Task
     from iped.emulator.policy import Policy
 
 AUDIT_IPE_ACCESS = 1420
@@ -86,8 +86,6 @@ def audit_match(
     ``path``/``dev`` are untrusted strings (d_path and the superblock's s_id), ``ino`` decimal;
     without a file the record says ``path=? dev=? ino=?``.
     """
-    from iped.emulator.eval import MatchType
-
     op = ctx.op.value if ctx.op is not None else "UNKNOWN"
     out = [
         f"ipe_op={op} ipe_hook={ctx.hook.value} enforcing={int(enforcing)} pid={task.pid} comm=".encode(),

@@ -46,7 +46,3 @@ def digest_parse(valstr: bytes) -> Digest:
         raise DigestError(errno.EINVAL, "digest contains a character that is not hex") from None
     return Digest(alg, out)
 
-
-def digest_eval(expected: Digest, actual: Digest) -> bool:
-    """ipe_digest_eval(): same length, same algorithm name (byte compare), same bytes."""
-    return expected.alg == actual.alg and expected.digest == actual.digest

@@ -13,8 +13,9 @@ import mmap
 from enum import IntEnum
 from typing import TYPE_CHECKING
 
-from iped.emulator.eval import EvalContext, FileInfo, Hook, Task, build_eval_ctx
+from iped.emulator.eval import build_eval_ctx
 from iped.emulator.policy_parser import Op
+from iped.emulator.types import EvalContext, FileInfo, Hook, Task
 
 if TYPE_CHECKING:
     from iped.emulator.ipe import Emulator

@@ -13,21 +13,16 @@ import errno
 import os
 from dataclasses import dataclass, field
 
-from iped.emulator import fs, hooks
+from iped.emulator import fs, hooks, securityfs
 from iped.emulator.audit import AuditLog
-from iped.emulator.eval import (
-    HOOKS,
-    NO_FILE_FACTS,
-    OPS,
-    EvalContext,
-    EvalState,
-    FileInfo,
-    Hook,
-    Task,
-    evaluate_event,
-)
-from iped.emulator.fs import Dentry, StatResult
+from iped.emulator.eval import EvalState, build_eval_ctx, evaluate_event
 from iped.emulator.keyring import KeyringName, Keyrings
+from iped.emulator.policy import activate_boot_policy, new_policy
+from iped.emulator.securityfs import Dentry, StatResult
+from iped.emulator.types import HOOKS, OPS, EvalContext, FileInfo, Hook, Task
+
+#: bound once, as eval.py's _DENY: an enum attribute lookup per event is measurable
+_BPRM_CREDS_FOR_EXEC = Hook.BPRM_CREDS_FOR_EXEC
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +125,6 @@ class Emulator:
 
     def _init(self) -> None:
         """ipe_init() then ipe_init_securityfs()."""
-        from iped.emulator.policy import activate_boot_policy, new_policy
-
         if self.config.boot_policy:
             try:
                 activate_boot_policy(self, new_policy(self, self.config.boot_policy, None))
@@ -153,19 +146,19 @@ class Emulator:
     def _lookup(self, path: str) -> Dentry:
         if self._root is None:
             raise OSError(errno.ENOENT, os.strerror(errno.ENOENT), path)
-        return fs.lookup(self._root, path)
+        return securityfs.lookup(self._root, path)
 
     def write(self, path: str, data: bytes) -> int:
         """One write(2) of ``data`` to ``path`` (relative to the IPE root); raises OSError(errno)."""
-        return fs.vfs_write(self._lookup(path), bytes(data))
+        return securityfs.vfs_write(self._lookup(path), bytes(data))
 
     def read(self, path: str) -> bytes:
         """The whole content of ``path``; raises OSError(errno)."""
-        return fs.vfs_read(self._lookup(path))
+        return securityfs.vfs_read(self._lookup(path))
 
     def listdir(self, path: str = "") -> list[str]:
         """Entries of a directory in the kernel's readdir order."""
-        return fs.readdir(self._lookup(path))
+        return securityfs.readdir(self._lookup(path))
 
     def stat(self, path: str = "") -> StatResult:
         return StatResult(self._lookup(path).mode)
@@ -183,10 +176,10 @@ class Emulator:
     def evaluate(self, op: str | None, hook: str, file: FileInfo | None, task: Task | None = None) -> None:
         """Evaluate one event directly. Raises PermissionError(EACCES) when denied and enforcing."""
         try:
-            ctx = EvalContext(OPS[op], HOOKS[hook], file, file.facts if file is not None else NO_FILE_FACTS)
+            ctx = build_eval_ctx(file, OPS[op], HOOKS[hook])
         except KeyError as e:
             raise ValueError(f"unknown op or hook: {e}") from None
-        if ctx.hook is Hook.BPRM_CREDS_FOR_EXEC and not self.profile.bprm_creds_for_exec:
+        if ctx.hook is _BPRM_CREDS_FOR_EXEC and not self.profile.bprm_creds_for_exec:
             raise ValueError(f"hook BPRM_CREDS_FOR_EXEC does not exist on {self.profile.name}")
         if evaluate_event(self.state, ctx, task or self.task, self.audit):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))

@@ -9,7 +9,6 @@ compiled-in text) and the parsed policy. A :class:`PolicyNode` is the policy dir
 from __future__ import annotations
 
 import errno
-import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -19,9 +18,10 @@ from iped.emulator.audit import (
     audit_policy_activation,
     audit_policy_load,
 )
-from iped.emulator.eval import compile_policy
+from iped.emulator.compiled import compile_policy
 from iped.emulator.keyring import verify_pkcs7_signature
 from iped.emulator.policy_parser import ParsedPolicy, PolicyError, parse_policy
+from iped.emulator.types import kernel_error
 
 if TYPE_CHECKING:
     from iped.emulator.ipe import Emulator
@@ -43,11 +43,6 @@ class PolicyNode:
     policy: Policy | None
 
 
-def _oserror(err: int, detail: str = "") -> OSError:
-    msg = os.strerror(err) + (f": {detail}" if detail else "")
-    return OSError(err, msg)
-
-
 def new_policy(emu: Emulator, text: bytes | None, pkcs7: bytes | None) -> Policy:
     """ipe_new_policy(): unsigned ``text`` (boot policy only) or a signed ``pkcs7`` blob.
 
@@ -63,7 +58,7 @@ def new_policy(emu: Emulator, text: bytes | None, pkcs7: bytes | None) -> Policy
     try:
         parsed = parse_policy(body)
     except PolicyError as e:
-        raise _oserror(e.errno, str(e)) from e
+        raise kernel_error(e.errno, str(e)) from e
     return Policy(body, pkcs7, parsed)
 
 
@@ -77,12 +72,12 @@ def update_policy(emu: Emulator, node: PolicyNode, pkcs7: bytes) -> None:
     """
     old = node.policy
     if old is None:
-        raise _oserror(errno.ENOENT, "the policy was deleted")
+        raise kernel_error(errno.ENOENT, "the policy was deleted")
     new = new_policy(emu, None, pkcs7)
     if new.parsed.name != old.parsed.name:
-        raise _oserror(errno.EINVAL, "the update carries another policy_name")
+        raise kernel_error(errno.EINVAL, "the update carries another policy_name")
     if old.parsed.version.as_u64() >= new.parsed.version.as_u64():
-        raise _oserror(errno.ESTALE, f"version {new.parsed.version} is not above {old.parsed.version}")
+        raise kernel_error(errno.ESTALE, f"version {new.parsed.version} is not above {old.parsed.version}")
     node.policy = new
     emu.audit.log(AUDIT_IPE_POLICY_LOAD, audit_policy_load(new, emu.task, errno_field=emu.profile.policy_load_errno))
     if emu.state.active is old:
@@ -105,7 +100,7 @@ def set_active_pol(emu: Emulator, p: Policy) -> None:
     if ap is p:
         return
     if ap is not None and ap.parsed.version.as_u64() > p.parsed.version.as_u64():
-        raise _oserror(errno.EINVAL, f"the active policy's version {ap.parsed.version} is higher")
+        raise kernel_error(errno.EINVAL, f"the active policy's version {ap.parsed.version} is higher")
     _make_active(emu, p)
     emu.audit.log(AUDIT_IPE_CONFIG_CHANGE, audit_policy_activation(ap, p, emu.task))
 

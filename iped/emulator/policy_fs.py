@@ -12,7 +12,10 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from iped.emulator.fs import (
+from iped.emulator.audit import AUDIT_IPE_POLICY_LOAD, audit_policy_load
+from iped.emulator.kstrtox import kstrtobool_from_user
+from iped.emulator.policy import Policy, PolicyNode, set_active_pol, update_policy
+from iped.emulator.securityfs import (
     Dentry,
     FileOps,
     memdup_user,
@@ -20,14 +23,10 @@ from iped.emulator.fs import (
     securityfs_create_file,
     securityfs_remove,
 )
-from iped.emulator.policy import Policy, PolicyNode, set_active_pol, update_policy
+from iped.emulator.types import kernel_error
 
 if TYPE_CHECKING:
     from iped.emulator.ipe import Emulator
-
-
-def _err(err: int, what: str = "") -> OSError:
-    return OSError(err, os.strerror(err) + (f": {what}" if what else ""))
 
 
 def _node(d: Dentry) -> PolicyNode:
@@ -40,7 +39,7 @@ def _node(d: Dentry) -> PolicyNode:
 def _policy(d: Dentry) -> Policy:
     p = _node(d).policy
     if p is None:
-        raise _err(errno.ENOENT, "the policy was deleted")
+        raise kernel_error(errno.ENOENT, "the policy was deleted")
     return p
 
 
@@ -48,7 +47,7 @@ def read_pkcs7(emu: Emulator, d: Dentry) -> bytes:
     """The blob as written. Raises OSError: ENOENT deleted, or an unsigned (boot) policy."""
     p = _policy(d)
     if p.pkcs7 is None:
-        raise _err(errno.ENOENT, "the boot policy is not signed")
+        raise kernel_error(errno.ENOENT, "the boot policy is not signed")
     return p.pkcs7
 
 
@@ -70,12 +69,10 @@ def getactive(emu: Emulator, d: Dentry) -> bytes:
 
 def _bool_true(emu: Emulator, data: bytes) -> None:
     """The common head of setactive()/delete_policy(): EPERM, then EINVAL unless true."""
-    from iped.emulator.fs import kstrtobool_from_user
-
     if not emu.caller_has_cap_mac_admin:
-        raise _err(errno.EPERM, "CAP_MAC_ADMIN is required")
+        raise kernel_error(errno.EPERM, "CAP_MAC_ADMIN is required")
     if not kstrtobool_from_user(data, enable_disable=emu.profile.kstrtobool_enable_disable):
-        raise _err(errno.EINVAL, "only a true value is accepted")
+        raise kernel_error(errno.EINVAL, "only a true value is accepted")
 
 
 def setactive(emu: Emulator, d: Dentry, data: bytes) -> int:
@@ -87,11 +84,9 @@ def setactive(emu: Emulator, d: Dentry, data: bytes) -> int:
 
 def update(emu: Emulator, d: Dentry, data: bytes) -> int:
     """update_policy(): Raises OSError as policy.update_policy() (EPERM first); 6.16+ audits failures."""
-    from iped.emulator.audit import AUDIT_IPE_POLICY_LOAD, audit_policy_load
-
     try:
         if not emu.caller_has_cap_mac_admin:
-            raise _err(errno.EPERM, "CAP_MAC_ADMIN is required")
+            raise kernel_error(errno.EPERM, "CAP_MAC_ADMIN is required")
         update_policy(emu, _node(d), memdup_user(data, nul=False))
     except OSError as e:
         if emu.profile.policy_load_errno:
@@ -106,9 +101,9 @@ def delete_policy(emu: Emulator, d: Dentry, data: bytes) -> int:
     node = _node(d)
     p = node.policy
     if p is None:
-        raise _err(errno.ENOENT, "the policy was deleted")
+        raise kernel_error(errno.ENOENT, "the policy was deleted")
     if p is emu.state.active:
-        raise _err(errno.EPERM, "the active policy cannot be deleted")
+        raise kernel_error(errno.EPERM, "the active policy cannot be deleted")
     node.policy = None
     assert d.parent is not None
     securityfs_remove(d.parent)

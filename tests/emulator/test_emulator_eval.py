@@ -11,9 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iped.emulator import Emulator, FileInfo, Task
-from iped.emulator.eval import Hook, build_eval_ctx, compile_policy, evaluate, evaluate_linear, property_evaluators
+from iped.emulator.compiled import compile_policy, evaluate
+from iped.emulator.eval import build_eval_ctx, evaluate_linear, property_evaluators
 from iped.emulator.ipe import KernelConfig
 from iped.emulator.policy_parser import Action, Op, parse_policy
+from iped.emulator.types import Hook
 from tests.emulator.test_emulator_signing import load, make_emulator
 
 SHA = bytes(range(32))

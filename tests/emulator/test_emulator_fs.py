@@ -8,8 +8,8 @@ import stat
 import pytest
 
 from iped.emulator import Emulator
-from iped.emulator.fs import kstrtobool
 from iped.emulator.ipe import KernelConfig
+from iped.emulator.kstrtox import kstrtobool
 from tests.emulator.test_emulator_signing import load, make_emulator, sign
 
 BOOT = b"policy_name=boot policy_version=0.0.1\nDEFAULT action=ALLOW\n"
@@ -217,7 +217,7 @@ def test_empty_new_policy_write_is_ebadmsg() -> None:
 
 
 def test_write_larger_than_kmalloc_max_is_enomem() -> None:
-    from iped.emulator.fs import KMALLOC_MAX_SIZE
+    from iped.emulator.securityfs import KMALLOC_MAX_SIZE
 
     emu = make_emulator("6.16")
     load(emu, "big")

@@ -4,7 +4,7 @@ Runs inside the lab VM after the corpus, which leaves its fixtures in place: an 
 fs-verity files on a loop device (``plain``, ``signed`` with a built-in signature, ``none``) and
 two dm-verity mappings of the same volume (``plain``, and ``signed`` opened with a root-hash
 signature). The host cannot build these (no verity-capable filesystem, no device-mapper), so
-this is where ``FileInfo.from_path`` meets real ioctls and device-mapper tables.
+this is where ``file_info_from_path`` meets real ioctls and device-mapper tables.
 
 The differential half activates policies that deny by positive properties only (never a
 ``=FALSE`` deny: the test's own Python lives on the 9p root and must keep running) and compares
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from iped.discovery import file_info_from_path
 from iped.emulator import Emulator, FileInfo
 from iped.lab import GUEST_BUSYBOX, GUEST_INITRAMFS, GUEST_TMP, keys
 
@@ -52,7 +53,7 @@ def _boot_superblocks() -> frozenset[int]:
 def _info(name: str) -> FileInfo:
     path = TARGETS[name]
     assert path.exists(), f"corpus fixture {path} is missing: did the corpus run first in this boot?"
-    return FileInfo.from_path(str(path), boot_superblocks=_boot_superblocks())
+    return file_info_from_path(str(path), boot_superblocks=_boot_superblocks())
 
 
 def _measured(name: str) -> tuple[str, bytes]:

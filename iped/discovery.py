@@ -1,7 +1,11 @@
-"""What the kernel would know about a real file on this host: s_id, inode, dm-verity, fs-verity.
+"""What the kernel would know about a real file on this host, and dm devices coming and going.
 
-The emulator's counterpart of the state IPE's LSM blobs hold (hooks.c ipe_bdev_setintegrity /
-ipe_inode_setintegrity, eval.c build_ipe_*_ctx), read back from userspace:
+Host I/O with no kernel counterpart to emulate (ioctls, sysfs, mountinfo, udev), so it lives
+outside :mod:`iped.emulator`: it reads back from userspace the state IPE's LSM blobs hold
+(hooks.c ipe_bdev_setintegrity / ipe_inode_setintegrity, eval.c build_ipe_*_ctx) and hands it to
+the emulator as an :class:`~iped.emulator.types.FileInfo` (:func:`file_info_from_path`, used by
+``iped explain``). :class:`DmMonitor` follows device-mapper devices through udev for the daemon's
+loop (a verity device appearing can change what the active policy allows).
 
 * ``dev`` (the superblock's s_id): the block device's kernel name (``vda1``, ``dm-0``,
   ``loop0``) via ``/sys/dev/block/MAJ:MIN``; otherwise the filesystem type from
@@ -27,10 +31,9 @@ import fcntl
 import os
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from iped.emulator.eval import FileInfo
+from iped.emulator.types import FileInfo
 
 
 def _iowr(kind: int, nr: int, size: int) -> int:
@@ -180,8 +183,6 @@ def superblock_id(st_dev: int, *, sysfs: str = "/sys", mountinfo: str = "/proc/s
 
 def file_info_from_path(path: str, *, boot_superblocks: frozenset[int] = frozenset()) -> FileInfo:
     """Build a :class:`FileInfo` for a real file. Raises OSError if it cannot be opened."""
-    from iped.emulator.eval import FileInfo
-
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -213,7 +214,10 @@ class DmEvent:
 
 class DmMonitor:
     """Follow dm block devices through udev without threads: put :meth:`fileno` in a selector
-    and call :meth:`poll` when it is readable (or any time; it never blocks)."""
+    and call :meth:`poll` when it is readable (or any time; it never blocks).
+
+    Raises ImportError without pyudev, OSError without a netlink socket (unprivileged, no udev).
+    """
 
     def __init__(self) -> None:
         import pyudev
@@ -226,12 +230,6 @@ class DmMonitor:
     def fileno(self) -> int:
         return int(self._mon.fileno())
 
-    def existing(self) -> list[DmEvent]:
-        """dm devices present now (call after construction to close the start-up race)."""
-        return [
-            ev for ev in (self._event("add", d) for d in self._ctx.list_devices(subsystem="block")) if ev is not None
-        ]
-
     def poll(self) -> list[DmEvent]:
         """Every queued dm event, oldest first; empty when none is waiting."""
         out = []
@@ -243,7 +241,8 @@ class DmMonitor:
 
     @staticmethod
     def _event(action: str, dev: Any) -> DmEvent | None:
-        if not str(dev.sys_name).startswith("dm-"):
+        """A DmEvent for a dm device (kernel name ``dm-N``, or udev's DM_NAME set), else None."""
+        if not str(dev.sys_name or "").startswith("dm-") and "DM_NAME" not in dev.properties:
             return None
         num = dev.device_number
         return DmEvent(action, dev.properties.get("DM_NAME"), (os.major(num), os.minor(num)))

@@ -1,4 +1,4 @@
-"""Property discovery on real files of this host (discovery.py)."""
+"""Property discovery on real files of this host, and the dm device monitor (iped/discovery.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from iped.emulator import FileInfo
-from iped.emulator.discovery import (
+from iped.discovery import (
     FS_IOC_MEASURE_VERITY,
     DmMonitor,
     dm_verity_of,
+    file_info_from_path,
     fsverity_measure,
     parse_verity_params,
     superblock_id,
@@ -40,7 +40,7 @@ def test_regular_file_dev_and_ino_match_stat(tmp_path: Path) -> None:
     f = tmp_path / "prog"
     f.write_bytes(b"\x7fELF")
     st = os.stat(f)
-    info = FileInfo.from_path(str(f))
+    info = file_info_from_path(str(f))
     assert info.ino == st.st_ino
     assert info.path == str(f)
     link = f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
@@ -58,7 +58,7 @@ def test_tmpfs_file_is_named_tmpfs() -> None:
     if _mounted_fstypes().get(os.stat(shm).st_dev) != "tmpfs":
         pytest.skip("/dev/shm is not a tmpfs mount on this host")
     with tempfile.NamedTemporaryFile(dir=shm) as t:
-        info = FileInfo.from_path(t.name, boot_superblocks=frozenset({os.stat(shm).st_dev}))
+        info = file_info_from_path(t.name, boot_superblocks=frozenset({os.stat(shm).st_dev}))
         assert info.dev == "tmpfs"
         assert info.ino == os.stat(t.name).st_ino
         assert info.boot_verified is True
@@ -70,7 +70,7 @@ def test_superblock_id_of_proc_is_proc() -> None:
 
 def test_missing_file_raises_enoent(tmp_path: Path) -> None:
     with pytest.raises(OSError) as ei:
-        FileInfo.from_path(str(tmp_path / "nope"))
+        file_info_from_path(str(tmp_path / "nope"))
     assert ei.value.errno == errno.ENOENT
 
 
@@ -101,7 +101,7 @@ def test_fsverity_digest_of_a_verity_file(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert got is not None and got[0] == "sha256" and len(got[1]) == 32
-    assert FileInfo.from_path(str(f)).fsverity_digest == got
+    assert file_info_from_path(str(f)).fsverity_digest == got
     assert FS_IOC_MEASURE_VERITY == 0xC0046686
 
 
@@ -132,14 +132,28 @@ def test_dm_monitor_is_pollable_without_blocking() -> None:
         sel = selectors.DefaultSelector()
         sel.register(mon.fileno(), selectors.EVENT_READ)
         assert isinstance(mon.poll(), list)  # returns at once even with nothing queued
-        assert all(ev.name is None or isinstance(ev.name, str) for ev in mon.existing())
         sel.close()
     finally:
         mon.close()
 
 
+def test_dm_monitor_keeps_device_mapper_devices_only() -> None:
+    """The filter on this host's real block devices: dm-N (or udev's DM_NAME) in, loop/vda/zram out."""
+    pyudev = pytest.importorskip("pyudev")
+    devices = list(pyudev.Context().list_devices(subsystem="block"))
+    if not devices:
+        pytest.skip("no block devices visible here")
+    for dev in devices:
+        is_dm = dev.sys_name.startswith("dm-") or "DM_NAME" in dev.properties
+        ev = DmMonitor._event("add", dev)
+        if is_dm:
+            assert ev is not None and ev.devnum == (os.major(dev.device_number), os.minor(dev.device_number))
+        else:
+            assert ev is None, dev.sys_name
+
+
 def test_ioctl_numbers_and_struct_sizes_match_the_uapi_headers() -> None:
-    from iped.emulator import discovery as d
+    from iped import discovery as d
 
     assert d.DM_TABLE_STATUS == 0xC138FD0C  # _IOWR(0xfd, 12, struct dm_ioctl)
     assert d._DM_HEADER.size == d.DM_IOCTL_SIZE == 312
@@ -151,7 +165,7 @@ def test_ioctl_numbers_and_struct_sizes_match_the_uapi_headers() -> None:
 
 @pytest.mark.skipif(not os.path.exists("/dev/mapper/control"), reason="no device-mapper control node on this host")
 def test_dm_table_of_a_missing_device_is_an_oserror() -> None:
-    from iped.emulator.discovery import dm_table
+    from iped.discovery import dm_table
 
     with pytest.raises(OSError):
         dm_table(4095, 1048575)
