@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from iped.audit.records import AUDIT_IPE_ACCESS, IpeAccess, parse_access
+from iped.emulator import Emulator, FileInfo, KernelConfig, Task
+
+# discovery is moving out of the emulator package (to iped.discovery): this line is the one to change
+from iped.emulator import discovery as _discovery
+from iped.emulator.audit import audit_untrusted as _audit_untrusted
 
 if TYPE_CHECKING:
-    from iped.emulator import Emulator, FileInfo, Task
     from iped.emulator.policy_parser import ParsedPolicy
 
 
@@ -51,8 +56,6 @@ def new_file_info(
     fsverity_signature: bool = False,
 ) -> FileInfo:
     """An emulator FileInfo: what the kernel knows about one file when IPE evaluates it."""
-    from iped.emulator import FileInfo
-
     return FileInfo(
         path=path, dev=dev, ino=ino, boot_verified=boot_verified,
         dmverity_roothash=dmverity_roothash, dmverity_signature=dmverity_signature,
@@ -61,8 +64,6 @@ def new_file_info(
 
 
 def new_task(pid: int, comm: str) -> Task:
-    from iped.emulator import Task
-
     return Task(pid=pid, comm=comm)
 
 
@@ -73,8 +74,6 @@ class PolicyEngine:
     """
 
     def __init__(self, text: bytes) -> None:
-        from iped.emulator import Emulator, KernelConfig
-
         self.parsed = parse_policy(text)  # PolicyError with a line, before the emulator sees it
         self._emu: Emulator = Emulator(config=KernelConfig(boot_policy=text, enforce=False, success_audit=True))
         if self._emu.boot_error is not None:  # pragma: no cover - parse_policy() failed first
@@ -111,11 +110,9 @@ class DeviceFacts:
 
 def device_facts(st_dev: int) -> DeviceFacts:
     """The s_id and dm-verity root hash/signature flag of the device ``st_dev`` (discovery)."""
-    from iped.emulator import discovery
-
-    verity = discovery.dm_verity_of(os.major(st_dev), os.minor(st_dev))
+    verity = _discovery.dm_verity_of(os.major(st_dev), os.minor(st_dev))
     return DeviceFacts(
-        discovery.superblock_id(st_dev),
+        _discovery.superblock_id(st_dev),
         (verity.algorithm, verity.root_hash) if verity is not None else None,
         bool(verity is not None and verity.signed),
     )
@@ -123,14 +120,11 @@ def device_facts(st_dev: int) -> DeviceFacts:
 
 def fsverity_of(fd: int) -> tuple[tuple[str, bytes] | None, bool]:
     """The fs-verity digest of an open file and whether a built-in signature is attached."""
-    from iped.emulator import discovery
-
-    digest = discovery.fsverity_measure(fd)
-    return digest, digest is not None and discovery.fsverity_has_signature(fd)
+    digest = _discovery.fsverity_measure(fd)
+    return digest, digest is not None and _discovery.fsverity_has_signature(fd)
 
 
+@lru_cache(maxsize=4096)
 def audit_untrusted(value: str) -> str:
     """audit_log_untrustedstring(): ``"text"``, or upper-case hex when it needs escaping."""
-    from iped.emulator.audit import audit_untrusted as _untrusted
-
-    return _untrusted(value.encode("utf-8", "surrogateescape")).decode("ascii")
+    return _audit_untrusted(value.encode("utf-8", "surrogateescape")).decode("ascii")

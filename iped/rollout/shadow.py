@@ -34,8 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from iped.audit.counters import AuditCounters
-from iped.audit.group import Event
-from iped.audit.records import AUDIT_EOE, AUDIT_IPE_ACCESS, AUDIT_SYSCALL, RawRecord
+from iped.audit.records import AUDIT_EOE, AUDIT_IPE_ACCESS, AUDIT_SYSCALL, IpeAccess, RawRecord, parse_access
 from iped.rollout import engine
 from iped.rollout.facts import file_info_of_fd
 from iped.rollout.observe import SHADOW_KEY
@@ -73,8 +72,11 @@ def process_of(pid: int, path: str = "?") -> Process:
     """
     comm, exe, ppid, uid = os.path.basename(path)[:15], path, -1, _UNSET
     try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stat = os.read(fd, 4096)
+        finally:
+            os.close(fd)
         close = stat.rfind(b")")
         comm = stat[stat.find(b"(") + 1 : close].decode("utf-8", "surrogateescape")
         ppid = int(stat[close + 2 :].split(b" ", 2)[1])
@@ -162,9 +164,16 @@ class Shadow:
             return None
         records = self.log.records(time.time() if when is None else when, body, proc)
         self.log.write(records)
-        event = Event(records[0].sec, records[0].msec, records[0].serial, tuple(records), True)
-        self.counters.audit.count(event)
+        self._count(parse_access(body))
         return records
+
+    def _count(self, rec: IpeAccess) -> None:
+        """What AuditCounters.count() tallies for this event, without re-parsing the records."""
+        audit = self.counters.audit
+        audit.events += 1
+        audit.decisions[rec.op or "?", rec.hook or "?", rec.action or "?", False] += 1
+        if rec.rule is not None:
+            audit.rules[rec.rule] += 1
 
     def drain(self, fan: Fanotify) -> int:
         """Handle every queued notification; returns how many executions were seen."""
