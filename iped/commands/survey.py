@@ -7,8 +7,9 @@ this host. Output: the would-be denials grouped by program and by rule, with cou
 could not be evaluated because its file is gone or was replaced. ``--json``: the same as one
 object (docs/rollout.md).
 
-Exit 0: nothing that ran would be denied; 1: something would (or cannot be told: its file is
-gone); 2: usage (no policy, bad policy, bad --since, broken --facts or configuration).
+Exit 0: nothing that ran would be denied; 1: something would, or cannot be told (its file is
+gone, or no access record was observed at all); 2: usage (no policy, bad policy, bad --since,
+broken --facts or configuration).
 """
 
 from __future__ import annotations

@@ -45,12 +45,18 @@ def read_observations(args: argparse.Namespace) -> Observations:
             die(f"--since: cannot read time {args.since!r}", code=ExitCode.USAGE)
     try:
         return observe(args.source, since=since)
-    except PermissionError:
-        die(f"cannot open the {args.source} audit source: EPERM", hint="netlink needs CAP_AUDIT_READ; try journal")
-    except ImportError as e:
-        die(f"cannot open the {args.source} audit source: {e}", hint="install python3-systemd")
-    except OSError as e:
-        die(f"{e.filename or args.source}: {e.strerror}")
+    except (OSError, ImportError) as e:
+        message, hint = _source_error(args.source, e)
+        die(message, hint=hint)
+
+
+def _source_error(source: str, e: OSError | ImportError) -> tuple[str, str | None]:
+    """The message and hint for an audit source that cannot be read."""
+    if isinstance(e, ImportError):
+        return f"cannot open the {source} audit source: {e}", "install python3-systemd"
+    if isinstance(e, PermissionError) and source in ("netlink", "auto"):
+        return f"cannot open the {source} audit source: EPERM", "netlink needs CAP_AUDIT_READ; try journal"
+    return f"{e.filename or source}: {e.strerror}", None
 
 
 def resolver(args: argparse.Namespace) -> Resolver:

@@ -84,9 +84,16 @@ class SurveyReport:
         return [v for v in self.verdicts if v.action is None]
 
     @property
+    def verdict(self) -> str:
+        """``go`` (every observed access is allowed), ``no-go``, or ``no-data`` (nothing observed)."""
+        if not self.verdicts:
+            return "no-data"
+        return "no-go" if self.denied or self.unknown else "go"
+
+    @property
     def breaks(self) -> bool:
-        """True unless every observed access is known to be allowed."""
-        return bool(self.denied or self.unknown)
+        """True unless accesses were observed and every one is known to be allowed."""
+        return self.verdict != "go"
 
     def by_program(self) -> list[dict[str, Any]]:
         """Would-be denials per program, most frequent first."""
@@ -122,7 +129,7 @@ class SurveyReport:
             "policy": {"origin": self.origin, "name": self.name, "version": self.version},
             "records": self.records,
             "distinct": len(self.verdicts),
-            "verdict": "no-go" if self.breaks else "go",
+            "verdict": self.verdict,
             "would_deny": {"records": sum(v.observation.count for v in self.denied), "distinct": len(self.denied)},
             "by_program": self.by_program(),
             "by_rule": self.by_rule(),
@@ -137,6 +144,9 @@ class SurveyReport:
         )
         out = [head]
         denied = self.denied
+        if self.verdict == "no-data":
+            out.append("NO DATA: no IPE access record was observed, so nothing is known to be safe")
+            return out
         if not self.breaks:
             out.append("GO: nothing that ran would be denied once this policy is enforced")
             return out

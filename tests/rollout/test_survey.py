@@ -106,3 +106,11 @@ def test_cli_usage_errors_exit_2(
     subs = {"{bad}": str(bad), "{good}": str(good), "{log}": str(period.log)}
     assert main([subs.get(a, a) for a in argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_no_records_is_no_data_not_go(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty, allow = tmp_path / "empty.log", tmp_path / "all.pol"
+    empty.write_text("")
+    allow.write_bytes(ALLOW_ALL)
+    assert main(["survey", "--policy", str(allow), "--source", str(empty), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["verdict"] == "no-data"
