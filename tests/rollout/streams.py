@@ -19,12 +19,21 @@ from iped.rollout.shadow import Process, syscall_body
 ROOTHASH = "a1" * 32
 DIGEST = "b2" * 32
 DENIED_DIGEST = "c3" * 32
+CAT_DIGEST = "d4" * 32
 
 #: the made-up host: every kind of file IPE can tell apart
 FACTS: dict[str, dict[str, object]] = {
     "/init/bin/busybox": {"dev": "rootfs", "ino": 15, "boot_verified": True},
     "/usr/bin/ls": {"dev": "dm-0", "ino": 101, "dmverity_roothash": f"sha256:{ROOTHASH}", "dmverity_signature": True},
-    "/usr/bin/cat": {"dev": "dm-0", "ino": 102, "dmverity_roothash": f"sha256:{ROOTHASH}", "dmverity_signature": True},
+    # on the verity volume *and* fs-verity: the volume's one rule beats a per-file digest
+    "/usr/bin/cat": {
+        "dev": "dm-0",
+        "ino": 102,
+        "dmverity_roothash": f"sha256:{ROOTHASH}",
+        "dmverity_signature": True,
+        "fsverity_digest": f"sha256:{CAT_DIGEST}",
+    },
+    "/usr/lib/modules/fs.ko": {"dev": "dm-0", "ino": 103, "dmverity_roothash": f"sha256:{ROOTHASH}"},
     "/opt/app/run": {"dev": "vda2", "ino": 7, "fsverity_digest": f"sha256:{DIGEST}"},
     "/opt/app/evil": {"dev": "vda2", "ino": 8, "fsverity_digest": f"sha256:{DENIED_DIGEST}"},
     "/home/u/script": {"dev": "vda2", "ino": 9},
@@ -40,7 +49,8 @@ ACCESSES: list[tuple[str, str, str | None, str, int]] = [
     ("EXECUTE", "BPRM_CHECK", "/opt/app/evil", "bash", 1),
     ("EXECUTE", "BPRM_CHECK", "/home/u/script", "bash", 4),
     ("EXECUTE", "MMAP", None, "java", 2),
-    ("KMODULE", "KERNEL_READ", None, "modprobe", 1),
+    ("KMODULE", "KERNEL_READ", "/usr/lib/modules/fs.ko", "modprobe", 1),
+    ("KMODULE", "KERNEL_LOAD", None, "insmod", 1),
 ]
 
 #: the base policy of the suggestion tests: a DENY rule on purpose, DEFAULTs at the top

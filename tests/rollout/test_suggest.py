@@ -14,7 +14,7 @@ from iped.rollout.observe import observe
 from iped.rollout.policies import next_version, starter_policy
 from iped.rollout.suggest import Suggestion, insertion_line, suggest
 from iped.rollout.survey import survey
-from tests.rollout.streams import BASE, DIGEST, ROOTHASH, write_facts, write_period
+from tests.rollout.streams import BASE, CAT_DIGEST, DIGEST, ROOTHASH, write_facts, write_period
 
 
 def _suggest(tmp_path: Path, base: bytes = BASE) -> Suggestion:
@@ -29,10 +29,12 @@ def test_broadest_safe_rule_per_file_and_flags_for_the_rest(tmp_path: Path) -> N
         "op=EXECUTE boot_verified=TRUE action=ALLOW",
         f"op=EXECUTE dmverity_roothash=sha256:{ROOTHASH} action=ALLOW",  # one rule for ls and cat
         f"op=EXECUTE fsverity_digest=sha256:{DIGEST} action=ALLOW",
+        f"op=KMODULE dmverity_roothash=sha256:{ROOTHASH} action=ALLOW",  # per op: a module from the volume
     ]
     volume = result.rules[1]
     assert sorted({o.program for o in volume.needed_by}) == ["/usr/bin/cat", "/usr/bin/ls"]
-    assert volume.alternatives == {"dmverity_signature=TRUE"}  # broader: listed, never chosen
+    # broader (any signed volume) or narrower (cat's own digest): listed, never chosen
+    assert volume.alternatives == {"dmverity_signature=TRUE", f"fsverity_digest=sha256:{CAT_DIGEST}"}
     flags = {(f.verdict.observation.program, f.verdict.observation.op, f.kind) for f in result.flagged}
     assert flags == {
         ("/home/u/script", "EXECUTE", "no_property"),
@@ -109,12 +111,12 @@ def test_cli_writes_a_policy_that_validates(tmp_path: Path, capsys: pytest.Captu
     captured = capsys.readouterr()
     out = tmp_path / "new.pol"
     out.write_text(captured.out)
-    assert "verification: 22 records (9 distinct) replayed" in captured.err and "0 unexpected" in captured.err
+    assert "verification: 23 records (10 distinct) replayed" in captured.err and "0 unexpected" in captured.err
     assert main(["validate", str(out)]) == 0
     assert "OK policy_name=site policy_version=1.0.1" in capsys.readouterr().out
     assert main(["suggest", *common, "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert doc["policy"]["version"] == "1.0.1" and len(doc["rules"]) == 3 and len(doc["flagged"]) == 4
+    assert doc["policy"]["version"] == "1.0.1" and len(doc["rules"]) == 4 and len(doc["flagged"]) == 4
     assert doc["verification"]["still_denied"] == {"records": 8, "distinct": 4}
     assert doc["rules"][1]["needed_by"][0]["by"] == ["/usr/bin/bash"]
 

@@ -17,7 +17,7 @@ from tests.rollout.streams import ALLOW_ALL, BASE, DENIED_DIGEST, write_facts, w
 def test_observe_folds_records_into_distinct_accesses(tmp_path: Path) -> None:
     period = write_period(tmp_path)
     obs = observe(str(period.log))
-    assert obs.records == period.records == 22
+    assert obs.records == period.records == 23
     ls = obs.rows[("EXECUTE", "BPRM_CHECK", "/usr/bin/ls", "dm-0", 101)]
     assert (ls.count, ls.recorded["DENY"], ls.enforcing[False], ls.by) == (5, 5, 5, ["/usr/bin/bash"])
     assert ls.last - ls.first == 4 and ls.shadow == 0
@@ -32,12 +32,12 @@ def test_survey_groups_would_be_denials_by_program_and_rule(tmp_path: Path) -> N
     by_program = {g["program"]: g["count"] for g in report.by_program()}
     assert by_program == {
         "/usr/bin/cat": 6, "/usr/bin/ls": 5, "/home/u/script": 4, "<no file>": 3, "/init/bin/busybox": 2,
-        "/opt/app/run": 1, "/opt/app/evil": 1,
+        "/opt/app/run": 1, "/opt/app/evil": 1, "/usr/lib/modules/fs.ko": 1,
     }  # fmt: skip
     by_rule = {(g["rule"], g["line"]): (g["count"], len(g["programs"])) for g in report.by_rule()}
     assert by_rule == {
         ("DEFAULT op=EXECUTE action=DENY", 4): (20, 6),
-        ("DEFAULT op=KMODULE action=DENY", 5): (1, 1),
+        ("DEFAULT op=KMODULE action=DENY", 5): (2, 2),
         (f"op=EXECUTE fsverity_digest=sha256:{DENIED_DIGEST.upper()} action=DENY", 6): (1, 1),
     }
 
@@ -67,7 +67,7 @@ def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     common = ["--source", str(period.log), "--facts", facts]
     assert main(["survey", "--policy", str(base), *common, "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
-    assert doc["verdict"] == "no-go" and doc["would_deny"] == {"records": 22, "distinct": 9}
+    assert doc["verdict"] == "no-go" and doc["would_deny"] == {"records": 23, "distinct": 10}
     assert doc["policy"] == {"origin": str(base), "name": "site", "version": "1.0.0"}
     assert main(["survey", "--policy", str(allow), *common]) == 0
     assert "GO:" in capsys.readouterr().out
