@@ -139,8 +139,8 @@ class SurveyReport:
     def lines(self) -> list[str]:
         """The report for people."""
         head = (
-            f"survey: policy {self.name} {self.version} ({self.origin}) against {self.records} IPE "
-            f"decision records ({len(self.verdicts)} distinct accesses)"
+            f"survey: policy {self.name} {self.version} ({self.origin}) against "
+            f"{_count(self.records, 'IPE decision record')} ({_count(len(self.verdicts), 'distinct access')})"
         )
         out = [head]
         denied = self.denied
@@ -151,8 +151,9 @@ class SurveyReport:
             out.append("GO: nothing that ran would be denied once this policy is enforced")
             return out
         if denied:
-            n = sum(v.observation.count for v in denied)
-            out.append(f"NO-GO: {len(self.by_program())} programs ({n} records) would be denied once enforced")
+            programs = _count(len(self.by_program()), "program")
+            records = _count(sum(v.observation.count for v in denied), "record")
+            out.append(f"NO-GO: {programs} ({records}) would be denied once enforced")
             out.append("by program:")
             for group in self.by_program():
                 for acc in group["accesses"]:
@@ -165,13 +166,18 @@ class SurveyReport:
             out.append("by rule:")
             for group in self.by_rule():
                 where = f"{self.origin}:{group['line']}" if group["line"] is not None else self.origin
-                out.append(f"  {where} {group['rule']}: {group['count']} records, {len(group['programs'])} programs")
+                records, programs = _count(group["count"], "record"), _count(len(group["programs"]), "program")
+                out.append(f"  {where} {group['rule']}: {records}, {programs}")
         if self.unknown:
-            out.append(f"UNKNOWN: {len(self.unknown)} accesses whose file properties cannot be read now:")
+            out.append(f"UNKNOWN: {_count(len(self.unknown), 'access')} whose file properties cannot be read now:")
             for v in self.unknown:
                 o = v.observation
                 out.append(f"  {o.program}  {o.op}/{o.hook} x{o.count} (last {iso(o.last)}): {v.problem}")
         return out
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "es" if noun.endswith("s") else "s")
 
 
 def survey(text: bytes, origin: str, rows: Iterable[Observation], resolver: Resolver, records: int) -> SurveyReport:
