@@ -44,10 +44,13 @@ def read_observations(args: argparse.Namespace) -> Observations:
         except ValueError:
             die(f"--since: cannot read time {args.since!r}", code=ExitCode.USAGE)
     try:
-        return observe(args.source, since=since)
+        observations = observe(args.source, since=since)
     except (OSError, ImportError) as e:
         message, hint = _source_error(args.source, e)
         die(message, hint=hint)
+    if not observations.records:
+        say(f"no IPE access record in {args.source}: was a policy active, with success_audit=1 to see allowed ones?")
+    return observations
 
 
 def _source_error(source: str, e: OSError | ImportError) -> tuple[str, str | None]:
