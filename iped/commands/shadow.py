@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, metavar="N", help="stop after N executions")
     parser.add_argument("--json", action="store_true", help="counters as JSON on stderr at the end")
     parser.add_argument(
+        "--prometheus-textfile", metavar="FILE",
+        help="write iped's audit counters over the shadow events here (every 10 s and at the end)",
+    )  # fmt: skip
+    parser.add_argument(
         "--batch-ms", type=float, default=10.0, metavar="MS",
         help="after a wake-up, let notifications gather this long before reading them (fewer wake-ups per "
         "execution; the exec itself never waits; default 10)",
@@ -48,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     import signal
     import time
 
+    from iped.audit.counters import write_textfile
     from iped.rollout import engine
     from iped.rollout.fanotify import Fanotify, FanotifyError
     from iped.rollout.shadow import Shadow, ShadowLog, counters_line, default_watch_paths
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             signal.signal(sig, _stop)
         cmdline.say(f"shadow: evaluating executions against {source.origin}")
         deadline = None if args.duration is None else time.monotonic() + args.duration
+        next_metrics = time.monotonic() + 10
         sel = selectors.DefaultSelector()
         sel.register(fan.fileno(), selectors.EVENT_READ)
         while not stop:
@@ -97,10 +103,15 @@ def run(args: argparse.Namespace) -> int:
             if sel.select(timeout):
                 time.sleep(args.batch_ms / 1000)  # a burst of execs is read in one go
                 shadow.drain(fan)
+            if args.prometheus_textfile and time.monotonic() >= next_metrics:
+                write_textfile(shadow.counters.audit, args.prometheus_textfile)
+                next_metrics = time.monotonic() + 10
             if (deadline is not None and time.monotonic() >= deadline) or (
                 args.count is not None and shadow.counters.execs >= args.count
             ):
                 break
         counters = shadow.counters
+        if args.prometheus_textfile:
+            write_textfile(counters.audit, args.prometheus_textfile)
         print(json.dumps(counters.as_dict()) if args.json else f"iped: {counters_line(counters)}", file=sys.stderr)
     return ExitCode.OK

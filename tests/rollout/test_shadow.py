@@ -126,11 +126,12 @@ def test_cli_without_cap_sys_admin_says_so(tmp_path: Path) -> None:
 
 
 def test_cli_shadow_log_feeds_audit(mnt: Path, tmp_path: Path) -> None:
-    pol, log = tmp_path / "s.pol", tmp_path / "shadow.log"
+    pol, log, prom = tmp_path / "s.pol", tmp_path / "shadow.log", tmp_path / "iped.prom"
     pol.write_bytes(DENY_TMPFS)
     args = _iped(
-        "shadow", "--policy", str(pol), "--watch", str(mnt), "--count", "1", "--duration", "20", "-o", str(log)
-    )
+        "shadow", "--policy", str(pol), "--watch", str(mnt), "--count", "1", "--duration", "20", "-o", str(log),
+        "--prometheus-textfile", str(prom),
+    )  # fmt: skip
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
@@ -141,6 +142,8 @@ def test_cli_shadow_log_feeds_audit(mnt: Path, tmp_path: Path) -> None:
     finally:
         proc.kill()
         proc.wait()
+    metrics = prom.read_text()
+    assert 'iped_audit_decisions_total{op="EXECUTE",hook="BPRM_CHECK",action="DENY",enforcing="0"} 1' in metrics
     audit = subprocess.run(
         _iped("audit", "--source", str(log), "--denials"), capture_output=True, text=True, check=True
     )
