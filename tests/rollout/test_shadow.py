@@ -125,11 +125,13 @@ def test_cli_without_cap_sys_admin_says_so(tmp_path: Path) -> None:
     assert "fanotify: EPERM: shadow mode needs CAP_SYS_ADMIN" in proc.stderr
 
 
-def test_cli_shadow_log_feeds_audit(mnt: Path, tmp_path: Path) -> None:
-    pol, log, prom = tmp_path / "s.pol", tmp_path / "shadow.log", tmp_path / "iped.prom"
-    pol.write_bytes(DENY_TMPFS)
+def test_cli_shadow_of_the_declared_policy_feeds_audit(mnt: Path, tmp_path: Path) -> None:
+    log, prom, policies, config = (tmp_path / n for n in ("shadow.log", "iped.prom", "policies.d", "iped.toml"))
+    policies.mkdir()
+    (policies / "s.pol").write_bytes(DENY_TMPFS)
+    config.write_text(f'[policies]\ndir = "{policies}"\nactive = "s"\nenforce = false\n')
     args = _iped(
-        "shadow", "--policy", str(pol), "--watch", str(mnt), "--count", "1", "--duration", "20", "-o", str(log),
+        "shadow", "--config", str(config), "--watch", str(mnt), "--count", "1", "--duration", "20", "-o", str(log),
         "--prometheus-textfile", str(prom),
     )  # fmt: skip
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
