@@ -46,6 +46,9 @@ class Verb(enum.StrEnum):
     rollback = enum.auto()
     audit = enum.auto()
     explain = enum.auto()
+    survey = enum.auto()
+    suggest = enum.auto()
+    shadow = enum.auto()
 
     @property
     def help(self) -> str:
@@ -67,6 +70,9 @@ _VERB_HELP: dict[Verb, str] = {
     Verb.rollback: "roll forward to the previous content, re-signed with a higher version",
     Verb.audit: "follow or search IPE audit records",
     Verb.explain: "explain an IPE audit record or decision: which rule matched and why",
+    Verb.survey: "go/no-go: what that ran would a policy deny once enforced (from audit records)",
+    Verb.suggest: "rules that allow what a policy would deny, from the files' IPE properties",
+    Verb.shadow: "without IPE: evaluate real executions (fanotify, notification only) and log them as IPE would",
 }
 
 

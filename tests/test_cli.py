@@ -30,6 +30,9 @@ def test_every_verb_has_help_and_a_module_name() -> None:
         "rollback",
         "audit",
         "explain",
+        "survey",
+        "suggest",
+        "shadow",
     }
     for verb in Verb:
         assert verb.help and verb.module == f"iped.commands.{verb.value}"

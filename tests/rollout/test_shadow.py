@@ -1,0 +1,152 @@
+"""Shadow mode on this host: real fanotify FAN_OPEN_EXEC notifications, real executions.
+
+Each test mounts its own tmpfs and marks only that filesystem, so the executions of everything
+else on the machine never reach it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from iped.rollout.facts import LiveResolver
+from iped.rollout.fanotify import FAN_OPEN_EXEC, FAN_OPEN_EXEC_PERM, Fanotify, FanotifyError, check_mask
+from iped.rollout.observe import observe
+from iped.rollout.shadow import Shadow, ShadowLog
+from iped.rollout.survey import survey
+
+DENY_TMPFS = b"policy_name=s policy_version=0.0.1\nDEFAULT action=ALLOW\nop=EXECUTE boot_verified=FALSE action=DENY\n"
+ALLOW_ALL = b"policy_name=s policy_version=0.0.1\nDEFAULT action=ALLOW\n"
+
+
+@pytest.fixture
+def mnt(tmp_path: Path) -> Iterator[Path]:
+    """A private tmpfs holding a copy of /bin/true."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs and fanotify filesystem marks need root")
+    target = tmp_path / "mnt"
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "iped-shadow-test", str(target)], check=True)
+    try:
+        shutil.copy2("/bin/true", target / "prog")
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], check=False)
+
+
+def _exec_and_drain(shadow: Shadow, fan: Fanotify, prog: Path, runs: int = 1) -> int:
+    for _ in range(runs):
+        subprocess.run([str(prog)], check=True)
+    seen = 0
+    # notifications are queued by the time exec returns; wait a little for any stragglers
+    while select.select([fan.fileno()], [], [], 0.5)[0]:
+        seen += shadow.drain(fan)
+    return seen
+
+
+def test_exec_of_a_denied_file_gives_exactly_one_shadow_deny(mnt: Path, tmp_path: Path) -> None:
+    out = io.StringIO()
+    shadow = Shadow(DENY_TMPFS, ShadowLog(out))
+    fan = Fanotify()
+    try:
+        fan.mark(str(mnt))
+        assert _exec_and_drain(shadow, fan, mnt / "prog") == 1
+    finally:
+        fan.close()
+    lines = out.getvalue().splitlines()
+    access = [line for line in lines if line.startswith("type=1420 ")]
+    assert len(access) == 1 and len(lines) == 3
+    assert f'path="{mnt}/prog" dev="tmpfs"' in access[0]
+    assert access[0].endswith('rule="op=EXECUTE boot_verified=FALSE action=DENY"') and "enforcing=0" in access[0]
+    assert 'key="iped-shadow"' in lines[1]
+    assert shadow.counters.as_dict()["decisions"] == {"allow": 0, "deny": 1}
+    # the log reads back through the audit code, marked as shadow, and survey says NO-GO
+    log = tmp_path / "shadow.log"
+    log.write_text(out.getvalue())
+    obs = observe(str(log))
+    (row,) = obs
+    assert (row.shadow, row.hook, row.recorded["DENY"]) == (1, "BPRM_CHECK", 1)
+    report = survey(DENY_TMPFS, "s.pol", obs, LiveResolver(), obs.records)
+    assert [(g["rule"], g["line"]) for g in report.by_rule()] == [("op=EXECUTE boot_verified=FALSE action=DENY", 3)]
+
+
+def test_denials_only_writes_nothing_for_allowed_execs(mnt: Path) -> None:
+    out = io.StringIO()
+    shadow = Shadow(ALLOW_ALL, ShadowLog(out), success_audit=False)
+    fan = Fanotify()
+    try:
+        fan.mark(str(mnt))
+        assert _exec_and_drain(shadow, fan, mnt / "prog", runs=3) == 3
+    finally:
+        fan.close()
+    assert out.getvalue() == "" and shadow.counters.execs == 3
+
+
+def test_permission_events_are_refused_before_the_kernel_sees_them() -> None:
+    check_mask(FAN_OPEN_EXEC)
+    with pytest.raises(ValueError, match="only observes"):
+        check_mask(FAN_OPEN_EXEC | FAN_OPEN_EXEC_PERM)
+    if os.geteuid() == 0:
+        fan = Fanotify()
+        try:
+            with pytest.raises(ValueError):
+                fan.mark("/", mask=FAN_OPEN_EXEC_PERM)
+        finally:
+            fan.close()
+
+
+def test_fanotify_error_says_what_is_missing() -> None:
+    import errno
+
+    assert "needs CAP_SYS_ADMIN" in str(FanotifyError(errno.EPERM, "x"))
+    assert str(FanotifyError(errno.ENODEV, "x", "/proc")).startswith("/proc: ENODEV: this filesystem cannot be watched")
+
+
+def _iped(*args: str) -> list[str]:
+    return [sys.executable, "-m", "iped", *args]
+
+
+def test_cli_without_cap_sys_admin_says_so(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to drop CAP_SYS_ADMIN")
+    pol = tmp_path / "s.pol"
+    pol.write_bytes(ALLOW_ALL)
+    cmd = ["setpriv", "--bounding-set", "-sys_admin", *_iped("shadow", "--policy", str(pol), "--duration", "0.1")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "fanotify: EPERM: shadow mode needs CAP_SYS_ADMIN" in proc.stderr
+
+
+def test_cli_shadow_of_the_declared_policy_feeds_audit(mnt: Path, tmp_path: Path) -> None:
+    log, prom, policies, config = (tmp_path / n for n in ("shadow.log", "iped.prom", "policies.d", "iped.toml"))
+    policies.mkdir()
+    (policies / "s.pol").write_bytes(DENY_TMPFS)
+    config.write_text(f'[policies]\ndir = "{policies}"\nactive = "s"\nenforce = false\n')
+    args = _iped(
+        "shadow", "--config", str(config), "--watch", str(mnt), "--count", "1", "--duration", "20", "-o", str(log),
+        "--prometheus-textfile", str(prom),
+    )  # fmt: skip
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        assert "evaluating executions" in proc.stderr.readline()  # marks are in place
+        subprocess.run([str(mnt / "prog")], check=True)
+        assert proc.wait(timeout=20) == 0
+        assert "1 executions seen, 0 allowed, 1 would be denied" in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+    metrics = prom.read_text()
+    assert 'iped_audit_decisions_total{op="EXECUTE",hook="BPRM_CHECK",action="DENY",enforcing="0"} 1' in metrics
+    audit = subprocess.run(
+        _iped("audit", "--source", str(log), "--denials"), capture_output=True, text=True, check=True
+    )
+    assert audit.stdout.count("AUDIT-DENY EXECUTE/BPRM_CHECK") == 1 and f"{mnt}/prog" in audit.stdout
