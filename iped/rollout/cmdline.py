@@ -6,10 +6,11 @@ Errors go through :func:`iped.commands.die` with the exit code the verb document
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING
 
-from iped.commands import ExitCode, die
+from iped.commands import CliError, ExitCode, die
 
 if TYPE_CHECKING:
     from iped.rollout.facts import Resolver
@@ -81,15 +82,16 @@ def declared_policy(args: argparse.Namespace) -> PolicySource | None:
     A configuration that does not exist is None when ``--config`` was not given (no iped here
     yet); a broken one is a usage error with every problem printed.
     """
+    from iped.daemon.client import DEFAULT_CONFIG
     from iped.daemon.runtime import load_for_command
-    from iped.daemon.settings import DEFAULT_CONFIG
     from iped.rollout.policies import PolicySourceError, declared_active
 
-    if args.config is None and not DEFAULT_CONFIG.exists():
+    if args.config is None and not os.path.exists(DEFAULT_CONFIG):
         return None
-    settings = load_for_command(args.config)
-    if settings is None:
-        die(f"cannot read the configuration {args.config or DEFAULT_CONFIG}", code=ExitCode.USAGE)
+    try:
+        settings = load_for_command(args.config)
+    except CliError as e:
+        die(f"cannot read the configuration {args.config or DEFAULT_CONFIG}:\n{e}", code=ExitCode.USAGE)
     try:
         return declared_active(settings)
     except PolicySourceError as e:

@@ -16,11 +16,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from iped import discovery as _discovery
 from iped.audit.records import AUDIT_IPE_ACCESS, IpeAccess, parse_access
 from iped.emulator import Emulator, FileInfo, KernelConfig, Task
-
-# discovery is moving out of the emulator package (to iped.discovery): this line is the one to change
-from iped.emulator import discovery as _discovery
 from iped.emulator.audit import audit_untrusted as _audit_untrusted
 
 if TYPE_CHECKING:

@@ -75,7 +75,7 @@ def declared_active(settings: Settings) -> PolicySource | None:
 
     Raises PolicySourceError when ``active`` is set but no readable file declares it.
     """
-    from iped.daemon.state import policy_files
+    from iped.daemon.declared import policy_files
     from iped.rollout import engine
 
     active = settings.policies.active
