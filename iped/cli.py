@@ -43,6 +43,7 @@ class Verb(enum.StrEnum):
     rollback = enum.auto()
     audit = enum.auto()
     explain = enum.auto()
+    check_config = "check-config"
 
     @property
     def help(self) -> str:
@@ -50,7 +51,7 @@ class Verb(enum.StrEnum):
 
     @property
     def module(self) -> str:
-        return f"iped.commands.{self.value}"
+        return f"iped.commands.{self.value.replace('-', '_')}"
 
 
 _VERB_HELP: dict[Verb, str] = {
@@ -64,6 +65,7 @@ _VERB_HELP: dict[Verb, str] = {
     Verb.rollback: "roll forward to the previous content, re-signed with a higher version",
     Verb.audit: "follow or search IPE audit records",
     Verb.explain: "explain an IPE audit record or decision: which rule matched and why",
+    Verb.check_config: "check an iped.toml with the daemon's rules, and that its key files are readable",
 }
 
 

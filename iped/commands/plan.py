@@ -26,11 +26,11 @@ def _local(settings: Settings) -> dict[str, object]:
     from iped.daemon import runtime
     from iped.daemon.log import NullReporter
 
+    from iped.daemon.plan_document import plan_document
+
     rec = runtime.make_reconciler(settings, NullReporter())
-    _, _, plan = rec.compute()
-    return {"backend": rec.backend.kind, "backend_reason": rec.backend.reason, "daemon": False,
-            "steps": [s.as_dict() for s in plan.steps], "errors": [e.as_dict() for e in plan.errors],
-            "outcome": "rejected" if plan.rejected else ("unchanged" if plan.unchanged else "would-apply")}
+    _, actual, plan = rec.compute()
+    return {**plan_document(actual, plan, rec.backend.kind), "backend_reason": rec.backend.reason, "daemon": False}
 
 
 def run(args: argparse.Namespace) -> int:

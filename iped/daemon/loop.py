@@ -174,10 +174,10 @@ class Daemon:
         return self.status()
 
     def _op_plan(self, req: dict[str, Any], cred: PeerCred) -> Any:
-        _, _, plan = self.rec.compute()
-        return {"backend": self.rec.backend.kind, "steps": [s.as_dict() for s in plan.steps],
-                "errors": [e.as_dict() for e in plan.errors],
-                "outcome": "rejected" if plan.rejected else ("unchanged" if plan.unchanged else "would-apply")}
+        from iped.daemon.plan_document import plan_document
+
+        _, actual, plan = self.rec.compute()
+        return plan_document(actual, plan, self.rec.backend.kind)
 
     def _op_reload(self, req: dict[str, Any], cred: PeerCred) -> Any:
         return self.reload("reload", record_unchanged=True)
