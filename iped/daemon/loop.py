@@ -176,6 +176,7 @@ class Daemon:
     def _op_plan(self, req: dict[str, Any], cred: PeerCred) -> Any:
         from iped.daemon.plan_document import plan_document
 
+        self._refresh_settings()  # a plan after an edit of iped.toml must plan what the file says now
         _, actual, plan = self.rec.compute()
         return plan_document(actual, plan, self.rec.backend.kind)
 

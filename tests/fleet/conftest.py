@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.daemon.conftest import dev_keys, site  # the daemon tests' fixtures, shared
+
+__all__ = ["dev_keys", "site"]
+
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTIONS = ROOT / "ansible"
 COLLECTION = COLLECTIONS / "ansible_collections" / "iped" / "ipe"
@@ -27,7 +31,7 @@ def ansible_env(home: Path, **extra: str) -> dict[str, str]:
     return {**env, "HOME": str(home), "PATH": f"{BIN}:{env.get('PATH', os.defpath)}",
             "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS), "ANSIBLE_NOCOLOR": "1",
             "ANSIBLE_LOCAL_TEMP": str(home / "tmp"), "ANSIBLE_REMOTE_TEMP": str(home / "remote-tmp"),
-            "ANSIBLE_PYTHON_INTERPRETER": sys.executable, **extra}
+            "ANSIBLE_PYTHON_INTERPRETER": sys.executable, "ANSIBLE_PIPELINING": "1", **extra}
 
 
 def run_ansible(tool: str, *args: str, home: Path, cwd: Path = ROOT, timeout: float = 240,

@@ -66,7 +66,7 @@ def converge(run, iped, config, socket, method, check_mode):
 
     ``run(argv)`` runs a command and returns ``(rc, stdout, stderr)``. Keys of the result:
     ``changed``, ``failed``, ``msg``, ``plan``, ``record``, ``method_used``, ``kernel_error``,
-    ``reasons``, ``rc``, and ``diff`` when something would change.
+    ``reasons``, ``iped_rc``, and ``diff`` when something would change.
     """
     if method not in METHODS:
         raise ValueError("method must be one of %s" % ", ".join(METHODS))
@@ -75,7 +75,7 @@ def converge(run, iped, config, socket, method, check_mode):
     rc, out, err = run(plan_argv)
     plan = parse_json(out)
     result = {"changed": False, "failed": False, "plan": plan, "record": None, "method_used": None,
-              "kernel_error": False, "reasons": [], "rc": rc}
+              "kernel_error": False, "reasons": [], "iped_rc": rc}
     if rc == EXIT_UNCHANGED:
         result["msg"] = "IPE state already matches the declared state"
         return result
@@ -97,7 +97,7 @@ def converge(run, iped, config, socket, method, check_mode):
             rc, out, err = run([iped, "apply", "--once", "--json", "--config", config])
             result["method_used"] = "once"
     record = parse_json(out)
-    result.update(rc=rc, record=record)
+    result.update(iped_rc=rc, record=record)
     if rc == EXIT_OK:
         result.update(changed=True, msg="converged: %d step(s) applied" % int((record or {}).get("done") or 0))
     elif rc == EXIT_UNCHANGED:

@@ -88,8 +88,8 @@ reasons:
   returned: always
   type: list
   elements: str
-rc:
-  description: Exit code of the last iped command.
+iped_rc:
+  description: Exit code of the last iped command (not C(rc), which Ansible reads as failed when non-zero; 9 means unchanged).
   returned: always
   type: int
 """
