@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from iped.daemon import metrics
 from iped.daemon.control import AccessPolicy, Connection, ControlServer, PeerCred, resolve_group
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
@@ -245,6 +246,7 @@ class Daemon:
                       "failure": {"errno": e.errno or errno.EIO, "message": f"reading state failed: {e}"}}
             self.reporter.log("error", str(record["failure"]))
         self._update_readiness()
+        metrics.after_reconcile(self, record)
         if self.rec.backend.kind == "emulator":
             self._drain_follower()
         return record

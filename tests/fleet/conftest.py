@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import dev_keys, site  # the daemon tests' fixtures, shared
+from tests.daemon.conftest import DaemonProc, Site, daemon, dev_keys, site, start_daemon  # the daemon tests' fixtures, shared
 
-__all__ = ["dev_keys", "site"]
+__all__ = ["daemon", "dev_keys", "site"]
 
 ROOT = Path(__file__).resolve().parents[2]
 COLLECTIONS = ROOT / "ansible"
@@ -50,3 +51,16 @@ def require_ok(proc: subprocess.CompletedProcess[str]) -> str:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+#: the daemon must not converge on its own (inotify) before the command under test does
+SLOW_DEBOUNCE_MS = 60000
+
+
+@pytest.fixture
+def slow_daemon(site: Site) -> Iterator[DaemonProc]:
+    site.debounce_ms = SLOW_DEBOUNCE_MS
+    site.write_config()
+    d = start_daemon(site)
+    yield d
+    d.stop()

@@ -3,32 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import DaemonProc, Site, policy_text, start_daemon
-from tests.fleet.conftest import COLLECTION, IPED, require_ok, run_ansible
-
-#: the daemon must not converge on its own before the module under test does: no inotify reconcile
-SLOW_DEBOUNCE_MS = 60000
-
-
-@pytest.fixture
-def slow_site(site: Site) -> Site:
-    site.debounce_ms = SLOW_DEBOUNCE_MS
-    site.write_config()
-    return site
-
-
-@pytest.fixture
-def slow_daemon(slow_site: Site) -> Iterator[DaemonProc]:
-    d = start_daemon(slow_site)
-    yield d
-    d.stop()
-
+from tests.daemon.conftest import DaemonProc, Site, policy_text
+from tests.fleet.conftest import COLLECTION, IPED, SLOW_DEBOUNCE_MS, require_ok, run_ansible
 
 def tampered_signature(site: Site) -> bytes:
     """A signed policy whose signature no longer matches (its last byte, inside the signature, flipped)."""
