@@ -25,7 +25,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _local(settings: Settings) -> dict[str, object]:
     from iped.daemon import runtime
     from iped.daemon.log import NullReporter
-
     from iped.daemon.plan_document import plan_document
 
     rec = runtime.make_reconciler(settings, NullReporter())

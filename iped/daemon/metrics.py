@@ -127,11 +127,13 @@ def after_reconcile(daemon: ObservedDaemon, record: dict[str, Any]) -> StateMetr
     metrics = _METRICS.setdefault(daemon, StateMetrics())
     from iped.daemon.state import read_actual
 
+    enforce: bool | None = None
+    success_audit: bool | None = None
     try:
         actual = read_actual(daemon.rec.backend)
         enforce, success_audit = actual.enforce, actual.success_audit
     except OSError:
-        enforce = success_audit = None
+        pass  # the backend failed; the record says so, and these two are left out of the file
     metrics.observe(record, enforce, success_audit, daemon.ready, time.time())
     target = daemon.settings.audit.prometheus_textfile
     if target is not None:

@@ -14,7 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import DaemonProc, Site, daemon, dev_keys, site, start_daemon  # the daemon tests' fixtures, shared
+from tests.daemon.conftest import (  # the daemon tests' fixtures, shared
+    DaemonProc,
+    Site,
+    daemon,
+    dev_keys,
+    site,
+    start_daemon,
+)
 
 __all__ = ["daemon", "dev_keys", "site"]
 

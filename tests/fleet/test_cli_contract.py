@@ -47,7 +47,7 @@ def test_require_signed_refuses_unsigned_text_as_new_policy_does(tmp_path: Path,
     ("text", "plain", True), ("text", "blob", False), ("pkcs7", "blob", True), ("pkcs7", "plain", False),
     ("auto", "plain", True), ("auto", "blob", True),
 ])
-def test_format(tmp_path: Path, signed: bytes, fmt: str, which: str, ok: bool,
+def test_format(tmp_path: Path, signed: bytes, fmt: str, which: str, ok: bool, *,
                 capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "plain").write_bytes(TEXT)
     (tmp_path / "blob").write_bytes(signed)

@@ -9,6 +9,7 @@ from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import DaemonProc, Site, policy_text
 from tests.fleet.conftest import COLLECTION, IPED, SLOW_DEBOUNCE_MS, require_ok, run_ansible
 
+
 def tampered_signature(site: Site) -> bytes:
     """A signed policy whose signature no longer matches (its last byte, inside the signature, flipped)."""
     blob = bytearray(sign_policy(policy_text("tampered", "1.0.0"), site.key.read_bytes(), site.cert.read_bytes()))
