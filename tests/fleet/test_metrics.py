@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from iped.daemon.metrics import StateMetrics, prometheus_text, state_textfile
 from tests.daemon.conftest import ROOT, Site, policy_text, start_daemon, wait_for
+from tests.fleet.conftest import SLOW_DEBOUNCE_MS
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -47,6 +48,7 @@ def test_daemon_writes_its_state_after_every_reconcile(site: Site) -> None:
     textfile = site.root / "collector" / "iped.prom"
     textfile.parent.mkdir()
     site.extra = f'prometheus_textfile = "{textfile}"\n'
+    site.debounce_ms = SLOW_DEBOUNCE_MS  # every reconcile below is an explicit reload
     site.write_config()
     state = state_textfile(textfile)
     assert state.name == "iped_state.prom"
