@@ -20,6 +20,19 @@ EXIT_UNCHANGED = 9
 
 METHODS = ("auto", "daemon", "once")
 
+#: the options every iped.ipe module takes (documented in each module's DOCUMENTATION)
+COMMON_ARGUMENT_SPEC = {
+    "config": {"type": "path", "default": "/etc/iped/iped.toml"},
+    "socket": {"type": "path"},
+    "iped": {"type": "str", "default": "iped"},
+}
+
+
+def iped_executable(module):
+    """The ``iped`` option: a path as given, or a name looked up in PATH (missing: the module fails)."""
+    name = module.params["iped"]
+    return name if "/" in name else module.get_bin_path(name, required=True)
+
 
 def common_args(config, socket=None):
     """``--config FILE [--socket PATH]``: where the daemon and the declared state are."""

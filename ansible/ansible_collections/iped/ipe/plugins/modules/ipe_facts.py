@@ -16,18 +16,8 @@ description:
 version_added: 0.1.0
 author:
   - iped developers
-options:
-  config:
-    description: The iped configuration file (it names the daemon's control socket).
-    type: path
-    default: /etc/iped/iped.toml
-  socket:
-    description: The daemon's control socket, when it is not the one O(config) names.
-    type: path
-  iped:
-    description: The iped executable (a name looked up in E(PATH), or a path).
-    type: str
-    default: iped
+extends_documentation_fragment:
+  - iped.ipe.iped
 attributes:
   check_mode:
     support: full
@@ -66,20 +56,19 @@ ansible_facts:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.iped.ipe.plugins.module_utils.iped import common_args, parse_json, reasons
+from ansible_collections.iped.ipe.plugins.module_utils.iped import (
+    COMMON_ARGUMENT_SPEC,
+    common_args,
+    iped_executable,
+    parse_json,
+    reasons,
+)
 
 
 def main():
-    module = AnsibleModule(
-        argument_spec={
-            "config": {"type": "path", "default": "/etc/iped/iped.toml"},
-            "socket": {"type": "path"},
-            "iped": {"type": "str", "default": "iped"},
-        },
-        supports_check_mode=True,
-    )
+    module = AnsibleModule(argument_spec=dict(COMMON_ARGUMENT_SPEC), supports_check_mode=True)
     p = module.params
-    iped = p["iped"] if "/" in p["iped"] else module.get_bin_path(p["iped"], required=True)
+    iped = iped_executable(module)
     rc, out, err = module.run_command([iped, "status", "--json"] + common_args(p["config"], p["socket"]))
     status = parse_json(out)
     if rc != 0 or status is None:

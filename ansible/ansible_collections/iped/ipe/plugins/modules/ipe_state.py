@@ -23,10 +23,6 @@ version_added: 0.1.0
 author:
   - iped developers
 options:
-  config:
-    description: The iped configuration file; also tells C(iped) where the daemon's control socket is.
-    type: path
-    default: /etc/iped/iped.toml
   method:
     description:
       - V(auto) asks the running daemon, and runs C(iped apply --once) when no daemon answers.
@@ -35,13 +31,8 @@ options:
     type: str
     choices: [auto, daemon, once]
     default: auto
-  socket:
-    description: The daemon's control socket, when it is not the one O(config) names.
-    type: path
-  iped:
-    description: The iped executable (a name looked up in E(PATH), or a path).
-    type: str
-    default: iped
+extends_documentation_fragment:
+  - iped.ipe.iped
 attributes:
   check_mode:
     support: full
@@ -95,21 +86,21 @@ iped_rc:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.iped.ipe.plugins.module_utils.iped import METHODS, converge
+from ansible_collections.iped.ipe.plugins.module_utils.iped import (
+    COMMON_ARGUMENT_SPEC,
+    METHODS,
+    converge,
+    iped_executable,
+)
 
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "config": {"type": "path", "default": "/etc/iped/iped.toml"},
-            "method": {"type": "str", "choices": list(METHODS), "default": "auto"},
-            "socket": {"type": "path"},
-            "iped": {"type": "str", "default": "iped"},
-        },
+        argument_spec=dict(COMMON_ARGUMENT_SPEC, method={"type": "str", "choices": list(METHODS), "default": "auto"}),
         supports_check_mode=True,
     )
     p = module.params
-    iped = p["iped"] if "/" in p["iped"] else module.get_bin_path(p["iped"], required=True)
+    iped = iped_executable(module)
 
     def run(argv):
         return module.run_command(argv, check_rc=False)
