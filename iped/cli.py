@@ -49,6 +49,7 @@ class Verb(enum.StrEnum):
     survey = enum.auto()
     suggest = enum.auto()
     shadow = enum.auto()
+    check_config = "check-config"
 
     @property
     def help(self) -> str:
@@ -56,7 +57,7 @@ class Verb(enum.StrEnum):
 
     @property
     def module(self) -> str:
-        return f"iped.commands.{self.value}"
+        return f"iped.commands.{self.value.replace('-', '_')}"
 
 
 _VERB_HELP: dict[Verb, str] = {
@@ -73,6 +74,7 @@ _VERB_HELP: dict[Verb, str] = {
     Verb.survey: "go/no-go: what that ran would a policy deny once enforced (from audit records)",
     Verb.suggest: "rules that allow what a policy would deny, from the files' IPE properties",
     Verb.shadow: "without IPE: evaluate real executions (fanotify, notification only) and log them as IPE would",
+    Verb.check_config: "check an iped.toml with the daemon's rules, and that its key files are readable",
 }
 
 

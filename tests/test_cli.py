@@ -33,9 +33,10 @@ def test_every_verb_has_help_and_a_module_name() -> None:
         "survey",
         "suggest",
         "shadow",
+        "check-config",
     }
     for verb in Verb:
-        assert verb.help and verb.module == f"iped.commands.{verb.value}"
+        assert verb.help and verb.module == f"iped.commands.{verb.value.replace('-', '_')}"
     help_text = build_parser().format_help()
     for verb in Verb:
         assert verb.value in help_text

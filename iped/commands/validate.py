@@ -1,4 +1,5 @@
-"""``iped validate [--trust CERT]... [--json] FILE...``: would the kernel accept these files?
+"""``iped validate [--trust CERT]... [--json] [--format auto|text|pkcs7] [--require-signed] FILE...``: would
+the kernel accept these files?
 
 The checks are :mod:`iped.policyfile`'s, the same the daemon runs on its drop-in dir. Each FILE
 is plain policy text or a signed DER PKCS#7 blob, told apart by content (never by
@@ -96,7 +97,26 @@ def check_blob(path: str, blob: bytes, anchors: Sequence[bytes] | None) -> FileR
                       signer=got.signer, trust_checked=got.trust_checked, signature_checked=got.signature_checked)
 
 
-def check_path(path: str, anchors: Sequence[bytes] | None) -> FileResult:
+def kind_error(path: str, blob: bytes, fmt: str, require_signed: bool) -> FileResult | None:
+    """``--format``/``--require-signed``: a file of the wrong kind is EBADMSG, as the kernel says.
+
+    ``new_policy`` takes only a signed DER PKCS#7 blob: it hands unsigned text to
+    pkcs7_parse_message(), which fails with EBADMSG.
+    """
+    from iped.pkcs7 import is_pkcs7
+
+    signed = is_pkcs7(blob)
+    if not signed and (fmt == "pkcs7" or require_signed):
+        why = "--require-signed" if require_signed else "--format pkcs7"
+        return FileResult(path, False, errno.EBADMSG, reason=f"not a signed PKCS#7 blob ({why}): the kernel's "
+                          "new_policy refuses unsigned policy text")
+    if signed and fmt == "text":
+        return FileResult(path, False, errno.EBADMSG, reason="--format text, but the content is a PKCS#7 blob")
+    return None
+
+
+def check_path(path: str, anchors: Sequence[bytes] | None, fmt: str = "auto",
+               require_signed: bool = False) -> FileResult:
     """Read and check one file (``-`` is stdin); an unreadable file is an invalid input."""
     try:
         if path == "-":
@@ -106,7 +126,7 @@ def check_path(path: str, anchors: Sequence[bytes] | None) -> FileResult:
                 blob = f.read()
     except OSError as e:
         return FileResult(path, False, e.errno or errno.EIO, reason=e.strerror or str(e), io_error=True)
-    return check_blob(path, blob, anchors)
+    return kind_error(path, blob, fmt, require_signed) or check_blob(path, blob, anchors)
 
 
 def read_anchors(paths: Sequence[str]) -> list[bytes]:
@@ -139,6 +159,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "signed files are checked against their own certificate only",
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per file per line on stdout")
+    parser.add_argument("--format", choices=("auto", "text", "pkcs7"), default="auto",
+                        help="what the files must be (default: told apart by content, whatever the file name)")
+    parser.add_argument("--require-signed", action="store_true",
+                        help="judge as the kernel's new_policy does: unsigned text is EBADMSG")
     parser.add_argument("files", nargs="+", metavar="FILE", help="policy text or signed DER PKCS#7 ('-' for stdin)")
 
 
@@ -146,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
     anchors = read_anchors(args.trust) if args.trust else None
     ok = True
     for path in args.files:
-        result = check_path(path, anchors)
+        result = check_path(path, anchors, args.format, args.require_signed)
         ok &= result.valid
         if args.json:
             print(result.as_json(), flush=True)

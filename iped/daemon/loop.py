@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from iped.daemon import service
+from iped.daemon import metrics, service
 from iped.daemon.control import AccessPolicy, Connection, ControlServer, PeerCred, resolve_group
 from iped.daemon.declared import is_ignored
 from iped.daemon.log import Reporter
@@ -164,6 +164,7 @@ class Daemon:
         return self.status()
 
     def _op_plan(self, req: dict[str, Any], cred: PeerCred) -> Any:
+        self._refresh_settings()  # a plan after an edit of iped.toml must plan what the file says now
         return service.plan(self.rec).as_dict()
 
     def _op_reload(self, req: dict[str, Any], cred: PeerCred) -> Any:
@@ -222,6 +223,7 @@ class Daemon:
         self._refresh_settings()
         record = service.reload(self.rec, trigger, record_unchanged)
         self._update_readiness(record)
+        metrics.after_reconcile(self, record)
         if self.rec.backend.kind == "emulator":
             self._drain_follower()
         return record

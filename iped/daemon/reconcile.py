@@ -113,6 +113,8 @@ class Reconciler:
         self.declared: DeclaredState | None = None
         self.counters: dict[str, int] = {"reconciles": 0, **{str(o): 0 for o in Outcome}}
         self.last: PlanRecord | FailedRead | None = None
+        #: the kernel's state after the last reconcile (None: never reconciled, or securityfs unreadable)
+        self.after: ActualState | None = None
         self.config_error: list[str] = []
         # (path, content sha256, key material) -> result: unchanged files are not re-signed or
         # re-verified on every scan; any change to the bytes or the keys misses the cache.
@@ -187,5 +189,5 @@ class Reconciler:
                 record = replace(record, seq=self.plan_log.record(record.as_dict()))
             except OSError as e:
                 self.reporter.log("error", f"cannot record plan in {self.plan_log.plans}: {e}")
-        self.last = record
+        self.last, self.after = record, after
         return record

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from iped.daemon.actual import read_actual
-from iped.daemon.declared import DeclError
-from iped.daemon.plan import Step, drift
+from iped.daemon.actual import ActualState, read_actual
+from iped.daemon.plan import Plan, drift
+from iped.daemon.plan_document import plan_document, plan_outcome
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler, loaded_dict
 
 STATUS_SCHEMA_VERSION = 1
@@ -27,21 +27,20 @@ class PlanPreview:
     """``iped plan``: what a reload would do now, nothing written."""
 
     backend: str
-    steps: tuple[Step, ...]
-    errors: tuple[DeclError, ...]
+    actual: ActualState
+    plan: Plan
 
     @property
     def outcome(self) -> str:
-        return "rejected" if self.errors else ("unchanged" if not self.steps else "would-apply")
+        return plan_outcome(self.plan)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "steps": [s.as_dict() for s in self.steps],
-                "errors": [e.as_dict() for e in self.errors], "outcome": self.outcome}
+        return plan_document(self.actual, self.plan, self.backend)
 
 
 def plan(rec: Reconciler) -> PlanPreview:
-    _, _, p = rec.compute()
-    return PlanPreview(rec.backend.kind, p.steps, p.errors)
+    _, actual, p = rec.compute()
+    return PlanPreview(rec.backend.kind, actual, p)
 
 
 def reload(rec: Reconciler, trigger: str, record_unchanged: bool = True) -> PlanRecord | FailedRead:

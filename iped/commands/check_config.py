@@ -1,0 +1,94 @@
+"""``iped check-config [--relative-to DIR] [FILE]``: is this iped.toml one the daemon would run with?
+
+The daemon's own rules (:func:`iped.config.parse_config`: types, ranges, unknown keys), then what
+the daemon reads at each reconcile: every trust anchor, the signing key and the signing
+certificate must be readable (and the certificates parse), and key and certificate come as a pair.
+
+Every problem is one line on stderr, ``FILE:LINE: key: problem``; exit 0 when there is none, 1
+otherwise -- so it works as Ansible's ``template: validate: iped check-config %s``. Ansible validates
+a temporary copy in another directory: relative paths in the file are resolved against
+``--relative-to`` (default: the file's own directory, as the daemon does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from iped.commands import ExitCode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from iped.config import ConfigProblem
+    from iped.daemon.settings import Settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--relative-to", metavar="DIR",
+                        help="directory that relative paths in FILE are relative to (default: FILE's directory)")
+    parser.add_argument("file", nargs="?", default="/etc/iped/iped.toml", metavar="FILE",
+                        help="the configuration to check (default /etc/iped/iped.toml)")
+
+
+def _key_file_problems(settings: Settings, path: Path, source: str) -> list[ConfigProblem]:
+    """What the daemon's load_signing() would fail on, at the line that names the file."""
+    from iped.config import ConfigProblem, key_lines
+    from iped.errnos import errno_name
+
+    lines = key_lines(source)
+    pol = settings.policies
+    files: list[tuple[str, Path, bool]] = [("policies.trust_anchors", p, True) for p in pol.trust_anchors]
+    if pol.signing_key is not None:
+        files.append(("policies.signing_key", pol.signing_key, False))
+    if pol.signing_cert is not None:
+        files.append(("policies.signing_cert", pol.signing_cert, True))
+    problems = []
+    for key, file, is_cert in files:
+        line = lines.get(tuple(key.split(".")), 1)
+        try:
+            data = file.read_bytes()
+        except OSError as e:
+            problems.append(ConfigProblem(path, line, key, f"{file}: {errno_name(e.errno or 0)}: {e.strerror} "
+                                          "(the daemon reads it at every reconcile)"))
+            continue
+        if is_cert:
+            from iped.pkcs7 import load_anchor
+
+            try:
+                load_anchor(data)
+            except ValueError as e:
+                problems.append(ConfigProblem(path, line, key, f"{file}: {e}"))
+    if (pol.signing_key is None) != (pol.signing_cert is None):
+        key = "policies.signing_key" if pol.signing_key is not None else "policies.signing_cert"
+        problems.append(ConfigProblem(path, lines.get(tuple(key.split(".")), 1), key,
+                                      "signing_key and signing_cert must be configured together"))
+    return problems
+
+
+def check(path: Path, relative_to: Path | None = None) -> list[ConfigProblem]:
+    """Every problem of the configuration at ``path`` (an empty list: the daemon would accept it)."""
+    from iped.config import ConfigError, ConfigProblem, parse_config
+
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) else f"not UTF-8: {e}"
+        return [ConfigProblem(path, 1, "(file)", str(why))]
+    # parse_config resolves relative paths against the directory of the path it is given
+    as_if = (relative_to / path.name) if relative_to is not None else path
+    try:
+        settings = parse_config(source, as_if)
+    except ConfigError as e:
+        return [ConfigProblem(path, p.line, p.key, p.problem) for p in e.problems]
+    return _key_file_problems(settings, path, source)
+
+
+def run(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    problems = check(path, Path(args.relative_to) if args.relative_to else None)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        print(f"{path}: OK")
+    return ExitCode.FAILED if problems else ExitCode.OK

@@ -1,0 +1,90 @@
+"""ansible-test integration (connection local) and the role, against a real ``iped daemon`` on the emulator."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from iped.pkcs7 import sign_policy
+from tests.daemon.conftest import DaemonProc, Site, policy_text
+from tests.fleet.conftest import COLLECTION, IPED, SLOW_DEBOUNCE_MS, require_ok, run_ansible
+
+
+def tampered_signature(site: Site) -> bytes:
+    """A signed policy whose signature no longer matches (its last byte, inside the signature, flipped)."""
+    blob = bytearray(sign_policy(policy_text("tampered", "1.0.0"), site.key.read_bytes(), site.cert.read_bytes()))
+    blob[-1] ^= 0xFF
+    return bytes(blob)
+
+
+def test_ipe_state_target(slow_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
+    site = slow_daemon.site
+    assert slow_daemon.status()["active"]["version"] == "1.0.0"
+    bad = tmp_path / "tampered.p7s"
+    bad.write_bytes(tampered_signature(site))
+    home.mkdir()
+    (home / "iped-integration.yml").write_text(
+        f'iped_command: "{IPED}"\niped_config: "{site.config}"\niped_policies_dir: "{site.policies}"\n'
+        f'iped_socket: "{site.socket}"\niped_bad_signature: "{bad}"\n')
+    out = require_ok(run_ansible("ansible-test", "integration", "--local", "--python", "3.11", "ipe_state",
+                                 home=home, cwd=COLLECTION))
+    assert re.search(r"ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", out), out[-3000:]
+    assert not (site.policies / "tampered.p7s").exists()
+
+
+def write_playbook(path: Path, site: Site, policy_src: Path) -> Path:
+    path.write_text(f"""---
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  roles:
+    - role: iped.ipe.iped
+      vars:
+        iped_install_package: false
+        iped_manage_service: false
+        iped_command: "{IPED}"
+        iped_config_path: "{site.config}"
+        iped_policies_dir: "{site.policies}"
+        iped_active: app
+        iped_enforce: true
+        iped_signing_key: "{site.key}"
+        iped_signing_cert: "{site.cert}"
+        iped_policies:
+          - src: "{policy_src}"
+        iped_purge_undeclared: true
+        iped_daemon_settings:
+          backend: emulator
+          state_dir: "{site.state}"
+          control_socket: "{site.socket}"
+          control_group: nogroup
+          debounce_ms: {SLOW_DEBOUNCE_MS}
+""")
+    return path
+
+
+def recap(out: str) -> dict[str, int]:
+    m = re.search(r"localhost\s+:\s+(.*)", out)
+    assert m, out[-3000:]
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
+
+
+def test_role_converges_then_changes_nothing(slow_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
+    site = slow_daemon.site
+    src = tmp_path / "app.pol"
+    src.write_bytes(policy_text("app", "2.0.0"))
+    playbook = write_playbook(tmp_path / "site.yml", site, src)
+    check = recap(require_ok(run_ansible("ansible-playbook", "--check", "--diff", str(playbook), home=home)))
+    assert check["changed"] > 0 and check["failed"] == 0
+    assert slow_daemon.status()["active"]["name"] == "base"  # check mode wrote nothing
+    assert not (site.policies / "app.pol").exists()
+
+    first = require_ok(run_ansible("ansible-playbook", str(playbook), home=home))
+    assert recap(first)["changed"] > 0 and recap(first)["failed"] == 0
+    assert "RUNNING HANDLER [iped.ipe.iped : Converge IPE]" in first
+    status = slow_daemon.status()
+    assert status["active"]["name"] == "app" and status["in_sync"]
+    assert not (site.policies / "base.pol").exists()  # undeclared: purged, and the daemon deleted it
+    assert [p["name"] for p in status["policies"]] == ["app"]
+
+    second = recap(require_ok(run_ansible("ansible-playbook", str(playbook), home=home)))
+    assert second["changed"] == 0 and second["failed"] == 0
