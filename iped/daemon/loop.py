@@ -13,6 +13,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -102,6 +103,9 @@ class Daemon:
         """Watch the policy dir and the config file's dir; a dir that moved (config reload) is
         unwatched and its new place watched."""
         f = self._flags
+        # A file is declared once it is complete: closed after writing, or renamed in. IN_CREATE
+        # (and IN_MODIFY) would reconcile over a file its writer still holds; IN_CREATE is watched
+        # only for names that are not written (symlinks, FIFOs, hard links), see _created_complete.
         mask = f.CLOSE_WRITE | f.MOVED_TO | f.MOVED_FROM | f.DELETE | f.CREATE | f.DELETE_SELF | f.MOVE_SELF
         dirs = {"policies": self.settings.policies.dir}
         if self.settings.path is not None:
@@ -273,6 +277,8 @@ class Daemon:
                 self.watches.pop(ev.wd, None)
                 self.schedule("inotify")
                 continue
+            if ev.mask & f.CREATE and not self._created_complete(role, ev.name):
+                continue  # a new file being written: its IN_CLOSE_WRITE follows
             if role == "policies" and (not ev.name or not is_ignored(ev.name)):
                 self.events["inotify"] += 1
                 self.schedule("inotify")
@@ -280,6 +286,19 @@ class Daemon:
                     self.settings.path.name, self.settings.policies.dir.name):
                 self.events["inotify"] += 1
                 self.schedule("config")
+
+    def _created_complete(self, role: str | None, name: str) -> bool:
+        """Is a just-created name already all it will be? A regular file with one link is being
+        written (wait for its IN_CLOSE_WRITE); a symlink, FIFO, directory or hard link is not
+        written after creation, so the scan should see (and report) it now."""
+        d = self.watched.get(role or "")
+        if d is None or not name:
+            return True
+        try:
+            st = os.lstat(d / name)
+        except OSError:
+            return True  # gone again: its IN_DELETE follows anyway
+        return not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
 
     def _on_udev(self) -> None:
         assert self.monitor is not None

@@ -16,7 +16,15 @@ from typing import Any
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, LoadedPolicy, read_actual
 from iped.daemon.apply import ApplyResult, Outcome, StepFailure, execute, state_after
-from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, load_policy_file, scan_declared
+from iped.daemon.declared import (
+    DeclaredPolicy,
+    DeclaredState,
+    DeclError,
+    fs_error,
+    load_policy_file,
+    read_policy_file,
+    scan_declared,
+)
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, make_plan
 from iped.daemon.planlog import PlanLog
@@ -91,7 +99,7 @@ def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> 
         key = pol.signing_key.read_bytes() if pol.signing_key else None
         cert = pol.signing_cert.read_bytes() if pol.signing_cert else None
     except OSError as e:
-        return DeclError(e.filename or "?", None, e.errno or errno.EIO, f"cannot read key material: {e.strerror}")
+        return fs_error(e.filename or "?", e, "cannot read key material")
     if (key is None) != (cert is None):
         return DeclError(str(pol.signing_key or pol.signing_cert), None, errno.EINVAL,
                          "signing_key and signing_cert must be configured together")
@@ -128,10 +136,9 @@ class Reconciler:
         fresh: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
 
         def loader(path: Path) -> DeclaredPolicy | DeclError:
-            try:
-                raw = path.read_bytes()
-            except OSError:
-                return load_policy_file(path, signing)
+            raw = read_policy_file(path)
+            if isinstance(raw, DeclError):
+                return raw
             key = (str(path), hashlib.sha256(raw).digest(), signing)
             got = self._file_cache.get(key)
             if got is None:  # the result is computed from exactly the bytes the key names
