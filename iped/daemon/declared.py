@@ -16,6 +16,7 @@ counts as a deleted policy.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import fnmatch
@@ -164,10 +165,8 @@ def held_for_writing(fd: int, st: os.stat_result) -> bool:
 
 
 def release_lease(fd: int) -> None:
-    try:
+    with contextlib.suppress(OSError):  # no lease was taken (the /proc scan answered)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
-    except OSError:
-        pass  # no lease was taken (the /proc scan answered)
 
 
 def _writer_in_proc(st: os.stat_result) -> bool:

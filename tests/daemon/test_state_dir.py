@@ -4,7 +4,6 @@ the rollback chain kept apart from the plan log, texts/ pruned to what is still 
 from __future__ import annotations
 
 import dataclasses
-import errno
 import hashlib
 from pathlib import Path
 
@@ -73,7 +72,8 @@ def test_state_dir_lost_mid_run_keeps_the_kernel_outcome(site: Site) -> None:
 def test_stale_temp_files_are_removed_at_start(site: Site) -> None:
     rec = reconciler(site)
     rec.reconcile("startup")
-    stale = [rec.plan_log.plans / ".0000000002.json.999999999.tmp", rec.plan_log.texts / f".{'a' * 64}.pol.999999999.tmp"]
+    dead = 999999999  # above any pid_max: no such process
+    stale = [rec.plan_log.plans / f".0000000002.json.{dead}.tmp", rec.plan_log.texts / f".{'a' * 64}.pol.{dead}.tmp"]
     for p in stale:
         p.write_text("{torn")
     reconciler(site)  # what every writing verb and the daemon build at start

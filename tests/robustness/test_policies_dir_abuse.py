@@ -14,20 +14,26 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from iped.config import load_settings
 from iped.daemon import runtime, service
 from iped.daemon.declared import DeclError
+from iped.daemon.devkey import ensure_dev_key
 from iped.daemon.log import Reporter, StderrReporter
 from iped.daemon.reconcile import PlanRecord, Reconciler
-from tests.daemon.conftest import (  # noqa: F401 (fixtures)
-    Site,
-    dev_keys,
-    policy_text,
-    request,
-    site,
-    start_daemon,
-    wait_for,
-)
+from tests.daemon.conftest import Site, make_site, policy_text, request, start_daemon, wait_for
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return ensure_dev_key(tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture
+def site(tmp_path: Path, keys: tuple[Path, Path]) -> Site:
+    return make_site(tmp_path, keys)
+
 
 SECRET = b"root:$6$S3CRETSALT$TOPSECRETHASHVALUE:19000:0:99999:7:::\n"
 
