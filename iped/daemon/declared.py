@@ -50,11 +50,11 @@ class DeclError:
     line: int | None
     errno: int
     reason: str
-    io: bool = False  # a filesystem error (errno from open/read/stat), not the kernel's word on a policy
+    plain: bool = False  # not the kernel's word (a filesystem or config error): no IPE meaning attached
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        said = f"{errno_name(self.errno)} ({os.strerror(self.errno)})" if self.io else describe_errno(self.errno)
+        said = f"{errno_name(self.errno)} ({os.strerror(self.errno)})" if self.plain else describe_errno(self.errno)
         return f"{where}: {said}: {self.reason}"
 
     def as_dict(self) -> dict[str, object]:
@@ -117,7 +117,7 @@ def policy_files(directory: Path) -> list[Path]:
 
 def fs_error(path: Path | str, e: OSError, what: str) -> DeclError:
     """A filesystem error, worded as one (no IPE meaning attached to its errno)."""
-    return DeclError(str(path), None, e.errno or errno.EIO, f"{what}: {e.strerror or e}", io=True)
+    return DeclError(str(path), None, e.errno or errno.EIO, f"{what}: {e.strerror or e}", plain=True)
 
 
 #: lstat() file types -> how a non-regular file is named in errors
@@ -130,12 +130,12 @@ def _not_a_policy_file(path: Path, st: os.stat_result) -> DeclError | None:
     if stat.S_ISLNK(st.st_mode):
         return DeclError(str(path), None, errno.ELOOP,
                          "is a symbolic link: links in the drop-in dir are never followed; copy the file in "
-                         "(write a temporary name, then rename it)", io=True)
+                         "(write a temporary name, then rename it)", plain=True)
     if stat.S_ISDIR(st.st_mode):
-        return DeclError(str(path), None, errno.EISDIR, "is a directory, named like a policy file", io=True)
+        return DeclError(str(path), None, errno.EISDIR, "is a directory, named like a policy file", plain=True)
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _FILE_TYPES if test(st.st_mode)), "a special file")
-        return DeclError(str(path), None, errno.EINVAL, f"not a regular file ({kind}); not opened", io=True)
+        return DeclError(str(path), None, errno.EINVAL, f"not a regular file ({kind}); not opened", plain=True)
     if st.st_size > MAX_POLICY_BYTES:
         return DeclError(str(path), None, errno.EMSGSIZE,
                          f"{st.st_size} bytes; the kernel takes a policy (its signed PKCS#7 blob) of at most "
@@ -209,7 +209,7 @@ def read_policy_file(path: Path) -> bytes | DeclError:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as e:
         if e.errno == errno.ELOOP:  # replaced by a symlink after the lstat
-            return DeclError(str(path), None, errno.ELOOP, "is a symbolic link: never followed", io=True)
+            return DeclError(str(path), None, errno.ELOOP, "is a symbolic link: never followed", plain=True)
         return fs_error(path, e, "cannot open")
     try:
         st = os.fstat(fd)
@@ -219,7 +219,7 @@ def read_policy_file(path: Path) -> bytes | DeclError:
         if held_for_writing(fd, st):
             return DeclError(str(path), None, errno.EBUSY,
                              "still open for writing by another process: it is read once closed. Write "
-                             "policies to a temporary name (.*, *.tmp) and rename them in", io=True)
+                             "policies to a temporary name (.*, *.tmp) and rename them in", plain=True)
         try:
             data = os.read(fd, MAX_POLICY_BYTES + 1)
             while len(data) <= MAX_POLICY_BYTES and (more := os.read(fd, MAX_POLICY_BYTES + 1 - len(data))):
@@ -303,5 +303,6 @@ def scan_declared(directory: Path, *, active: str | None, enforce: bool, success
     # a broken file named after the active policy already explains why it is missing
     if active is not None and active not in seen and not any(_declares(Path(e.file), active) for e in errors):
         errors.append(DeclError(str(directory), None, errno.ENOENT,
-                                f"active = {active!r} but no file in the directory declares policy_name={active}"))
+                                f"active = {active!r} but no file in the directory declares policy_name={active}",
+                                plain=True))
     return DeclaredState(tuple(policies), active, enforce, success_audit, protect, tuple(errors))

@@ -103,7 +103,7 @@ def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> 
         return fs_error(e.filename or "?", e, "cannot read key material")
     if (key is None) != (cert is None):
         return DeclError(str(pol.signing_key or pol.signing_cert), None, errno.EINVAL,
-                         "signing_key and signing_cert must be configured together")
+                         "signing_key and signing_cert must be configured together", plain=True)
     if cert is not None:
         anchors.append(cert)
     return SigningMaterial(tuple(anchors) + extra_anchors, key, cert)
@@ -151,7 +151,8 @@ class Reconciler:
                              signing=signing, protect=pol.protect, loader=loader)
         self._file_cache = fresh
         if self.config_error:
-            errs = tuple(DeclError(str(self.settings.path), None, errno.EINVAL, e) for e in self.config_error)
+            errs = tuple(DeclError(str(self.settings.path), None, errno.EINVAL, e, plain=True)
+                         for e in self.config_error)
             decl = replace(decl, errors=errs + decl.errors)
         return decl
 

@@ -120,3 +120,12 @@ def test_filesystem_errors_carry_no_ipe_meaning(tmp_path: Path, dev_keys: tuple[
     (err,) = rec.scan().errors
     assert err.file == str(tmp_path / "missing.key") and err.errno == errno.ENOENT
     assert "deleted meanwhile" not in str(err) and "No such file or directory" in str(err)
+
+
+def test_declaration_errors_carry_no_kernel_meaning(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    rec = reconciler(tmp_path, dev_keys)
+    rec.settings = dataclasses.replace(rec.settings, policies=dataclasses.replace(rec.settings.policies,
+                                                                                  active="nothere"))
+    (err,) = rec.scan().errors
+    assert err.errno == errno.ENOENT and "no file in the directory declares" in str(err)
+    assert "deleted meanwhile" not in str(err)
