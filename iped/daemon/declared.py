@@ -194,6 +194,23 @@ def _writer_in_proc(st: os.stat_result) -> bool:
     return False
 
 
+def is_being_written(path: Path) -> bool:
+    """Is ``path`` a regular file someone holds open for writing? (A symlink, FIFO or a name that
+    is gone is not: it will not change by being written.)"""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        held = held_for_writing(fd, os.fstat(fd))
+        release_lease(fd)
+        return held
+    finally:
+        os.close(fd)
+
+
 def read_policy_file(path: Path) -> bytes | DeclError:
     """The bytes of one drop-in file, or why they are not to be had.
 

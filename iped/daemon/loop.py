@@ -13,7 +13,6 @@ import os
 import selectors
 import signal
 import socket
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any, Protocol
 
 from iped.daemon import service
 from iped.daemon.control import AccessPolicy, Connection, ControlServer, PeerCred, resolve_group
-from iped.daemon.declared import is_ignored
+from iped.daemon.declared import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
@@ -288,17 +287,11 @@ class Daemon:
                 self.schedule("config")
 
     def _created_complete(self, role: str | None, name: str) -> bool:
-        """Is a just-created name already all it will be? A regular file with one link is being
-        written (wait for its IN_CLOSE_WRITE); a symlink, FIFO, directory or hard link is not
-        written after creation, so the scan should see (and report) it now."""
+        """Is a just-created name already all it will be? A regular file someone still writes is
+        not (its IN_CLOSE_WRITE follows); a symlink, FIFO, directory, a hard link to a closed file
+        or an O_TMPFILE linked in is never written after creation, so the scan should see it now."""
         d = self.watched.get(role or "")
-        if d is None or not name:
-            return True
-        try:
-            st = os.lstat(d / name)
-        except OSError:
-            return True  # gone again: its IN_DELETE follows anyway
-        return not stat.S_ISREG(st.st_mode) or st.st_nlink > 1
+        return d is None or not name or not is_being_written(d / name)
 
     def _on_udev(self) -> None:
         assert self.monitor is not None

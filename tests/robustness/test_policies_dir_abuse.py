@@ -271,3 +271,19 @@ def test_scan_of_abused_dir_is_quick_and_complete(site: Site, tmp_path: Path) ->
     (d / ".hidden.pol").symlink_to("/etc/shadow")  # ignored names stay ignored, never opened
     names = sorted(by_file(reconciler(site).scan().errors))
     assert names == ["dir.p7s", "fifo.pol", "huge.p7s", "link.pol"]
+
+
+def test_names_complete_at_creation_are_seen_without_close(site: Site, tmp_path: Path) -> None:
+    # a symlink or FIFO gets IN_CREATE and nothing after it: the daemon reports it on that event
+    d = start_daemon(site)
+    try:
+        (site.policies / "link.pol").symlink_to(tmp_path / "nowhere")
+        os.mkfifo(site.policies / "fifo.pol")
+
+        def reported() -> set[str]:
+            errs = d.status()["declared"]["errors"]
+            return {Path(e["file"]).name for e in errs} >= {"link.pol", "fifo.pol"}
+
+        wait_for(reported, what="symlink and FIFO reported after IN_CREATE")
+    finally:
+        d.stop()
