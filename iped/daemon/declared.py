@@ -161,7 +161,7 @@ def held_for_writing(fd: int, st: os.stat_result) -> bool:
     except OSError as e:
         if e.errno == errno.EAGAIN:
             return True
-    return _writer_in_proc(st)
+    return writer_in_proc(st)
 
 
 def release_lease(fd: int) -> None:
@@ -169,7 +169,7 @@ def release_lease(fd: int) -> None:
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
 
 
-def _writer_in_proc(st: os.stat_result) -> bool:
+def writer_in_proc(st: os.stat_result) -> bool:
     """Does any process we can see hold the inode ``st`` open with write access?"""
     try:
         pids = [p for p in os.listdir("/proc") if p.isdigit()]

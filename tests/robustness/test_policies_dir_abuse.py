@@ -18,7 +18,7 @@ import pytest
 
 from iped.config import load_settings
 from iped.daemon import runtime, service
-from iped.daemon.declared import DeclError
+from iped.daemon.declared import DeclError, writer_in_proc
 from iped.daemon.devkey import ensure_dev_key
 from iped.daemon.log import Reporter, StderrReporter
 from iped.daemon.reconcile import PlanRecord, Reconciler
@@ -287,3 +287,16 @@ def test_names_complete_at_creation_are_seen_without_close(site: Site, tmp_path:
         wait_for(reported, what="symlink and FIFO reported after IN_CREATE")
     finally:
         d.stop()
+
+
+def test_proc_scan_finds_a_writer_where_no_lease_can_be_taken(tmp_path: Path) -> None:
+    # the fallback for files the daemon may not lease (another owner, no CAP_LEASE; no leases on
+    # the filesystem): the same answer from /proc/*/fd and fdinfo
+    path = tmp_path / "p.pol"
+    path.write_bytes(b"x")
+    st = os.stat(path)
+    with open(path, "rb"):
+        assert not writer_in_proc(st)
+    with open(path, "ab"):
+        assert writer_in_proc(st)
+    assert not writer_in_proc(st)
