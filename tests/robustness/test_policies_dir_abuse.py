@@ -280,7 +280,7 @@ def test_names_complete_at_creation_are_seen_without_close(site: Site, tmp_path:
         (site.policies / "link.pol").symlink_to(tmp_path / "nowhere")
         os.mkfifo(site.policies / "fifo.pol")
 
-        def reported() -> set[str]:
+        def reported() -> bool:
             errs = d.status()["declared"]["errors"]
             return {Path(e["file"]).name for e in errs} >= {"link.pol", "fifo.pol"}
 
