@@ -11,6 +11,7 @@ to the line that set the key (or the section header, or line 1).
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import tomllib
 import types
@@ -47,11 +48,17 @@ def _model_default(value: Any) -> Any:
     return value.value if isinstance(value, StrEnum) else value
 
 
+#: field metadata checked here after resolving, not by pydantic
+_RESOLVED_LIMITS = ("max_path_bytes",)
+
+
 def model_for(cls: type) -> type[BaseModel]:
     """The strict pydantic model of one settings dataclass (a ``[section]`` of iped.toml)."""
     hints = get_type_hints(cls)
     fields: dict[str, Any] = {
-        f.name: (_model_type(hints[f.name]), Field(default=_model_default(f.default), **f.metadata))
+        f.name: (_model_type(hints[f.name]),
+                 Field(default=_model_default(f.default),
+                       **{k: v for k, v in f.metadata.items() if k not in _RESOLVED_LIMITS}))
         for f in dataclasses.fields(cls)
     }
     return create_model(f"{cls.__name__}Model", __config__=_STRICT, **fields)
@@ -143,7 +150,30 @@ def parse_config(source: str, path: Path) -> Settings:
         model = ConfigModel.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_problems_from(e, path, source)) from None
-    return to_settings(model, path)
+    settings = to_settings(model, path)
+    problems = _resolved_limit_problems(settings, path, source)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _resolved_limit_problems(settings: Settings, path: Path, source: str) -> list[ConfigProblem]:
+    """The limits that hold for a value once resolved (``max_path_bytes``: a relative path counts
+    with the config file's directory in front of it)."""
+    lines = key_lines(source)
+    out = []
+    for name in SECTIONS:
+        section = getattr(settings, name)
+        for f in dataclasses.fields(section):
+            limit = f.metadata.get("max_path_bytes")
+            value = getattr(section, f.name)
+            if limit is None or value is None or len(os.fsencode(value)) <= limit:
+                continue
+            out.append(ConfigProblem(path, _line_for((name, f.name), lines), f"{name}.{f.name}",
+                                     f"path is {len(os.fsencode(value))} bytes once resolved ({value}); "
+                                     f"at most {limit} fit (a unix socket path, sun_path, is 108 bytes "
+                                     "with its NUL)"))
+    return out
 
 
 def _rel(base: Path, p: Path) -> Path:

@@ -18,7 +18,12 @@ import errno
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from iped.emulator.policy_parser import PolicyError, Version, parse_policy
+from iped.emulator.policy_parser import PolicyError, Version, parse_header, parse_policy
+
+#: The largest policy the kernel takes: a new_policy write of 65535 bytes is parsed, 65536 gives
+#: EMSGSIZE (asn1_ber_decoder's limit, pinned in the corpus; iped.pkcs7.ASN1_MAX_LEN). Plain text
+#: is at most as long as the signed blob that carries it, so a file over this size can never load.
+MAX_POLICY_BYTES = 65535
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,7 @@ class PolicyProblem:
     signer: str | None = None  # problems of a verified blob's text: who signed it
     trust_checked: bool = False
     signature_checked: bool = False
+    is_policy: bool = True  # text problems: the first line is a policy header (its bytes may be shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,23 @@ class CheckedPolicy:
         return self.blob is not None
 
 
+_SPACE = b"\t\n\x0b\x0c\r \xa0"  # what the kernel's parser strips at a line's end
+
+
+def starts_with_header(text: bytes) -> bool:
+    """Is the first line with content (comments and blank lines skipped) a valid policy header?
+    The test for "this file is a policy", so that errors may quote its bytes."""
+    for lineno, raw in enumerate(text.split(b"\0", 1)[0].replace(b"\r", b"\n").split(b"\n"), 1):
+        line = raw.split(b"#", 1)[0].rstrip(_SPACE)
+        if line:
+            try:
+                parse_header(line, lineno)
+            except PolicyError:
+                return False
+            return True
+    return False
+
+
 def _parse(text: bytes, stage: Stage, signed: bool) -> tuple[str, Version] | PolicyProblem:
     """Parse ``text`` and check its name as a securityfs directory."""
     from iped.emulator.securityfs import dir_name_error
@@ -91,7 +114,7 @@ def _parse(text: bytes, stage: Stage, signed: bool) -> tuple[str, Version] | Pol
         policy = parse_policy(text)
     except PolicyError as e:
         tok = e.token.decode("utf-8", "backslashreplace") if e.token else None
-        return PolicyProblem(stage, e.errno, e.reason, e.line, tok, signed)
+        return PolicyProblem(stage, e.errno, e.reason, e.line, tok, signed, is_policy=starts_with_header(text))
     name = policy.name.decode("utf-8", "backslashreplace")
     bad = dir_name_error(policy.name)
     if bad is not None:

@@ -24,7 +24,7 @@ def _local(args: argparse.Namespace) -> dict[str, object]:
     from iped.daemon import runtime, service
     from iped.daemon.log import NullReporter
 
-    rec = runtime.make_reconciler(runtime.load_for_command(args.config), NullReporter())
+    rec = runtime.make_reconciler(runtime.load_for_command(args.config), NullReporter(), writes_state=False)
     return {**service.plan(rec).as_dict(), "backend_reason": rec.backend.reason, "daemon": False}
 
 

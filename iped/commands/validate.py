@@ -27,11 +27,16 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from iped.commands import ExitCode, die
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TextIO
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +171,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="policy text or signed DER PKCS#7 ('-' for stdin)")
 
 
+def _say(line: str, stream: TextIO) -> None:
+    """Print one line; a reader that went away (``| head``) silences this stream, nothing more:
+    the exit status still says whether every file is valid."""
+    try:
+        print(line, file=stream, flush=True)
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())  # the unflushed rest, and every later line, goes nowhere
+        os.close(devnull)
+
+
 def run(args: argparse.Namespace) -> int:
     anchors = read_anchors(args.trust) if args.trust else None
     ok = True
@@ -173,9 +189,9 @@ def run(args: argparse.Namespace) -> int:
         result = check_path(path, anchors, args.format, args.require_signed)
         ok &= result.valid
         if args.json:
-            print(result.as_json(), flush=True)
+            _say(result.as_json(), sys.stdout)
         elif result.valid:
-            print(result.human(), flush=True)
+            _say(result.human(), sys.stdout)
         else:
-            print(result.human(), file=sys.stderr, flush=True)
+            _say(result.human(), sys.stderr)
     return ExitCode.OK if ok else ExitCode.FAILED

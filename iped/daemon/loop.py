@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from iped.daemon import metrics, service
 from iped.daemon.control import AccessPolicy, Connection, ControlServer, PeerCred, resolve_group
-from iped.daemon.declared import is_ignored
+from iped.daemon.declared import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
@@ -102,6 +102,9 @@ class Daemon:
         """Watch the policy dir and the config file's dir; a dir that moved (config reload) is
         unwatched and its new place watched."""
         f = self._flags
+        # A file is declared once it is complete: closed after writing, or renamed in. IN_CREATE
+        # (and IN_MODIFY) would reconcile over a file its writer still holds; IN_CREATE is watched
+        # only for names that are not written (symlinks, FIFOs, hard links), see _created_complete.
         mask = f.CLOSE_WRITE | f.MOVED_TO | f.MOVED_FROM | f.DELETE | f.CREATE | f.DELETE_SELF | f.MOVE_SELF
         dirs = {"policies": self.settings.policies.dir}
         if self.settings.path is not None:
@@ -272,6 +275,8 @@ class Daemon:
                 self.watches.pop(ev.wd, None)
                 self.schedule("inotify")
                 continue
+            if ev.mask & f.CREATE and not self._created_complete(role, ev.name):
+                continue  # a new file being written: its IN_CLOSE_WRITE follows
             if role == "policies" and (not ev.name or not is_ignored(ev.name)):
                 self.events["inotify"] += 1
                 self.schedule("inotify")
@@ -279,6 +284,13 @@ class Daemon:
                     self.settings.path.name, self.settings.policies.dir.name):
                 self.events["inotify"] += 1
                 self.schedule("config")
+
+    def _created_complete(self, role: str | None, name: str) -> bool:
+        """Is a just-created name already all it will be? A regular file someone still writes is
+        not (its IN_CLOSE_WRITE follows); a symlink, FIFO, directory, a hard link to a closed file
+        or an O_TMPFILE linked in is never written after creation, so the scan should see it now."""
+        d = self.watched.get(role or "")
+        return d is None or not name or not is_being_written(d / name)
 
     def _on_udev(self) -> None:
         assert self.monitor is not None

@@ -1,9 +1,12 @@
-"""Plan records in the state dir, written atomically (temp file, fsync, rename, fsync dir).
+"""Plan records and rollback history in the state dir, written atomically (temp file, fsync,
+rename, fsync dir).
 
 Each reconcile leaves one JSON record in ``<state_dir>/plans/``; only the newest ``keep`` stay.
-The policy texts that were deployed are kept content-addressed in ``<state_dir>/texts/`` so
-``iped rollback`` can roll forward to an earlier content. Records are history, not truth: the
-daemon always re-derives the plan from the kernel and the declared files.
+The rollback chain, ``<state_dir>/chain.json``, is apart from them: per policy name, the text
+digests that were deployed, oldest first, the newest ``keep`` kept; only a deployment extends
+it, so no-op reloads cannot push history out. The texts themselves are content-addressed in
+``<state_dir>/texts/``, pruned to what the chain and the kept plans reference. Records are
+history, not truth: the daemon always re-derives the plan from the kernel and the declared files.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 _RECORD = re.compile(r"^(\d{10})\.json$")
+_TEXT = re.compile(r"^([0-9a-f]{64})\.pol$")
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")  # atomic_write's temp names: .<name>.<pid>.tmp
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
@@ -42,18 +47,56 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(dfd)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
+
+
+def _digests(value: Any) -> set[str]:
+    """Every ``text_digest`` in a plan record, at any depth."""
+    if isinstance(value, dict):
+        own = value.get("text_digest")
+        found = {own} if isinstance(own, str) else set()
+        return found.union(*(_digests(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_digests(v) for v in value))
+    return set()
+
+
 class PlanLog:
-    """The plan records and deployed policy texts in the daemon's ``state_dir``."""
+    """The plan records, the rollback chain and deployed policy texts in the daemon's ``state_dir``."""
 
     def __init__(self, state_dir: Path, keep: int = 20) -> None:
         self.root = state_dir
         self.plans = state_dir / "plans"
         self.texts = state_dir / "texts"
+        self.chain_file = state_dir / "chain.json"
         self.keep = keep
 
     def ensure(self) -> None:
         for d in (self.root, self.plans, self.texts):
             d.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def prepare(self) -> None:
+        """At start: the state dir exists and takes writes (a probe file, written as every record
+        is), temp files of writers that died are gone, texts/ holds only what is referenced.
+        Raises OSError, with the reason, when the dir cannot be used."""
+        self.ensure()
+        probe = self.root / ".probe"
+        atomic_write(probe, b"")
+        os.unlink(probe)
+        for d in (self.root, self.plans, self.texts):
+            for name in os.listdir(d):
+                m = _TEMP.match(name)
+                if m and not _pid_alive(int(m.group(1))):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(d / name)
+        self.prune_texts()
 
     def _ids(self) -> list[int]:
         try:
@@ -85,12 +128,54 @@ class PlanLog:
                 continue
         return out
 
-    def save_text(self, digest: str, text: bytes) -> None:
-        """Keep a deployed policy text (content-addressed by its SHA-256)."""
+    def save_text(self, digest: str, text: bytes) -> bool:
+        """Keep a deployed policy text (content-addressed by its SHA-256); True if it was new."""
         path = self.texts / f"{digest}.pol"
-        if not path.exists():
+        if path.exists():
+            return False
+        self.ensure()
+        atomic_write(path, text)
+        return True
+
+    def _chains(self) -> dict[str, list[str]]:
+        try:
+            data = json.loads(self.chain_file.read_bytes())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: [d for d in v if isinstance(d, str)] for k, v in data.items() if isinstance(v, list)}
+
+    def chain(self, name: str) -> list[str]:
+        """The text digests deployed as policy ``name``, oldest first (the newest ``keep``)."""
+        return self._chains().get(name, [])
+
+    def extend_chain(self, deployed: list[tuple[str, str]]) -> None:
+        """Append (name, text digest) deployments; a digest equal to the name's last is no change."""
+        chains = self._chains()
+        changed = False
+        for name, digest in deployed:
+            links = chains.setdefault(name, [])
+            if not links or links[-1] != digest:
+                links.append(digest)
+                del links[: -self.keep]
+                changed = True
+        if changed:
             self.ensure()
-            atomic_write(path, text)
+            atomic_write(self.chain_file, json.dumps(chains, indent=1, sort_keys=True).encode())
+
+    def prune_texts(self) -> None:
+        """Remove texts neither the rollback chain nor a kept plan record references."""
+        keep = {d for links in self._chains().values() for d in links}.union(*map(_digests, self.recent()))
+        try:
+            names = os.listdir(self.texts)
+        except FileNotFoundError:
+            return
+        for name in names:
+            m = _TEXT.match(name)
+            if m and m.group(1) not in keep:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.texts / name)
 
     def load_text(self, digest: str) -> bytes | None:
         try:

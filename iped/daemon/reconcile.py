@@ -16,11 +16,20 @@ from typing import Any
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, LoadedPolicy, read_actual
 from iped.daemon.apply import ApplyResult, Outcome, StepFailure, execute, state_after
-from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, load_policy_file, scan_declared
+from iped.daemon.declared import (
+    DeclaredPolicy,
+    DeclaredState,
+    DeclError,
+    fs_error,
+    load_policy_file,
+    read_policy_file,
+    scan_declared,
+)
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, make_plan
 from iped.daemon.planlog import PlanLog
 from iped.daemon.settings import PolicySettings, Settings
+from iped.errnos import errno_name
 from iped.policyfile import SigningMaterial
 
 
@@ -91,10 +100,10 @@ def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> 
         key = pol.signing_key.read_bytes() if pol.signing_key else None
         cert = pol.signing_cert.read_bytes() if pol.signing_cert else None
     except OSError as e:
-        return DeclError(e.filename or "?", None, e.errno or errno.EIO, f"cannot read key material: {e.strerror}")
+        return fs_error(e.filename or "?", e, "cannot read key material")
     if (key is None) != (cert is None):
         return DeclError(str(pol.signing_key or pol.signing_cert), None, errno.EINVAL,
-                         "signing_key and signing_cert must be configured together")
+                         "signing_key and signing_cert must be configured together", plain=True)
     if cert is not None:
         anchors.append(cert)
     return SigningMaterial(tuple(anchors) + extra_anchors, key, cert)
@@ -130,10 +139,9 @@ class Reconciler:
         fresh: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
 
         def loader(path: Path) -> DeclaredPolicy | DeclError:
-            try:
-                raw = path.read_bytes()
-            except OSError:
-                return load_policy_file(path, signing)
+            raw = read_policy_file(path)
+            if isinstance(raw, DeclError):
+                return raw
             key = (str(path), hashlib.sha256(raw).digest(), signing)
             got = self._file_cache.get(key)
             if got is None:  # the result is computed from exactly the bytes the key names
@@ -145,7 +153,8 @@ class Reconciler:
                              signing=signing, protect=pol.protect, loader=loader)
         self._file_cache = fresh
         if self.config_error:
-            errs = tuple(DeclError(str(self.settings.path), None, errno.EINVAL, e) for e in self.config_error)
+            errs = tuple(DeclError(str(self.settings.path), None, errno.EINVAL, e, plain=True)
+                         for e in self.config_error)
             decl = replace(decl, errors=errs + decl.errors)
         return decl
 
@@ -168,15 +177,6 @@ class Reconciler:
         result: ApplyResult = execute(plan, self.backend, self.reporter)
         failed = result.outcome == Outcome.FAILED
         after = read_actual(self.backend) if failed else state_after(before, result.done)
-        for step in result.done:
-            if step.kind in ("load", "update") and step.text_digest:
-                p = decl.get(step.name or "")
-                if p is not None:
-                    self.plan_log.save_text(p.text_digest, p.text)
-        if before.active is not None and decl.get(before.active.name) is not None:
-            p = decl.get(before.active.name)
-            if p is not None and p.text_digest == before.active.text_digest:
-                self.plan_log.save_text(p.text_digest, p.text)
         record = PlanRecord(
             time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), trigger=trigger, outcome=result.outcome,
             backend=self.backend.kind, steps=plan.steps, done=len(result.done), failure=result.failure,
@@ -184,10 +184,30 @@ class Reconciler:
             duration_ms=round((time.monotonic() - t0) * 1000, 3))
         self.counters["reconciles"] += 1
         self.counters[str(result.outcome)] += 1
-        if result.outcome != Outcome.UNCHANGED or record_unchanged:
-            try:
+        try:  # the kernel's outcome stands whatever happens to the records of it
+            new_texts = self._keep_history(decl, before, result.done)
+            if result.outcome != Outcome.UNCHANGED or record_unchanged:
                 record = replace(record, seq=self.plan_log.record(record.as_dict()))
-            except OSError as e:
-                self.reporter.log("error", f"cannot record plan in {self.plan_log.plans}: {e}")
+            if new_texts:
+                self.plan_log.prune_texts()
+        except OSError as e:
+            self.reporter.log("error", f"state_dir {self.plan_log.root}: {errno_name(e.errno or errno.EIO)}: "
+                                       f"{e.strerror or e}: plan records and rollback history are not kept")
         self.last, self.after = record, after
         return record
+
+    def _keep_history(self, decl: DeclaredState, before: ActualState, done: tuple[Step, ...]) -> bool:
+        """Keep the texts that are (or were, before this reconcile) deployed and extend the
+        rollback chain with them; True if a text was new."""
+        deployed: list[DeclaredPolicy] = []
+        if before.active is not None:  # the content active at start, when its file still says it
+            p = decl.get(before.active.name)
+            if p is not None and p.text_digest == before.active.text_digest:
+                deployed.append(p)
+        for step in done:
+            p = decl.get(step.name or "") if step.kind in ("load", "update") and step.text_digest else None
+            if p is not None:
+                deployed.append(p)
+        new = [self.plan_log.save_text(p.text_digest, p.text) for p in deployed]
+        self.plan_log.extend_chain([(p.name, p.text_digest) for p in deployed])
+        return any(new)

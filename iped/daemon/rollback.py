@@ -65,21 +65,11 @@ def prepare(rec: Reconciler) -> RollbackPlan:
                             "[policies] signing_key and signing_cert. Without a key on this host: sign the "
                             f"previous policy text with policy_version above {cur.version} elsewhere and drop "
                             f"the .p7s into {pol.dir}, replacing the current file, then 'iped reload'.")
-    target_digest = None
-    for record in rec.plan_log.recent():
-        if record.get("outcome") != "applied":
-            continue
-        for key in ("active_after", "active_before"):
-            snap = record.get(key) or {}
-            if snap.get("name") == cur.name and snap.get("text_digest") not in (None, cur.text_digest) \
-                    and rec.plan_log.load_text(snap["text_digest"]) is not None:
-                target_digest = snap["text_digest"]
-                break
-        if target_digest:
-            break
+    target_digest = next((d for d in reversed(rec.plan_log.chain(cur.name))
+                          if d != cur.text_digest and rec.plan_log.load_text(d) is not None), None)
     if target_digest is None:
-        raise RollbackError(errno.ENOENT, f"no earlier content of {cur.name!r} in {rec.plan_log.plans} "
-                                          "(history keeps the last plans only)")
+        raise RollbackError(errno.ENOENT, f"no earlier content of {cur.name!r} in {rec.plan_log.chain_file} "
+                                          "(it keeps the last [daemon] history deployments of each policy)")
     old = rec.plan_log.load_text(target_digest)
     assert old is not None
     decl = rec.scan()

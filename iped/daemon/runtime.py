@@ -7,6 +7,7 @@ Shared by ``iped daemon``, ``iped apply --once``, ``iped plan`` (without a daemo
 from __future__ import annotations
 
 import dataclasses
+import errno
 import tempfile
 from pathlib import Path
 
@@ -114,9 +115,21 @@ def make_backend(settings: Settings) -> Backend:
     return select_backend(settings, certs)
 
 
-def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None) -> Reconciler:
-    """The reconciler of ``settings``; CliError when the forced backend is not there."""
+def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None, *,
+                    writes_state: bool = True) -> Reconciler:
+    """The reconciler of ``settings``; CliError when the forced backend is not there, or when
+    the state dir cannot take the records of what it does (``writes_state``; checked before the
+    kernel is touched, so an unusable state dir is never mistaken for a kernel error)."""
     plan_log = PlanLog(settings.daemon.state_dir, settings.daemon.history)
+    if writes_state:
+        try:
+            plan_log.prepare()
+        except OSError as e:
+            from iped.errnos import errno_name
+
+            raise CliError(f"state_dir {plan_log.root}: {errno_name(e.errno or errno.EIO)}: {e.strerror or e}"
+                           f"{f' ({e.filename})' if e.filename else ''}: plan records and rollback history "
+                           "live there", hint="make it a writable directory or set [daemon] state_dir") from None
     try:
         backend = backend or make_backend(settings)
     except RuntimeError as e:  # backend = kernel without IPE

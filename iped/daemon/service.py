@@ -49,7 +49,7 @@ def reload(rec: Reconciler, trigger: str, record_unchanged: bool = True) -> Plan
         return rec.reconcile(trigger, record_unchanged)
     except OSError as e:  # the backend itself failed (securityfs gone?)
         failed = FailedRead(trigger, e.errno or errno.EIO, f"reading state failed: {e}")
-        rec.reporter.log("error", str(failed.as_dict()["failure"]))
+        rec.reporter.log("error", failed.message)
         return failed
 
 

@@ -4,7 +4,8 @@ This is the only declaration of the configuration. :mod:`iped.config` derives it
 models from these classes (so pydantic stays at the edge and out of every other import) and
 freezes the validated values back into them; the core, the follower and the CLI take these typed
 objects. A key's limits are its field's metadata: pydantic ``Field`` arguments (``ge``, ``le``,
-``min_length``).
+``min_length``), and ``max_path_bytes`` for a path, checked once it is resolved against the
+config file's directory.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class DaemonSettings:
 
     backend: BackendKind = BackendKind.AUTO
     state_dir: Path = Path("/var/lib/iped")
-    control_socket: Path = Path(DEFAULT_SOCKET)
+    # sun_path is 108 bytes with its NUL: bind() cannot take a longer path
+    control_socket: Path = field(default=Path(DEFAULT_SOCKET), metadata={"max_path_bytes": 107})
     control_group: str | None = "iped"
     history: int = field(default=20, metadata={"ge": 1, "le": 10000})
     debounce_ms: int = field(default=200, metadata={"ge": 0, "le": 60000})

@@ -87,13 +87,18 @@ class Site:
         return path
 
 
-@pytest.fixture
-def site(tmp_path: Path, dev_keys: tuple[Path, Path]) -> Site:
-    s = Site(tmp_path, *dev_keys)
+def make_site(root: Path, keys: tuple[Path, Path]) -> Site:
+    """A config declaring ``base`` active, its drop-in dir holding base.pol 1.0.0."""
+    s = Site(root, *keys)
     s.policies.mkdir()
     s.put("base.pol", policy_text("base", "1.0.0"))
     s.write_config()
     return s
+
+
+@pytest.fixture
+def site(tmp_path: Path, dev_keys: tuple[Path, Path]) -> Site:
+    return make_site(tmp_path, dev_keys)
 
 
 def iped(*args: str, env: dict[str, str] | None = None, timeout: float = 60,

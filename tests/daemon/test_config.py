@@ -116,3 +116,19 @@ def test_shipped_config_on_a_fresh_install_changes_nothing(tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-m", "iped", "apply", "--once", "--config", str(config)],
                        capture_output=True, text=True, check=False)  # fmt: skip
     assert r.returncode == 9, r.stdout + r.stderr
+
+
+def test_control_socket_path_too_long_for_sun_path_has_file_line(tmp_path: Path) -> None:
+    long = "/run/" + "s" * 100 + "/control.sock"  # 118 bytes: sun_path holds 107 and a NUL
+    got = problems(f'[daemon]\nbackend = "emulator"\ncontrol_socket = "{long}"\n', tmp_path)
+    assert len(got) == 1 and got[0].startswith(f"{tmp_path / 'iped.toml'}:3: daemon.control_socket: ")
+    assert "118 bytes" in got[0] and "107" in got[0]
+    ok = "/run/" + "s" * 89 + "/c.sock"  # 101 bytes: fits
+    assert str(parse_config(f'[daemon]\ncontrol_socket = "{ok}"\n', tmp_path / "x.toml").daemon.control_socket) == ok
+
+
+def test_relative_control_socket_is_measured_resolved(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    got = problems('[daemon]\ncontrol_socket = "c.sock"\n', deep)
+    assert len(got) == 1 and ":2: daemon.control_socket: " in got[0]

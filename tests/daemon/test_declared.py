@@ -106,3 +106,26 @@ def test_format_is_told_by_content_not_suffix(tmp_path: Path, dev_keys: tuple[Pa
     got = rec.scan()
     assert got.errors == ()
     assert sorted(p.name for p in got.policies) == ["a", "b"]
+
+
+def test_filesystem_errors_carry_no_ipe_meaning(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    # ENOENT's IPE meaning ("no such policy (deleted meanwhile)") is for securityfs; a missing
+    # directory or key file is a plain filesystem error and says so
+    rec = reconciler(tmp_path, dev_keys)
+    rec.settings.policies.dir.rmdir()
+    (err,) = [e for e in rec.scan().errors if e.file == str(rec.settings.policies.dir)]
+    assert "deleted meanwhile" not in str(err) and "No such file or directory" in str(err)
+    rec.settings = dataclasses.replace(rec.settings, policies=dataclasses.replace(
+        rec.settings.policies, signing_key=tmp_path / "missing.key"))
+    (err,) = rec.scan().errors
+    assert err.file == str(tmp_path / "missing.key") and err.errno == errno.ENOENT
+    assert "deleted meanwhile" not in str(err) and "No such file or directory" in str(err)
+
+
+def test_declaration_errors_carry_no_kernel_meaning(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    rec = reconciler(tmp_path, dev_keys)
+    rec.settings = dataclasses.replace(rec.settings, policies=dataclasses.replace(rec.settings.policies,
+                                                                                  active="nothere"))
+    (err,) = rec.scan().errors
+    assert err.errno == errno.ENOENT and "no file in the directory declares" in str(err)
+    assert "deleted meanwhile" not in str(err)

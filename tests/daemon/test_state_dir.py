@@ -1,0 +1,107 @@
+"""The state dir: checked at start (a clear error, never "kernel error"), stale temp files removed,
+the rollback chain kept apart from the plan log, texts/ pruned to what is still referenced."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+from iped.config import load_settings
+from iped.daemon import runtime, service
+from iped.daemon.log import StderrReporter
+from iped.daemon.reconcile import Reconciler
+from tests.daemon.conftest import Site, iped, policy_text
+
+
+class KeepingReporter(StderrReporter):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, level: str, message: str, kind: str | None = None) -> None:
+        self.lines.append(f"{level}: {message}")
+
+
+def unusable_state_dir(site: Site) -> Path:
+    """state_dir under a regular file: it can be neither created nor written (even by root)."""
+    (site.root / "blocker").write_text("a file, not a directory\n")
+    text = site.config.read_text().replace('state_dir = "state"', 'state_dir = "blocker/state"')
+    site.config.write_text(text)
+    return site.root / "blocker" / "state"
+
+
+def test_daemon_refuses_to_start_with_unusable_state_dir(site: Site) -> None:
+    state = unusable_state_dir(site)
+    r = iped("daemon", "--config", str(site.config), timeout=30)
+    assert r.returncode == 1, r.stderr
+    assert f"state_dir {state}" in r.stderr and "ENOTDIR" in r.stderr
+    assert "deleted meanwhile" not in r.stderr and not site.socket.exists()
+
+
+def test_apply_once_with_unusable_state_dir_is_not_a_kernel_error(site: Site) -> None:
+    unusable_state_dir(site)
+    r = iped("apply", "--once", "--config", str(site.config))
+    assert r.returncode == 1, r.stdout + r.stderr  # never 4: the kernel was not even asked
+    assert "state_dir" in r.stderr and "reading state failed" not in r.stdout + r.stderr
+
+
+def reconciler(site: Site, history: int = 20, reporter: KeepingReporter | None = None) -> Reconciler:
+    settings = load_settings(site.config)
+    settings = dataclasses.replace(settings, daemon=dataclasses.replace(settings.daemon, history=history))
+    return runtime.make_reconciler(settings, reporter or KeepingReporter())
+
+
+def test_state_dir_lost_mid_run_keeps_the_kernel_outcome(site: Site) -> None:
+    reporter = KeepingReporter()
+    rec = reconciler(site, reporter=reporter)
+    assert rec.reconcile("startup").outcome == "applied"
+    for d in ("texts", "plans"):  # the state dir breaks under the running daemon
+        for f in (rec.plan_log.root / d).iterdir():
+            f.unlink()
+        (rec.plan_log.root / d).rmdir()
+        (rec.plan_log.root / d).write_text("")
+    site.put("base.pol", policy_text("base", "1.0.1"))
+    record = service.reload(rec, "reload")
+    assert record.outcome == "applied" and record.active_after is not None
+    assert str(record.active_after.version) == "1.0.1"
+    assert rec.counters["applied"] == 2
+    assert any(line.startswith(f"error: state_dir {rec.plan_log.root}: EEXIST: ") and "not kept" in line
+               for line in reporter.lines), reporter.lines
+
+
+def test_stale_temp_files_are_removed_at_start(site: Site) -> None:
+    rec = reconciler(site)
+    rec.reconcile("startup")
+    dead = 999999999  # above any pid_max: no such process
+    stale = [rec.plan_log.plans / f".0000000002.json.{dead}.tmp", rec.plan_log.texts / f".{'a' * 64}.pol.{dead}.tmp"]
+    for p in stale:
+        p.write_text("{torn")
+    reconciler(site)  # what every writing verb and the daemon build at start
+    assert not any(p.exists() for p in stale)
+
+
+def test_rollback_survives_many_noop_reloads(site: Site) -> None:
+    rec = reconciler(site, history=5)
+    rec.reconcile("startup")
+    first = hashlib.sha256(policy_text("base", "1.0.0")).hexdigest()
+    site.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
+    assert rec.reconcile("reload").outcome == "applied"
+    for _ in range(3 * 5 + 1):
+        assert rec.reconcile("sighup").outcome == "unchanged"
+    assert len(rec.plan_log.recent()) == 5  # the plan log is bounded ...
+    got = service.rollback(rec, dry_run=True)  # ... the rollback chain is not lost to noise
+    assert got.content_digest == first and got.new_version == "1.1.1"
+
+
+def test_texts_are_pruned_to_what_chain_and_plans_reference(site: Site) -> None:
+    rec = reconciler(site, history=3)
+    rec.reconcile("startup")
+    for i in range(1, 12):
+        site.put("base.pol", policy_text("base", f"1.0.{i}", *(["op=KMODULE action=DENY"] * (i % 2))))
+        assert rec.reconcile("reload").outcome == "applied"
+    kept = {p.name.removesuffix(".pol") for p in rec.plan_log.texts.iterdir()}
+    chain = set(rec.plan_log.chain("base"))
+    assert len(chain) == 3 and chain <= kept and len(kept) <= 3 + 1
+    got = service.rollback(rec, dry_run=True)
+    assert got.content_digest == hashlib.sha256(policy_text("base", "1.0.10")).hexdigest()
+    assert rec.plan_log.load_text(got.content_digest) is not None
