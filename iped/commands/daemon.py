@@ -30,7 +30,8 @@ def _dev_banner(socket: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from iped.daemon import runtime
-    from iped.daemon.control import DaemonUnreachableError, request
+    from iped.daemon.lock import DaemonLockError
+    from iped.daemon.lock import acquire as acquire_daemon_lock
     from iped.daemon.log import make_reporter
     from iped.daemon.loop import Daemon
     from iped.daemon.notify import Notifier
@@ -41,12 +42,10 @@ def run(args: argparse.Namespace) -> int:
     if settings is None:
         return 1
     sock = settings.daemon.control_socket
-    try:
-        request(sock, "ping", timeout=2)
-    except DaemonUnreachableError:
-        pass
-    else:
-        print(f"iped: another daemon already answers on {sock}", file=sys.stderr)
+    try:  # held until this process exits: a busy daemon is not a dead one
+        lock = acquire_daemon_lock(sock)
+    except DaemonLockError as e:
+        print(f"iped: {e}", file=sys.stderr)
         return 1
     try:
         rec = runtime.make_reconciler(settings, reporter)
@@ -61,4 +60,7 @@ def run(args: argparse.Namespace) -> int:
         return runtime.dev_reloader(settings) if settings.dev else runtime.load(settings.path or DEFAULT_CONFIG)
 
     daemon = Daemon(rec, Notifier(), reporter, reloader)
-    return daemon.run()
+    try:
+        return daemon.run()
+    finally:
+        lock.release()
