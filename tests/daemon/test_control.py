@@ -10,9 +10,9 @@ import socket
 from typing import Any
 
 from iped.daemon.control import (
+    MAX_PENDING_OUTPUT,
     AccessPolicy,
     Connection,
-    MAX_PENDING_OUTPUT,
     ControlServer,
     PeerCred,
     decode_request,
@@ -113,7 +113,12 @@ def test_arguments_an_op_does_not_take_are_refused_not_ignored() -> None:
 
 def test_rollback_dry_run_must_be_a_boolean() -> None:
     calls: list[dict[str, Any]] = []
-    srv = ControlServer(None, {"rollback": lambda req, cred: calls.append(req) or {}},
+
+    def rollback(req: dict[str, Any], cred: PeerCred) -> Any:
+        calls.append(req)
+        return {}
+
+    srv = ControlServer(None, {"rollback": rollback},
                         AccessPolicy(frozenset({os.getuid()}), None))
     replies = exchange(srv, b'{"op": "rollback", "dry_run": "no"}\n{"op": "rollback", "dry_run": false}\n')
     assert replies[0]["errno"] == errno.EINVAL and "boolean" in replies[0]["error"]

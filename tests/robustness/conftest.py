@@ -63,9 +63,10 @@ def spawn_daemon(site: Site, nofile: int | None = None) -> Daemon:
     env = {**os.environ, **site.env}
     env.pop("NOTIFY_SOCKET", None)
     log = site.root / "daemon.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(site.config)],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=out, preexec_fn=limit)
+    argv = [sys.executable, "-m", "iped", "daemon", "--config", str(site.config)]
+    with open(log, "wb") as out:  # preexec_fn: the suite starts no threads
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=out,
+                                preexec_fn=limit)  # noqa: PLW1509
     d = Daemon(site, proc, log)
 
     def up() -> bool:
