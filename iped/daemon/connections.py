@@ -81,7 +81,10 @@ class Clients:
         self.listener = self.server.listen()
         self.sel.register(self.listener, selectors.EVENT_READ, Source("listener"))
         self.reserve = self._open_reserve()
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        try:  # getrlimit is prlimit64 in glibc; a seccomp filter may refuse it
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        except OSError:
+            soft = resource.RLIM_INFINITY
         self.max_clients = client_cap(soft, _open_fds()) if soft != resource.RLIM_INFINITY else MAX_CLIENTS
 
     @staticmethod

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iped.daemon.connections import LISTENER_PAUSE, Clients
+from iped.daemon.connections import LISTENER_PAUSE, MAX_CLIENTS, Clients, client_cap
 from iped.daemon.control import AccessPolicy, ControlServer, PeerCred
 from iped.daemon.log import NullReporter
 
@@ -167,3 +167,11 @@ def test_fuzzed_requests_get_one_clean_reply(line: bytes) -> None:
         assert reply["errno"] in (errno.EBADMSG, errno.EINVAL), reply  # never EIO: no crash inside
     else:
         assert len(calls) == 1 and set(calls[0]) <= {"op", "dry_run"}
+
+
+def test_unit_sets_a_descriptor_limit_the_client_cap_fits_under() -> None:
+    unit = Path(__file__).resolve().parents[2] / "systemd" / "iped.service"
+    limits = [line.split("=", 1)[1] for line in unit.read_text().splitlines() if line.startswith("LimitNOFILE=")]
+    assert len(limits) == 1, "LimitNOFILE must be set deliberately in the unit"
+    # with the daemon's usual ~30 own descriptors the client cap, not EMFILE, bounds a flood
+    assert client_cap(int(limits[0]), 30) == MAX_CLIENTS
