@@ -37,6 +37,8 @@ MAX_CLIENTS = 256
 FD_HEADROOM = 32
 #: seconds the listener is not polled when no descriptor at all can be had
 LISTENER_PAUSE = 0.5
+#: SO_SNDBUF of a client connection (the kernel doubles it)
+SEND_BUFFER = 32 * 1024
 _FD_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -111,6 +113,9 @@ class Clients:
             if len(self.conns) >= self.max_clients:
                 self._close_idlest("over_cap")
             self._add(conn)
+            # a client usually writes its request right after connect: answering it now keeps
+            # it from being taken for an idle one while a flood of connects fills the cap
+            self.on_client(conn)
 
     def _out_of_fds(self, e: OSError) -> bool:
         """accept() failed for lack of descriptors. True: room was made, accept again."""
@@ -149,6 +154,9 @@ class Clients:
 
     # -- clients --------------------------------------------------------------------------
     def _add(self, conn: Connection) -> None:
+        # a small kernel send buffer: a client that does not read costs few replies' work
+        with contextlib.suppress(OSError):
+            conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         self.conns[conn.fileno()] = conn
         self.sel.register(conn.sock, selectors.EVENT_READ, Source("conn", conn))
 
@@ -178,7 +186,7 @@ class Clients:
             self._close(conn)
             return
         events = 0 if (conn.closing or conn.backlogged) else selectors.EVENT_READ
-        if conn.out:
+        if conn.out or conn.has_requests:  # writable at once when only requests wait: their turn comes next
             events |= selectors.EVENT_WRITE
         if events == 0:  # closing and nothing left to write
             self._close(conn)

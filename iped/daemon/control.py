@@ -41,7 +41,10 @@ READ_OPS = frozenset({"status", "plan", "ping"})
 WRITE_OPS = frozenset({"reload", "rollback"})
 MAX_LINE = 64 * 1024
 #: a client whose unread replies pass this many bytes is not read from until it catches up
-MAX_PENDING_OUTPUT = 256 * 1024
+MAX_PENDING_OUTPUT = 64 * 1024
+#: request lines of one client answered per turn, so that one pipelining client cannot keep the
+#: loop from the others
+ANSWER_BATCH = 16
 #: the arguments each op takes besides "op", with their JSON type
 OP_ARGUMENTS: dict[str, dict[str, type]] = {
     "status": {}, "plan": {}, "ping": {}, "reload": {}, "rollback": {"dry_run": bool},
@@ -193,6 +196,11 @@ class Connection:
         return len(self.out) >= MAX_PENDING_OUTPUT
 
     @property
+    def has_requests(self) -> bool:
+        """Complete request lines wait in ``buf`` for the client's next turn."""
+        return b"\n" in self.buf and not self.backlogged
+
+    @property
     def finished(self) -> bool:
         return self.closing and not self.out
 
@@ -273,11 +281,17 @@ class ControlServer:
         return self.answer(conn)
 
     def answer(self, conn: Connection) -> bool:
-        """Answer the complete request lines in ``conn.buf`` while the client reads its replies."""
-        while b"\n" in conn.buf and not conn.backlogged:
-            line, conn.buf = conn.buf.split(b"\n", 1)
+        """Answer up to :data:`ANSWER_BATCH` complete request lines in ``conn.buf`` while the
+        client reads its replies (the rest waits for the next turn: :attr:`Connection.has_requests`)."""
+        start = 0
+        for _ in range(ANSWER_BATCH):
+            end = conn.buf.find(b"\n", start)
+            if end < 0 or conn.backlogged:
+                break
+            line, start = conn.buf[start:end], end + 1
             if line.strip() and not conn.queue(self.handle_line(line, conn.cred)):
                 return False
+        conn.buf = conn.buf[start:]
         if len(conn.buf) > MAX_LINE:
             conn.buf = b""
             conn.closing = True
