@@ -20,7 +20,6 @@ import os
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench_daemon import start_daemon  # noqa: E402 (benchmarks/ is the script's directory)
+
+from tests.robustness.test_control_abuse import clients  # noqa: E402
 
 
 def status_ms(sock: Path) -> float:
@@ -49,20 +52,6 @@ def series(sock: Path, n: int) -> list[float]:
     return [status_ms(sock) for _ in range(n)]
 
 
-def open_clients(sock: Path, count: int) -> list[socket.socket]:
-    out = []
-    for _ in range(count):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.setblocking(False)
-        try:
-            s.connect(os.fspath(sock))
-        except BlockingIOError:
-            s.close()
-            continue
-        out.append(s)
-    return out
-
-
 def garbage_loop(sock: Path, stop: multiprocessing.synchronize.Event) -> None:
     junk = [os.urandom(4096), b"[" * 30000 + b"\n", b'{"op": "reload", "dry_run": true}\n', b"\xff\n" * 500]
     i = 0
@@ -74,54 +63,26 @@ def garbage_loop(sock: Path, stop: multiprocessing.synchronize.Event) -> None:
         i += 1
 
 
-def start_daemon(tmp: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    from iped.daemon.devkey import ensure_dev_key
-
-    key, cert = ensure_dev_key(tmp / "keys")
-    (tmp / "p").mkdir()
-    (tmp / "p" / "base.pol").write_text("policy_name=base policy_version=0.0.1\nDEFAULT action=ALLOW\n")
-    (tmp / "iped.toml").write_text(
-        f'[policies]\ndir = "p"\nactive = "base"\nsigning_key = "{key}"\nsigning_cert = "{cert}"\n'
-        '[daemon]\nbackend = "emulator"\nstate_dir = "s"\ncontrol_socket = "ctl.sock"\ndebounce_ms = 60000\n')
-    sock = tmp / "ctl.sock"
-    env = {**os.environ}
-    env.pop("NOTIFY_SOCKET", None)
-    daemon = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(tmp / "iped.toml")],
-                              cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            status_ms(sock)
-            return daemon, sock
-        except Exception:  # DaemonUnreachableError until it listens
-            time.sleep(0.05)
-    daemon.kill()
-    raise RuntimeError("daemon did not come up")
-
-
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--hogs", type=int, default=10, help="clients that flood requests and never read")
     ap.add_argument("--idle", type=int, default=400, help="idle connections held open")
     args = ap.parse_args()
-    daemon, sock = start_daemon(Path(tempfile.mkdtemp(prefix="iped-bench-abuse-")))
+    daemon, sock, _ = start_daemon(Path(tempfile.mkdtemp(prefix="iped-bench-abuse-")))
     stop = multiprocessing.Event()
     try:
         baseline = series(sock, args.requests)
-        hogs = open_clients(sock, args.hogs)
-        for s in hogs:
-            with contextlib.suppress(OSError):
-                s.send(b'{"op": "status"}\n' * 4000)
-        idle = open_clients(sock, args.idle)
-        # a process, not a thread: the measuring client must not wait for the flooder's GIL
-        flooder = multiprocessing.Process(target=garbage_loop, args=(sock, stop), daemon=True)
-        flooder.start()
-        abused = series(sock, args.requests)
-        stop.set()
-        flooder.join()
-        for s in hogs + idle:
-            s.close()
+        with clients(sock, args.hogs) as hogs, clients(sock, args.idle) as idle:
+            for s in hogs:
+                with contextlib.suppress(OSError):
+                    s.send(b'{"op": "status"}\n' * 4000)
+            # a process, not a thread: the measuring client must not wait for the flooder's GIL
+            flooder = multiprocessing.Process(target=garbage_loop, args=(sock, stop), daemon=True)
+            flooder.start()
+            abused = series(sock, args.requests)
+            stop.set()
+            flooder.join()
     finally:
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(20)

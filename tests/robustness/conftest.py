@@ -6,24 +6,20 @@ from __future__ import annotations
 import os
 import resource
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import ROOT, Site, dev_keys, request, site, wait_for
+from tests.daemon.conftest import DaemonProc, Site, dev_keys, request, site, start_daemon
 
 __all__ = ["dev_keys", "site"]
 
 
 @dataclass
-class Daemon:
-    site: Site
-    proc: subprocess.Popen[bytes]
-    log: Path
+class Daemon(DaemonProc):
+    log: Path = Path("/dev/null")
 
     def status_ok(self) -> bool:
         return bool(request(self.site.socket, "status")["ok"])
@@ -41,15 +37,10 @@ class Daemon:
                     return int(line.split()[1])
         raise AssertionError("no VmRSS")
 
-    def stop(self) -> None:
+    def stop(self) -> str:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            self.proc.send_signal(signal.SIGCONT)  # a test may have stopped it
+        return super().stop()
 
 
 def spawn_daemon(site: Site, nofile: int | None = None) -> Daemon:
@@ -60,22 +51,10 @@ def spawn_daemon(site: Site, nofile: int | None = None) -> Daemon:
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
 
-    env = {**os.environ, **site.env}
-    env.pop("NOTIFY_SOCKET", None)
     log = site.root / "daemon.log"
-    argv = [sys.executable, "-m", "iped", "daemon", "--config", str(site.config)]
-    with open(log, "wb") as out:  # preexec_fn: the suite starts no threads
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=out,
-                                preexec_fn=limit)  # noqa: PLW1509
-    d = Daemon(site, proc, log)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}: {log.read_text()}")
-        return bool(request(site.socket, "ping")["ok"])
-
-    wait_for(up, what="daemon to answer ping")
-    return d
+    with open(log, "wb") as out:
+        d = start_daemon(site, stderr=out, preexec=limit)
+    return Daemon(site, d.proc, log)
 
 
 @pytest.fixture
