@@ -121,7 +121,7 @@ class Clients:
         """accept() failed for lack of descriptors. True: room was made, accept again."""
         self.throttle.log("warning", "control socket: accept failed",
                           f"control socket: accept failed: {e.strerror}; {len(self.conns)} clients "
-                          f"(cap {self.max_clients}); closing the longest-idle one")
+                          f"(cap {self.max_clients}); closing the longest-idle client, or the new connection")
         if self._close_idlest("no_fd"):
             return True
         if self.reserve is not None:  # drop the pending connection with the reserved descriptor
