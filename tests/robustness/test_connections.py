@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from iped.daemon.connections import LISTENER_PAUSE, MAX_CLIENTS, Clients, client_cap
 from iped.daemon.control import AccessPolicy, ControlServer, PeerCred
 from iped.daemon.log import NullReporter
+from iped.daemon.throttle import Throttle
 
 FUZZ_EXAMPLES = 5000 if os.environ.get("IPED_FUZZ_LONG") else 150
 
@@ -175,3 +176,14 @@ def test_unit_sets_a_descriptor_limit_the_client_cap_fits_under() -> None:
     assert len(limits) == 1, "LimitNOFILE must be set deliberately in the unit"
     # with the daemon's usual ~30 own descriptors the client cap, not EMFILE, bounds a flood
     assert client_cap(int(limits[0]), 30) == MAX_CLIENTS
+
+
+def test_repeated_log_lines_are_rate_limited() -> None:
+    reporter = NullReporter()
+    throttle = Throttle(reporter, interval=3600)
+    logged = [throttle.log("error", "listener handler", f"listener handler failed #{i}") for i in range(1000)]
+    assert logged.count(True) == 1 and [m for _, m, _ in reporter.messages] == ["listener handler failed #0"]
+    assert throttle.log("error", "other", "another kind is not held back")
+    throttle._next["listener handler"] = float("-inf")  # the interval is over
+    assert throttle.log("error", "listener handler", "failed again")
+    assert reporter.messages[-1][1] == "failed again (999 similar messages suppressed)"
