@@ -139,9 +139,12 @@ def test_idle_clients_are_timed_out(sock_path: Path) -> None:
     clients.close()
 
 
-_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                                 max_size=4), max_leaves=20)
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20), _containers,
+                     max_leaves=20)
 _requests = st.one_of(
     st.binary(max_size=200),
     _json.map(lambda v: json.dumps(v).encode()),
