@@ -6,7 +6,7 @@ No client can stall or spin the single loop:
   that leaves :data:`~iped.daemon.control.MAX_PENDING_OUTPUT` bytes unread is not read from until
   it catches up, so its memory stays bounded;
 - at most :attr:`Clients.max_clients` connections are kept (derived from ``RLIMIT_NOFILE``); when
-  a new one comes in over the cap, the longest-idle one is closed;
+  a new one comes in over the cap, the longest-idle one is closed (non-admin clients first);
 - a connection with no traffic for :data:`IDLE_TIMEOUT` seconds is closed;
 - when ``accept()`` fails for lack of file descriptors (EMFILE/ENFILE), the longest-idle client
   is closed to make room, and failing that a reserved descriptor is given up to accept and drop
@@ -168,10 +168,13 @@ class Clients:
         self._resume_listener()  # a descriptor is free again
 
     def _close_idlest(self, why: str) -> bool:
-        """Close the client that has been quiet longest, first telling it why (best effort)."""
+        """Close the client that has been quiet longest, first telling it why (best effort).
+        Clients that may not administer go first: members of the read-only group cannot crowd
+        root's ``iped reload`` out."""
         if not self.conns:
             return False
-        conn = min(self.conns.values(), key=lambda c: c.last_active)
+        admins = self.server.access.admin_uids
+        conn = min(self.conns.values(), key=lambda c: (c.cred.uid in admins, c.last_active))
         conn.out.clear()
         conn.queue(encode_error(errno.EBUSY, f"closed: too many control connections (cap {self.max_clients})"))
         self.dropped[why] += 1

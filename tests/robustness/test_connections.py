@@ -124,6 +124,21 @@ def test_over_the_cap_the_idlest_client_is_closed(sock_path: Path) -> None:
     clients.close()
 
 
+def test_over_the_cap_clients_of_the_read_group_go_before_admins(sock_path: Path) -> None:
+    clients, _ = make_clients(sock_path)
+    clients.max_clients = 2
+    peers = connect_many(sock_path, 2)
+    clients.on_listener()
+    oldest, newer = sorted(clients.conns.values(), key=lambda c: c.last_active)
+    newer.cred = PeerCred(newer.cred.pid, os.getuid() + 12345, newer.cred.gid)  # a read-group member
+    peers += connect_many(sock_path, 1)
+    clients.on_listener()
+    assert oldest in clients.conns.values() and newer not in clients.conns.values()
+    for p in peers:
+        p.close()
+    clients.close()
+
+
 def test_idle_clients_are_timed_out(sock_path: Path) -> None:
     clients, _ = make_clients(sock_path, idle_timeout=5.0)
     peers = connect_many(sock_path, 2)
