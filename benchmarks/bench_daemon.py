@@ -51,14 +51,10 @@ def wall(argv: list[str], n: int, env: dict[str, str]) -> list[float]:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--reloads", type=int, default=100)
-    ap.add_argument("--status-runs", type=int, default=20)
-    args = ap.parse_args()
+def start_daemon(tmp: Path) -> tuple[subprocess.Popen[bytes], Path, dict[str, str]]:
+    """An emulator daemon on one ALLOW policy in ``tmp``, answering ping: (process, socket, env)."""
     from iped.daemon.devkey import ensure_dev_key
 
-    tmp = Path(tempfile.mkdtemp(prefix="iped-bench-"))
     key, cert = ensure_dev_key(tmp / "keys")
     (tmp / "p").mkdir()
     (tmp / "p" / "base.pol").write_text("policy_name=base policy_version=0.0.1\nDEFAULT action=ALLOW\n")
@@ -70,14 +66,25 @@ def main() -> int:
     env.pop("NOTIFY_SOCKET", None)
     daemon = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(tmp / "iped.toml")],
                               cwd=ROOT, env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if request(sock, "ping")["ok"]:
+                return daemon, sock, env
+        except OSError:
+            time.sleep(0.05)
+    daemon.kill()
+    raise RuntimeError("the daemon did not answer ping within 30 s")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reloads", type=int, default=100)
+    ap.add_argument("--status-runs", type=int, default=20)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="iped-bench-"))
+    daemon, sock, env = start_daemon(tmp)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if request(sock, "ping")["ok"]:
-                    break
-            except OSError:
-                time.sleep(0.05)
         cli, wire, inside = [], [], []
         for i in range(args.reloads):
             text = f"policy_name=base policy_version=0.{i + 1}.0\nDEFAULT action=ALLOW\n# rev {i}\n"

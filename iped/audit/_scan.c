@@ -227,11 +227,12 @@ static int access_line(const char *p, const char *e, span *stamp, span *sec, spa
     stamp->p = q;
     span *parts[3] = {sec, msec, serial};
     const char seps[3] = {'.', ':', ')'};
+    const Py_ssize_t max_digits[3] = {11, 3, 20}; /* records.STAMP_DIGITS: longer is left to Python */
     for (int i = 0; i < 3; i++) {
         const char *d = q;
         while (q < e && (unsigned)(*q - '0') <= 9)
             q++;
-        if (q == d || q == e || *q != seps[i])
+        if (q == d || q == e || *q != seps[i] || q - d > max_digits[i])
             return 0;
         parts[i]->p = d;
         parts[i]->n = q - d;

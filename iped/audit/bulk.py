@@ -77,7 +77,8 @@ _BATCH: Final = 16
 
 _STAMP = r"msg=audit\(\1\): ?"
 _EVENT = (
-    r"type=(?:1420|IPE_ACCESS|UNKNOWN\[1420\]) msg=audit\((([0-9]+)\.([0-9]+):([0-9]+))\): ([^\n]*)\n"
+    # stamp parts of at most records.STAMP_DIGITS digits: a longer one is left to the line parsers
+    r"type=(?:1420|IPE_ACCESS|UNKNOWN\[1420\]) msg=audit\((([0-9]{1,11})\.([0-9]{1,3}):([0-9]{1,20}))\): ([^\n]*)\n"
     rf"type=(?:SYSCALL|1300) {_STAMP}([^\n]*)\n"
     rf"((?:type=(?!EOE |1320 )[^ \n]+ {_STAMP}[^\n]*\n)*?)"
     rf"type=(?:PROCTITLE|1327) {_STAMP}([^\n]*)\n"

@@ -22,7 +22,7 @@ from typing import BinaryIO
 
 from iped.audit.group import Event, Grouper
 from iped.audit.journal import record_from_entry
-from iped.audit.records import AUDIT_EOE, RawRecord, RecordError, parse_log_line, type_number
+from iped.audit.records import AUDIT_EOE, RawRecord, RecordError, parse_log_line, stamp_in_range, type_number
 
 _CHUNK = 1 << 20
 
@@ -69,7 +69,7 @@ def _log_records(lines: Iterable[str], strip: bool) -> Iterator[RawRecord]:
                         continue
                     secms, _, ser = stok[10:-2].partition(":")
                     s, _, ms = secms.partition(".")
-                    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal()):
+                    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal() and stamp_in_range(s, ms, ser)):
                         last = "\n"
                         continue
                     sec, msec, serial, last = int(s), int(ms), int(ser), stok
@@ -186,7 +186,7 @@ def _log_line(line: str) -> RawRecord | None:
         return None
     secms, _, ser = line[sp + len(" msg=audit(") : close].partition(":")
     s, _, ms = secms.partition(".")
-    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal()):
+    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal() and stamp_in_range(s, ms, ser)):
         return None
     try:
         rtype = type_number(line[5:sp])

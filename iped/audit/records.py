@@ -103,6 +103,17 @@ class RawRecord(NamedTuple):
         return f"type={self.type} msg=audit({self.stamp}): {self.body}"
 
 
+#: the most digits of each part of an ``audit(S.MS:N)`` stamp: seconds before the year 5138,
+#: milliseconds, a serial of 20 (the kernel's is 32-bit). A longer part is out of range and its
+#: record is skipped (netlink counts it as malformed), in the Python paths and in _scan.c alike.
+STAMP_DIGITS: Final = (11, 3, 20)
+
+
+def stamp_in_range(sec: str, msec: str, serial: str) -> bool:
+    """The stamp's digit strings are within :data:`STAMP_DIGITS`."""
+    return len(sec) <= STAMP_DIGITS[0] and len(msec) <= STAMP_DIGITS[1] and len(serial) <= STAMP_DIGITS[2]
+
+
 def parse_stamped(rtype: int, text: str) -> RawRecord:
     """``audit(S.MS:N): body`` (the netlink payload) -> RawRecord.
 
@@ -121,6 +132,8 @@ def _finish(rtype: int, text: str, start: int, close: int) -> RawRecord:
     sec, dot, msec = secms.partition(".")
     if not colon or not dot:
         raise RecordError("malformed audit( stamp")
+    if not stamp_in_range(sec.strip(), msec.strip(), serial.strip()):
+        raise RecordError("audit( stamp out of range")
     try:
         stamp = (int(sec), int(msec), int(serial))
     except ValueError as exc:
@@ -219,13 +232,20 @@ def _quoted(value: str | None) -> str | None:
     return value
 
 
-def _int(value: str | None) -> int | None:
-    if value is None:
+#: a printed number outside the 64-bit range the kernel prints is junk, like "?"
+_INT_RANGE: Final = range(-(2**63), 2**64)
+#: errno values the kernel returns (MAX_ERRNO)
+_ERRNO_RANGE: Final = range(-4095, 4096)
+
+
+def _int(value: str | None, valid: range = _INT_RANGE) -> int | None:
+    if value is None or len(value) > 21:  # no int() of a 300-digit number
         return None
     try:
-        return int(value)
+        num = int(value)
     except ValueError:
         return None
+    return num if num in valid else None
 
 
 def _unset_id(value: str | None) -> int | None:
@@ -442,7 +462,7 @@ def parse_policy_load(body: str) -> IpePolicyLoad:
         auid=_unset_id(f.get("auid")),
         ses=_unset_id(f.get("ses")),
         res=_int(f.get("res")),
-        errno=_int(f.get("errno")),
+        errno=_int(f.get("errno"), _ERRNO_RANGE),
     )
 
 

@@ -33,7 +33,9 @@ def _dev_banner(socket: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from iped.daemon import runtime
-    from iped.daemon.client import DEFAULT_CONFIG, DaemonUnreachableError, request
+    from iped.daemon.client import DEFAULT_CONFIG
+    from iped.daemon.lock import DaemonLockError
+    from iped.daemon.lock import acquire as acquire_daemon_lock
     from iped.daemon.log import make_reporter
     from iped.daemon.loop import Daemon
     from iped.daemon.notify import Notifier
@@ -42,12 +44,10 @@ def run(args: argparse.Namespace) -> int:
     reporter = make_reporter()
     settings = runtime.load_for_command(args.config, dev=args.dev)
     sock = settings.daemon.control_socket
-    try:
-        request(sock, "ping", timeout=2)
-    except DaemonUnreachableError:
-        pass
-    else:
-        die(f"another daemon already answers on {sock}")
+    try:  # held until this process exits: a busy daemon is not a dead one
+        lock = acquire_daemon_lock(sock)
+    except DaemonLockError as e:
+        die(str(e))
     rec = runtime.make_reconciler(settings, reporter)
     reporter.log("notice", f"backend: {rec.backend.kind.upper()} -- {rec.backend.reason}")
     if args.dev:
@@ -56,4 +56,8 @@ def run(args: argparse.Namespace) -> int:
     def reloader() -> Settings:
         return runtime.dev_reloader(settings) if settings.dev else runtime.load(settings.path or Path(DEFAULT_CONFIG))
 
-    return Daemon(rec, Notifier(), reporter, reloader).run()
+    daemon = Daemon(rec, Notifier(), reporter, reloader)
+    try:
+        return daemon.run()
+    finally:
+        lock.release()

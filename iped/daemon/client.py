@@ -33,7 +33,7 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
-            s.connect(os.fspath(path))
+            _connect(s, os.fspath(path), timeout)
             s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
             buf = b""
             while b"\n" not in buf:
@@ -43,6 +43,9 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
                 buf += chunk
     except (FileNotFoundError, ConnectionRefusedError) as e:
         raise DaemonUnreachableError(f"{path}: no daemon listening ({e.strerror})") from None
+    except BlockingIOError:
+        raise DaemonUnreachableError(f"{path}: the daemon's accept queue stayed full for {timeout:g} s "
+                                     "(it is busy or stopped)") from None
     except PermissionError as e:
         raise DaemonUnreachableError(
             f"{path}: {e.strerror} (root, or membership in the control group, is needed)") from None
@@ -50,6 +53,24 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
         raise DaemonUnreachableError(f"{path}: {e}") from None
     reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
     return reply
+
+
+def _connect(s: socket.socket, path: str, timeout: float) -> None:
+    """connect(), waiting while the daemon's accept queue is full (EAGAIN: it is busy, not gone),
+    up to ``timeout`` seconds, retrying every 10 ms at first and every 200 ms at most."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    pause = 0.01
+    while True:
+        try:
+            s.connect(path)
+            return
+        except BlockingIOError:
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.2)
 
 
 def dev_runtime_dir() -> str:

@@ -9,7 +9,13 @@ Protocol (one JSON object per line, one reply line per request)::
 Who may do what: uid 0 (and the daemon's own uid, which can write securityfs anyway) may run
 every op; members of the configured read-only group may run the read ops (``status``, ``plan``,
 ``ping``); everyone else gets an EACCES error reply. A malformed line gets an EINVAL/EBADMSG
-reply; a handler that raises gets an error reply; the server never dies of a request.
+reply, and so does an argument the op does not take (``{"op": "reload", "dry_run": true}`` is
+refused, not run as a real reload); a handler that raises gets an error reply; the server never
+dies of a request.
+
+Replies never block the loop: each client has its own output buffer, written as the socket
+accepts it; a client that does not read its replies stops being read from (see
+:mod:`iped.daemon.connections` for the limits on clients).
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ import errno
 import json
 import os
 import socket
+import stat
 import struct
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,15 @@ from iped.errnos import errno_name
 
 READ_OPS = frozenset({"status", "plan", "ping"})
 MAX_LINE = 64 * 1024
+#: a client whose unread replies pass this many bytes is not read from until it catches up
+MAX_PENDING_OUTPUT = 64 * 1024
+#: request lines of one client answered per turn, so that one pipelining client cannot keep the
+#: loop from the others
+ANSWER_BATCH = 16
+#: the arguments each op takes besides "op", with their JSON type
+OP_ARGUMENTS: dict[str, dict[str, type]] = {
+    "status": {}, "plan": {}, "ping": {}, "reload": {}, "rollback": {"dry_run": bool},
+}
 
 
 class ProtocolError(Exception):
@@ -44,9 +61,28 @@ def decode_request(line: bytes) -> dict[str, Any]:
         req = json.loads(line)
     except (ValueError, UnicodeDecodeError) as e:
         raise ProtocolError(errno.EBADMSG, f"request is not JSON: {e}") from None
+    except RecursionError:
+        raise ProtocolError(errno.EBADMSG, "request is not JSON: nested too deeply") from None
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
         raise ProtocolError(errno.EINVAL, 'request must be a JSON object with a string "op"')
     return req
+
+
+def check_arguments(req: dict[str, Any]) -> None:
+    """Refuse (EINVAL) an argument the op does not take, or one of the wrong type: a misspelt
+    ``dry_run`` must not turn into the real thing. Ops without an entry in
+    :data:`OP_ARGUMENTS` take none."""
+    op = req["op"]
+    allowed = OP_ARGUMENTS.get(op, {})
+    for key, value in req.items():
+        if key == "op":
+            continue
+        if key not in allowed:
+            takes = ", ".join(sorted(allowed)) or "no arguments"
+            raise ProtocolError(errno.EINVAL, f"op {op!r} does not take {key!r} (it takes {takes})")
+        if type(value) is not allowed[key]:
+            raise ProtocolError(errno.EINVAL, f"op {op!r}: {key!r} must be a JSON "
+                                f"{'boolean' if allowed[key] is bool else allowed[key].__name__}")
 
 
 def encode_reply(result: Any) -> bytes:
@@ -112,11 +148,15 @@ Handler = Callable[[dict[str, Any], PeerCred], Any]
 
 
 class Connection:
-    """One client: buffers bytes until a full line, then dispatches it."""
+    """One client: buffers bytes until a full line, then dispatches it; buffers its replies until
+    the socket takes them (never a blocking send from the loop)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = b""
+        self.out = bytearray()
+        self.closing = False  # no more requests: close once ``out`` is written
+        self.last_active = time.monotonic()
         try:
             self.cred = peer_cred(sock)
         except OSError:
@@ -124,6 +164,38 @@ class Connection:
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    def queue(self, data: bytes) -> bool:
+        """Append a reply and write what the socket takes now. False: the peer is gone."""
+        self.out += data
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Write buffered replies without blocking. False: the peer is gone."""
+        while self.out:
+            try:
+                sent = self.sock.send(self.out)
+            except (BlockingIOError, InterruptedError):
+                return True
+            except OSError:
+                return False
+            del self.out[:sent]
+            self.last_active = time.monotonic()
+        return True
+
+    @property
+    def backlogged(self) -> bool:
+        """Too many unread replies: read no more requests until the client catches up."""
+        return len(self.out) >= MAX_PENDING_OUTPUT
+
+    @property
+    def has_requests(self) -> bool:
+        """Complete request lines wait in ``buf`` for the client's next turn."""
+        return b"\n" in self.buf and not self.backlogged
+
+    @property
+    def finished(self) -> bool:
+        return self.closing and not self.out
 
 
 class ControlServer:
@@ -141,8 +213,7 @@ class ControlServer:
         """Bind the socket (mode 0660, group = read group) replacing a stale one."""
         assert self.path is not None
         self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        remove_stale_socket(self.path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
         old = os.umask(0o117)
         try:
@@ -173,6 +244,7 @@ class ControlServer:
             op = req["op"]
             if op not in self.handlers:
                 raise ProtocolError(errno.EINVAL, f"unknown op {op!r}; known: {', '.join(sorted(self.handlers))}")
+            check_arguments(req)
             if not self.access.allowed(cred, op):
                 why = ("it is neither root nor in the control group" if op in READ_OPS
                        else "only root may change state")
@@ -184,34 +256,42 @@ class ControlServer:
             return encode_error(errno.EIO, f"internal error: {type(e).__name__}: {e}")
 
     def on_readable(self, conn: Connection) -> bool:
-        """Read what is there, answer complete lines. Returns False when the connection is done."""
-        try:
-            chunk = conn.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError:
-            return False
-        if not chunk:
-            return False
-        conn.buf += chunk
-        while b"\n" in conn.buf:
-            line, conn.buf = conn.buf.split(b"\n", 1)
-            if line.strip() and not self._send(conn, self.handle_line(line, conn.cred)):
+        """Read what is there, answer complete lines. Returns False when the connection is done
+        (:attr:`Connection.closing` with replies still buffered counts as not done)."""
+        if not conn.closing and not conn.backlogged and b"\n" not in conn.buf:
+            try:
+                chunk = conn.sock.recv(65536)
+            except (BlockingIOError, InterruptedError):
+                chunk = None
+            except OSError:
                 return False
-        if len(conn.buf) > MAX_LINE:
-            self._send(conn, encode_error(errno.EMSGSIZE, f"request line longer than {MAX_LINE} bytes"))
-            return False
-        return True
+            if chunk is not None:
+                conn.last_active = time.monotonic()
+                if chunk:
+                    conn.buf += chunk
+                else:
+                    conn.closing = True  # EOF: answer what was asked, then close
+        return self.answer(conn)
 
-    @staticmethod
-    def _send(conn: Connection, data: bytes) -> bool:
-        try:
-            conn.sock.settimeout(5.0)
-            conn.sock.sendall(data)
-            conn.sock.setblocking(False)
-            return True
-        except OSError:
-            return False
+    def answer(self, conn: Connection) -> bool:
+        """Answer up to :data:`ANSWER_BATCH` complete request lines in ``conn.buf`` while the
+        client reads its replies (the rest waits for the next turn: :attr:`Connection.has_requests`)."""
+        start = 0
+        for _ in range(ANSWER_BATCH):
+            end = conn.buf.find(b"\n", start)
+            if end < 0 or conn.backlogged:
+                break
+            line, start = conn.buf[start:end], end + 1
+            if line.strip() and not conn.queue(self.handle_line(line, conn.cred)):
+                return False
+        conn.buf = conn.buf[start:]
+        if len(conn.buf) > MAX_LINE:
+            conn.buf = b""
+            conn.closing = True
+            conn.queue(encode_error(errno.EMSGSIZE, f"request line longer than {MAX_LINE} bytes"))
+        if conn.closing and b"\n" not in conn.buf:
+            conn.buf = b""  # a last line without newline is not a request
+        return conn.flush() and not conn.finished
 
     def close(self) -> None:
         if self.listener is not None:
@@ -220,3 +300,18 @@ class ControlServer:
         if self.path is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Unlink a socket left at ``path`` by an earlier daemon; refuse to unlink anything else
+    (a ``control_socket`` pointing at a regular file must not delete it). Raises
+    FileExistsError. Only the holder of the daemon lock (iped.daemon.lock) may call this."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(errno.EEXIST, f"control_socket {path} exists and is not a socket; "
+                              "refusing to remove it (fix [daemon] control_socket)", os.fspath(path))
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

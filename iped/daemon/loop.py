@@ -15,17 +15,18 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from iped.daemon import metrics, service
-from iped.daemon.control import AccessPolicy, Connection, ControlServer, PeerCred, resolve_group
+from iped.daemon.connections import Clients, Source
+from iped.daemon.control import AccessPolicy, ControlServer, PeerCred, resolve_group
 from iped.daemon.declared import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.daemon.settings import Settings
+from iped.daemon.throttle import Throttle
 
 
 class Follower(Protocol):
@@ -36,14 +37,6 @@ class Follower(Protocol):
     def on_timeout(self, now: float) -> Any: ...
     def timeout(self) -> float | None: ...
     def counters(self) -> dict[str, Any]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """What a selector key stands for."""
-
-    kind: str
-    conn: Connection | None = None
 
 
 SettingsLoader = Callable[[], Settings]
@@ -79,6 +72,8 @@ class Daemon:
             {"status": self._op_status, "reload": self._op_reload, "plan": self._op_plan, "ping": self._op_ping,
              "rollback": self._op_rollback},
             AccessPolicy(frozenset({0, os.geteuid()}), gid), gid)
+        self.clients = Clients(self.sel, self.server, reporter)
+        self.throttle = Throttle(reporter)
         self._sigr, self._sigw = socket.socketpair()
 
     # -- setup ------------------------------------------------------------------------
@@ -153,8 +148,7 @@ class Daemon:
         self._setup_signals()
         self._setup_inotify()
         self._setup_udev()
-        listener = self.server.listen()
-        self.sel.register(listener, selectors.EVENT_READ, Source("listener"))
+        self.clients.listen()
         self._setup_follower()
         if self.notifier.watchdog_interval:
             self.next_ping = time.monotonic()
@@ -193,7 +187,7 @@ class Daemon:
                 audit["error"] = f"counters failed: {e}"
         return service.status(self.rec, {
             "ready": self.ready, "started": self.started, "uptime_s": round(time.time() - self.started, 3),
-            "events": dict(self.events), "audit": audit, "dev": self.settings.dev,
+            "events": dict(self.events), "control": self.clients.counters(), "audit": audit, "dev": self.settings.dev,
             "control_socket": str(self.settings.daemon.control_socket),
             "state_dir": str(self.settings.daemon.state_dir),
         })
@@ -319,15 +313,11 @@ class Daemon:
             case "udev":
                 self._on_udev()
             case "listener":
-                conn = self.server.accept()
-                if conn is not None:
-                    self.sel.register(conn.sock, selectors.EVENT_READ, Source("conn", conn))
+                self.clients.on_listener()
             case "conn":
                 assert src.conn is not None
                 self.events["requests"] += 1
-                if not self.server.on_readable(src.conn):
-                    self.sel.unregister(src.conn.sock)
-                    src.conn.sock.close()
+                self.clients.on_client(src.conn)
             case "audit":
                 assert self.follower is not None
                 self.follower.on_readable()
@@ -356,9 +346,9 @@ class Daemon:
     def _timeout(self) -> float | None:
         now = time.monotonic()
         waits = [t - now for t in (self.deadline, self.next_ping) if t is not None]
-        ft = self._follower_timeout()
-        if ft is not None:
-            waits.append(ft)
+        for t in (self._follower_timeout(), self.clients.timeout(now)):
+            if t is not None:
+                waits.append(t)
         return max(0.0, min(waits)) if waits else None
 
     def run(self) -> int:
@@ -369,9 +359,11 @@ class Daemon:
             for key, _ in self.sel.select(self._timeout()):
                 try:
                     self._on_ready(key.data)
-                except Exception as e:
-                    self.reporter.log("error", f"{key.data.kind} handler failed: {type(e).__name__}: {e}")
+                except Exception as e:  # rate-limited: a handler failing on every wake-up must not fill the log
+                    self.throttle.log("error", f"{key.data.kind} handler",
+                                      f"{key.data.kind} handler failed: {type(e).__name__}: {e}")
             now = time.monotonic()
+            self.clients.on_timeout(now)
             if self.deadline is not None and now >= self.deadline and self.pending:
                 try:
                     self.reload(self.pending)
@@ -391,7 +383,7 @@ class Daemon:
         """Stop listening. The kernel keeps its active policy and enforce setting as they are."""
         self.notifier.stopping()
         self.reporter.log("info", "stopping; kernel state is left as it is (never weakened on stop)")
-        self.server.close()
+        self.clients.close()
         signal.set_wakeup_fd(-1)
         with contextlib.suppress(Exception):
             self.sel.close()

@@ -17,8 +17,23 @@ from typing import Any
 import pytest
 
 from iped.daemon.devkey import ensure_dev_key
+from iped.daemon.log import StderrReporter
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+class RecordingReporter(StderrReporter):
+    """Keeps every log line as (level, message, kind) for a test to look at; prints nothing."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str, str | None]] = []
+
+    @property
+    def lines(self) -> list[str]:
+        return [f"{level}: {message}" for level, message, _ in self.messages]
+
+    def log(self, level: str, message: str, kind: str | None = None) -> None:
+        self.messages.append((level, message, kind))
 
 
 def policy_text(name: str, version: str, *extra: str) -> bytes:
@@ -156,15 +171,17 @@ class DaemonProc:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        assert self.proc.stderr is not None
-        return self.proc.stderr.read()
+        return self.proc.stderr.read() if self.proc.stderr is not None else ""
 
 
-def start_daemon(site: Site) -> DaemonProc:
+def start_daemon(site: Site, stderr: Any = subprocess.PIPE, preexec: Callable[[], None] | None = None) -> DaemonProc:
+    """``iped daemon --config``, answering ping; ``stderr``: where its log goes; ``preexec``: run in
+    the child before exec (e.g. a lower RLIMIT_NOFILE; the suite starts no threads)."""
     env = {**os.environ, **site.env}
     env.pop("NOTIFY_SOCKET", None)
     proc = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(site.config)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                            preexec_fn=preexec)  # noqa: PLW1509
     d = DaemonProc(site, proc)
 
     def up() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -9,6 +10,7 @@ import socket
 from typing import Any
 
 from iped.daemon.control import (
+    MAX_PENDING_OUTPUT,
     AccessPolicy,
     Connection,
     ControlServer,
@@ -108,3 +110,58 @@ def test_codec_roundtrip() -> None:
 def test_unknown_errno_is_named_like_everywhere_else() -> None:
     # one formatter (iped.errnos.errno_name): E<n>, never a bare number
     assert json.loads(encode_error(4095, "x"))["errno_name"] == "E4095"
+
+
+def test_arguments_an_op_does_not_take_are_refused_not_ignored() -> None:
+    srv = make_server(admins=frozenset({os.getuid()}))
+    replies = exchange(srv, b'{"op": "reload", "dry_run": true}\n{"op": "status", "verbose": 1}\n')
+    assert [r.get("errno") for r in replies] == [errno.EINVAL, errno.EINVAL]
+    assert "'reload' does not take 'dry_run'" in replies[0]["error"]
+    assert srv.calls == []  # type: ignore[attr-defined]
+
+
+def test_rollback_dry_run_must_be_a_boolean() -> None:
+    calls: list[dict[str, Any]] = []
+
+    def rollback(req: dict[str, Any], cred: PeerCred) -> Any:
+        calls.append(req)
+        return {}
+
+    srv = ControlServer(None, {"rollback": rollback},
+                        AccessPolicy(frozenset({os.getuid()}), None))
+    replies = exchange(srv, b'{"op": "rollback", "dry_run": "no"}\n{"op": "rollback", "dry_run": false}\n')
+    assert replies[0]["errno"] == errno.EINVAL and "boolean" in replies[0]["error"]
+    assert replies[1]["ok"] and calls == [{"op": "rollback", "dry_run": False}]
+
+
+def test_deeply_nested_json_is_a_bad_message() -> None:
+    srv = make_server(admins=frozenset({os.getuid()}))
+    replies = exchange(srv, b"[" * 40000 + b"\n" + b'{"op": {"a":' * 4000 + b"\n")
+    assert [r["errno"] for r in replies] == [errno.EBADMSG, errno.EBADMSG]
+
+
+def test_a_client_that_never_reads_is_buffered_not_waited_for() -> None:
+    srv = ControlServer(None, {"status": lambda req, cred: {"policies": "x" * 2000}},
+                        AccessPolicy(frozenset({os.getuid()}), None))
+    a, b = socket.socketpair()
+    with a, b:
+        b.setblocking(False)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn = Connection(b)
+        a.sendall(request_line("status") * 3000)  # ~50 KB of requests, replies never read
+        for _ in range(100):  # each turn returns at once: the old code blocked 5 s in sendall
+            assert srv.on_readable(conn)
+            if conn.backlogged:
+                break
+        assert conn.backlogged and len(conn.out) < 2 * MAX_PENDING_OUTPUT
+        assert b"\n" in conn.buf  # the rest waits until the client reads its replies
+        a.setblocking(False)
+        received = b""
+        while b"\n" in conn.buf or conn.out:  # the client reads: everything gets answered
+            with contextlib.suppress(BlockingIOError):
+                received += a.recv(1 << 20)
+            assert conn.flush() and srv.answer(conn)
+        with contextlib.suppress(BlockingIOError):
+            while chunk := a.recv(1 << 20):
+                received += chunk
+    assert received.count(b"\n") == 3000

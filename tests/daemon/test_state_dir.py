@@ -9,17 +9,8 @@ from pathlib import Path
 
 from iped.config import load_settings
 from iped.daemon import runtime, service
-from iped.daemon.log import StderrReporter
 from iped.daemon.reconcile import Reconciler
-from tests.daemon.conftest import Site, iped, policy_text
-
-
-class KeepingReporter(StderrReporter):
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def log(self, level: str, message: str, kind: str | None = None) -> None:
-        self.lines.append(f"{level}: {message}")
+from tests.daemon.conftest import RecordingReporter, Site, iped, policy_text
 
 
 def unusable_state_dir(site: Site) -> Path:
@@ -45,14 +36,14 @@ def test_apply_once_with_unusable_state_dir_is_not_a_kernel_error(site: Site) ->
     assert "state_dir" in r.stderr and "reading state failed" not in r.stdout + r.stderr
 
 
-def reconciler(site: Site, history: int = 20, reporter: KeepingReporter | None = None) -> Reconciler:
+def reconciler(site: Site, history: int = 20, reporter: RecordingReporter | None = None) -> Reconciler:
     settings = load_settings(site.config)
     settings = dataclasses.replace(settings, daemon=dataclasses.replace(settings.daemon, history=history))
-    return runtime.make_reconciler(settings, reporter or KeepingReporter())
+    return runtime.make_reconciler(settings, reporter or RecordingReporter())
 
 
 def test_state_dir_lost_mid_run_keeps_the_kernel_outcome(site: Site) -> None:
-    reporter = KeepingReporter()
+    reporter = RecordingReporter()
     rec = reconciler(site, reporter=reporter)
     assert rec.reconcile("startup").outcome == "applied"
     for d in ("texts", "plans"):  # the state dir breaks under the running daemon

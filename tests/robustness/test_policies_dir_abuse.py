@@ -20,9 +20,9 @@ from iped.config import load_settings
 from iped.daemon import runtime, service
 from iped.daemon.declared import DeclError, writer_in_proc
 from iped.daemon.devkey import ensure_dev_key
-from iped.daemon.log import Reporter, StderrReporter
+from iped.daemon.log import Reporter
 from iped.daemon.reconcile import PlanRecord, Reconciler
-from tests.daemon.conftest import Site, make_site, policy_text, request, start_daemon, wait_for
+from tests.daemon.conftest import RecordingReporter, Site, make_site, policy_text, request, start_daemon, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -38,18 +38,8 @@ def site(tmp_path: Path, keys: tuple[Path, Path]) -> Site:
 SECRET = b"root:$6$S3CRETSALT$TOPSECRETHASHVALUE:19000:0:99999:7:::\n"
 
 
-class KeepingReporter(StderrReporter):
-    """Keeps every log line, so a test can look for leaked bytes in what the daemon logs."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def log(self, level: str, message: str, kind: str | None = None) -> None:
-        self.lines.append(f"{level}: {message}")
-
-
 def reconciler(site: Site, reporter: Reporter | None = None) -> Reconciler:
-    return runtime.make_reconciler(load_settings(site.config), reporter or KeepingReporter())
+    return runtime.make_reconciler(load_settings(site.config), reporter or RecordingReporter())
 
 
 def by_file(errors: tuple[DeclError, ...]) -> dict[str, DeclError]:
@@ -123,7 +113,7 @@ def test_symlink_to_a_secret_is_refused_and_not_echoed(site: Site, tmp_path: Pat
     secret = tmp_path / "shadow"
     secret.write_bytes(SECRET)
     (site.policies / "x.pol").symlink_to(secret)
-    reporter = KeepingReporter()
+    reporter = RecordingReporter()
     rec = reconciler(site, reporter)
     record = rec.reconcile("reload")
     assert record.outcome == "rejected"
@@ -147,7 +137,7 @@ def test_hard_link_to_a_non_policy_echoes_no_byte(site: Site, tmp_path: Path) ->
     secret = site.root / "shadow"
     secret.write_bytes(SECRET)
     os.link(secret, site.policies / "y.pol")
-    reporter = KeepingReporter()
+    reporter = RecordingReporter()
     rec = reconciler(site, reporter)
     record = rec.reconcile("reload")
     err = by_file(record.errors)["y.pol"]
