@@ -15,7 +15,9 @@ Fixtures:
 
 Environment knobs: ``IPED_LAB_TIMEOUT`` (seconds per guest, default 900),
 ``IPED_LAB_PARALLEL`` (1, the default: boot the needed kernels side by side, one vCPU each;
-0: one after the other), ``IPED_LAB_CACHE`` (download cache).
+0: one after the other), ``IPED_LAB_CACHE`` (download cache), ``IPED_LAB_ACCEL`` /
+``IPED_LAB_KVM_SILENCE`` / ``IPED_LAB_KVM_DEVICE`` (accelerator: see :mod:`iped.lab.accel`).
+The terminal summary says which accelerator each guest ran under and why.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import pytest
 
 from iped.lab import SERIES, LabError
-from iped.lab.vm import GuestResult, LabGuestRun, run_guest
+from iped.lab.vm import GuestResult, LabGuestRun, describe_accel, run_guest
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TIMEOUT = 900.0
@@ -108,6 +110,7 @@ class _LabSession:
             steps = ", ".join(f"{n} {s['status']} {s['seconds']:.0f} s" for n, s in _steps(r).items())
             lines.append(f"{series}: {r.release} guest exit {r.returncode} in {r.seconds:.0f} s "
                          f"({steps}); logs: {r.outdir}")
+            lines.append(f"{series}: {describe_accel(r)}")
         return lines
 
 
