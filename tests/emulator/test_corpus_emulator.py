@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from iped.lab.corpus import (
+from tests.lab.corpus import (
     BlobSpec,
     Case,
     CorpusError,
@@ -32,7 +32,7 @@ from iped.lab.corpus import (
     run_cases,
     truth_path,
 )
-from iped.lab.emulator_backend import ABI_OF_SERIES, EmulatorBackend
+from tests.lab.emulator_backend import ABI_OF_SERIES, EmulatorBackend
 
 CASES = load_cases()
 

@@ -15,8 +15,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from iped.lab import SERIES
-from iped.lab.corpus import RESULTS_FILE, boot_corpus, dump_json, truth_from_results, truth_path
+from tests.lab import SERIES
+from tests.lab.corpus import RESULTS_FILE, boot_corpus, dump_json, truth_from_results, truth_path
 
 
 def record(series: str, results: Path) -> list[str]:

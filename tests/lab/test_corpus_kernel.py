@@ -1,7 +1,7 @@
 """Real kernels against the recorded corpus truth: one item per case per kernel series.
 
-The guest ran every case in one process (``iped.lab.corpus.run_kernel``, the first step of
-``python -m iped.lab.guest``) and left ``corpus-results.json`` in its out dir; each item
+The guest ran every case in one process (``tests.lab.corpus.run_kernel``, the first step of
+``python -m tests.lab.guest``) and left ``corpus-results.json`` in its out dir; each item
 compares one case with ``tests/corpus/truth/<series>.json``.  A failure means the kernel's
 behaviour drifted from what was recorded: investigate, then re-record deliberately
 (``tests/lab/record_truth.py``).  A missing lab run (kernel download or boot failed, or the
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from iped.lab import SERIES
-from iped.lab.corpus import RESULTS_FILE, Case, compare, load_cases, load_truth, truth_path
-from iped.lab.vm import LabGuestRun
+from tests.lab import SERIES
+from tests.lab.corpus import RESULTS_FILE, Case, compare, load_cases, load_truth, truth_path
+from tests.lab.vm import LabGuestRun
 
 CASES = load_cases()
 _docs: dict[str, dict[str, Any]] = {}

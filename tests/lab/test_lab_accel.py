@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from iped.lab import LabError
-from iped.lab.accel import ACCEL_ENV, KVM_DEVICE_ENV, SILENCE_ENV, AccelChoice
-from iped.lab.vm import GuestResult, GuestTimeoutError, boot, describe_accel
+from tests.lab import LabError
+from tests.lab.accel import ACCEL_ENV, KVM_DEVICE_ENV, SILENCE_ENV, AccelChoice
+from tests.lab.vm import GuestResult, GuestTimeoutError, boot, describe_accel
 
 SERIES = "6.12"
 BOOT_TIMEOUT = 900.0

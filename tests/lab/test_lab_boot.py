@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from iped.lab import SERIES
-from iped.lab.keys import ENROLLED, UNTRUSTED_SIGNER
-from iped.lab.vm import GuestResult, LabGuestRun
+from tests.lab import SERIES
+from tests.lab.keys import ENROLLED, UNTRUSTED_SIGNER
+from tests.lab.vm import GuestResult, LabGuestRun
 
 pytestmark = pytest.mark.parametrize("series", SERIES)
 

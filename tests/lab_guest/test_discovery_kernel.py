@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from iped.emulator import Emulator, FileInfo
-from iped.lab import GUEST_BUSYBOX, GUEST_INITRAMFS, GUEST_TMP, keys
+from tests.lab import GUEST_BUSYBOX, GUEST_INITRAMFS, GUEST_TMP, keys
 
 IPE = Path("/sys/kernel/security/ipe")
 CORPUS = Path(GUEST_TMP) / "iped-corpus"

@@ -2,8 +2,8 @@
 
 The guest sees the host's ``/`` read-only at the same paths, so the command can be the
 checkout's own venv python running the checkout's own code: no guest image to build or keep
-in sync.  A host directory (``outdir``) is shared read-write at :data:`iped.lab.GUEST_OUT`
-for results.  OVMF runs with the lab signers enrolled in ``db`` (see :mod:`iped.lab.firmware`).
+in sync.  A host directory (``outdir``) is shared read-write at :data:`tests.lab.GUEST_OUT`
+for results.  OVMF runs with the lab signers enrolled in ``db`` (see :mod:`tests.lab.firmware`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from iped.lab import (
+from tests.lab import (
     GUEST_ENV_FLAG,
     GUEST_HOME,
     GUEST_LAB,
@@ -28,12 +28,12 @@ from iped.lab import (
     LabError,
     LabTimeoutError,
 )
-from iped.lab.accel import SESSION, Accel, AccelChoice
-from iped.lab.firmware import enrolled_firmware
-from iped.lab.guest import CHECKOUT, GuestOutput
-from iped.lab.initramfs import COMMAND_SCRIPT
-from iped.lab.initramfs import build as build_initramfs
-from iped.lab.kernels import Kernel, get_kernel
+from tests.lab.accel import SESSION, Accel, AccelChoice
+from tests.lab.firmware import enrolled_firmware
+from tests.lab.guest import CHECKOUT, GuestOutput
+from tests.lab.initramfs import COMMAND_SCRIPT
+from tests.lab.initramfs import build as build_initramfs
+from tests.lab.kernels import Kernel, get_kernel
 
 #: Always on the kernel command line: serial console, reboot (= QEMU exit) on panic, audit on.
 BASE_CMDLINE = "console=ttyS0 panic=-1 audit=1 quiet"
@@ -64,7 +64,7 @@ class GuestResult:
 
     @property
     def output(self) -> GuestOutput:
-        """Reader for what ``python -m iped.lab.guest`` wrote (facts, steps, junit)."""
+        """Reader for what ``python -m tests.lab.guest`` wrote (facts, steps, junit)."""
         return GuestOutput(self.outdir)
 
 
@@ -91,7 +91,7 @@ def boot(
     chroot from ``cwd`` (default: the current directory) with the venv's bin first on PATH.
     Its output lands in ``outdir/guest.log``; the serial console in ``outdir/console.log``.
 
-    The accelerator comes from ``accel`` (default: the session's, :data:`iped.lab.accel.SESSION`).
+    The accelerator comes from ``accel`` (default: the session's, :data:`tests.lab.accel.SESSION`).
     A KVM boot the console shows to be failing is killed and run again under TCG; the failed
     console is kept as ``outdir/console-kvm.log``.
 
@@ -162,12 +162,12 @@ def describe_accel(result: GuestResult) -> str:
 
 
 def run_guest(kernel: Kernel | str, outdir: Path, *, timeout: float, smp: int = 1) -> GuestResult:
-    """Boot ``kernel`` and run the whole guest side (``python -m iped.lab.guest``) once.
+    """Boot ``kernel`` and run the whole guest side (``python -m tests.lab.guest``) once.
 
     The guest uses this very interpreter (``sys.executable``): the host root is shared at the
     same paths, so the venv and the checkout are the ones under test.
     """
-    command = [sys.executable, "-m", "iped.lab.guest", "--out", GUEST_OUT]
+    command = [sys.executable, "-m", "tests.lab.guest", "--out", GUEST_OUT]
     return boot(kernel, command, timeout=timeout, outdir=outdir, cwd=CHECKOUT, smp=smp)
 
 
@@ -237,7 +237,7 @@ def _command_script(command: Sequence[str] | str, cwd: Path) -> str:
     }
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
     return (
-        f"# written by iped.lab.vm; run by the guest's init in a chroot of the host root ({GUEST_LAB})\n"
+        f"# written by tests.lab.vm; run by the guest's init in a chroot of the host root ({GUEST_LAB})\n"
         f"{exports}cd {shlex.quote(str(cwd))} || exit 125\n{shell}\n"
     )
 

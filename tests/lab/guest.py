@@ -1,4 +1,4 @@
-"""Guest-side entry point: ``python -m iped.lab.guest --out DIR``, run inside the lab VM.
+"""Guest-side entry point: ``python -m tests.lab.guest --out DIR``, run inside the lab VM.
 
 It runs as root on a real IPE kernel, in a chroot of the host's (read-only) root, and leaves
 everything for the host in ``DIR`` (the shared results directory):
@@ -6,7 +6,7 @@ everything for the host in ``DIR`` (the shared results directory):
 * ``facts.json``      - what the kernel looks like (release, LSMs, IPE securityfs,
   ``.platform`` keyring contents, command line), collected first, before any step can
   change kernel state;
-* ``corpus.log``      - step 1, :func:`iped.lab.corpus.run_kernel` (when that module exists);
+* ``corpus.log``      - step 1, :func:`tests.lab.corpus.run_kernel` (when that module exists);
 * ``guest-pytest.log`` and ``guest-junit.xml`` - step 2, ``pytest tests/lab_guest``;
 * ``steps.json``      - per step: status, exit code, duration, log file.
 
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from iped.lab import GUEST_BUSYBOX, GUEST_TMP
+from tests.lab import GUEST_BUSYBOX, GUEST_TMP
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 GUEST_TESTS = CHECKOUT / "tests" / "lab_guest"
@@ -55,7 +55,7 @@ class StepResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iped.lab.guest", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.lab.guest", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="results directory (shared with the host)")
     parser.add_argument("--step", choices=["corpus"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [_corpus_step(out), _pytest_step(out)]
     _write_json(out / "steps.json", [asdict(s) for s in steps])
     for step in steps:
-        print(f"iped.lab.guest: {step.name}: {step.status} (rc={step.returncode}, {step.seconds:.1f} s) "
+        print(f"tests.lab.guest: {step.name}: {step.status} (rc={step.returncode}, {step.seconds:.1f} s) "
               f"{step.detail}".rstrip(), flush=True)
     return 1 if any(s.status == "failed" for s in steps) else 0
 
@@ -125,23 +125,23 @@ def _platform_keyring(proc_keys: str) -> list[str]:
 
 def _corpus_step(out: Path) -> StepResult:
     log = out / "corpus.log"
-    if importlib.util.find_spec("iped.lab.corpus") is None:
-        log.write_text("iped.lab.corpus does not exist: step skipped\n")
-        return StepResult("corpus", "absent", None, 0.0, log.name, "no iped.lab.corpus module")
-    return _run_step("corpus", [sys.executable, "-m", "iped.lab.guest", "--out", str(out), "--step", "corpus"],
+    if importlib.util.find_spec("tests.lab.corpus") is None:
+        log.write_text("tests.lab.corpus does not exist: step skipped\n")
+        return StepResult("corpus", "absent", None, 0.0, log.name, "no tests.lab.corpus module")
+    return _run_step("corpus", [sys.executable, "-m", "tests.lab.guest", "--out", str(out), "--step", "corpus"],
                      log)
 
 
 def _corpus_in_process(out: Path) -> int:
     """Body of the corpus step (own process). An ImportError is a failure, not a crash."""
     try:
-        corpus = importlib.import_module("iped.lab.corpus")
+        corpus = importlib.import_module("tests.lab.corpus")
     except Exception:
-        print("FAILED to import iped.lab.corpus:\n" + traceback.format_exc(), flush=True)
+        print("FAILED to import tests.lab.corpus:\n" + traceback.format_exc(), flush=True)
         return 3
     run_kernel = getattr(corpus, "run_kernel", None)
     if run_kernel is None:
-        print("iped.lab.corpus has no run_kernel(out_dir): nothing to run", flush=True)
+        print("tests.lab.corpus has no run_kernel(out_dir): nothing to run", flush=True)
         return 4
     run_kernel(out)
     return 0

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from iped.lab import LabError, run
+from tests.lab import LabError, run
 
 ACCEL_ENV = "IPED_LAB_ACCEL"
 SILENCE_ENV = "IPED_LAB_KVM_SILENCE"

@@ -304,7 +304,7 @@ def expand(text: str, case: Case, facts: Mapping[str, str]) -> str:
 @functools.cache
 def _signer(name: str) -> tuple[Any, Any]:
     """(certificate, private key) of a lab signer; loaded once (RSA key checks are slow)."""
-    from iped.lab import keys
+    from tests.lab import keys
 
     signer = {"rsa": keys.RSA_SIGNER, "ec": keys.EC_SIGNER, "untrusted": keys.UNTRUSTED_SIGNER}[name]
     return signer.certificate(), signer.private_key()
@@ -784,16 +784,16 @@ def truth_from_results(doc: Mapping[str, Any]) -> dict[str, Any]:
 def boot_corpus(series: str, outdir: Path, timeout: float = 900.0) -> Path:
     """Host side: boot ``series`` in the lab and run only the corpus; returns the results file.
 
-    Raises :class:`iped.lab.LabError` (with the guest's log tail) when the kernel cannot be
+    Raises :class:`tests.lab.LabError` (with the guest's log tail) when the kernel cannot be
     obtained or booted, or the guest wrote no results.
     """
     import sys
 
-    from iped.lab import GUEST_OUT, LabError, vm
+    from tests.lab import GUEST_OUT, LabError, vm
 
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / RESULTS_FILE).unlink(missing_ok=True)
-    result = vm.boot(series, [sys.executable, "-m", "iped.lab.corpus", "--out", GUEST_OUT],
+    result = vm.boot(series, [sys.executable, "-m", "tests.lab.corpus", "--out", GUEST_OUT],
                      timeout=timeout, outdir=outdir, cwd=REPO)
     target = outdir / RESULTS_FILE
     if result.returncode != 0 or not target.is_file():
@@ -835,8 +835,8 @@ def run_kernel(out_dir: Path) -> Path:
     import sys
     import time
 
-    from iped.lab import GUEST_TMP
-    from iped.lab.kernel_backend import KernelBackend
+    from tests.lab import GUEST_TMP
+    from tests.lab.kernel_backend import KernelBackend
 
     out_dir.mkdir(parents=True, exist_ok=True)
     cases = load_cases()
@@ -861,10 +861,10 @@ def run_kernel(out_dir: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m iped.lab.corpus --out DIR``: :func:`run_kernel` alone (guest side)."""
+    """``python -m tests.lab.corpus --out DIR``: :func:`run_kernel` alone (guest side)."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m iped.lab.corpus")
+    parser = argparse.ArgumentParser(prog="python -m tests.lab.corpus")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     run_kernel(args.out)
