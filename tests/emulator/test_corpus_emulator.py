@@ -16,22 +16,12 @@ from typing import Any
 
 import pytest
 
-from tests.lab.corpus import (
-    BlobSpec,
-    Case,
-    CorpusError,
-    Normaliser,
-    Step,
-    build_blob,
-    compare,
-    expand,
-    fact_placeholders,
-    load_cases,
-    load_truth,
-    render_bytes,
-    run_cases,
-    truth_path,
-)
+from tests.lab.corpus.blobs import build_blob
+from tests.lab.corpus.cases import BlobSpec, Case, CorpusError, Step, load_cases
+from tests.lab.corpus.executor import run_cases
+from tests.lab.corpus.normalise import Normaliser, fact_placeholders, render_bytes
+from tests.lab.corpus.template import expand
+from tests.lab.corpus.truth import compare, load_truth, truth_path
 from tests.lab.emulator_backend import ABI_OF_SERIES, EmulatorBackend
 
 CASES = load_cases()

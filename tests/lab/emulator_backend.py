@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tests.lab.corpus import PROBE_COMM, Probe, ProbeOutcome
+from tests.lab.corpus.backend import PROBE_COMM, ProbeOutcome
+from tests.lab.corpus.cases import Probe
 
 if TYPE_CHECKING:
     from iped.emulator import Emulator, FileInfo
@@ -54,7 +55,7 @@ def _hex_bytes(value: str) -> bytes:
 
 @dataclass
 class EmulatorBackend:
-    """:class:`tests.lab.corpus.Backend` on a fresh emulator of one kernel series."""
+    """:class:`tests.lab.corpus.backend.Backend` on a fresh emulator of one kernel series."""
 
     series: str
     fact_map: Mapping[str, str]

@@ -6,7 +6,7 @@ everything for the host in ``DIR`` (the shared results directory):
 * ``facts.json``      - what the kernel looks like (release, LSMs, IPE securityfs,
   ``.platform`` keyring contents, command line), collected first, before any step can
   change kernel state;
-* ``corpus.log``      - step 1, :func:`tests.lab.corpus.run_kernel` (when that module exists);
+* ``corpus.log``      - step 1, :func:`tests.lab.corpus.in_guest.run_kernel` (when that module exists);
 * ``guest-pytest.log`` and ``guest-junit.xml`` - step 2, ``pytest tests/lab_guest``;
 * ``steps.json``      - per step: status, exit code, duration, log file.
 
@@ -125,9 +125,9 @@ def _platform_keyring(proc_keys: str) -> list[str]:
 
 def _corpus_step(out: Path) -> StepResult:
     log = out / "corpus.log"
-    if importlib.util.find_spec("tests.lab.corpus") is None:
-        log.write_text("tests.lab.corpus does not exist: step skipped\n")
-        return StepResult("corpus", "absent", None, 0.0, log.name, "no tests.lab.corpus module")
+    if importlib.util.find_spec("tests.lab.corpus.in_guest") is None:
+        log.write_text("tests.lab.corpus.in_guest does not exist: step skipped\n")
+        return StepResult("corpus", "absent", None, 0.0, log.name, "no tests.lab.corpus.in_guest module")
     return _run_step("corpus", [sys.executable, "-m", "tests.lab.guest", "--out", str(out), "--step", "corpus"],
                      log)
 
@@ -135,13 +135,13 @@ def _corpus_step(out: Path) -> StepResult:
 def _corpus_in_process(out: Path) -> int:
     """Body of the corpus step (own process). An ImportError is a failure, not a crash."""
     try:
-        corpus = importlib.import_module("tests.lab.corpus")
+        corpus = importlib.import_module("tests.lab.corpus.in_guest")
     except Exception:
-        print("FAILED to import tests.lab.corpus:\n" + traceback.format_exc(), flush=True)
+        print("FAILED to import tests.lab.corpus.in_guest:\n" + traceback.format_exc(), flush=True)
         return 3
     run_kernel = getattr(corpus, "run_kernel", None)
     if run_kernel is None:
-        print("tests.lab.corpus has no run_kernel(out_dir): nothing to run", flush=True)
+        print("tests.lab.corpus.in_guest has no run_kernel(out_dir): nothing to run", flush=True)
         return 4
     run_kernel(out)
     return 0

@@ -6,7 +6,7 @@
   ``AUDIT_NLGRP_READLOG``, needs CAP_AUDIT_READ).  Records arrive asynchronously, so after
   every step the backend sends a user-space marker record (type 1121 with a nonce) and reads
   up to it: everything the step caused was queued before the marker;
-* probes: a forked child names itself :data:`~tests.lab.corpus.PROBE_COMM` and performs one
+* probes: a forked child names itself :data:`~tests.lab.corpus.backend.PROBE_COMM` and performs one
   real exec/mmap/mprotect; 1420 records are kept only for that child's pid, so the runner's
   own mappings (success_audit=1) never leak into the truth;
 * fixtures: a copy of the initramfs busybox on tmpfs, an fs-verity capable ext4 image on a
@@ -33,7 +33,8 @@ from pathlib import Path
 
 from iped.audit.netlink import AUDIT_NLGRP_READLOG, NETLINK_AUDIT, pack_frame, split_frames
 from tests.lab import GUEST_INITRAMFS
-from tests.lab.corpus import PROBE_COMM, Probe, ProbeOutcome, errno_text, signal_text
+from tests.lab.corpus.backend import PROBE_COMM, ProbeOutcome, errno_text, signal_text
+from tests.lab.corpus.cases import Probe
 
 IPE_ROOT = Path("/sys/kernel/security/ipe")
 AUDIT_MARKER_TYPE = 1121  # AUDIT_TRUSTED_APP: a cheap user record we can send ourselves
@@ -114,7 +115,7 @@ class AuditReader:
 
 @dataclass
 class KernelBackend:
-    """:class:`tests.lab.corpus.Backend` on the running kernel's securityfs."""
+    """:class:`tests.lab.corpus.backend.Backend` on the running kernel's securityfs."""
 
     workdir: Path
     audit: AuditReader

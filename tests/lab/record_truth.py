@@ -1,4 +1,4 @@
-"""Record the corpus truth from real kernels: ``python tests/lab/record_truth.py``.
+"""Record the corpus truth from real kernels: ``python -m tests.lab.record_truth`` (from the checkout).
 
 Explicit on purpose (never run by CI): the truth is what the lab's kernels did, and changing
 it is a reviewed commit.  By default it boots every series once (corpus only, a few minutes
@@ -15,8 +15,25 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.lab import SERIES
-from tests.lab.corpus import RESULTS_FILE, boot_corpus, dump_json, truth_from_results, truth_path
+from tests.lab import GUEST_OUT, SERIES, LabError, vm
+from tests.lab.corpus.cases import REPO
+from tests.lab.corpus.truth import RESULTS_FILE, dump_json, truth_from_results, truth_path
+
+
+def boot_corpus(series: str, outdir: Path, timeout: float = 900.0) -> Path:
+    """Host side: boot ``series`` in the lab and run only the corpus; returns the results file.
+
+    Raises :class:`tests.lab.LabError` (with the guest's log tail) when the kernel cannot be
+    obtained or booted, or the guest wrote no results.
+    """
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / RESULTS_FILE).unlink(missing_ok=True)
+    result = vm.boot(series, [sys.executable, "-m", "tests.lab.corpus.in_guest", "--out", GUEST_OUT],
+                     timeout=timeout, outdir=outdir, cwd=REPO)
+    target = outdir / RESULTS_FILE
+    if result.returncode != 0 or not target.is_file():
+        raise LabError(f"the corpus run on {result.release} failed (rc={result.returncode})\n{result.tail()}")
+    return target
 
 
 def record(series: str, results: Path) -> list[str]:

@@ -1,6 +1,6 @@
 """Real kernels against the recorded corpus truth: one item per case per kernel series.
 
-The guest ran every case in one process (``tests.lab.corpus.run_kernel``, the first step of
+The guest ran every case in one process (``tests.lab.corpus.in_guest.run_kernel``, the first step of
 ``python -m tests.lab.guest``) and left ``corpus-results.json`` in its out dir; each item
 compares one case with ``tests/corpus/truth/<series>.json``.  A failure means the kernel's
 behaviour drifted from what was recorded: investigate, then re-record deliberately
@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from tests.lab import SERIES
-from tests.lab.corpus import RESULTS_FILE, Case, compare, load_cases, load_truth, truth_path
+from tests.lab.corpus.cases import Case, load_cases
+from tests.lab.corpus.truth import RESULTS_FILE, compare, load_truth, truth_path
 from tests.lab.vm import LabGuestRun
 
 CASES = load_cases()
