@@ -26,11 +26,12 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.lab import GUEST_BUSYBOX, GUEST_TMP
+from tests.lab import GUEST_BUSYBOX, GUEST_ENV_FLAG, GUEST_TMP
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 GUEST_TESTS = CHECKOUT / "tests" / "lab_guest"
@@ -226,6 +227,47 @@ class GuestOutput:
                     break
             cases[nodeid] = JunitCase(nodeid, outcome, message)
         return cases
+
+    def unpassed(self, expected: Sequence[str]) -> list[str]:
+        """Why the guest tests do not prove anything yet: one line per problem, empty when all passed.
+
+        Every id in ``expected`` (:func:`expected_guest_tests`) must have run and *passed*: a skip
+        is a problem like a failure (a module-level ``skipif`` would otherwise hide a whole file),
+        and so are an empty expectation, an empty guest run and a guest test the host did not
+        expect (host and guest disagree on what exists).
+        """
+        if not expected:
+            return ["the host expects no guest test: collecting tests/lab_guest found none"]
+        try:
+            cases = self.junit()
+        except (OSError, ValueError) as exc:
+            return [f"no guest junit results ({exc})"]
+        problems = [f"{nodeid}: did not run in the guest" for nodeid in expected if nodeid not in cases]
+        problems += [f"{c.nodeid}: {c.outcome}\n{c.message}" for nodeid, c in cases.items()
+                     if nodeid in expected and c.outcome != "passed"]
+        problems += [f"{nodeid}: ran in the guest but the host does not expect it" for nodeid in cases
+                     if nodeid not in expected]
+        return problems
+
+
+def expected_guest_tests() -> list[str]:
+    """The ids (junit keys, see :meth:`GuestOutput.junit`) of every test in tests/lab_guest.
+
+    Collected on the host exactly as the guest collects them (``IPED_LAB_GUEST=1``, which only
+    un-hides the files; collecting runs no test).
+    """
+    argv = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(GUEST_TESTS)]
+    proc = subprocess.run(argv, cwd=CHECKOUT, env=dict(os.environ, **{GUEST_ENV_FLAG: "1"}), capture_output=True,
+                          text=True, check=False, stdin=subprocess.DEVNULL)
+    if proc.returncode not in (0, 5):  # 5: nothing collected, reported by unpassed()
+        raise RuntimeError(f"collecting {GUEST_TESTS} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return [junit_key(line) for line in proc.stdout.splitlines() if "::" in line]
+
+
+def junit_key(nodeid: str) -> str:
+    """``tests/lab_guest/test_x.py::Cls::test_y[p]`` -> ``tests.lab_guest.test_x.Cls::test_y[p]``."""
+    path, *scope, name = nodeid.split("::")
+    return ".".join([path.removesuffix(".py").replace("/", "."), *scope]) + "::" + name
 
 
 # --------------------------------------------------------------------------- helpers
