@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from tests.lab import GUEST_OUT, SERIES, LabError, vm
-from tests.lab.corpus.cases import REPO
+from tests.lab.corpus.cases import REPO, load_cases
 from tests.lab.corpus.truth import RESULTS_FILE, dump_json, truth_from_results, truth_path
 
 
@@ -38,7 +38,7 @@ def boot_corpus(series: str, outdir: Path, timeout: float = 900.0) -> Path:
 
 def record(series: str, results: Path) -> list[str]:
     """Write the truth of ``series`` from ``results``; returns the ids whose record changed."""
-    new = truth_from_results(json.loads(results.read_text()))
+    new = truth_from_results(json.loads(results.read_text()), load_cases())
     if new["_meta"].get("abi") != series:
         raise SystemExit(f"{results} was recorded on {new['_meta'].get('release')}, not a {series} kernel")
     path = truth_path(series)

@@ -4,7 +4,7 @@ The guest ran every case in one process (``tests.lab.corpus.in_guest.run_kernel`
 ``python -m tests.lab.guest``) and left ``corpus-results.json`` in its out dir; each item
 compares one case with ``tests/corpus/truth/<series>.json``.  A failure means the kernel's
 behaviour drifted from what was recorded: investigate, then re-record deliberately
-(``tests/lab/record_truth.py``).  A missing lab run (kernel download or boot failed, or the
+(``python -m tests.lab.record_truth``).  A missing lab run (kernel download or boot failed, or the
 corpus step crashed) fails every item with the reason; nothing is skipped.
 """
 
@@ -17,7 +17,7 @@ import pytest
 
 from tests.lab import SERIES
 from tests.lab.corpus.cases import Case, load_cases
-from tests.lab.corpus.truth import RESULTS_FILE, compare, load_truth, truth_path
+from tests.lab.corpus.truth import RESULTS_FILE, compare, load_truth, stale_truth, truth_path
 from tests.lab.vm import LabGuestRun
 
 CASES = load_cases()
@@ -41,9 +41,10 @@ def _results(lab_guest_run: LabGuestRun, series: str) -> dict[str, Any]:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_kernel_matches_truth(lab_guest_run: LabGuestRun, case: Case, series: str) -> None:
     doc = _results(lab_guest_run, series)
-    assert truth_path(series).exists(), f"{truth_path(series)} missing: run tests/lab/record_truth.py"
+    assert truth_path(series).exists(), f"{truth_path(series)} missing: run python -m tests.lab.record_truth"
     truth = load_truth(series)
-    assert case.id in truth, f"no truth for {case.id} on {series}: record it (tests/lab/record_truth.py)"
+    stale = stale_truth(case, truth)
+    assert not stale, f"{series}: {stale}"
     observed = doc["cases"].get(case.id)
     assert observed is not None, f"the guest did not run {case.id} ({doc['meta']})"
     diffs = compare(truth[case.id], observed)

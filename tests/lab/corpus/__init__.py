@@ -13,13 +13,14 @@ package holds everything both sides share, one concern per module:
 * :mod:`~tests.lab.corpus.backend` - the :class:`Backend` protocol the executor drives (real
   securityfs: :mod:`tests.lab.kernel_backend`; emulator: :mod:`tests.lab.emulator_backend`);
 * :mod:`~tests.lab.corpus.normalise` - :class:`Normaliser`: run-varying values become
-  placeholders (``{pid}``, ``{ino:tmpfs}``, ``{sha256:<blob label>}``, ``{blob:<label>}``) so
-  truth is stable;
+  placeholders (``{pid}``, ``{ino:tmpfs}``, ``{sha256:<blob label>}``, ``{blob:<label>}``;
+  upper-case digests as ``{sha256:<label>|upper}``) so truth is stable;
 * :mod:`~tests.lab.corpus.executor` - :func:`run_cases`, which runs cases in one long-lived
   kernel (or emulator) and returns normalised, JSON-ready results;
-* :mod:`~tests.lab.corpus.truth` - the truth files: load, compare, write;
+* :mod:`~tests.lab.corpus.truth` - the truth files: load, compare, write, and the fingerprint
+  (``input_sha256``) that ties each record to the case it was recorded from;
 * :mod:`~tests.lab.corpus.in_guest` - :func:`run_kernel`, called inside the lab guest, writing
-  ``corpus-results.json``.  Recording truth from real kernels: ``tests/lab/record_truth.py``.
+  ``corpus-results.json``.  Recording truth from real kernels: ``python -m tests.lab.record_truth``.
 
 IPE state is monotonic (no deactivation; activation needs a version >= the active one), so
 cases that activate carry an ``epoch`` and run after every other case, in increasing epoch

@@ -23,9 +23,10 @@ class Normaliser:
             self.subs[needle] = placeholder.encode()
 
     def add_blob(self, label: str, blob: bytes) -> None:
+        # One placeholder per spelling: a kernel that changed the hex case must show in the diff.
         digest = hashlib.sha256(blob).hexdigest()
-        self.add(digest.upper().encode(), "{sha256:" + label + "}")
         self.add(digest.encode(), "{sha256:" + label + "}")
+        self.add(digest.upper().encode(), "{sha256:" + label + "|upper}")
 
     def apply(self, data: bytes) -> bytes:
         for needle in sorted(self.subs, key=len, reverse=True):
@@ -42,7 +43,7 @@ def fact_placeholders(norm: Normaliser, facts: Mapping[str, str]) -> None:
     for key, value in sorted(facts.items()):  # sorted: equal digests get the first key's name
         if key.endswith(".digest") or key.endswith(".roothash"):
             norm.add(value.encode(), "{fact:" + key + "}")
-            norm.add(value.upper().encode(), "{fact:" + key + "}")
+            norm.add(value.upper().encode(), "{fact:" + key + "|upper}")
 
 
 def render_bytes(data: bytes) -> str | dict[str, str]:

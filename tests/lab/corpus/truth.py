@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.lab.corpus.cases import CORPUS_DIR
+from tests.lab.corpus.cases import CORPUS_DIR, Case
+from tests.lab.corpus.template import expand
 
 TRUTH_DIR = CORPUS_DIR / "truth"
 RESULTS_FILE = "corpus-results.json"
+#: Key of each case's truth record holding :func:`case_digest` of the case it was recorded from.
+INPUT_DIGEST = "input_sha256"
 
 
 def compare(expected: Mapping[str, Any], actual: Mapping[str, Any]) -> list[str]:
@@ -48,7 +53,42 @@ def load_truth(series: str) -> dict[str, Any]:
     return data
 
 
-def truth_from_results(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn a guest's ``corpus-results.json`` into the truth file's layout."""
+def truth_from_results(doc: Mapping[str, Any], cases: Sequence[Case]) -> dict[str, Any]:
+    """Turn a guest's ``corpus-results.json`` into the truth file's layout.
+
+    Each case record gets the :func:`case_digest` of ``cases``' case of that id, so truth
+    recorded from an older version of a case is recognised (:func:`stale_truth`).
+    """
     meta = {k: v for k, v in doc["meta"].items() if k != "seconds"}
-    return {"_meta": meta, "_facts": dict(doc["facts"]), **doc["cases"]}
+    facts = dict(doc["facts"])
+    by_id = {case.id: case for case in cases}
+    records = {case_id: {**record, INPUT_DIGEST: case_digest(by_id[case_id], facts)}
+               for case_id, record in doc["cases"].items()}
+    return {"_meta": meta, "_facts": facts, **records}
+
+
+def case_digest(case: Case, facts: Mapping[str, str]) -> str:
+    """sha256 of ``case`` as the kernel receives it: every field, with paths and policy texts
+    expanded against ``facts`` (the truth's ``_facts``).  Only the description is left out."""
+    steps = []
+    for step in case.steps:
+        fields = dataclasses.asdict(step)
+        fields["path"] = expand(step.path, case, facts)
+        if step.blob is not None:
+            fields["blob"]["text"] = expand(step.blob.text, case, facts)
+        steps.append(fields)
+    doc = {**dataclasses.asdict(case), "description": None, "steps": steps}
+    text = json.dumps(doc, sort_keys=True, default=lambda value: value.hex())  # bytes: step data
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stale_truth(case: Case, truth: Mapping[str, Any]) -> str:
+    """Why ``truth`` (one series' truth file) cannot judge ``case``, or "" when it can."""
+    record = truth.get(case.id)
+    if record is None:
+        return f"no truth for {case.id}: record it (python -m tests.lab.record_truth)"
+    recorded, current = record.get(INPUT_DIGEST), case_digest(case, truth["_facts"])
+    if recorded != current:
+        return (f"the truth for {case.id} was recorded from another version of the case ({INPUT_DIGEST} "
+                f"{recorded}, the case now {current}): re-record it (python -m tests.lab.record_truth)")
+    return ""
