@@ -1,16 +1,21 @@
 """The IPE lab: boot Debian's stock IPE kernels under QEMU and run code on them.
 
 The emulator in :mod:`iped.emulator` is only as good as its agreement with real kernels, so the
-lab makes those kernels an ordinary part of pytest (``tests/lab``).  Host side:
+lab makes those kernels an ordinary part of pytest (``tests/lab``).  It is test-only code: it
+lives beside its tests, is never packaged, and runs from the checkout.  Host side:
 
 * :mod:`tests.lab.kernels`   - find, download (apt) and cache the newest 6.12 and 7.x kernels;
 * :mod:`tests.lab.keys`      - the committed TEST-ONLY signing keys and PKCS#7 policy signing;
 * :mod:`tests.lab.firmware`  - OVMF variables with the test signers enrolled in ``db``
   (so the kernel puts them in its ``.platform`` keyring);
 * :mod:`tests.lab.initramfs` - busybox + the few modules the guest needs;
-* :mod:`tests.lab.vm`        - boot one kernel, run one command in a chroot of the host root.
+* :mod:`tests.lab.accel`     - KVM or TCG, decided once per session, with a fallback to TCG;
+* :mod:`tests.lab.vm`        - boot one kernel, run one command in a chroot of the host root;
+* ``python -m tests.lab``    - the same by hand (fetch, config, boot, run).
 
-Guest side: :mod:`tests.lab.guest` (``python -m tests.lab.guest --out DIR``).
+Guest side: :mod:`tests.lab.guest` (``python -m tests.lab.guest --out DIR``), which runs the
+corpus (:mod:`tests.lab.corpus`, on the kernel through :mod:`tests.lab.kernel_backend`; the
+emulator's side is :mod:`tests.lab.emulator_backend`) and then ``tests/lab_guest``.
 
 This module holds what all of them share and must stay cheap to import: it is also imported
 inside the guest, where every import costs real time under TCG.
