@@ -180,9 +180,21 @@ def test_wheel_contains_the_package(wheel: zipfile.ZipFile) -> None:
         rel = init.relative_to(ROOT).as_posix()
         assert rel in names, f"{rel} missing from the wheel"
     assert not any(n.startswith("tests/") for n in names), "the test suite leaked into the wheel"
+    assert_no_lab(names, {n: wheel.read(n) for n in names if n.endswith(".py")})
     # the C scanner, compiled for this interpreter, with its stub; not its source
     assert any(re.fullmatch(r"iped/audit/_scan\.cpython-.*\.so", n) for n in names), "no compiled iped.audit._scan"
     assert "iped/audit/_scan.pyi" in names and "iped/audit/_scan.c" not in names
+
+
+def assert_no_lab(names: set[str], sources: dict[str, bytes]) -> None:
+    """The QEMU lab (tests/lab: kernel downloads, OVMF, QEMU) is test-only and never ships.
+
+    ``names`` are a package's paths, ``sources`` its Python files' contents.
+    """
+    assert not [n for n in names if "/lab/" in n or n.startswith("lab/")], "a lab directory is in the package"
+    for name, text in sources.items():
+        for marker in (b"qemu-system", b"OVMF", b"tests.lab"):
+            assert marker not in text, f"{name} mentions {marker.decode()!r}: lab code in the package"
 
 
 def test_wheel_entry_point_and_metadata(wheel: zipfile.ZipFile) -> None:
@@ -317,7 +329,8 @@ def test_rpm_spec_structure() -> None:
                  "%systemd_preun iped.service", "%systemd_postun_with_restart iped.service",
                  "%tmpfiles_create %{_tmpfilesdir}/iped.conf", "%{_unitdir}/iped.service",
                  "%{_tmpfilesdir}/iped.conf", "%{_sysusersdir}/iped.conf",
-                 "%config(noreplace) %{_sysconfdir}/iped/iped.toml", "%dir %{_sysconfdir}/iped/policies.d"):
+                 "%config(noreplace) %{_sysconfdir}/iped/iped.toml", "%dir %{_sysconfdir}/iped/policies.d",
+                 "%pyproject_check_import"):  # every shipped module imports: no test-only code to exclude
         assert line in text.splitlines(), f"spec lacks {line!r}"
     # the group must exist before tmpfiles.d names it
     post = text[text.index("\n%post\n"):text.index("\n%preun\n")]
@@ -356,6 +369,7 @@ def test_dpkg_buildpackage(tmp_path: Path) -> None:
                  "./usr/lib/tmpfiles.d/iped.conf", "./usr/lib/sysusers.d/iped.conf", "./usr/bin/iped",
                  "/dist-packages/iped/cli.py", "/dist-packages/iped/py.typed", "/dist-packages/iped/audit/_scan."):
         assert path in contents, f"{path} not in the .deb"
+    assert "/dist-packages/iped/lab" not in contents and "/dist-packages/tests" not in contents, contents
     def dpkg_deb(*args: str) -> str:
         return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=True, env=env).stdout
 

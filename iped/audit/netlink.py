@@ -100,22 +100,38 @@ class NetlinkSource:
 
     def _frames(self, data: bytes) -> list[RawRecord]:
         out = []
-        offset = 0
-        size = len(data)
-        while offset + _NLMSG_HDR.size <= size:
-            length, rtype, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
-            if length < _NLMSG_HDR.size or offset + length > size:
-                self.stats.malformed += 1
-                break
+        frames, malformed = split_frames(data)
+        self.stats.malformed += malformed
+        for rtype, payload in frames:
             self.stats.frames += 1
             if rtype < 1000:
                 # NLMSG_NOOP/ERROR/DONE and audit control replies carry no record
                 self.stats.control += 1
-            else:
-                text = data[offset + _NLMSG_HDR.size : offset + length].decode("utf-8", "backslashreplace")
-                try:
-                    out.append(parse_stamped(rtype, text))
-                except RecordError:
-                    self.stats.malformed += 1
-            offset += (length + 3) & ~3
+                continue
+            try:
+                out.append(parse_stamped(rtype, payload.decode("utf-8", "backslashreplace")))
+            except RecordError:
+                self.stats.malformed += 1
         return out
+
+
+def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
+    """The ``(nlmsg_type, payload)`` of each netlink frame in one datagram, in order.
+
+    The second value is True when the walk stopped at a malformed header (a length shorter
+    than the header or past the datagram); the frames before it are still returned.
+    """
+    frames: list[tuple[int, bytes]] = []
+    offset = 0
+    while offset + _NLMSG_HDR.size <= len(data):
+        length, rtype, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
+        if length < _NLMSG_HDR.size or offset + length > len(data):
+            return frames, True
+        frames.append((rtype, data[offset + _NLMSG_HDR.size : offset + length]))
+        offset += (length + 3) & ~3  # NLMSG_ALIGN
+    return frames, False
+
+
+def pack_frame(rtype: int, payload: bytes, *, flags: int, seq: int) -> bytes:
+    """One netlink frame (port id 0) carrying ``payload``: what a user-space sender writes."""
+    return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(payload), rtype, flags, seq, 0) + payload

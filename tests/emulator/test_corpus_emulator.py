@@ -16,23 +16,13 @@ from typing import Any
 
 import pytest
 
-from iped.lab.corpus import (
-    BlobSpec,
-    Case,
-    CorpusError,
-    Normaliser,
-    Step,
-    build_blob,
-    compare,
-    expand,
-    fact_placeholders,
-    load_cases,
-    load_truth,
-    render_bytes,
-    run_cases,
-    truth_path,
-)
-from iped.lab.emulator_backend import ABI_OF_SERIES, EmulatorBackend
+from tests.lab.corpus.blobs import build_blob
+from tests.lab.corpus.cases import BlobSpec, Case, CorpusError, Step, load_cases
+from tests.lab.corpus.executor import run_cases
+from tests.lab.corpus.normalise import Normaliser, fact_placeholders, render_bytes
+from tests.lab.corpus.template import expand
+from tests.lab.corpus.truth import compare, load_truth, stale_truth, truth_path
+from tests.lab.emulator_backend import ABI_OF_SERIES, EmulatorBackend
 
 CASES = load_cases()
 
@@ -40,7 +30,7 @@ CASES = load_cases()
 @functools.cache
 def _truth(series: str) -> dict[str, Any]:
     if not truth_path(series).exists():
-        pytest.fail(f"{truth_path(series)} is missing: record it with tests/lab/record_truth.py")
+        pytest.fail(f"{truth_path(series)} is missing: record it with python -m tests.lab.record_truth")
     return load_truth(series)
 
 
@@ -48,7 +38,8 @@ def _truth(series: str) -> dict[str, Any]:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_emulator_matches_kernel_truth(case: Case, series: str) -> None:
     truth = _truth(series)
-    assert case.id in truth, f"no truth for {case.id} on {series}: re-record (tests/lab/record_truth.py)"
+    stale = stale_truth(case, truth)
+    assert not stale, f"{series}: {stale}"
     backend = EmulatorBackend(series, truth["_facts"])
     observed = run_cases(backend, [case], finish=False)[case.id]
     diffs = compare(truth[case.id], observed)
@@ -140,10 +131,11 @@ def test_normaliser_and_templates() -> None:
     blob = b"some blob"
     norm.add_blob("p", blob)
     digest = hashlib.sha256(blob).hexdigest().upper().encode()
-    assert norm.apply(b"policy_digest=sha256:" + digest + b" x") == b"policy_digest=sha256:{sha256:p} x"
+    assert norm.apply(b"policy_digest=sha256:" + digest + b" x") == b"policy_digest=sha256:{sha256:p|upper} x"
     facts = {"fsverity:plain.digest": "ab01"}
     fact_placeholders(norm, facts)
-    assert norm.apply(b'fsverity_digest="sha256":AB01 ') == b'fsverity_digest="sha256":{fact:fsverity:plain.digest} '
+    upper = b'fsverity_digest="sha256":{fact:fsverity:plain.digest|upper} '
+    assert norm.apply(b'fsverity_digest="sha256":AB01 ') == upper
     case = Case("x", "g", "", (Step("read", path="enforce"),), name="nm", epoch=12)
     assert expand("{name} {epoch}.0.0 {fact:fsverity:plain.digest|upper} {}", case, facts) == "nm 12.0.0 AB01 {}"
     assert render_bytes(b"a\tb\n") == "a\tb\n" and render_bytes(b"\xff") == {"hex": "ff"}

@@ -1,13 +1,13 @@
 """pytest integration of the IPE lab: real Debian IPE kernels booted under QEMU.
 
 Every test in this directory gets the ``lab`` marker.  Each kernel series is booted at most
-ONCE per pytest session and runs the whole guest side (``python -m iped.lab.guest``: the
+ONCE per pytest session and runs the whole guest side (``python -m tests.lab.guest``: the
 corpus, then ``tests/lab_guest``); tests then assert on what it left behind.
 
 Fixtures:
 
 * ``lab_guest_run`` - a factory: ``lab_guest_run("6.12")`` / ``lab_guest_run("7")`` returns
-  the :class:`iped.lab.vm.GuestResult` of that kernel's run (``.outdir``, ``.guest_log``,
+  the :class:`tests.lab.vm.GuestResult` of that kernel's run (``.outdir``, ``.guest_log``,
   ``.console_log``, ``.returncode``, ``.output.facts()/.steps()/.junit()``, ``.tail()``).
   Call it inside the test: a download or boot failure then FAILS that test with the reason
   (a fixture error or a skip would be easier to overlook).
@@ -15,7 +15,9 @@ Fixtures:
 
 Environment knobs: ``IPED_LAB_TIMEOUT`` (seconds per guest, default 900),
 ``IPED_LAB_PARALLEL`` (1, the default: boot the needed kernels side by side, one vCPU each;
-0: one after the other), ``IPED_LAB_CACHE`` (download cache).
+0: one after the other), ``IPED_LAB_CACHE`` (download cache), ``IPED_LAB_ACCEL`` /
+``IPED_LAB_KVM_SILENCE`` / ``IPED_LAB_KVM_DEVICE`` (accelerator: see :mod:`tests.lab.accel`).
+The terminal summary says which accelerator each guest ran under and why.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ from typing import Any
 
 import pytest
 
-from iped.lab import SERIES, LabError
-from iped.lab.vm import GuestResult, LabGuestRun, run_guest
+from tests.lab import SERIES, LabError
+from tests.lab.vm import GuestResult, LabGuestRun, describe_accel, run_guest
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_TIMEOUT = 900.0
@@ -108,6 +110,7 @@ class _LabSession:
             steps = ", ".join(f"{n} {s['status']} {s['seconds']:.0f} s" for n, s in _steps(r).items())
             lines.append(f"{series}: {r.release} guest exit {r.returncode} in {r.seconds:.0f} s "
                          f"({steps}); logs: {r.outdir}")
+            lines.append(f"{series}: {describe_accel(r)}")
         return lines
 
 

@@ -1,4 +1,4 @@
-"""Record the corpus truth from real kernels: ``python tests/lab/record_truth.py``.
+"""Record the corpus truth from real kernels: ``python -m tests.lab.record_truth`` (from the checkout).
 
 Explicit on purpose (never run by CI): the truth is what the lab's kernels did, and changing
 it is a reviewed commit.  By default it boots every series once (corpus only, a few minutes
@@ -15,13 +15,30 @@ import sys
 import tempfile
 from pathlib import Path
 
-from iped.lab import SERIES
-from iped.lab.corpus import RESULTS_FILE, boot_corpus, dump_json, truth_from_results, truth_path
+from tests.lab import GUEST_OUT, SERIES, LabError, vm
+from tests.lab.corpus.cases import REPO, load_cases
+from tests.lab.corpus.truth import RESULTS_FILE, dump_json, truth_from_results, truth_path
+
+
+def boot_corpus(series: str, outdir: Path, timeout: float = 900.0) -> Path:
+    """Host side: boot ``series`` in the lab and run only the corpus; returns the results file.
+
+    Raises :class:`tests.lab.LabError` (with the guest's log tail) when the kernel cannot be
+    obtained or booted, or the guest wrote no results.
+    """
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / RESULTS_FILE).unlink(missing_ok=True)
+    result = vm.boot(series, [sys.executable, "-m", "tests.lab.corpus.in_guest", "--out", GUEST_OUT],
+                     timeout=timeout, outdir=outdir, cwd=REPO)
+    target = outdir / RESULTS_FILE
+    if result.returncode != 0 or not target.is_file():
+        raise LabError(f"the corpus run on {result.release} failed (rc={result.returncode})\n{result.tail()}")
+    return target
 
 
 def record(series: str, results: Path) -> list[str]:
     """Write the truth of ``series`` from ``results``; returns the ids whose record changed."""
-    new = truth_from_results(json.loads(results.read_text()))
+    new = truth_from_results(json.loads(results.read_text()), load_cases())
     if new["_meta"].get("abi") != series:
         raise SystemExit(f"{results} was recorded on {new['_meta'].get('release')}, not a {series} kernel")
     path = truth_path(series)

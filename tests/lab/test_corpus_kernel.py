@@ -1,10 +1,10 @@
 """Real kernels against the recorded corpus truth: one item per case per kernel series.
 
-The guest ran every case in one process (``iped.lab.corpus.run_kernel``, the first step of
-``python -m iped.lab.guest``) and left ``corpus-results.json`` in its out dir; each item
+The guest ran every case in one process (``tests.lab.corpus.in_guest.run_kernel``, the first step of
+``python -m tests.lab.guest``) and left ``corpus-results.json`` in its out dir; each item
 compares one case with ``tests/corpus/truth/<series>.json``.  A failure means the kernel's
 behaviour drifted from what was recorded: investigate, then re-record deliberately
-(``tests/lab/record_truth.py``).  A missing lab run (kernel download or boot failed, or the
+(``python -m tests.lab.record_truth``).  A missing lab run (kernel download or boot failed, or the
 corpus step crashed) fails every item with the reason; nothing is skipped.
 """
 
@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from iped.lab import SERIES
-from iped.lab.corpus import RESULTS_FILE, Case, compare, load_cases, load_truth, truth_path
-from iped.lab.vm import LabGuestRun
+from tests.lab import SERIES
+from tests.lab.corpus.cases import Case, load_cases
+from tests.lab.corpus.truth import RESULTS_FILE, compare, load_truth, stale_truth, truth_path
+from tests.lab.vm import LabGuestRun
 
 CASES = load_cases()
 _docs: dict[str, dict[str, Any]] = {}
@@ -40,9 +41,10 @@ def _results(lab_guest_run: LabGuestRun, series: str) -> dict[str, Any]:
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_kernel_matches_truth(lab_guest_run: LabGuestRun, case: Case, series: str) -> None:
     doc = _results(lab_guest_run, series)
-    assert truth_path(series).exists(), f"{truth_path(series)} missing: run tests/lab/record_truth.py"
+    assert truth_path(series).exists(), f"{truth_path(series)} missing: run python -m tests.lab.record_truth"
     truth = load_truth(series)
-    assert case.id in truth, f"no truth for {case.id} on {series}: record it (tests/lab/record_truth.py)"
+    stale = stale_truth(case, truth)
+    assert not stale, f"{series}: {stale}"
     observed = doc["cases"].get(case.id)
     assert observed is not None, f"the guest did not run {case.id} ({doc['meta']})"
     diffs = compare(truth[case.id], observed)

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from iped.lab import GUEST_BUSYBOX, GUEST_TMP, keys
+from tests.lab import GUEST_BUSYBOX, GUEST_TMP, keys
 
 IPE = Path("/sys/kernel/security/ipe")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from iped.lab import GUEST_OUT
-from iped.lab.keys import EC_SIGNER, RSA_SIGNER, UNTRUSTED_SIGNER, Signer, sign_policy
+from tests.lab import GUEST_OUT
+from tests.lab.keys import EC_SIGNER, RSA_SIGNER, UNTRUSTED_SIGNER, Signer, sign_policy
 
 IPE = Path("/sys/kernel/security/ipe")
 OBSERVATIONS = Path(os.environ.get("IPED_LAB_OUT", GUEST_OUT)) / "boot-observations.json"

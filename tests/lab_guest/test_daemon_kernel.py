@@ -128,7 +128,7 @@ def test_daemon_drives_real_securityfs(lab: Lab) -> None:
     assert rc == 1 and rec["errors"][0]["errno_name"] == "ESTALE", rec  # type: ignore[index]
     assert sysfs("policies", a, "version") == f"{MAJOR}.1.0"
     # ... and the kernel agrees with the planner (update with a lower version -> ESTALE)
-    from iped.lab import keys
+    from tests.lab import keys
 
     blob = keys.sign_policy(policy(a, f"{MAJOR}.0.5").encode(), keys.RSA_SIGNER)
     with pytest.raises(OSError) as ei:

@@ -24,7 +24,7 @@ import pytest
 
 from iped.discovery import file_info_from_path
 from iped.emulator import Emulator, FileInfo
-from iped.lab import GUEST_BUSYBOX, GUEST_INITRAMFS, GUEST_TMP, keys
+from tests.lab import GUEST_BUSYBOX, GUEST_INITRAMFS, GUEST_TMP, keys
 
 IPE = Path("/sys/kernel/security/ipe")
 CORPUS = Path(GUEST_TMP) / "iped-corpus"

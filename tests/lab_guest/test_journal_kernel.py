@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from iped.lab import GUEST_BUSYBOX, GUEST_TMP
+from tests.lab import GUEST_BUSYBOX, GUEST_TMP
 
 from .test_audit_kernel import _sign, deny_initramfs_policy
 from .test_discovery_kernel import version_above_active

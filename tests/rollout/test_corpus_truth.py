@@ -17,13 +17,15 @@ from typing import Any
 import pytest
 
 from iped.audit.records import parse_access
-from iped.lab.corpus import PROBE_TARGETS, Case, expand, load_cases, load_truth
-from iped.lab.emulator_backend import EmulatorBackend
 from iped.rollout.facts import FactsResolver
 from iped.rollout.observe import Observations
 from iped.rollout.policies import starter_policy
 from iped.rollout.suggest import suggest
 from iped.rollout.survey import survey
+from tests.lab.corpus.cases import PROBE_TARGETS, Case, load_cases
+from tests.lab.corpus.template import expand
+from tests.lab.corpus.truth import load_truth
+from tests.lab.emulator_backend import EmulatorBackend
 
 SERIES = ("6.12", "7")
 _PLACEHOLDER = re.compile(r"\{(pid|ino|fact:[^}]*|sha256:[^}]*)\}")

@@ -2,17 +2,16 @@
 
 The guest sees the host's ``/`` read-only at the same paths, so the command can be the
 checkout's own venv python running the checkout's own code: no guest image to build or keep
-in sync.  A host directory (``outdir``) is shared read-write at :data:`iped.lab.GUEST_OUT`
-for results.  OVMF runs with the lab signers enrolled in ``db`` (see :mod:`iped.lab.firmware`).
+in sync.  A host directory (``outdir``) is shared read-write at :data:`tests.lab.GUEST_OUT`
+for results.  OVMF runs with the lab signers enrolled in ``db`` (see :mod:`tests.lab.firmware`).
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from iped.lab import (
+from tests.lab import (
     GUEST_ENV_FLAG,
     GUEST_HOME,
     GUEST_LAB,
@@ -28,13 +27,13 @@ from iped.lab import (
     GUEST_TMP,
     LabError,
     LabTimeoutError,
-    run,
 )
-from iped.lab.firmware import enrolled_firmware
-from iped.lab.guest import CHECKOUT, GuestOutput
-from iped.lab.initramfs import COMMAND_SCRIPT
-from iped.lab.initramfs import build as build_initramfs
-from iped.lab.kernels import Kernel, get_kernel
+from tests.lab.accel import SESSION, Accel, AccelChoice
+from tests.lab.firmware import enrolled_firmware
+from tests.lab.guest import CHECKOUT, GuestOutput
+from tests.lab.initramfs import COMMAND_SCRIPT
+from tests.lab.initramfs import build as build_initramfs
+from tests.lab.kernels import Kernel, get_kernel
 
 #: Always on the kernel command line: serial console, reboot (= QEMU exit) on panic, audit on.
 BASE_CMDLINE = "console=ttyS0 panic=-1 audit=1 quiet"
@@ -56,6 +55,8 @@ class GuestResult:
     outdir: Path
     #: Wall-clock seconds from QEMU start to exit (informational; never asserted on).
     seconds: float
+    #: The accelerator the guest ran under, and why (a KVM fallback says so).
+    accel: Accel
 
     def tail(self, lines: int = 40) -> str:
         """The end of both logs, for assertion messages."""
@@ -63,7 +64,7 @@ class GuestResult:
 
     @property
     def output(self) -> GuestOutput:
-        """Reader for what ``python -m iped.lab.guest`` wrote (facts, steps, junit)."""
+        """Reader for what ``python -m tests.lab.guest`` wrote (facts, steps, junit)."""
         return GuestOutput(self.outdir)
 
 
@@ -82,6 +83,7 @@ def boot(
     smp: int = 1,
     memory_mb: int = 2048,
     extra_modules: Sequence[str] = (),
+    accel: AccelChoice | None = None,
 ) -> GuestResult:
     """Boot ``kernel`` (a :class:`Kernel` or a series name), run ``command``, power off.
 
@@ -89,8 +91,13 @@ def boot(
     chroot from ``cwd`` (default: the current directory) with the venv's bin first on PATH.
     Its output lands in ``outdir/guest.log``; the serial console in ``outdir/console.log``.
 
-    Raises :class:`GuestTimeoutError` after ``timeout`` seconds and :class:`LabError` when the
-    guest never got to run the command (panic, 9p failure), both with the console tail.
+    The accelerator comes from ``accel`` (default: the session's, :data:`tests.lab.accel.SESSION`).
+    A KVM boot the console shows to be failing is killed and run again under TCG; the failed
+    console is kept as ``outdir/console-kvm.log``.
+
+    Raises :class:`GuestTimeoutError` after ``timeout`` seconds (per QEMU run) and
+    :class:`LabError` when the guest never got to run the command (panic, 9p failure), both
+    with the console tail.
     """
     if isinstance(kernel, str):
         kernel = get_kernel(kernel)
@@ -108,87 +115,103 @@ def boot(
     firmware = enrolled_firmware()
     initrd = build_initramfs(kernel, extra_modules)
     console = outdir / "console.log"
+    choice = accel or SESSION
+    chosen = choice.current()
     with tempfile.TemporaryDirectory(prefix="iped-lab-vars-") as tmp:
-        vars_fd = firmware.fresh_vars(Path(tmp) / "vars.fd")
-        argv = [
-            *_die_with_parent(),
-            "qemu-system-x86_64", "-machine", "q35", *_accel(smp), "-smp", str(smp), "-m", str(memory_mb),
-            "-nographic", "-no-reboot", "-nic", "none",
-            "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(firmware.code)}",
-            "-drive", f"if=pflash,format=raw,unit=1,file={_q(vars_fd)}",
-            "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd.path),
-            "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
-            "-virtfs", f"local,path={_q(outdir)},mount_tag=out,security_model=none,multidevs=remap",
-            "-append", f"{BASE_CMDLINE} {extra_cmdline}".strip(),
-        ]
-        start = time.monotonic()
-        try:
-            qemu = run(argv, check=False, timeout=timeout, output=console, what=f"booting {kernel.release}")
-        except LabTimeoutError:
-            raise GuestTimeoutError(
-                f"guest {kernel.release} timed out after {timeout:g} s (QEMU killed)\n"
-                + _tails(kernel.release, _read(outdir / "guest.log"), _read(console), 40)
-            ) from None
+        while True:
+            vars_fd = firmware.fresh_vars(Path(tmp) / "vars.fd")
+            argv = [
+                *_die_with_parent(),
+                choice.qemu, "-machine", "q35", *chosen.qemu_args(smp), "-smp", str(smp), "-m", str(memory_mb),
+                "-nographic", "-no-reboot", "-nic", "none",
+                "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(firmware.code)}",
+                "-drive", f"if=pflash,format=raw,unit=1,file={_q(vars_fd)}",
+                "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd.path),
+                "-virtfs", "local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap",
+                "-virtfs", f"local,path={_q(outdir)},mount_tag=out,security_model=none,multidevs=remap",
+                "-append", f"{BASE_CMDLINE} {extra_cmdline}".strip(),
+            ]
+            start = time.monotonic()
+            try:
+                returncode = _run_qemu(argv, console, timeout=timeout, accel=chosen, what=f"booting {kernel.release}")
+                break
+            except _AccelFailedError as failure:
+                # Keep the failed console for the record; the retry writes a fresh one.
+                console.replace(outdir / "console-kvm.log")
+                chosen = choice.fall_back(kernel.release, str(failure))
+            except LabTimeoutError:
+                raise GuestTimeoutError(
+                    f"guest {kernel.release} timed out after {timeout:g} s under {chosen.name} "
+                    f"({chosen.why}; QEMU killed)\n"
+                    + _tails(kernel.release, _read(outdir / "guest.log"), _read(console), 40)
+                ) from None
         seconds = time.monotonic() - start
     guest_log, console_log = _read(outdir / "guest.log"), _read(console)
     rc_text = _read(outdir / "guest-rc").strip()
     if not rc_text.lstrip("-").isdigit():
         raise LabError(
-            f"guest {kernel.release} never finished the command (QEMU exit {qemu.returncode})\n"
+            f"guest {kernel.release} never finished the command (QEMU exit {returncode} under {chosen.name})\n"
             + _tails(kernel.release, guest_log, console_log, 60)
         )
-    return GuestResult(kernel.release, int(rc_text), guest_log, console_log, outdir, seconds)
+    return GuestResult(kernel.release, int(rc_text), guest_log, console_log, outdir, seconds, chosen)
+
+
+def describe_accel(result: GuestResult) -> str:
+    """One line for the lab summary: the accelerator a guest ran under and why."""
+    return f"ran under {result.accel.name.upper()} ({result.accel.why})"
 
 
 def run_guest(kernel: Kernel | str, outdir: Path, *, timeout: float, smp: int = 1) -> GuestResult:
-    """Boot ``kernel`` and run the whole guest side (``python -m iped.lab.guest``) once.
+    """Boot ``kernel`` and run the whole guest side (``python -m tests.lab.guest``) once.
 
     The guest uses this very interpreter (``sys.executable``): the host root is shared at the
     same paths, so the venv and the checkout are the ones under test.
     """
-    command = [sys.executable, "-m", "iped.lab.guest", "--out", GUEST_OUT]
+    command = [sys.executable, "-m", "tests.lab.guest", "--out", GUEST_OUT]
     return boot(kernel, command, timeout=timeout, outdir=outdir, cwd=CHECKOUT, smp=smp)
 
 
-@functools.cache
-def kvm_usable() -> bool:
-    """True only if KVM really runs a guest here.
+class _AccelFailedError(Exception):
+    """A watched KVM boot is failing (the message says how): run it again under TCG."""
 
-    An openable /dev/kvm is not enough: under nested virtualisation KVM may create VMs and
-    then abort on the first vCPU reset (seen here: "failed to set MSR 0x10a").  So boot a
-    64 KiB firmware whose reset vector writes 0 to QEMU's isa-debug-exit port: exit status
-    1 means a vCPU under KVM executed it.
+
+#: How often a running QEMU is checked (exit, timeout, console).
+_POLL_SECONDS = 0.5
+
+
+def _run_qemu(argv: Sequence[str], console: Path, *, timeout: float, accel: Accel, what: str) -> int:
+    """Run QEMU with both streams to ``console`` until it exits; return its exit status.
+
+    While it runs, new console output is handed to :meth:`Accel.failure`; a failure kills QEMU
+    and raises :class:`_AccelFailedError`.  Past ``timeout`` QEMU is killed and
+    :class:`LabTimeoutError` raised.
     """
-    try:
-        os.close(os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC))
-    except OSError:
-        return False
-    rom = bytearray(b"\xf4" * 0x10000)  # hlt everywhere
-    rom[0xFFF0:0xFFF7] = bytes([0xB0, 0x00, 0xE6, 0xF4, 0xF4, 0xEB, 0xFE])  # mov al,0; out 0xf4,al; hlt
-    with tempfile.TemporaryDirectory(prefix="iped-lab-kvm-") as tmp:
-        bios = Path(tmp) / "probe.bin"
-        bios.write_bytes(bytes(rom))
+    start = time.monotonic()
+    with console.open("wb") as sink:
         try:
-            probe = run(["qemu-system-x86_64", "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "64",
-                         "-nodefaults", "-display", "none", "-bios", bios,
-                         "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"], check=False, timeout=30)
-        except LabError:
-            return False
-    return probe.returncode == 1
-
-
-def _accel(smp: int) -> list[str]:
-    """KVM when it demonstrably works (or ``IPED_LAB_ACCEL=kvm``), else TCG.
-
-    Multi-vCPU TCG runs single-threaded: with MTTCG (one host thread per vCPU) the 6.12
-    kernel sometimes dies at boot with "Oops: int3" in sched_clock_cpu, a vCPU executing
-    code another vCPU is live-patching (text_poke_bp). One vCPU per guest is the default;
-    the lab gets its parallelism from booting the two kernels side by side instead.
-    """
-    forced = os.environ.get("IPED_LAB_ACCEL", "")
-    if forced == "kvm" or (forced != "tcg" and kvm_usable()):
-        return ["-accel", "kvm", "-cpu", "host"]
-    return ["-accel", "tcg" if smp == 1 else "tcg,thread=single", "-cpu", "max"]
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT)
+        except FileNotFoundError as exc:
+            raise LabError(f"{what} failed: {argv[0]} is not installed ({exc})") from exc
+    try:
+        with console.open("rb") as reader:
+            size, tail = 0, b""
+            while True:
+                try:
+                    return proc.wait(timeout=_POLL_SECONDS)
+                except subprocess.TimeoutExpired:
+                    pass
+                seconds = time.monotonic() - start
+                if seconds > timeout:
+                    raise LabTimeoutError(f"{what} timed out after {timeout:g} s")
+                new = reader.read()
+                size += len(new)
+                tail = (tail + new)[-4096:]
+                if failure := accel.failure(tail, size, seconds):
+                    raise _AccelFailedError(failure)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _die_with_parent() -> list[str]:
@@ -214,7 +237,7 @@ def _command_script(command: Sequence[str] | str, cwd: Path) -> str:
     }
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
     return (
-        f"# written by iped.lab.vm; run by the guest's init in a chroot of the host root ({GUEST_LAB})\n"
+        f"# written by tests.lab.vm; run by the guest's init in a chroot of the host root ({GUEST_LAB})\n"
         f"{exports}cd {shlex.quote(str(cwd))} || exit 125\n{shell}\n"
     )
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from iped.daemon.devkey import self_signed_cert
-from iped.lab import cache_dir
+from tests.lab import cache_dir
 
 #: Committed key material (part of the checkout; see tests/lab/keys/README.md).
 KEYS_DIR = Path(__file__).resolve().parents[2] / "tests" / "lab" / "keys"
@@ -85,7 +85,7 @@ EC_SIGNER = Signer("ec-signer", "iped lab EC policy signer", enrolled=True)
 UNTRUSTED_SIGNER = Signer("untrusted-signer", "iped lab untrusted signer (never enrolled)", enrolled=False)
 FSVERITY_SIGNER = Signer("fsverity-signer", "iped lab fs-verity signer", enrolled=False)
 ALL_SIGNERS: tuple[Signer, ...] = (RSA_SIGNER, EC_SIGNER, UNTRUSTED_SIGNER, FSVERITY_SIGNER)
-#: What :mod:`iped.lab.firmware` enrolls in db.
+#: What :mod:`tests.lab.firmware` enrolls in db.
 ENROLLED: tuple[Signer, ...] = tuple(s for s in ALL_SIGNERS if s.enrolled)
 
 
@@ -103,7 +103,7 @@ def sign_policy(text: bytes, signer: Signer) -> bytes:
 def generate(directory: Path) -> None:
     """(Re)create every test key pair in ``directory``.
 
-    Run once to create the committed files (``python -m iped.lab gen-keys DIR``); after that
+    Run once to create the committed files (``python -m tests.lab gen-keys DIR``); after that
     the files are the source of truth, since the lab firmware caches the enrolled certs.
     """
     directory.mkdir(parents=True, exist_ok=True)

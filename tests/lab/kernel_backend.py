@@ -6,7 +6,7 @@
   ``AUDIT_NLGRP_READLOG``, needs CAP_AUDIT_READ).  Records arrive asynchronously, so after
   every step the backend sends a user-space marker record (type 1121 with a nonce) and reads
   up to it: everything the step caused was queued before the marker;
-* probes: a forked child names itself :data:`~iped.lab.corpus.PROBE_COMM` and performs one
+* probes: a forked child names itself :data:`~tests.lab.corpus.backend.PROBE_COMM` and performs one
   real exec/mmap/mprotect; 1420 records are kept only for that child's pid, so the runner's
   own mappings (success_audit=1) never leak into the truth;
 * fixtures: a copy of the initramfs busybox on tmpfs, an fs-verity capable ext4 image on a
@@ -25,21 +25,20 @@ import re
 import select
 import shutil
 import socket
-import struct
 import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iped.lab import GUEST_INITRAMFS
-from iped.lab.corpus import PROBE_COMM, Probe, ProbeOutcome, errno_text, signal_text
+from iped.audit.netlink import AUDIT_NLGRP_READLOG, NETLINK_AUDIT, pack_frame, split_frames
+from tests.lab import GUEST_INITRAMFS
+from tests.lab.corpus.backend import PROBE_COMM, ProbeOutcome, errno_text, signal_text
+from tests.lab.corpus.cases import Probe
 
 IPE_ROOT = Path("/sys/kernel/security/ipe")
-NETLINK_AUDIT = 9
-AUDIT_NLGRP_READLOG = 1
 AUDIT_MARKER_TYPE = 1121  # AUDIT_TRUSTED_APP: a cheap user record we can send ourselves
-_NLMSG_HDR = struct.Struct("=IHHII")
+_NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
 _PREFIX = re.compile(rb"^audit\([0-9.]+:\d+\): ")
 
 _PROT = {"r": 1, "w": 2, "x": 4}
@@ -83,26 +82,16 @@ class AuditReader:
     def _send_marker(self) -> bytes:
         self.nonce += 1
         text = f"iped-corpus-marker-{os.getpid()}-{self.nonce}".encode()
-        payload = text + b"\0"
-        msg = _NLMSG_HDR.pack(_NLMSG_HDR.size + len(payload), AUDIT_MARKER_TYPE, 0x1 | 0x4, self.nonce, 0)
-        self.tx.sendto(msg + payload, (0, 0))
+        frame = pack_frame(AUDIT_MARKER_TYPE, text + b"\0", flags=_NLM_F_REQUEST | _NLM_F_ACK, seq=self.nonce)
+        self.tx.sendto(frame, (0, 0))
         return text
 
     def _recv(self, timeout: float) -> list[tuple[int, bytes]]:
         ready, _, _ = select.select([self.sock], [], [], timeout)
         if not ready:
             return []
-        data = self.sock.recv(1 << 20)
-        out = []
-        off = 0
-        while off + _NLMSG_HDR.size <= len(data):
-            length, rtype, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, off)
-            if length < _NLMSG_HDR.size:
-                break
-            body = data[off + _NLMSG_HDR.size: off + length].rstrip(b"\0")
-            out.append((rtype, body))
-            off += (length + 3) & ~3
-        return out
+        frames, _malformed = split_frames(self.sock.recv(1 << 20))
+        return [(rtype, payload.rstrip(b"\0")) for rtype, payload in frames]
 
     def drain(self) -> list[tuple[int, bytes]]:
         """Records queued before now (type, body without the ``audit(...): `` prefix)."""
@@ -126,7 +115,7 @@ class AuditReader:
 
 @dataclass
 class KernelBackend:
-    """:class:`iped.lab.corpus.Backend` on the running kernel's securityfs."""
+    """:class:`tests.lab.corpus.backend.Backend` on the running kernel's securityfs."""
 
     workdir: Path
     audit: AuditReader
@@ -304,7 +293,7 @@ class KernelBackend:
         return self._sh("losetup", "--find", "--show", *extra, str(image)).strip()
 
     def _fsverity(self, busybox: Path) -> None:
-        from iped.lab import keys
+        from tests.lab import keys
 
         img = self.workdir / "fsverity.img"
         with img.open("wb") as fh:
@@ -335,7 +324,7 @@ class KernelBackend:
         self.fact_map["fsverity:signed.signed"] = "TRUE"
 
     def _key_copy(self) -> Path:
-        from iped.lab import keys
+        from tests.lab import keys
 
         dest = self.workdir / "fsverity-signer.key"
         fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -347,7 +336,7 @@ class KernelBackend:
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.serialization import pkcs7
 
-        from iped.lab import keys
+        from tests.lab import keys
 
         src = self.workdir / "dmv-src"
         src.mkdir()

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from iped.lab import SERIES, LabError, cache_dir, run
+from tests.lab import SERIES, LabError, cache_dir, run
 
 #: Refresh sid's package lists at most this often; within a day the lab keeps its kernel.
 SID_LISTS_MAX_AGE = 24 * 3600.0

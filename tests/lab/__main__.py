@@ -1,4 +1,4 @@
-"""``python -m iped.lab``: drive the IPE lab by hand (the tests use the same functions).
+"""``python -m tests.lab``: drive the IPE lab by hand (the tests use the same functions).
 
     fetch                                   download/refresh both kernels, print versions
     config  --kernel 7 [REGEX]              print the kernel's config options matching REGEX
@@ -14,11 +14,11 @@ import re
 import sys
 from pathlib import Path
 
-from iped.lab import GUEST_OUT, SERIES, LabError
+from tests.lab import GUEST_OUT, SERIES, LabError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iped.lab", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m tests.lab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("fetch", help="download both kernels (cached) and print their versions")
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"the guest sees it at {GUEST_OUT}")
     boot.add_argument("--append", default="", help="extra kernel command line")
     boot.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD... (run from the current dir)")
-    runp = sub.add_parser("run", help="boot a kernel and run python -m iped.lab.guest")
+    runp = sub.add_parser("run", help="boot a kernel and run python -m tests.lab.guest")
     runp.add_argument("--kernel", choices=SERIES, required=True)
     runp.add_argument("--out", type=Path, required=True)
     runp.add_argument("--timeout", type=float, default=900.0)
@@ -43,20 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except LabError as exc:
-        print(f"iped.lab: {exc}", file=sys.stderr)
+        print(f"tests.lab: {exc}", file=sys.stderr)
         return 2
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.cmd == "fetch":
-        from iped.lab.kernels import get_kernel
+        from tests.lab.kernels import get_kernel
 
         for series in SERIES:
             k = get_kernel(series)
             print(f"{series:5} {k.release:28} {k.version:22} {' '.join(k.packages)}\n      {k.root}")
         return 0
     if args.cmd == "config":
-        from iped.lab.kernels import get_kernel
+        from tests.lab.kernels import get_kernel
 
         config = get_kernel(args.kernel).config
         for key in sorted(config):
@@ -64,21 +64,21 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"{key}={config[key]}")
         return 0
     if args.cmd == "gen-keys":
-        from iped.lab.keys import generate
+        from tests.lab.keys import generate
 
         generate(args.dir)
         return 0
-    from iped.lab.vm import boot, run_guest
+    from tests.lab.vm import boot, run_guest
 
     if args.cmd == "boot":
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
         if not command:
-            raise LabError("boot needs a command: python -m iped.lab boot --kernel 7 -- CMD...")
+            raise LabError("boot needs a command: python -m tests.lab boot --kernel 7 -- CMD...")
         result = boot(args.kernel, command, timeout=args.timeout, outdir=args.out, extra_cmdline=args.append)
     else:
         result = run_guest(args.kernel, args.out, timeout=args.timeout)
     sys.stdout.write(result.guest_log)
-    print(f"[iped.lab] {result.release}: exit {result.returncode} after {result.seconds:.0f} s; "
+    print(f"[tests.lab] {result.release}: exit {result.returncode} after {result.seconds:.0f} s; "
           f"results and console.log in {result.outdir}", file=sys.stderr)
     return result.returncode
 

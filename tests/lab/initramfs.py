@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from iped.lab import (
+from tests.lab import (
     GUEST_HOME,
     GUEST_INITRAMFS,
     GUEST_OUT,
@@ -33,14 +33,14 @@ from iped.lab import (
     cache_dir,
     run,
 )
-from iped.lab.kernels import Kernel
+from tests.lab.kernels import Kernel
 
 BUSYBOX = Path("/bin/busybox")
 #: Modules the guest needs; their dependencies are added automatically.
 REQUIRED_MODULES: tuple[str, ...] = (
     "netfs", "9pnet", "9pnet_virtio", "9p", "dm-mod", "dm-bufio", "dm-verity", "ext4", "loop",
 )
-#: Name of the guest command script in the results dir, written by :mod:`iped.lab.vm`.
+#: Name of the guest command script in the results dir, written by :mod:`tests.lab.vm`.
 COMMAND_SCRIPT = ".guest-cmd.sh"
 #: Bump when the layout or init script changes, to invalidate cached images.
 _FORMAT = "4"

@@ -16,8 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from iped.lab import LabError, cache_dir, run
-from iped.lab.keys import ENROLLED
+from tests.lab import LabError, cache_dir, run
+from tests.lab.keys import ENROLLED
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -39,7 +39,7 @@ class Firmware:
 
 
 def enrolled_firmware() -> Firmware:
-    """OVMF whose ``db`` holds every :data:`iped.lab.keys.ENROLLED` cert (built once, cached).
+    """OVMF whose ``db`` holds every :data:`tests.lab.keys.ENROLLED` cert (built once, cached).
 
     The cache key covers the OVMF vars template and the certificates, so upgrading OVMF or
     regenerating the test keys rebuilds it.

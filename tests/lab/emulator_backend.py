@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from iped.lab.corpus import PROBE_COMM, Probe, ProbeOutcome
+from tests.lab.corpus.backend import PROBE_COMM, ProbeOutcome
+from tests.lab.corpus.cases import Probe
 
 if TYPE_CHECKING:
     from iped.emulator import Emulator, FileInfo
@@ -54,7 +55,7 @@ def _hex_bytes(value: str) -> bytes:
 
 @dataclass
 class EmulatorBackend:
-    """:class:`iped.lab.corpus.Backend` on a fresh emulator of one kernel series."""
+    """:class:`tests.lab.corpus.backend.Backend` on a fresh emulator of one kernel series."""
 
     series: str
     fact_map: Mapping[str, str]
@@ -62,7 +63,7 @@ class EmulatorBackend:
 
     def __post_init__(self) -> None:
         from iped.emulator import Emulator
-        from iped.lab import keys
+        from tests.lab import keys
 
         self.emu = Emulator(abi=ABI_OF_SERIES[self.series])
         for signer in (keys.RSA_SIGNER, keys.EC_SIGNER):

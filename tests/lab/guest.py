@@ -1,4 +1,4 @@
-"""Guest-side entry point: ``python -m iped.lab.guest --out DIR``, run inside the lab VM.
+"""Guest-side entry point: ``python -m tests.lab.guest --out DIR``, run inside the lab VM.
 
 It runs as root on a real IPE kernel, in a chroot of the host's (read-only) root, and leaves
 everything for the host in ``DIR`` (the shared results directory):
@@ -6,7 +6,7 @@ everything for the host in ``DIR`` (the shared results directory):
 * ``facts.json``      - what the kernel looks like (release, LSMs, IPE securityfs,
   ``.platform`` keyring contents, command line), collected first, before any step can
   change kernel state;
-* ``corpus.log``      - step 1, :func:`iped.lab.corpus.run_kernel` (when that module exists);
+* ``corpus.log``      - step 1, :func:`tests.lab.corpus.in_guest.run_kernel` (when that module exists);
 * ``guest-pytest.log`` and ``guest-junit.xml`` - step 2, ``pytest tests/lab_guest``;
 * ``steps.json``      - per step: status, exit code, duration, log file.
 
@@ -26,11 +26,12 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from iped.lab import GUEST_BUSYBOX, GUEST_TMP
+from tests.lab import GUEST_BUSYBOX, GUEST_ENV_FLAG, GUEST_TMP
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 GUEST_TESTS = CHECKOUT / "tests" / "lab_guest"
@@ -55,7 +56,7 @@ class StepResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m iped.lab.guest", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m tests.lab.guest", description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="results directory (shared with the host)")
     parser.add_argument("--step", choices=["corpus"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [_corpus_step(out), _pytest_step(out)]
     _write_json(out / "steps.json", [asdict(s) for s in steps])
     for step in steps:
-        print(f"iped.lab.guest: {step.name}: {step.status} (rc={step.returncode}, {step.seconds:.1f} s) "
+        print(f"tests.lab.guest: {step.name}: {step.status} (rc={step.returncode}, {step.seconds:.1f} s) "
               f"{step.detail}".rstrip(), flush=True)
     return 1 if any(s.status == "failed" for s in steps) else 0
 
@@ -125,23 +126,23 @@ def _platform_keyring(proc_keys: str) -> list[str]:
 
 def _corpus_step(out: Path) -> StepResult:
     log = out / "corpus.log"
-    if importlib.util.find_spec("iped.lab.corpus") is None:
-        log.write_text("iped.lab.corpus does not exist: step skipped\n")
-        return StepResult("corpus", "absent", None, 0.0, log.name, "no iped.lab.corpus module")
-    return _run_step("corpus", [sys.executable, "-m", "iped.lab.guest", "--out", str(out), "--step", "corpus"],
+    if importlib.util.find_spec("tests.lab.corpus.in_guest") is None:
+        log.write_text("tests.lab.corpus.in_guest does not exist: step skipped\n")
+        return StepResult("corpus", "absent", None, 0.0, log.name, "no tests.lab.corpus.in_guest module")
+    return _run_step("corpus", [sys.executable, "-m", "tests.lab.guest", "--out", str(out), "--step", "corpus"],
                      log)
 
 
 def _corpus_in_process(out: Path) -> int:
     """Body of the corpus step (own process). An ImportError is a failure, not a crash."""
     try:
-        corpus = importlib.import_module("iped.lab.corpus")
+        corpus = importlib.import_module("tests.lab.corpus.in_guest")
     except Exception:
-        print("FAILED to import iped.lab.corpus:\n" + traceback.format_exc(), flush=True)
+        print("FAILED to import tests.lab.corpus.in_guest:\n" + traceback.format_exc(), flush=True)
         return 3
     run_kernel = getattr(corpus, "run_kernel", None)
     if run_kernel is None:
-        print("iped.lab.corpus has no run_kernel(out_dir): nothing to run", flush=True)
+        print("tests.lab.corpus.in_guest has no run_kernel(out_dir): nothing to run", flush=True)
         return 4
     run_kernel(out)
     return 0
@@ -226,6 +227,47 @@ class GuestOutput:
                     break
             cases[nodeid] = JunitCase(nodeid, outcome, message)
         return cases
+
+    def unpassed(self, expected: Sequence[str]) -> list[str]:
+        """Why the guest tests do not prove anything yet: one line per problem, empty when all passed.
+
+        Every id in ``expected`` (:func:`expected_guest_tests`) must have run and *passed*: a skip
+        is a problem like a failure (a module-level ``skipif`` would otherwise hide a whole file),
+        and so are an empty expectation, an empty guest run and a guest test the host did not
+        expect (host and guest disagree on what exists).
+        """
+        if not expected:
+            return ["the host expects no guest test: collecting tests/lab_guest found none"]
+        try:
+            cases = self.junit()
+        except (OSError, ValueError) as exc:
+            return [f"no guest junit results ({exc})"]
+        problems = [f"{nodeid}: did not run in the guest" for nodeid in expected if nodeid not in cases]
+        problems += [f"{c.nodeid}: {c.outcome}\n{c.message}" for nodeid, c in cases.items()
+                     if nodeid in expected and c.outcome != "passed"]
+        problems += [f"{nodeid}: ran in the guest but the host does not expect it" for nodeid in cases
+                     if nodeid not in expected]
+        return problems
+
+
+def expected_guest_tests() -> list[str]:
+    """The ids (junit keys, see :meth:`GuestOutput.junit`) of every test in tests/lab_guest.
+
+    Collected on the host exactly as the guest collects them (``IPED_LAB_GUEST=1``, which only
+    un-hides the files; collecting runs no test).
+    """
+    argv = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(GUEST_TESTS)]
+    proc = subprocess.run(argv, cwd=CHECKOUT, env=dict(os.environ, **{GUEST_ENV_FLAG: "1"}), capture_output=True,
+                          text=True, check=False, stdin=subprocess.DEVNULL)
+    if proc.returncode not in (0, 5):  # 5: nothing collected, reported by unpassed()
+        raise RuntimeError(f"collecting {GUEST_TESTS} failed (exit {proc.returncode}):\n{proc.stdout}{proc.stderr}")
+    return [junit_key(line) for line in proc.stdout.splitlines() if "::" in line]
+
+
+def junit_key(nodeid: str) -> str:
+    """``tests/lab_guest/test_x.py::Cls::test_y[p]`` -> ``tests.lab_guest.test_x.Cls::test_y[p]``."""
+    path, *scope, name = nodeid.split("::")
+    return ".".join([path.removesuffix(".py").replace("/", "."), *scope]) + "::" + name
 
 
 # --------------------------------------------------------------------------- helpers
