@@ -36,9 +36,9 @@ def _concrete(body: str, facts: dict[str, str]) -> str:
         kind, _, label = m.group(1).partition(":")
         if kind in ("pid", "ino"):
             return "4242" if kind == "pid" else "17"
-        if kind == "fact":
-            return facts[label].upper()  # digests are printed upper-case in rule=
-        return hashlib.sha256(label.encode()).hexdigest().upper()
+        label, bar, case = label.partition("|")  # "|upper": the kernel printed the digest upper-case
+        text = facts[label] if kind == "fact" else hashlib.sha256(label.encode()).hexdigest()
+        return text.upper() if bar and case == "upper" else text
 
     return _PLACEHOLDER.sub(value, body)
 
