@@ -9,7 +9,6 @@ target, so node_exporter never reads half a file.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,10 +125,6 @@ def prometheus_text(c: AuditCounters) -> str:
 
 def write_textfile(c: AuditCounters, path: str | Path) -> None:
     """Write the metrics atomically (temp file in the same directory, fsync, rename)."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(prometheus_text(c))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    from iped.fsutil import write_atomically
+
+    write_atomically(path, prometheus_text(c))

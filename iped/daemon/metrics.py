@@ -19,7 +19,6 @@ collector never reads half a file. A failed write is logged; the daemon goes on.
 
 from __future__ import annotations
 
-import os
 import time
 import weakref
 from collections import Counter
@@ -30,6 +29,7 @@ from typing import Any, Protocol
 from iped.daemon.log import Reporter
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.daemon.settings import Settings
+from iped.fsutil import write_atomically
 
 #: outcomes after which the kernel is in the declared state
 IN_SYNC_OUTCOMES = frozenset({"applied", "unchanged"})
@@ -107,16 +107,6 @@ def prometheus_text(m: StateMetrics) -> str:
 def state_textfile(audit_textfile: Path) -> Path:
     """``iped.prom`` -> ``iped_state.prom``, in the same collector directory."""
     return audit_textfile.with_name(f"{audit_textfile.stem}_state.prom")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same directory, fsync, rename: readers see the old file or the new one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 _METRICS: weakref.WeakKeyDictionary[ObservedDaemon, StateMetrics] = weakref.WeakKeyDictionary()

@@ -2,11 +2,15 @@
 
 Every ansible process gets a fresh HOME under tmp_path: ansible-test passes only HOME and PATH to
 what it runs, its caches live in ~/.ansible, and helpers running side by side must not share them.
+The one exception is ``ansible-test sanity``'s virtualenvs and pip bootstrap (``sanity_home``): they
+persist in the lab cache, so only the first run on a machine installs anything.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from iped.lab import cache_dir
 from tests.daemon.conftest import (  # the daemon tests' fixtures, shared
     DaemonProc,
     Site,
@@ -30,6 +35,10 @@ COLLECTIONS = ROOT / "ansible"
 COLLECTION = COLLECTIONS / "ansible_collections" / "iped" / "ipe"
 BIN = Path(sys.executable).parent
 IPED = BIN / "iped"
+#: the Python ansible-test runs the collection's tests with (``--python``)
+ANSIBLE_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+#: get-pip.py's stand-in (see its docstring)
+GET_PIP = Path(__file__).with_name("get_pip_from_wheel.py")
 
 
 def ansible_env(home: Path, **extra: str) -> dict[str, str]:
@@ -71,3 +80,49 @@ def slow_daemon(site: Site) -> Iterator[DaemonProc]:
     d = start_daemon(site)
     yield d
     d.stop()
+
+
+#: ansible-test's own answer to "which pip does a sanity virtualenv get" (python_requirements.get_venv_packages)
+PIP_VERSION_OF_ANSIBLE_TEST = (
+    "import sys\n"
+    "from ansible_test._internal.host_configs import NativePythonConfig\n"
+    "from ansible_test._internal.python_requirements import get_venv_packages\n"
+    "print(get_venv_packages(NativePythonConfig(version=sys.argv[1]))['pip'])\n"
+)
+
+
+def seed_pip_bootstrap(cache: Path) -> Path:
+    """Put ansible-test's pip bootstrap where it looks before downloading it: ``get_pip_<X_Y>.py``.
+
+    The stand-in installs pip from its wheel, which comes from PyPI through pip's configured index
+    (the only network this needs); ci-files.testing.ansible.com is never asked.
+    """
+    cache.mkdir(parents=True, exist_ok=True)
+    version = subprocess.run([sys.executable, "-c", PIP_VERSION_OF_ANSIBLE_TEST, ANSIBLE_PYTHON],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    if not (cache / f"pip-{version}-py3-none-any.whl").is_file():
+        require_ok(subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                                   "--dest", str(cache), f"pip=={version}"],
+                                  capture_output=True, text=True, timeout=300, check=False))
+    script = cache / f"get_pip_{version.replace('.', '_')}.py"
+    shutil.copyfile(GET_PIP, script)
+    return script
+
+
+@pytest.fixture
+def sanity_home(home: Path) -> Iterator[Path]:
+    """A fresh HOME whose ``~/.ansible/test/{cache,venv}`` are the persistent ``<lab cache>/ansible-test/``.
+
+    ansible-test keys each sanity virtualenv by a hash of its pinned requirements, so a cached one is
+    reused exactly when nothing changed. A lock keeps two suites from building the same one at once.
+    """
+    persistent = cache_dir() / "ansible-test"
+    persistent.mkdir(exist_ok=True)
+    with (persistent / "lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        seed_pip_bootstrap(persistent / "cache")
+        (home / ".ansible" / "test").mkdir(parents=True)
+        for name in ("cache", "venv"):
+            (persistent / name).mkdir(exist_ok=True)
+            (home / ".ansible" / "test" / name).symlink_to(persistent / name)
+        yield home

@@ -14,6 +14,7 @@ from iped.audit.counters import prometheus_text as audit_text
 from iped.daemon.metrics import StateMetrics
 from iped.daemon.metrics import prometheus_text as state_text
 from tests.fleet.conftest import COLLECTION, ROOT
+from tests.fleet.test_collection import SANITY_TESTS
 
 DOC = (ROOT / "docs" / "fleet.md").read_text()
 
@@ -45,3 +46,9 @@ def test_alerts_query_metrics_iped_writes() -> None:
     exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
     used = set(re.findall(r"\biped_\w+", exprs))
     assert used and used <= written, used - written
+
+
+def test_sanity_set_is_the_one_the_suite_runs() -> None:
+    [listed] = re.findall(r"The default set is all \d+ tests: `([^`]+)`", DOC)
+    assert tuple(listed.split()) == SANITY_TESTS
+    assert f"all {len(SANITY_TESTS)} tests" in DOC

@@ -15,7 +15,7 @@ description:
   - Never changes anything and never reports V(changed).
 version_added: 0.1.0
 author:
-  - iped developers
+  - iped developers (!UNKNOWN)  # no GitHub handle; validate-modules wants one or !UNKNOWN
 extends_documentation_fragment:
   - iped.ipe.iped
 attributes:

@@ -21,13 +21,13 @@ description:
     example the M(ansible.builtin.template) and M(ansible.builtin.copy) tasks of the role iped.ipe.iped.
 version_added: 0.1.0
 author:
-  - iped developers
+  - iped developers (!UNKNOWN)  # no GitHub handle; validate-modules wants one or !UNKNOWN
 options:
   method:
     description:
       - V(auto) asks the running daemon, and runs C(iped apply --once) when no daemon answers.
       - V(daemon) only asks the running daemon (an unreachable daemon fails).
-      - V(once) never asks a daemon: plan and apply in this process (C(iped plan --no-daemon), C(iped apply --once)).
+      - V(once) never asks a daemon, it plans and applies in this process (C(iped plan --no-daemon), C(iped apply --once)).
     type: str
     choices: [auto, daemon, once]
     default: auto
