@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from iped.lab import cache_dir
 from tests.daemon.conftest import (  # the daemon tests' fixtures, shared
     DaemonProc,
     Site,
@@ -27,6 +26,7 @@ from tests.daemon.conftest import (  # the daemon tests' fixtures, shared
     site,
     start_daemon,
 )
+from tests.lab import cache_dir
 
 __all__ = ["daemon", "dev_keys", "site"]
 
