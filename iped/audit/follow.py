@@ -17,16 +17,21 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from iped.audit.counters import AuditCounters, write_textfile
 from iped.audit.explain import PolicyIndex
 from iped.audit.group import Event, Grouper
 from iped.audit.records import RawRecord, RecordError, parse_stamped
 
+if TYPE_CHECKING:
+    from iped.audit.netlink import NetlinkSource
+
 #: How often an fd-less source (the emulator) is polled, and the metrics file rewritten.
 POLL_INTERVAL = 0.5
 METRICS_INTERVAL = 15.0
+#: while events keep coming, the metrics file is rewritten at most this often (seconds)
+METRICS_MIN_INTERVAL = 1.0
 
 
 class Source(Protocol):
@@ -44,10 +49,11 @@ class _Netlink:
     name = "netlink"
     track_gaps = True
 
-    def __init__(self, counters: AuditCounters) -> None:
+    def __init__(self, counters: AuditCounters, src: NetlinkSource | None = None) -> None:
+        """``src``: an already open reader (``NetlinkSource.over`` a socketpair in benchmarks and tests)."""
         from iped.audit.netlink import NetlinkSource
 
-        self._src = NetlinkSource()
+        self._src = NetlinkSource() if src is None else src
         self._counters = counters
 
     def fileno(self) -> int:
@@ -55,7 +61,9 @@ class _Netlink:
 
     def read(self) -> list[RawRecord]:
         recs = self._src.read()
-        self._counters.enobufs = self._src.stats.enobufs
+        stats, counters = self._src.stats, self._counters
+        counters.enobufs, counters.unparsed = stats.enobufs, stats.malformed
+        counters.foreign_frames = stats.foreign_sender
         return recs
 
     def close(self) -> None:
@@ -66,16 +74,19 @@ class _Journal:
     name = "journal"
     track_gaps = False
 
-    def __init__(self, state_dir: Path | None, since: float | None) -> None:
+    def __init__(self, state_dir: Path | None, since: float | None, counters: AuditCounters) -> None:
         from iped.audit.journal import JournalSource
 
         self._src = JournalSource(state_dir, since)
+        self._counters = counters
 
     def fileno(self) -> int:
         return self._src.fileno()
 
     def read(self) -> list[RawRecord]:
-        return self._src.read()
+        recs = self._src.read()
+        self._counters.unparsed = self._src.unparsed
+        return recs
 
     def close(self) -> None:
         self._src.close()
@@ -135,14 +146,14 @@ def open_source(
     if kind == "netlink":
         return _Netlink(counters), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
     if kind == "journal":
-        return _Journal(state_dir, since), "journal: systemd journal, _TRANSPORT=audit"
+        return _Journal(state_dir, since, counters), "journal: systemd journal, _TRANSPORT=audit"
     if kind != "auto":
         raise ValueError(f"unknown audit source {kind!r}")
     try:
         return _Netlink(counters), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
     except OSError as exc:
         why = os.strerror(exc.errno) if exc.errno else str(exc)
-        return _Journal(state_dir, since), f"journal: netlink bind failed ({why}; needs CAP_AUDIT_READ)"
+        return _Journal(state_dir, since, counters), f"journal: netlink bind failed ({why}; needs CAP_AUDIT_READ)"
 
 
 class Follower:
@@ -169,32 +180,38 @@ class Follower:
         self.grouper = Grouper(group_timeout, track_gaps=source.track_gaps)
         self._counters.group = self.grouper.stats
         self._next_metrics = 0.0
+        self._last_metrics = float("-inf")
 
     def fileno(self) -> int:
         return self.source.fileno()
 
     def _take(self, events: list[Event], now: float) -> list[Event]:
         ipe = [e for e in events if e.is_ipe]
+        count = self._counters.count
         for event in ipe:
-            self._counters.count(event)
-        if self.textfile is not None and (ipe or now >= self._next_metrics):
+            count(event)
+        if self.textfile is None:
+            return ipe
+        # the textfile (written with an fsync) follows the counts at most once a second: new
+        # counts within a second of the last write are written when that second is over
+        if ipe:
+            self._next_metrics = min(self._next_metrics, self._last_metrics + METRICS_MIN_INTERVAL)
+        if now >= self._next_metrics:
             self._next_metrics = now + METRICS_INTERVAL
+            self._last_metrics = now
             with contextlib.suppress(OSError):
                 write_textfile(self._counters, self.textfile)
         return ipe
 
     def on_readable(self) -> list[Event]:
         now = self._clock()
-        out: list[Event] = []
-        for rec in self.source.read():
-            out.extend(self.grouper.feed(rec, now))
-        return self._take(out, now)
+        # (feed_many: the grouper's common cases inline, the same events as feed() per record)
+        return self._take(list(self.grouper.feed_many(self.source.read(), now)), now)
 
     def on_timeout(self, now: float) -> list[Event]:
         out: list[Event] = []
         if isinstance(self.source, EmulatorSource):
-            for rec in self.source.read():
-                out.extend(self.grouper.feed(rec, now))
+            out.extend(self.grouper.feed_many(self.source.read(), now))
         out.extend(self.grouper.expire(now))
         return self._take(out, now)
 

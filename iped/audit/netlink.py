@@ -45,6 +45,7 @@ class NetlinkSource:
         the kernel has no audit support.
         """
         self.stats = NetlinkStats()
+        self._kernel_only = True
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
         try:
             self.rcvbuf = self._set_rcvbuf(rcvbuf)
@@ -61,6 +62,19 @@ class NetlinkSource:
         except PermissionError:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
         return self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    @classmethod
+    def over(cls, sock: socket.socket) -> NetlinkSource:
+        """A reader of netlink-framed audit records arriving on ``sock``, one end of a
+        ``socketpair`` (benchmarks/bench_follower.py, tests): the same reading and parsing, with
+        no sender to check (only the kernel's port 0 may send on the audit group)."""
+        src = cls.__new__(cls)
+        src.stats = NetlinkStats()
+        src._kernel_only = False
+        src._sock = sock
+        src.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        sock.setblocking(False)
+        return src
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -81,9 +95,12 @@ class NetlinkSource:
         socket is usable again right after the error is reported.
         """
         out: list[RawRecord] = []
+        recvfrom = self._sock.recvfrom
+        kernel_only = self._kernel_only
+        frames = self._frames
         for _ in range(max_datagrams):
             try:
-                data, addr = self._sock.recvfrom(65536)
+                data, addr = recvfrom(65536)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -91,15 +108,15 @@ class NetlinkSource:
                     self.stats.enobufs += 1
                     continue
                 raise
-            if addr[0] != 0:
+            if kernel_only and addr[0] != 0:
                 # only the kernel (port id 0) writes to this group; anything else is forged
                 self.stats.foreign_sender += 1
                 continue
-            out.extend(self._frames(data))
+            frames(data, out)
         return out
 
-    def _frames(self, data: bytes) -> list[RawRecord]:
-        out = []
+    def _frames(self, data: bytes, out: list[RawRecord]) -> None:
+        """Append the records of one datagram's frames to ``out`` (the kernel sends one per datagram)."""
         offset = 0
         size = len(data)
         while offset + _NLMSG_HDR.size <= size:
@@ -118,4 +135,3 @@ class NetlinkSource:
                 except RecordError:
                     self.stats.malformed += 1
             offset += (length + 3) & ~3
-        return out
