@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from iped.audit.counters import AuditCounters, write_textfile
 from iped.audit.explain import PolicyIndex
 from iped.audit.group import Event, Grouper
-from iped.audit.records import RawRecord, RecordError, parse_stamped
+from iped.audit.records import AUDIT_EOE, RawRecord, RecordError, parse_stamped
 
 if TYPE_CHECKING:
     from iped.audit.netlink import NetlinkSource
@@ -60,11 +60,15 @@ class _Netlink:
         return self._src.fileno()
 
     def read(self) -> list[RawRecord]:
-        recs = self._src.read()
+        return [rec for run in self.read_runs() for rec in run]
+
+    def read_runs(self) -> list[list[RawRecord]]:
+        """The records in runs of one stamp (``NetlinkSource.read_runs``), for ``Grouper.feed_run``."""
+        runs = self._src.read_runs()
         stats, counters = self._src.stats, self._counters
         counters.enobufs, counters.unparsed = stats.enobufs, stats.malformed
         counters.foreign_frames = stats.foreign_sender
-        return recs
+        return runs
 
     def close(self) -> None:
         self._src.close()
@@ -205,8 +209,20 @@ class Follower:
 
     def on_readable(self) -> list[Event]:
         now = self._clock()
-        # (feed_many: the grouper's common cases inline, the same events as feed() per record)
-        return self._take(list(self.grouper.feed_many(self.source.read(), now)), now)
+        if not isinstance(self.source, _Netlink):
+            # (feed_many: the grouper's common cases inline, the same events as feed() per record)
+            return self._take(list(self.grouper.feed_many(self.source.read(), now)), now)
+        # netlink: an event's records arrive back to back; feed_run handles a whole one at once
+        # (the same events as feed() per record)
+        out: list[Event] = []
+        feed_run = self.grouper.feed_run
+        for run in self.source.read_runs():
+            if run[-1][0] == AUDIT_EOE:
+                eoe = run.pop()
+                feed_run(out, run, eoe, now)
+            else:
+                feed_run(out, run, None, now)
+        return self._take(out, now)
 
     def on_timeout(self, now: float) -> list[Event]:
         out: list[Event] = []

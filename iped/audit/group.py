@@ -24,6 +24,7 @@ from typing import Any, Generic, TypeVar, overload
 from iped.audit.records import (
     AUDIT_EOE,
     AUDIT_IPE_ACCESS,
+    IPE_TYPES,
     PARSERS,
     Proctitle,
     RawRecord,
@@ -103,7 +104,22 @@ class Event:
 
     @property
     def ipe(self) -> tuple[TypedRecord, ...]:
-        return tuple(t for t in self.typed if not isinstance(t, Syscall | Proctitle))
+        """The typed IPE records (1420, 1421, 1422, 1404 with ``lsm=ipe``), in order.
+
+        Read from :attr:`typed` once that is known; else only the IPE records are parsed (the
+        daemon's follower counts them and reads nothing else: SYSCALL parsing would double its
+        cost per event).
+        """
+        typed = self.__dict__.get("typed")
+        if typed is not None:
+            return tuple(t for t in typed if not isinstance(t, Syscall | Proctitle))
+        out = []
+        for rec in self.records:
+            if rec[0] in IPE_TYPES:
+                parsed = PARSERS[rec[0]](rec[4])
+                if parsed is not None:
+                    out.append(parsed)
+        return tuple(out)
 
     @property
     def syscall(self) -> Syscall | None:

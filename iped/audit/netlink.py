@@ -16,8 +16,17 @@ import errno
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from iped.audit.records import RawRecord, RecordError, parse_stamped
+
+try:
+    from iped.audit import _scan
+except ImportError:  # a checkout run without `pip install`: the Python reader
+    _scan = None  # type: ignore[assignment]
+
+#: read with the C helper when it is built (False: the Python reader, e.g. to compare them)
+use_c_reader: bool = _scan is not None
 
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1
@@ -92,8 +101,37 @@ class NetlinkSource:
         """Drain what is queued (without blocking) and return the records in arrival order.
 
         ENOBUFS is counted and reading goes on: the kernel already dropped records, and the
-        socket is usable again right after the error is reported.
+        socket is usable again right after the error is reported. With the C helper built
+        (``iped.audit._scan.recv_records``: recvmmsg, frames and plain stamps parsed in C, any
+        other payload handed to :func:`parse_stamped`) the same records and counts as
+        :meth:`read_py`, several datagrams per system call.
         """
+        return self._read_c(max_datagrams, False) if use_c_reader and _scan is not None else self.read_py(max_datagrams)
+
+    def read_runs(self, max_datagrams: int = 1024) -> list[list[RawRecord]]:
+        """:meth:`read`'s records in runs: consecutive records of one stamp up to its EOE (the
+        kernel sends an event's records back to back) in one list, no record twice in a run --
+        what :meth:`Grouper.feed_run` takes, a Python call per event instead of per record.
+        Without the C helper each record is a run of its own."""
+        if use_c_reader and _scan is not None:
+            return self._read_c(max_datagrams, True)
+        return [[rec] for rec in self.read_py(max_datagrams)]
+
+    def _read_c(self, max_datagrams: int, runs: bool) -> list[Any]:
+        assert _scan is not None
+        recs, enobufs, foreign, malformed, control, frames = _scan.recv_records(
+            self._sock.fileno(), RawRecord, parse_stamped, RecordError, self._kernel_only, max_datagrams, runs
+        )
+        stats = self.stats
+        stats.enobufs += enobufs
+        stats.foreign_sender += foreign
+        stats.malformed += malformed
+        stats.control += control
+        stats.frames += frames
+        return recs
+
+    def read_py(self, max_datagrams: int = 1024) -> list[RawRecord]:
+        """:meth:`read` in Python, one ``recvfrom`` per datagram."""
         out: list[RawRecord] = []
         recvfrom = self._sock.recvfrom
         kernel_only = self._kernel_only
