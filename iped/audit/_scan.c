@@ -878,10 +878,32 @@ fail:
     return NULL;
 }
 
+/* ---- one body: records.parse_access's common case ---- */
+
+static scanner body_scanner; /* its last values are shared from call to call, as in a block */
+
+static PyObject *parse_access(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyType_Check(args[1]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[1], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "parse_access(body, IpeAccess)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(args[0]))
+        Py_RETURN_NONE;
+    span body = {(const char *)PyUnicode_DATA(args[0]), PyUnicode_GET_LENGTH(args[0])};
+    body_scanner.access = (PyTypeObject *)args[1];
+    return access_of(&body_scanner, body);
+}
+
 static PyMethodDef scan_methods[] = {
     {"scan_block", (PyCFunction)(void (*)(void))scan_block, METH_FASTCALL,
      "scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event) -> list | None: the items of "
      "iped.audit.bulk.scan_block_py(text), or None for text it leaves to Python."},
+    {"parse_access", (PyCFunction)(void (*)(void))parse_access, METH_FASTCALL,
+     "parse_access(body, IpeAccess) -> IpeAccess | None: iped.audit.records.parse_access for a plain ASCII body "
+     "in the kernel's common form (quoted strings, decimal pid and ino), None for any other."},
     {"recv_records", (PyCFunction)(void (*)(void))recv_records, METH_FASTCALL,
      "recv_records(fd, RawRecord, parse_stamped, RecordError, kernel_only, max_datagrams, runs) -> (records, "
      "enobufs, foreign_sender, malformed, control, frames): iped.audit.netlink.NetlinkSource.read's loop "
