@@ -186,20 +186,22 @@ class JsonLines:
         verdict = self._verdicts.get((op, hook, enforcing, rule))
         if verdict is None:
             verdict = self._verdicts[op, hook, enforcing, rule] = self._verdict(rec)
-        ts = event.timestamp
+        ts = event.sec + event.msec / 1000.0  # (Event.timestamp, without the property call)
         if int(ts) != self._second:
             self._second = int(ts)
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self._second))
         strings = self._strings
+        path_json = strings.get(path) or self._text(path)
+        # the explanation names the path (its JSON text without the quotes), or access_target's stand-in
+        target = path_json[1:-1] if path is not None else _encode_str(access_target(rec))[1:-1]
         return (
             f'{{"schema_version": {SCHEMA_VERSION}, "time": "{self._second_text}.{round(ts * 1000) % 1000:03d}Z", '
             f'"timestamp": {float.__repr__(round(ts, 3))}, "serial": {int.__repr__(event.serial)}, '
             f'"complete": {"true" if event.complete else "false"}, "kind": "access", {verdict.fields}'
             f'"pid": {"null" if pid is None else int.__repr__(pid)}, '
-            f'"comm": {strings.get(comm) or self._text(comm)}, "path": {strings.get(path) or self._text(path)}, '
+            f'"comm": {strings.get(comm) or self._text(comm)}, "path": {path_json}, '
             f'"dev": {strings.get(dev) or self._text(dev)}, "ino": {"null" if ino is None else int.__repr__(ino)}, '
-            f"{verdict.rule}{_encode_str(access_target(rec))[1:-1]}{verdict.tail}, "
-            f'"process": {self._process(sc, pt)}}}'
+            f'{verdict.rule}{target}{verdict.tail}, "process": {self._process(sc, pt)}}}'
         )
 
     def _text(self, value: str | None) -> str:
