@@ -22,7 +22,7 @@ from iped.audit.explain import PolicyIndex
 from iped.audit.files import iter_file_events
 from iped.audit.group import Event, Grouper
 from iped.audit.records import RawRecord
-from iped.audit.render import JsonLines, event_objects, json_line
+from iped.audit.render import JsonLines, event_objects, json_line, stamp_texts
 from iped.emulator.audit import audit_untrusted
 
 from .test_bulk import SYSCALL, messy_lines
@@ -180,3 +180,16 @@ def test_cli_prints_the_reference_bytes(tmp_path: Path, capsys: pytest.CaptureFi
         want = [o for o in objs if not denials or (o["kind"] == "access" and o["decision"] == "DENY")]
         assert capsys.readouterr().out == "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in want)
         assert len(want) > (100 if denials else 400)
+
+
+def test_stamp_texts_are_the_reference_formulas() -> None:
+    """The digits of a plain stamp are what _iso's and round(ts, 3)'s float arithmetic give."""
+    import random
+
+    rng = random.Random(15)
+    secs = [0, 1, 9, 10**9, 1700000000, 2**31 - 1, 2**32, 10**10 - 1, 10**10, 2**53]
+    secs += [rng.randrange(10**10) for _ in range(2000)]
+    for sec in secs:
+        for msec in [0, 1, 5, 10, 100, 120, 999, 1000, 1234, rng.randrange(1000), rng.randrange(1000)]:
+            ts = sec + msec / 1000.0
+            assert stamp_texts(sec, msec, ts) == (f"{round(ts * 1000) % 1000:03d}", repr(round(ts, 3))), (sec, msec)
