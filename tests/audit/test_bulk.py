@@ -23,7 +23,6 @@ def scanner(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(bulk, "use_c_scanner", request.param == "c")
     return str(request.param)
 
-
 SYSCALL = (
     "arch=c000003e syscall=59 success={ok} exit={exit} a0=55e a1=55f a2=560 a3=8 items=2 ppid=1 pid={pid} "
     "auid={auid} uid=1000 gid=1000 euid=1000 suid=1000 fsuid=1000 egid=1000 sgid=1000 fsgid=1000 tty=pts0 ses=3 "

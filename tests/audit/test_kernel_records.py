@@ -65,22 +65,18 @@ def _untrusted(s: str | None) -> str:
 
 
 def render_access(r: IpeAccess) -> str:
-    file = (
-        "path=? dev=? ino=?" if r.path is None else (f"path={_untrusted(r.path)} dev={_untrusted(r.dev)} ino={r.ino}")
+    file = "path=? dev=? ino=?" if r.path is None else (
+        f"path={_untrusted(r.path)} dev={_untrusted(r.dev)} ino={r.ino}"
     )
-    return (
-        f"ipe_op={r.op} ipe_hook={r.hook} enforcing={int(bool(r.enforcing))} pid={r.pid} "
-        f'comm={_untrusted(r.comm)} {file} rule="{r.rule}"'
-    )
+    return (f"ipe_op={r.op} ipe_hook={r.hook} enforcing={int(bool(r.enforcing))} pid={r.pid} "
+            f"comm={_untrusted(r.comm)} {file} rule=\"{r.rule}\"")
 
 
 def _policy(prefix: str, name: str | None, version: str | None, digest: str | None, which: str) -> str:
     if name is None:
         return f"{prefix}{which}name=? {prefix}{which}version=? {prefix.replace('active_', '')}policy_digest=?"
-    return (
-        f'{prefix}{which}name="{name}" {prefix}{which}version={version} '
-        f"{prefix.replace('active_', '')}policy_digest={digest}"
-    )
+    return (f'{prefix}{which}name="{name}" {prefix}{which}version={version} '
+            f"{prefix.replace('active_', '')}policy_digest={digest}")
 
 
 def render_config_change(r: IpeConfigChange) -> str:
@@ -96,10 +92,8 @@ def render_policy_load(r: IpePolicyLoad) -> str:
 
 
 def render_mac_status(r: IpeMacStatus) -> str:
-    return (
-        f"enforcing={int(bool(r.enforcing))} old_enforcing={int(bool(r.old_enforcing))} auid={_id(r.auid)} "
-        f"ses={_id(r.ses)} enabled=1 old-enabled=1 lsm=ipe res={r.res}"
-    )
+    return (f"enforcing={int(bool(r.enforcing))} old_enforcing={int(bool(r.old_enforcing))} auid={_id(r.auid)} "
+            f"ses={_id(r.ses)} enabled=1 old-enabled=1 lsm=ipe res={r.res}")
 
 
 BODIES = list(_bodies())
