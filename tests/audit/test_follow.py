@@ -253,10 +253,11 @@ def test_netlink_follower_groups_like_feed_per_record() -> None:
             theirs.send(frame)
         got = follower.on_readable() + follower.on_timeout(100.0)
     reference = Grouper(2.0, track_gaps=True)
-    records = NetlinkSource.over(socket.socketpair()[0])._frames  # (the parser, without a socket)
     parsed: list[RawRecord] = []
-    for frame in frames:
-        records(frame, parsed)
+    spare, _ = socket.socketpair()
+    with spare, _:
+        for frame in frames:
+            NetlinkSource.over(spare)._frames(frame, parsed)  # (the Python frame parser on its own)
     want = [e for rec in parsed for e in reference.feed(rec, 50.0)] + reference.expire(100.0)
     assert got == [e for e in want if e.is_ipe]
     assert follower.grouper.stats == reference.stats
