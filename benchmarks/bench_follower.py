@@ -55,6 +55,8 @@ C_SOURCE = Path(__file__).resolve().parent / "audit_frames.c"
 
 @dataclass(frozen=True)
 class Sent:
+    """What ``audit_frames send`` reports: events sent, records it had to drop, its wall time."""
+
     events: int
     dropped_records: int
     seconds: float
@@ -62,6 +64,9 @@ class Sent:
 
 @dataclass(frozen=True)
 class Read:
+    """A reader's side: IPE events delivered, its CPU seconds, and (iped) whether every serial
+    was accounted for, with the counts that say how."""
+
     events: int
     cpu: float
     accounted: bool = True
