@@ -9,11 +9,12 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 venv="$top/.venv"
 
 # Build deps of systemd-python and the C scanner, what the lab boots real IPE kernels with, and
-# test tools (libauparse for the audit benchmark, systemd-journal-remote for real journal files).
+# test tools (libauparse and auditd's ausearch for the audit benchmarks, systemd-journal-remote
+# for real journal files; the test suite needs neither of the first two).
 apt_packages=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
     openssl qemu-system-x86 ovmf busybox-static xz-utils cpio
-    cryptsetup-bin fsverity keyutils e2fsprogs python3-audit systemd-journal-remote
+    cryptsetup-bin fsverity keyutils e2fsprogs python3-audit auditd systemd-journal-remote
 )
 
 install_apt() {

@@ -1,5 +1,6 @@
 /*
- * iped.audit._scan -- the block scanner of iped.audit.bulk, in C.
+ * iped.audit._scan -- the block scanner of iped.audit.bulk, and the netlink record reader of
+ * iped.audit.netlink (recv_records, at the end), in C.
  *
  * scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event) returns the same list as
  * bulk.scan_block_py(text): for each line of an auditd log block either
@@ -34,8 +35,12 @@
  * mirrors; tests/audit/test_bulk_scan.py compares the two scanners item by item.
  */
 #define PY_SSIZE_T_CLEAN
+#define _GNU_SOURCE /* recvmmsg */
 #include <Python.h>
+#include <errno.h>
+#include <linux/netlink.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define UNSET_ID 4294967295LL /* (u32)-1: auid, ses or uid not set */
 
@@ -627,17 +632,292 @@ static PyObject *scan_block(PyObject *module, PyObject *const *args, Py_ssize_t 
     return out;
 }
 
+/* ---- netlink: iped.audit.netlink.NetlinkSource.read ---- */
+
+#define NL_BATCH 16       /* datagrams per recvmmsg */
+#define NL_BUF (1 << 16)  /* bytes per datagram, as NetlinkSource's recvfrom(65536) */
+#define NLMSG_HDR_LEN 16  /* struct nlmsghdr: len, type, flags, seq, pid */
+
+static char *nl_bufs; /* NL_BATCH buffers of NL_BUF, allocated on first use */
+
+/* netlink.py's counters, in NetlinkStats' names */
+typedef struct {
+    long long enobufs, foreign_sender, malformed, control, frames;
+} nl_stats;
+
+/* [0-9]{1,max} at *p (up to e) ended by `sep`: its value; *p moves past the separator.
+ * max (<= 18, so the value fits) is records.STAMP_DIGITS' bound for the part: a longer part is
+ * left to Python, which refuses it the same way everywhere */
+static int stamp_part(const char **p, const char *e, char sep, int max, long long *out)
+{
+    const char *d = *p;
+    long long v = 0;
+    while (*p < e && (unsigned)(**p - '0') <= 9 && *p - d < max)
+        v = v * 10 + (*(*p)++ - '0');
+    if (*p == d || *p >= e || **p != sep)
+        return 0;
+    (*p)++;
+    *out = v;
+    return 1;
+}
+
+/* records.parse_stamped(rtype, payload decoded) for "audit(S.MS:N):[ ]body" with plain decimal
+ * numbers: the RawRecord; NULL with no error set for any other form (the caller asks Python) */
+static PyObject *stamped_record(PyTypeObject *raw, long rtype, const char *p, Py_ssize_t n, long long v[3])
+{
+    const char *e = p + n, *body;
+    Py_ssize_t bn;
+    PyObject *items[5];
+
+    if (n < 6 || memcmp(p, "audit(", 6) != 0)
+        return NULL;
+    p += 6;
+    if (!stamp_part(&p, e, '.', 11, &v[0]) || !stamp_part(&p, e, ':', 3, &v[1]) || !stamp_part(&p, e, ')', 18, &v[2]))
+        return NULL;
+    if (e - p >= 2 && p[0] == ':' && p[1] == ' ')
+        p += 2;
+    else if (e - p >= 1 && p[0] == ':')
+        p += 1;
+    body = p;
+    bn = e - p;
+    /* auditd's enriched part after \x1d; netlink's NUL padding and a trailing newline */
+    const char *gs = memchr(body, '\x1d', (size_t)bn);
+    if (gs != NULL)
+        bn = gs - body;
+    if (bn > 0 && (body[bn - 1] == '\n' || body[bn - 1] == '\0'))
+        while (bn > 0 && (body[bn - 1] == '\n' || body[bn - 1] == '\0'))
+            bn--;
+    int ascii = 1;
+    for (Py_ssize_t i = 0; i < bn && ascii; i++)
+        ascii = (unsigned char)body[i] < 0x80;
+    items[0] = PyLong_FromLong(rtype);
+    items[1] = PyLong_FromLongLong(v[0]);
+    items[2] = PyLong_FromLongLong(v[1]);
+    items[3] = PyLong_FromLongLong(v[2]);
+    items[4] = ascii ? str_of(body, bn) : PyUnicode_DecodeUTF8(body, bn, "backslashreplace");
+    PyObject *rec = build(raw, 5, items);
+    if (rec == NULL && !PyErr_Occurred())
+        PyErr_NoMemory();
+    return rec;
+}
+
+/* runs (NetlinkSource.read_runs): consecutive records of one stamp, up to its EOE, in one list */
+typedef struct {
+    int on;            /* make runs at all */
+    PyObject *run;     /* the open run (borrowed: it is in the output list), NULL if none */
+    long long stamp[3];
+} nl_runs;
+
+/* rec (stamp: its stamp, NULL when Python parsed it) into out, as a record or into a run */
+static int nl_put(PyObject *out, PyObject *rec, long rtype, const long long *stamp, nl_runs *runs)
+{
+    if (!runs->on)
+        return PyList_Append(out, rec);
+    if (runs->run != NULL && stamp != NULL && memcmp(stamp, runs->stamp, sizeof(runs->stamp)) == 0) {
+        /* the same record twice goes to the grouper one by one: start a new run */
+        int dup = 0;
+        for (Py_ssize_t i = 0; i < PyList_GET_SIZE(runs->run) && !dup; i++) {
+            dup = PyObject_RichCompareBool(PyList_GET_ITEM(runs->run, i), rec, Py_EQ);
+            if (dup < 0)
+                return -1;
+        }
+        if (!dup) {
+            if (PyList_Append(runs->run, rec) < 0)
+                return -1;
+            if (rtype == 1320)
+                runs->run = NULL; /* EOE: the event is whole */
+            return 0;
+        }
+    }
+    PyObject *run = PyList_New(1);
+    if (run == NULL)
+        return -1;
+    PyList_SET_ITEM(run, 0, Py_NewRef(rec));
+    int rc = PyList_Append(out, run);
+    Py_DECREF(run);
+    runs->run = rc == 0 && stamp != NULL && rtype != 1320 ? run : NULL;
+    if (stamp != NULL)
+        memcpy(runs->stamp, stamp, sizeof(runs->stamp));
+    return rc;
+}
+
+/* one datagram's frames (netlink.py: NetlinkSource._frames): records appended to out */
+static int nl_frames(const char *data, Py_ssize_t size, PyTypeObject *raw, PyObject *parse, PyObject *record_error,
+                     PyObject *out, nl_stats *st, nl_runs *runs)
+{
+    Py_ssize_t offset = 0;
+
+    while (offset + NLMSG_HDR_LEN <= size) {
+        unsigned int length;
+        unsigned short rtype;
+        memcpy(&length, data + offset, 4);
+        memcpy(&rtype, data + offset + 4, 2);
+        if (length < NLMSG_HDR_LEN || offset + (Py_ssize_t)length > size) {
+            st->malformed++;
+            break;
+        }
+        st->frames++;
+        if (rtype < 1000) {
+            st->control++;
+        } else {
+            const char *payload = data + offset + NLMSG_HDR_LEN;
+            Py_ssize_t n = (Py_ssize_t)length - NLMSG_HDR_LEN;
+            long long stamp[3];
+            int plain = 1;
+            PyObject *rec = stamped_record(raw, rtype, payload, n, stamp);
+            if (rec == NULL) {
+                plain = 0;
+                if (PyErr_Occurred())
+                    return -1;
+                /* any other form: records.parse_stamped decides, RecordError counts as malformed */
+                PyObject *text = PyUnicode_DecodeUTF8(payload, n, "backslashreplace");
+                if (text == NULL)
+                    return -1;
+                rec = PyObject_CallFunction(parse, "iO", (int)rtype, text);
+                Py_DECREF(text);
+                if (rec == NULL) {
+                    if (!PyErr_ExceptionMatches(record_error))
+                        return -1;
+                    PyErr_Clear();
+                    st->malformed++;
+                }
+            }
+            if (rec != NULL) {
+                int rc = nl_put(out, rec, rtype, plain ? stamp : NULL, runs);
+                Py_DECREF(rec);
+                if (rc < 0)
+                    return -1;
+            }
+        }
+        offset += (length + 3) & ~3U;
+    }
+    return 0;
+}
+
+static PyObject *recv_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    int fd, kernel_only;
+    Py_ssize_t max_datagrams, done = 0;
+    nl_runs runs = {0};
+    struct mmsghdr msgs[NL_BATCH];
+    struct iovec iov[NL_BATCH];
+    struct sockaddr_nl addrs[NL_BATCH];
+    nl_stats st = {0};
+    PyObject *out;
+
+    (void)module;
+    if (nargs != 7 || !PyType_Check(args[1]) || !PyType_IsSubtype((PyTypeObject *)args[1], &PyTuple_Type) ||
+        !PyCallable_Check(args[2]) || !PyType_Check(args[3])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "recv_records(fd, RawRecord, parse_stamped, RecordError, kernel_only, max_datagrams, runs)");
+        return NULL;
+    }
+    long fd_l = PyLong_AsLong(args[0]);
+    fd = (int)fd_l;
+    if (fd_l < 0 || fd_l > INT_MAX) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "recv_records: bad file descriptor");
+        return NULL;
+    }
+    kernel_only = PyObject_IsTrue(args[4]);
+    max_datagrams = PyLong_AsSsize_t(args[5]);
+    runs.on = PyObject_IsTrue(args[6]);
+    if (PyErr_Occurred() || kernel_only < 0 || runs.on < 0)
+        return NULL;
+    if (nl_bufs == NULL && (nl_bufs = PyMem_RawMalloc((size_t)NL_BATCH * NL_BUF)) == NULL)
+        return PyErr_NoMemory();
+    out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    while (done < max_datagrams) {
+        unsigned int want = (unsigned int)(max_datagrams - done < NL_BATCH ? max_datagrams - done : NL_BATCH);
+        for (unsigned int i = 0; i < want; i++) {
+            iov[i].iov_base = nl_bufs + (size_t)i * NL_BUF;
+            iov[i].iov_len = NL_BUF;
+            memset(&msgs[i].msg_hdr, 0, sizeof(msgs[i].msg_hdr));
+            msgs[i].msg_hdr.msg_iov = &iov[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+            msgs[i].msg_hdr.msg_name = &addrs[i];
+            msgs[i].msg_hdr.msg_namelen = sizeof(addrs[i]);
+        }
+        int got;
+        Py_BEGIN_ALLOW_THREADS
+        got = recvmmsg(fd, msgs, want, MSG_DONTWAIT, NULL);
+        Py_END_ALLOW_THREADS
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    goto fail;
+                continue;
+            }
+            if (errno == ENOBUFS) { /* the kernel dropped records; the socket works on */
+                st.enobufs++;
+                done++;
+                continue;
+            }
+            PyErr_SetFromErrno(PyExc_OSError);
+            goto fail;
+        }
+        for (int i = 0; i < got; i++) {
+            const struct sockaddr_nl *from = &addrs[i];
+            /* only the kernel (port id 0) writes to the audit group; anything else is forged */
+            if (kernel_only && msgs[i].msg_hdr.msg_namelen >= sizeof(*from) && from->nl_pid != 0) {
+                st.foreign_sender++;
+                continue;
+            }
+            if (nl_frames(nl_bufs + (size_t)i * NL_BUF, (Py_ssize_t)msgs[i].msg_len, (PyTypeObject *)args[1], args[2],
+                          args[3], out, &st, &runs) < 0)
+                goto fail;
+        }
+        done += got;
+        if ((unsigned int)got < want)
+            break; /* drained */
+    }
+    return Py_BuildValue("(NLLLLL)", out, st.enobufs, st.foreign_sender, st.malformed, st.control, st.frames);
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* ---- one body: records.parse_access's common case ---- */
+
+static scanner body_scanner; /* its last values are shared from call to call, as in a block */
+
+static PyObject *parse_access(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2 || !PyUnicode_Check(args[0]) || !PyType_Check(args[1]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[1], &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "parse_access(body, IpeAccess)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(args[0]))
+        Py_RETURN_NONE;
+    span body = {(const char *)PyUnicode_DATA(args[0]), PyUnicode_GET_LENGTH(args[0])};
+    body_scanner.access = (PyTypeObject *)args[1];
+    return access_of(&body_scanner, body);
+}
+
 static PyMethodDef scan_methods[] = {
     {"scan_block", (PyCFunction)(void (*)(void))scan_block, METH_FASTCALL,
      "scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event) -> list | None: the items of "
      "iped.audit.bulk.scan_block_py(text), or None for text it leaves to Python."},
+    {"parse_access", (PyCFunction)(void (*)(void))parse_access, METH_FASTCALL,
+     "parse_access(body, IpeAccess) -> IpeAccess | None: iped.audit.records.parse_access for a plain ASCII body "
+     "in the kernel's common form (quoted strings, decimal pid and ino), None for any other."},
+    {"recv_records", (PyCFunction)(void (*)(void))recv_records, METH_FASTCALL,
+     "recv_records(fd, RawRecord, parse_stamped, RecordError, kernel_only, max_datagrams, runs) -> (records, "
+     "enobufs, foreign_sender, malformed, control, frames): iped.audit.netlink.NetlinkSource.read's loop "
+     "(recvmmsg); runs: records in lists, consecutive ones of one stamp up to its EOE together."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef scan_module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "iped.audit._scan",
-    .m_doc = "The auditd log block scanner of iped.audit.bulk, in C.",
+    .m_doc = "The auditd log block scanner of iped.audit.bulk and the netlink reader of iped.audit.netlink, in C.",
     .m_size = -1,
     .m_methods = scan_methods,
 };

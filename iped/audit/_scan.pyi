@@ -1,4 +1,7 @@
-# The C block scanner (_scan.c); its items are documented in iped.audit.bulk.
+# The C block scanner (_scan.c), its items documented in iped.audit.bulk; the netlink reader of
+# iped.audit.netlink.
+from collections.abc import Callable
+
 from iped.audit.bulk import ScannedEvent
 from iped.audit.group import Event
 from iped.audit.records import IpeAccess, Proctitle, RawRecord, Syscall
@@ -12,3 +15,14 @@ def scan_block(
     event: type[Event],
     /,
 ) -> list[str | ScannedEvent] | None: ...
+def recv_records(
+    fd: int,
+    raw_record: type[RawRecord],
+    parse_stamped: Callable[[int, str], RawRecord],
+    record_error: type[Exception],
+    kernel_only: bool,
+    max_datagrams: int,
+    runs: bool,
+    /,
+) -> tuple[list[RawRecord] | list[list[RawRecord]], int, int, int, int, int]: ...
+def parse_access(body: str, ipe_access: type[IpeAccess], /) -> IpeAccess | None: ...

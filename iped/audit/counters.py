@@ -2,7 +2,9 @@
 
 Decisions by (op, hook, action, enforcing, rule), policy loads by result and errno, config
 and enforce changes, and every way a record can be lost: ENOBUFS on the netlink socket
-(the kernel dropped records for us), serial gaps that never filled, duplicates dropped.
+(the kernel dropped records for us), serial gaps that never filled, records received but not
+readable (a truncated netlink frame, a journal entry without the audit fields), duplicates
+dropped, and netlink frames refused because the kernel did not send them.
 The textfile is written to a temporary name in the same directory and renamed over the
 target, so node_exporter never reads half a file.
 """
@@ -30,6 +32,10 @@ class AuditCounters:
     enforce_changes: int = 0
     events: int = 0
     enobufs: int = 0
+    #: records the source received but could not read (not counted in any event)
+    unparsed: int = 0
+    #: netlink frames refused: not sent by the kernel (port id 0)
+    foreign_frames: int = 0
     group: GroupStats = field(default_factory=GroupStats)
 
     def count(self, event: Event) -> None:
@@ -50,7 +56,7 @@ class AuditCounters:
 
     @property
     def lost(self) -> dict[str, int]:
-        return {"enobufs": self.enobufs, "serial_gaps": self.group.serial_gaps}
+        return {"enobufs": self.enobufs, "serial_gaps": self.group.serial_gaps, "unparsed": self.unparsed}
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly snapshot (what ``iped status --json`` shows under ``audit``)."""
@@ -76,6 +82,8 @@ class AuditCounters:
             "lost": self.lost,
             "duplicates": self.group.duplicates,
             "incomplete_events": self.group.incomplete_events,
+            "spurious_eoe": self.group.spurious_eoe,
+            "foreign_frames": self.foreign_frames,
         }
 
 
@@ -109,16 +117,23 @@ def prometheus_text(c: AuditCounters) -> str:
         ("enforce_changes_total", "Enforce/permissive switches.", c.enforce_changes),
         ("events_total", "IPE audit events handled.", c.events),
         ("duplicates_total", "Duplicate records dropped.", c.group.duplicates),
+        (
+            "incomplete_events_total",
+            "Events emitted without their EOE (timeout or end of input).",
+            c.group.incomplete_events,
+        ),
+        ("foreign_frames_total", "Netlink frames refused: not sent by the kernel.", c.foreign_frames),
     ]
     for name, helptext, value in simple:
         lines += [f"# HELP iped_audit_{name} {helptext}", f"# TYPE iped_audit_{name} counter"]
         lines.append(f"iped_audit_{name} {value}")
     lines += [
         "# HELP iped_audit_lost_total Audit records lost: enobufs = netlink receive overflows, "
-        "serial_gaps = serials never received.",
+        "serial_gaps = serials never received, unparsed = records received but not readable.",
         "# TYPE iped_audit_lost_total counter",
         f'iped_audit_lost_total{{reason="enobufs"}} {c.enobufs}',
         f'iped_audit_lost_total{{reason="serial_gaps"}} {c.group.serial_gaps}',
+        f'iped_audit_lost_total{{reason="unparsed"}} {c.unparsed}',
     ]
     return "\n".join(lines) + "\n"
 

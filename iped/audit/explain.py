@@ -81,8 +81,23 @@ class AccessExplanation:
     summary: str
 
 
-def explain_access(rec: IpeAccess, index: PolicyIndex | None) -> AccessExplanation:
-    """Match a 1420 record to its policy line and say what happened in one sentence."""
+@dataclass(frozen=True, slots=True)
+class RuleVerdict:
+    """What a 1420 record's op, hook, enforcing and rule say, whatever the file: everything of
+    :class:`AccessExplanation` but the file's name, which the summary puts between ``head`` and
+    ``tail``. Many records share one verdict, so renderers keep them by those four fields."""
+
+    decision: str | None
+    blocked: bool
+    match: str | None
+    rule_text: str | None
+    location: RuleLocation | None
+    head: str
+    tail: str
+
+
+def rule_verdict(rec: IpeAccess, index: PolicyIndex | None) -> RuleVerdict:
+    """The verdict of ``rec``'s rule (reads only its op, hook, enforcing and rule)."""
     decision = rec.action
     blocked = decision == "DENY" and rec.enforcing is not False
     location = index.locate(rec.rule) if index is not None and rec.rule is not None else None
@@ -94,16 +109,27 @@ def explain_access(rec: IpeAccess, index: PolicyIndex | None) -> AccessExplanati
     outcome = (
         "blocked" if blocked else "would be blocked (permissive: enforcing=0)" if decision == "DENY" else "allowed"
     )
-    target = rec.path if rec.path is not None else "anonymous memory/no file"
-    summary = f"{rec.op} of {target} via {rec.hook} {outcome}: {what}"
+    tail = f" via {rec.hook} {outcome}: {what}"
     rule_text = decode_rule(rec.rule) if rec.rule is not None else None
     if rec.match == "rule":
-        summary += f" {rule_text!r}"
+        tail += f" {rule_text!r}"
     if location is not None:
-        summary += f" at {location}"
+        tail += f" at {location}"
     elif index is not None:
-        summary += f" (not in {index.file}: the active policy differs from this file)"
-    return AccessExplanation(decision, blocked, rec.match, rule_text, location, summary)
+        tail += f" (not in {index.file}: the active policy differs from this file)"
+    return RuleVerdict(decision, blocked, rec.match, rule_text, location, f"{rec.op} of ", tail)
+
+
+def access_target(rec: IpeAccess) -> str:
+    """The file a 1420 record's summary names."""
+    return rec.path if rec.path is not None else "anonymous memory/no file"
+
+
+def explain_access(rec: IpeAccess, index: PolicyIndex | None) -> AccessExplanation:
+    """Match a 1420 record to its policy line and say what happened in one sentence."""
+    v = rule_verdict(rec, index)
+    summary = v.head + access_target(rec) + v.tail
+    return AccessExplanation(v.decision, v.blocked, v.match, v.rule_text, v.location, summary)
 
 
 def explain_load(rec: IpePolicyLoad) -> str:

@@ -17,16 +17,21 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from iped.audit.counters import AuditCounters, write_textfile
 from iped.audit.group import Event, Grouper
-from iped.audit.records import RawRecord, RecordError, parse_stamped
+from iped.audit.records import AUDIT_EOE, RawRecord, RecordError, parse_stamped
 from iped.daemon.settings import AuditSettings, AuditSource
+
+if TYPE_CHECKING:
+    from iped.audit.netlink import NetlinkSource
 
 #: How often an fd-less source (the emulator) is polled, and the metrics file rewritten.
 POLL_INTERVAL = 0.5
 METRICS_INTERVAL = 15.0
+#: while events keep coming, the metrics file is rewritten at most this often (seconds)
+METRICS_MIN_INTERVAL = 1.0
 
 
 class Source(Protocol):
@@ -44,19 +49,30 @@ class _Netlink:
     name = "netlink"
     track_gaps = True
 
-    def __init__(self, counters: AuditCounters, receive_buffer: int | None = None) -> None:
+    def __init__(self, counters: AuditCounters, receive_buffer: int | None = None,
+                 src: NetlinkSource | None = None) -> None:
+        """``src``: an already open reader (``NetlinkSource.over`` a socketpair in benchmarks and tests);
+        otherwise a new one with ``receive_buffer`` (``[audit] receive_buffer``; None: its default)."""
         from iped.audit.netlink import NetlinkSource
 
-        self._src = NetlinkSource() if receive_buffer is None else NetlinkSource(receive_buffer)
+        if src is None:
+            src = NetlinkSource() if receive_buffer is None else NetlinkSource(receive_buffer)
+        self._src = src
         self._counters = counters
 
     def fileno(self) -> int:
         return self._src.fileno()
 
     def read(self) -> list[RawRecord]:
-        recs = self._src.read()
-        self._counters.enobufs = self._src.stats.enobufs
-        return recs
+        return [rec for run in self.read_runs() for rec in run]
+
+    def read_runs(self) -> list[list[RawRecord]]:
+        """The records in runs of one stamp (``NetlinkSource.read_runs``), for ``Grouper.feed_run``."""
+        runs = self._src.read_runs()
+        stats, counters = self._src.stats, self._counters
+        counters.enobufs, counters.unparsed = stats.enobufs, stats.malformed
+        counters.foreign_frames = stats.foreign_sender
+        return runs
 
     def close(self) -> None:
         self._src.close()
@@ -66,16 +82,19 @@ class _Journal:
     name = "journal"
     track_gaps = False
 
-    def __init__(self, state_dir: Path | None, since: float | None) -> None:
+    def __init__(self, state_dir: Path | None, since: float | None, counters: AuditCounters) -> None:
         from iped.audit.journal import JournalSource
 
         self._src = JournalSource(state_dir, since)
+        self._counters = counters
 
     def fileno(self) -> int:
         return self._src.fileno()
 
     def read(self) -> list[RawRecord]:
-        return self._src.read()
+        recs = self._src.read()
+        self._counters.unparsed = self._src.unparsed
+        return recs
 
     def close(self) -> None:
         self._src.close()
@@ -138,14 +157,14 @@ def open_source(
     if kind == "netlink":
         return _Netlink(counters, receive_buffer), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
     if kind == "journal":
-        return _Journal(state_dir, since), "journal: systemd journal, _TRANSPORT=audit"
+        return _Journal(state_dir, since, counters), "journal: systemd journal, _TRANSPORT=audit"
     if kind != "auto":
         raise ValueError(f"unknown audit source {kind!r}")
     try:
         return _Netlink(counters, receive_buffer), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
     except OSError as exc:
         why = os.strerror(exc.errno) if exc.errno else str(exc)
-        return _Journal(state_dir, since), f"journal: netlink bind failed ({why}; needs CAP_AUDIT_READ)"
+        return _Journal(state_dir, since, counters), f"journal: netlink bind failed ({why}; needs CAP_AUDIT_READ)"
 
 
 class Follower:
@@ -170,32 +189,50 @@ class Follower:
         self.grouper = Grouper(group_timeout, track_gaps=source.track_gaps)
         self._counters.group = self.grouper.stats
         self._next_metrics = 0.0
+        self._last_metrics = float("-inf")
 
     def fileno(self) -> int:
         return self.source.fileno()
 
     def _take(self, events: list[Event], now: float) -> list[Event]:
         ipe = [e for e in events if e.is_ipe]
+        count = self._counters.count
         for event in ipe:
-            self._counters.count(event)
-        if self.textfile is not None and (ipe or now >= self._next_metrics):
+            count(event)
+        if self.textfile is None:
+            return ipe
+        # the textfile (written with an fsync) follows the counts at most once a second: new
+        # counts within a second of the last write are written when that second is over
+        if ipe:
+            self._next_metrics = min(self._next_metrics, self._last_metrics + METRICS_MIN_INTERVAL)
+        if now >= self._next_metrics:
             self._next_metrics = now + METRICS_INTERVAL
+            self._last_metrics = now
             with contextlib.suppress(OSError):
                 write_textfile(self._counters, self.textfile)
         return ipe
 
     def on_readable(self) -> list[Event]:
         now = self._clock()
+        if not isinstance(self.source, _Netlink):
+            # (feed_many: the grouper's common cases inline, the same events as feed() per record)
+            return self._take(list(self.grouper.feed_many(self.source.read(), now)), now)
+        # netlink: an event's records arrive back to back; feed_run handles a whole one at once
+        # (the same events as feed() per record)
         out: list[Event] = []
-        for rec in self.source.read():
-            out.extend(self.grouper.feed(rec, now))
+        feed_run = self.grouper.feed_run
+        for run in self.source.read_runs():
+            if run[-1][0] == AUDIT_EOE:
+                eoe = run.pop()
+                feed_run(out, run, eoe, now)
+            else:
+                feed_run(out, run, None, now)
         return self._take(out, now)
 
     def on_timeout(self, now: float) -> list[Event]:
         out: list[Event] = []
         if isinstance(self.source, EmulatorSource):
-            for rec in self.source.read():
-                out.extend(self.grouper.feed(rec, now))
+            out.extend(self.grouper.feed_many(self.source.read(), now))
         out.extend(self.grouper.expire(now))
         return self._take(out, now)
 

@@ -23,15 +23,14 @@ from typing import Any, Generic, TypeVar, overload
 
 from iped.audit.records import (
     AUDIT_EOE,
-    AUDIT_PROCTITLE,
-    AUDIT_SYSCALL,
+    AUDIT_IPE_ACCESS,
+    IPE_TYPES,
     PARSERS,
     Proctitle,
     RawRecord,
     Syscall,
     TypedRecord,
     is_ipe,
-    parse_typed,
 )
 
 #: A gap this large is a serial reset (reboot, replayed file), not hundreds of thousands of losses.
@@ -99,27 +98,42 @@ class Event:
 
     @cached_property
     def is_ipe(self) -> bool:
-        return any(is_ipe(r) for r in self.records)
+        records = self.records
+        # (an access event starts with its 1420)
+        return (bool(records) and records[0][0] == AUDIT_IPE_ACCESS) or any(is_ipe(r) for r in records)
 
     @property
     def ipe(self) -> tuple[TypedRecord, ...]:
-        return tuple(t for t in self.typed if not isinstance(t, Syscall | Proctitle))
+        """The typed IPE records (1420, 1421, 1422, 1404 with ``lsm=ipe``), in order.
+
+        Read from :attr:`typed` once that is known; else only the IPE records are parsed (the
+        daemon's follower counts them and reads nothing else: SYSCALL parsing would double its
+        cost per event).
+        """
+        typed = self.__dict__.get("typed")
+        if typed is not None:
+            return tuple(t for t in typed if not isinstance(t, Syscall | Proctitle))
+        out = []
+        for rec in self.records:
+            if rec[0] in IPE_TYPES:
+                parsed = PARSERS[rec[0]](rec[4])
+                if parsed is not None:
+                    out.append(parsed)
+        return tuple(out)
 
     @property
     def syscall(self) -> Syscall | None:
-        for rec in self.records:
-            if rec.type == AUDIT_SYSCALL:
-                typed = parse_typed(rec)
-                assert isinstance(typed, Syscall)
+        """The typed first SYSCALL record (from :attr:`typed`: the bulk path fills it in, unparsed again)."""
+        for typed in self.typed:
+            if isinstance(typed, Syscall):
                 return typed
         return None
 
     @property
     def proctitle(self) -> Proctitle | None:
-        for rec in self.records:
-            if rec.type == AUDIT_PROCTITLE:
-                typed = parse_typed(rec)
-                assert isinstance(typed, Proctitle)
+        """The typed first PROCTITLE record (from :attr:`typed`)."""
+        for typed in self.typed:
+            if isinstance(typed, Proctitle):
                 return typed
         return None
 

@@ -95,6 +95,8 @@ class JournalSource:
             self._reader.add_match(_TRANSPORT="audit", _AUDIT_TYPE=str(rtype))
         self._cursor = CursorStore(state_dir) if state_dir is not None else None
         self.entries = 0
+        #: entries matched but not readable as records (counted, never silently skipped)
+        self.unparsed = 0
         saved = self._cursor.load() if self._cursor is not None else None
         if saved is not None:
             try:
@@ -136,8 +138,10 @@ class JournalSource:
                 break
             cursor = entry.get("__CURSOR", cursor)
             self.entries += 1
-            with contextlib.suppress(RecordError):
+            try:
                 out.append(record_from_entry(entry))
+            except RecordError:
+                self.unparsed += 1
         if cursor is not None and self._cursor is not None:
             self._cursor.save(cursor)
         return out

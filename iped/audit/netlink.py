@@ -16,8 +16,17 @@ import errno
 import socket
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 from iped.audit.records import RawRecord, RecordError, parse_stamped
+
+try:
+    from iped.audit import _scan
+except ImportError:  # a checkout run without `pip install`: the Python reader
+    _scan = None  # type: ignore[assignment]
+
+#: read with the C helper when it is built (False: the Python reader, e.g. to compare them)
+use_c_reader: bool = _scan is not None
 
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1
@@ -45,6 +54,7 @@ class NetlinkSource:
         the kernel has no audit support.
         """
         self.stats = NetlinkStats()
+        self._kernel_only = True
         self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_AUDIT)
         try:
             self.rcvbuf = self._set_rcvbuf(rcvbuf)
@@ -62,6 +72,19 @@ class NetlinkSource:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
         return self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
 
+    @classmethod
+    def over(cls, sock: socket.socket) -> NetlinkSource:
+        """A reader of netlink-framed audit records arriving on ``sock``, one end of a
+        ``socketpair`` (benchmarks/bench_follower.py, tests): the same reading and parsing, with
+        no sender to check (only the kernel's port 0 may send on the audit group)."""
+        src = cls.__new__(cls)
+        src.stats = NetlinkStats()
+        src._kernel_only = False
+        src._sock = sock
+        src.rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        sock.setblocking(False)
+        return src
+
     def fileno(self) -> int:
         return self._sock.fileno()
 
@@ -78,12 +101,44 @@ class NetlinkSource:
         """Drain what is queued (without blocking) and return the records in arrival order.
 
         ENOBUFS is counted and reading goes on: the kernel already dropped records, and the
-        socket is usable again right after the error is reported.
+        socket is usable again right after the error is reported. With the C helper built
+        (``iped.audit._scan.recv_records``: recvmmsg, frames and plain stamps parsed in C, any
+        other payload handed to :func:`parse_stamped`) the same records and counts as
+        :meth:`read_py`, several datagrams per system call.
         """
+        return self._read_c(max_datagrams, False) if use_c_reader and _scan is not None else self.read_py(max_datagrams)
+
+    def read_runs(self, max_datagrams: int = 1024) -> list[list[RawRecord]]:
+        """:meth:`read`'s records in runs: consecutive records of one stamp up to its EOE (the
+        kernel sends an event's records back to back) in one list, no record twice in a run --
+        what :meth:`Grouper.feed_run` takes, a Python call per event instead of per record.
+        Without the C helper each record is a run of its own."""
+        if use_c_reader and _scan is not None:
+            return self._read_c(max_datagrams, True)
+        return [[rec] for rec in self.read_py(max_datagrams)]
+
+    def _read_c(self, max_datagrams: int, runs: bool) -> list[Any]:
+        assert _scan is not None
+        recs, enobufs, foreign, malformed, control, frames = _scan.recv_records(
+            self._sock.fileno(), RawRecord, parse_stamped, RecordError, self._kernel_only, max_datagrams, runs
+        )
+        stats = self.stats
+        stats.enobufs += enobufs
+        stats.foreign_sender += foreign
+        stats.malformed += malformed
+        stats.control += control
+        stats.frames += frames
+        return recs
+
+    def read_py(self, max_datagrams: int = 1024) -> list[RawRecord]:
+        """:meth:`read` in Python, one ``recvfrom`` per datagram."""
         out: list[RawRecord] = []
+        recvfrom = self._sock.recvfrom
+        kernel_only = self._kernel_only
+        frames = self._frames
         for _ in range(max_datagrams):
             try:
-                data, addr = self._sock.recvfrom(65536)
+                data, addr = recvfrom(65536)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -91,15 +146,15 @@ class NetlinkSource:
                     self.stats.enobufs += 1
                     continue
                 raise
-            if addr[0] != 0:
+            if kernel_only and addr[0] != 0:
                 # only the kernel (port id 0) writes to this group; anything else is forged
                 self.stats.foreign_sender += 1
                 continue
-            out.extend(self._frames(data))
+            frames(data, out)
         return out
 
-    def _frames(self, data: bytes) -> list[RawRecord]:
-        out = []
+    def _frames(self, data: bytes, out: list[RawRecord]) -> None:
+        """Append the records of one datagram's frames to ``out`` (the kernel sends one per datagram)."""
         frames, malformed = split_frames(data)
         self.stats.malformed += malformed
         for rtype, payload in frames:
@@ -112,7 +167,6 @@ class NetlinkSource:
                 out.append(parse_stamped(rtype, payload.decode("utf-8", "backslashreplace")))
             except RecordError:
                 self.stats.malformed += 1
-        return out
 
 
 def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:

@@ -382,6 +382,11 @@ class Proctitle(NamedTuple):
 
 _tuple_new = tuple.__new__
 
+try:
+    from iped.audit import _scan
+except ImportError:  # a checkout run without `pip install`: the Python parsers alone
+    _scan = None  # type: ignore[assignment]
+
 TypedRecord = IpeAccess | IpeConfigChange | IpePolicyLoad | IpeMacStatus | Syscall | Proctitle
 
 
@@ -396,6 +401,17 @@ _ACCESS_RE = re.compile(
 
 
 def parse_access(body: str) -> IpeAccess:
+    """A 1420 body -> IpeAccess: by the C helper for the kernel's common form (``_scan.c``:
+    access_of, the block scanner's; tests/audit/test_bulk_scan.py holds the two equal), else
+    by :data:`_ACCESS_RE`, else field by field."""
+    if _scan is not None:
+        typed = _scan.parse_access(body, IpeAccess)
+        if typed is not None:
+            return typed
+    return _parse_access_re(body)
+
+
+def _parse_access_re(body: str) -> IpeAccess:
     m = _ACCESS_RE.fullmatch(body)
     if m is None:
         return _parse_access_generic(body)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 from pathlib import Path
 
 import pytest
@@ -109,16 +111,148 @@ def test_counters_loads_and_lost(tmp_path: Path) -> None:
     )
     c.enobufs = 3
     c.group.serial_gaps = 5
+    c.unparsed = 2
     d = c.as_dict()
     assert d["loads"] == [
         {"result": "failed", "errno": 126, "errno_name": "ENOKEY", "count": 1},
         {"result": "loaded", "errno": 0, "errno_name": None, "count": 1},
     ]
-    assert d["lost"] == {"enobufs": 3, "serial_gaps": 5}
+    assert d["lost"] == {"enobufs": 3, "serial_gaps": 5, "unparsed": 2}
     text = prometheus_text(c)
     assert 'iped_audit_policy_loads_total{result="failed",errno="ENOKEY"} 1' in text
     assert 'iped_audit_lost_total{reason="enobufs"} 3' in text
     assert 'iped_audit_lost_total{reason="serial_gaps"} 5' in text
+    assert 'iped_audit_lost_total{reason="unparsed"} 2' in text
     target = tmp_path / "m.prom"
     write_textfile(c, target)
     assert target.read_text() == text
+
+
+_NLMSG = struct.Struct("=IHHII")
+
+
+def _frame(rtype: int, payload: bytes) -> bytes:
+    return _NLMSG.pack(_NLMSG.size + len(payload), rtype, 0, 0, 0) + payload
+
+
+def _access_event(serial: int) -> list[bytes]:
+    stamp = f"audit(1700000000.{serial % 1000:03d}:{serial}): ".encode()
+    body = (
+        f'ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid={serial} comm="sh" path="/bin/ls" dev="vda1" '
+        f'ino={serial} rule="DEFAULT action=DENY"'
+    ).encode()
+    return [_frame(1420, stamp + body), _frame(1327, stamp + b"proctitle=6C73"), _frame(1320, stamp)]
+
+
+def test_netlink_follower_counts_what_it_cannot_read(tmp_path: Path) -> None:
+    """Frames in the kernel's netlink framing over a real socketpair, through the follower's own
+    path (NetlinkSource.read -> grouper -> counters): unreadable records and missing serials are
+    counted, visible in counters() and the textfile, never skipped silently."""
+    from iped.audit.follow import _Netlink
+    from iped.audit.netlink import NetlinkSource
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    counters = AuditCounters()
+    clock = [100.0]
+    follower = Follower(
+        _Netlink(counters, src=NetlinkSource.over(ours)),
+        counters=counters,
+        textfile=tmp_path / "m.prom",
+        clock=lambda: clock[0],
+    )
+    with theirs:
+        for frame in [*_access_event(10), *_access_event(11)]:
+            theirs.send(frame)
+        theirs.send(_frame(1420, b"ipe_op=EXECUTE no stamp"))  # unreadable: no audit( stamp
+        theirs.send(_NLMSG.pack(4096, 1420, 0, 0, 0) + b"audit(1.0:1): cut")  # truncated: nlmsg_len > datagram
+        for frame in _access_event(14):  # serials 12 and 13 never come
+            theirs.send(frame)
+        theirs.send(_frame(2, b"\0" * 20))  # NLMSG_ERROR: a control message, no record
+        events = follower.on_readable()
+    assert [e.serial for e in events] == [10, 11, 14]
+    clock[0] = 200.0
+    assert follower.on_timeout(200.0) == []  # the missing serials are now overdue
+    c = follower.counters()
+    assert c["events"] == 3 and c["decisions"] == {"allow": 0, "deny": 3}
+    assert c["lost"] == {"enobufs": 0, "serial_gaps": 2, "unparsed": 2}
+    assert c["foreign_frames"] == 0
+    prom = (tmp_path / "m.prom").read_text()
+    assert 'iped_audit_lost_total{reason="unparsed"} 2' in prom
+    assert 'iped_audit_lost_total{reason="serial_gaps"} 2' in prom
+    follower.close()
+
+
+def test_metrics_file_follows_events_at_most_once_a_second(tmp_path: Path) -> None:
+    from iped.audit.follow import _Netlink
+    from iped.audit.netlink import NetlinkSource
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    counters = AuditCounters()
+    clock = [10.0]
+    prom = tmp_path / "m.prom"
+    follower = Follower(_Netlink(counters, src=NetlinkSource.over(ours)), counters=counters, textfile=prom,
+                        clock=lambda: clock[0])  # fmt: skip
+
+    def written_events() -> int:
+        line = next(x for x in prom.read_text().splitlines() if x.startswith("iped_audit_events_total "))
+        return int(line.split()[1])
+
+    with theirs:
+        for serial, now in ((1, 10.0), (2, 10.5), (3, 11.2)):
+            clock[0] = now
+            for frame in _access_event(serial):
+                theirs.send(frame)
+            follower.on_readable()
+            assert written_events() == {1: 1, 2: 1, 3: 3}[serial]  # the second event waits for 11.0
+        clock[0] = 11.4
+        for frame in _access_event(4):
+            theirs.send(frame)
+        follower.on_readable()
+        assert written_events() == 3
+        timeout = follower.timeout()
+        assert timeout is not None and timeout == pytest.approx(0.8)  # the write that is due
+        follower.on_timeout(12.2)
+        assert written_events() == 4
+    follower.close()
+
+
+def test_netlink_follower_groups_like_feed_per_record() -> None:
+    """The follower's run path (read_runs + feed_run) gives the events and counters of
+    Grouper.feed record by record, on a stream with interleaved, repeated, reordered and
+    missing records."""
+    from iped.audit.follow import _Netlink
+    from iped.audit.group import Grouper
+    from iped.audit.netlink import NetlinkSource
+
+    frames: list[bytes] = []
+    for serial in range(1, 120):
+        if serial % 17 == 5:
+            continue  # never sent: a serial gap
+        event = _access_event(serial)
+        if serial % 7 == 3:
+            event.insert(1, event[0])  # a record twice
+        if serial % 11 == 4:
+            event = event[:-1]  # no EOE: flushed by the timeout
+        if serial % 5 == 2 and frames:
+            frames[-1:-1] = event  # interleaved before the previous event's last record
+        else:
+            frames.extend(event)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    counters = AuditCounters()
+    follower = Follower(_Netlink(counters, src=NetlinkSource.over(ours)), counters=counters, clock=lambda: 50.0)
+    with theirs:
+        for frame in frames:
+            theirs.send(frame)
+        got = follower.on_readable() + follower.on_timeout(100.0)
+    reference = Grouper(2.0, track_gaps=True)
+    parsed: list[RawRecord] = []
+    spare, _ = socket.socketpair()
+    with spare, _:
+        for frame in frames:
+            NetlinkSource.over(spare)._frames(frame, parsed)  # (the Python frame parser on its own)
+    want = [e for rec in parsed for e in reference.feed(rec, 50.0)] + reference.expire(100.0)
+    assert got == [e for e in want if e.is_ipe]
+    assert follower.grouper.stats == reference.stats
+    assert reference.stats.serial_gaps > 0 and reference.stats.duplicates > 0 and reference.stats.incomplete_events > 0
+    follower.close()

@@ -105,3 +105,20 @@ def test_without_a_cursor_starts_at_since_or_at_the_end(tmp_path: Path, records:
     tail = JournalSource(None, path=str(journal))  # no cursor, no since: only what comes next
     assert tail.read() == []
     tail.close()
+
+
+def test_unreadable_entries_are_counted(tmp_path: Path, records: list[RawRecord]) -> None:
+    """An audit-transport entry without its audit id is not a record: counted, not skipped silently."""
+    journal = tmp_path / "journal"
+    journal.mkdir()
+    broken = (
+        f"__REALTIME_TIMESTAMP=1700000000000017\n__MONOTONIC_TIMESTAMP=999999\n_BOOT_ID={BOOT_ID}\n"
+        "_TRANSPORT=audit\n_AUDIT_TYPE=1420\nMESSAGE=IPE_ACCESS ipe_op=EXECUTE no audit id\n\n"
+    )
+    _write_journal(journal, "a.journal", _export(records[:3], 1) + broken)
+    src = JournalSource(None, since=0, path=str(journal))
+    try:
+        assert len(src.read()) == len([r for r in records[:3] if r.type in IPE_TYPES])
+        assert src.unparsed == 1
+    finally:
+        src.close()

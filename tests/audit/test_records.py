@@ -147,7 +147,13 @@ def test_type_names() -> None:
 
 def test_fast_parsers_match_generic() -> None:
     """The one-regex parsers of 1420 and SYSCALL agree with the field-by-field ones."""
-    from iped.audit.records import _parse_access_generic, _parse_syscall_generic, parse_access, parse_syscall
+    from iped.audit.records import (
+        _parse_access_generic,
+        _parse_access_re,
+        _parse_syscall_generic,
+        parse_access,
+        parse_syscall,
+    )
 
     accesses = [
         'ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=5 comm="sh" path="/x" dev="vda1" ino=2 rule="DEFAULT action=DENY"',  # noqa: E501
@@ -156,7 +162,7 @@ def test_fast_parsers_match_generic() -> None:
         'ipe_op=EXECUTE ipe_hook=MMAP enforcing=1 pid=5 comm="sh" path="/x" dev="v" ino=2 rule="DEFAULT action=DE',
     ]
     for body in accesses:
-        assert parse_access(body) == _parse_access_generic(body)
+        assert parse_access(body) == _parse_access_re(body) == _parse_access_generic(body)
     tail = 'a0=1 a1=2 a2=3 a3=4 items=1 ppid=1 pid=5 auid=4294967295 uid=0 gid=0 euid=0 suid=0 fsuid=0 egid=0 sgid=0 fsgid=0 tty=(none) ses=4294967295 comm="sh" exe=2F62696E2F7368'  # noqa: E501
     heads = (
         "arch=c000003e syscall=59 success=no exit=-13 ",
@@ -167,3 +173,27 @@ def test_fast_parsers_match_generic() -> None:
         for end in ("", " subj=unconfined key=(null)"):
             body = head + tail + end
             assert parse_syscall(body) == _parse_syscall_generic(body)
+
+
+def test_c_access_parser_matches_python_on_kernel_bodies() -> None:
+    """parse_access takes the C helper's result where it gives one: the same record as the regex
+    path on every 1420 body the real kernels wrote (and on odd ones it declines)."""
+    from iped.audit import _scan
+    from iped.audit.records import IpeAccess, _parse_access_re
+
+    from .test_kernel_records import _bodies
+
+    bodies = sorted({body for _, rtype, body in _bodies() if rtype == 1420})
+    odd = [b.replace('comm="', 'comm="x') for b in bodies[:5]] + [b.replace("pid=", "pid=+") for b in bodies[:5]]
+    typed = 0
+    for body in (
+        bodies
+        + odd
+        + ["", "ipe_op=EXECUTE", 'ipe_op=E ipe_hook=H enforcing=1 pid=1 comm="é" path="/" dev="d" ino=1 rule="x"']
+    ):
+        c = _scan.parse_access(body, IpeAccess)
+        if c is not None:
+            typed += 1
+            assert c == _parse_access_re(body) and type(c) is IpeAccess
+        assert parse_access(body) == _parse_access_re(body)
+    assert typed >= len(bodies) * 0.8

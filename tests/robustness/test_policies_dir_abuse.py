@@ -237,7 +237,7 @@ def test_renames_during_scans_never_give_a_torn_or_missing_policy(site: Site) ->
     t = threading.Thread(target=writer)
     t.start()
     try:
-        seen = set()
+        seen: set[bytes] = set()
         for n in range(5000):  # at least 60 scans, and on until the writer got a turn (a loaded host)
             if n >= 60 and len(seen) > 1:
                 break

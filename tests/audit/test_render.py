@@ -1,0 +1,195 @@
+"""The fast JSON Lines renderer (render.JsonLines) against the reference (event_objects + json.dumps).
+
+``iped audit --json`` prints JsonLines' lines; the bytes must be those of the reference for
+every event: the IPE records the real kernels wrote in the lab corpus (with and without their
+SYSCALL/PROCTITLE, a policy that locates their rules and none), the messy stream of
+test_bulk.py read through the bulk path with each block scanner, and a generated log of
+every record kind with odd values (non-ASCII and control characters, permissive mode,
+unset ids). One renderer runs over each whole stream, so what it keeps between events is
+exercised too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import pytest
+
+from iped.audit import bulk
+from iped.audit.explain import PolicyIndex
+from iped.audit.files import iter_file_events
+from iped.audit.group import Event, Grouper
+from iped.audit.records import RawRecord
+from iped.audit.render import JsonLines, event_objects, json_line, stamp_texts
+from iped.emulator.audit import audit_untrusted
+
+from .test_bulk import SYSCALL, messy_lines
+from .test_kernel_records import _bodies as kernel_bodies
+
+GOLDEN = Path(__file__).parent / "golden"
+POLICY = GOLDEN / "policy.pol"
+
+
+def assert_same_lines(events: Iterable[Event], index: PolicyIndex | None) -> int:
+    """Every event renders to the reference bytes; returns the number of lines compared."""
+    fast = JsonLines(index)
+    n = 0
+    for event in events:
+        if not event.is_ipe:
+            continue
+        objs = event_objects(event, index)
+        got = fast.lines(event)
+        assert [line for _, line in got] == [json_line(obj) for obj in objs], event
+        for (rec, _), obj in zip(got, objs, strict=True):  # what --denials reads
+            assert (rec is not None) == (obj["kind"] == "access")
+            if rec is not None:
+                assert rec.action == obj["decision"]
+        n += len(got)
+    return n
+
+
+def _group(records: list[RawRecord]) -> list[Event]:
+    grouper = Grouper(2.0)
+    events: list[Event] = []
+    for rec in records:
+        events.extend(grouper.feed(rec, rec.sec))
+    return events + grouper.flush()
+
+
+def _kernel_events() -> list[Event]:
+    """Each IPE body of the corpus as an event: alone, or (1420s) with a SYSCALL and PROCTITLE."""
+    records = []
+    for n, (_, rtype, body) in enumerate(kernel_bodies()):
+        stamp = (1700000000 + n // 7, n % 1000, n + 1)
+        records.append(RawRecord(rtype, *stamp, body))
+        if n % 3:
+            sc = SYSCALL.format(ok="no", exit=-13, pid=n, auid=4294967295 if n % 5 == 0 else 0, comm='"sh"')
+            records.append(RawRecord(1300, *stamp, sc))
+        if n % 4:
+            records.append(RawRecord(1327, *stamp, "proctitle=2F62696E2F7368002D63"))
+        records.append(RawRecord(1320, *stamp, ""))
+    return _group(records)
+
+
+@pytest.mark.parametrize("with_policy", [True, False], ids=["policy", "no-policy"])
+def test_lab_corpus_records(with_policy: bool) -> None:
+    events = _kernel_events()
+    assert len(events) > 100
+    # (the few 1404s that are not IPE's own give no line)
+    assert assert_same_lines(events, PolicyIndex.from_file(POLICY) if with_policy else None) > len(events) * 0.9
+
+
+def _file_events(path: Path) -> list[Event]:
+    grouper = Grouper(2.0)
+    return [*iter_file_events(path, grouper), *grouper.flush()]
+
+
+@pytest.mark.parametrize("scanner", ["c", "python"])
+def test_messy_stream_through_the_bulk_path(tmp_path: Path, scanner: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "use_c_scanner", scanner == "c")
+    log = tmp_path / "audit.log"
+    log.write_text("\n".join(messy_lines()) + "\n")
+    assert assert_same_lines(_file_events(log), PolicyIndex.from_file(POLICY)) > 150
+
+
+def _untrusted(text: str) -> str:
+    return audit_untrusted(text.encode()).decode()
+
+
+def _generated_lines() -> list[str]:
+    """Every IPE record kind, with values that JSON must escape and fields the kernel leaves unset."""
+    odd = ["tool", "tab\there", 'quo"te', "back\\slash", "nl\nx", "é-ü", "雪", "\x01ctl", "sp ace"]
+    rules = [
+        "DEFAULT action=DENY",
+        "DEFAULT op=EXECUTE action=ALLOW",
+        "op=EXECUTE boot_verified=TRUE action=ALLOW",
+        'op=EXECUTE fsverity_digest="sha256":' + "AB" * 32 + " action=DENY",
+    ]
+    digest = "sha256:" + "CD" * 32
+    lines = []
+    for i in range(400):
+        stamp = f"{1700000000 + i // 3}.{(i * 7) % 1000:03d}:{100 + i}"
+        name = odd[i % len(odd)]
+        unset = "4294967295" if i % 3 else "0"
+        kind = i % 10
+        if kind < 7:
+            path, dev, ino = ("?", "?", "?") if i % 13 == 0 else (_untrusted("/bin/" + name), '"vda1"', str(i))
+            lines.append(
+                f"type=1420 msg=audit({stamp}): ipe_op=EXECUTE ipe_hook={'MMAP' if i % 3 else 'BPRM_CHECK'} "
+                f'enforcing={i % 2} pid={i} comm="sh" path={path} dev={dev} ino={ino} rule="{rules[i % 4]}"'
+            )
+        elif kind == 7:
+            lines.append(
+                f'type=1422 msg=audit({stamp}): policy_name="p{i}" policy_version=0.0.{i} policy_digest={digest} '
+                f"auid={unset} ses=2 lsm=ipe res=1{'' if i % 2 else ' errno=-74'}"
+            )
+            lines.append(
+                f'type=1421 msg=audit({stamp}): old_active_pol_name="p{i - 1}" old_active_pol_version=0.0.1 '
+                f'old_policy_digest={digest} new_active_pol_name="p{i}" new_active_pol_version=0.0.2 '
+                f"new_policy_digest={digest} auid=0 ses={unset} lsm=ipe res=1"
+            )
+        elif kind == 8:
+            lines.append(
+                f"type=1404 msg=audit({stamp}): enforcing={i % 2} old_enforcing={1 - i % 2} auid=0 ses=2 "
+                "enabled=1 old-enabled=1 lsm=ipe res=1"
+            )
+        else:
+            lines.append(
+                f"type=1422 msg=audit({stamp}): policy_name=? policy_version=? policy_digest=? auid=0 ses=2 "
+                "lsm=ipe res=0 errno=-126"
+            )
+        if i % 5:
+            ok = i % 2 == 1
+            sc = SYSCALL.format(
+                ok="yes" if ok else "no", exit=0 if ok else -13, pid=i, auid=unset, comm=_untrusted(name)
+            )
+            lines.append(f"type=SYSCALL msg=audit({stamp}): {sc}")
+        if i % 6 == 1:
+            lines.append(f'type=CWD msg=audit({stamp}): cwd="/root"')
+        if i % 4:
+            argv = ("/bin/" + name + "\0-x\0" + odd[(i + 1) % len(odd)]).encode().hex().upper()
+            lines.append(f"type=PROCTITLE msg=audit({stamp}): proctitle={argv if i % 8 else chr(34) + 'sh' + chr(34)}")
+        if i % 11:
+            lines.append(f"type=EOE msg=audit({stamp}): ")  # else: flushed incomplete
+    return lines
+
+
+@pytest.mark.parametrize("scanner", ["c", "python"])
+def test_generated_log(tmp_path: Path, scanner: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "use_c_scanner", scanner == "c")
+    log = tmp_path / "audit.log"
+    log.write_text("\n".join(_generated_lines()) + "\n", encoding="utf-8")
+    events = _file_events(log)
+    for index in (PolicyIndex.from_file(POLICY), None):
+        assert assert_same_lines(events, index) > 400
+
+
+def test_cli_prints_the_reference_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``iped audit --source LOG --json [--denials]``: the reference lines of the file's events, in order."""
+    from iped.cli import main
+
+    log = tmp_path / "audit.log"
+    log.write_text("\n".join(_generated_lines() + messy_lines()) + "\n", encoding="utf-8")
+    index = PolicyIndex.from_file(POLICY)
+    objs = [obj for event in _file_events(log) if event.is_ipe for obj in event_objects(event, index)]
+    for denials in (False, True):
+        argv = ["audit", "--source", str(log), "--json", "--policy", str(POLICY)] + (["--denials"] if denials else [])
+        assert main(argv) == 0
+        want = [o for o in objs if not denials or (o["kind"] == "access" and o["decision"] == "DENY")]
+        assert capsys.readouterr().out == "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in want)
+        assert len(want) > (100 if denials else 400)
+
+
+def test_stamp_texts_are_the_reference_formulas() -> None:
+    """The digits of a plain stamp are what _iso's and round(ts, 3)'s float arithmetic give."""
+    import random
+
+    rng = random.Random(15)
+    secs = [0, 1, 9, 10**9, 1700000000, 2**31 - 1, 2**32, 10**10 - 1, 10**10, 2**53]
+    secs += [rng.randrange(10**10) for _ in range(2000)]
+    for sec in secs:
+        for msec in [0, 1, 5, 10, 100, 120, 999, 1000, 1234, rng.randrange(1000), rng.randrange(1000)]:
+            ts = sec + msec / 1000.0
+            assert stamp_texts(sec, msec, ts) == (f"{round(ts * 1000) % 1000:03d}", repr(round(ts, 3))), (sec, msec)
