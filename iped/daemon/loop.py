@@ -49,6 +49,17 @@ class Source:
 SettingsLoader = Callable[[], Settings]
 
 
+def _failure_reason(record: PlanRecord | FailedRead | None) -> str:
+    """Why a reconcile did not reach the declared state (the NOT READY status says it)."""
+    if isinstance(record, FailedRead):
+        return record.message
+    if record is not None and record.failure is not None:
+        return record.failure.message
+    if record is not None and record.errors:
+        return str(record.errors[0])
+    return "no reconcile reached it"
+
+
 class Daemon:
     """Wires the event sources to the reconciler."""
 
@@ -246,8 +257,8 @@ class Daemon:
         elif self.ready:
             self.notifier.ready(summary)
         else:
-            self.notifier.status(f"NOT READY: declared policy {self.settings.policies.active!r} is not active; "
-                                 f"{summary}")
+            self.notifier.status(f"NOT READY: declared policy {self.settings.policies.active!r} is not active: "
+                                 f"{_failure_reason(last)}; {summary}")
 
     def schedule(self, trigger: str) -> None:
         self.pending = self.pending or trigger
