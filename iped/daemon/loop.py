@@ -85,6 +85,9 @@ class Daemon:
         self.follower: Follower | None = None
         self.follower_error: str | None = None
         gid = resolve_group(self.settings.daemon.control_group)
+        if self.settings.daemon.control_group and gid is None:
+            reporter.log("warning", f"control_group {self.settings.daemon.control_group!r} does not exist: only "
+                                    f"root may use {self.settings.daemon.control_socket}")
         self.server = ControlServer(
             self.settings.daemon.control_socket,
             {"status": self._op_status, "reload": self._op_reload, "plan": self._op_plan, "ping": self._op_ping,

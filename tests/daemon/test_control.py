@@ -108,3 +108,17 @@ def test_codec_roundtrip() -> None:
 def test_unknown_errno_is_named_like_everywhere_else() -> None:
     # one formatter (iped.errnos.errno_name): E<n>, never a bare number
     assert json.loads(encode_error(4095, "x"))["errno_name"] == "E4095"
+
+
+def test_failed_peer_cred_grants_nothing() -> None:
+    # SO_PEERCRED fails (here: EBADF, the connection is already gone): the peer is nobody
+    a, b = socket.socketpair()
+    with a:
+        b.close()
+        conn = Connection(b)
+    assert conn.cred == PeerCred(0, -1, -1)
+    srv = make_server(read_gid=os.getgid(), admins=frozenset({0, os.getuid()}))
+    for op in ("status", "reload"):
+        reply = json.loads(srv.handle_line(request_line(op), conn.cred))
+        assert reply["errno"] == errno.EACCES, reply
+    assert srv.calls == []  # type: ignore[attr-defined]

@@ -186,8 +186,9 @@ def test_kernel_error_mid_apply_exit_4(site: Site) -> None:
         d.stop()
 
 
-def _as_nobody(sock: Path, gid: int) -> list[dict[str, Any]]:
-    """Fork, drop to uid nobody with primary group ``gid``, ask for a reload and a status."""
+def _as_nobody(sock: Path, gid: int, groups: tuple[int, ...] = ()) -> list[dict[str, Any]] | str:
+    """Fork, drop to uid nobody with primary group ``gid`` and supplementary ``groups``, ask for a
+    reload and a status. Returns the two replies, or the error that stopped the child."""
     import pwd
 
     nobody = pwd.getpwnam("nobody")
@@ -197,7 +198,7 @@ def _as_nobody(sock: Path, gid: int) -> list[dict[str, Any]]:
         os.close(r)
         try:
             os.chdir(sock.parent)  # tmp_path's parents are 0700: connect by a relative path
-            os.setgroups([])
+            os.setgroups(list(groups))
             os.setgid(gid)
             os.setuid(nobody.pw_uid)
             out: Any = [request(Path(sock.name), "reload"), request(Path(sock.name), "status")]
@@ -213,28 +214,62 @@ def _as_nobody(sock: Path, gid: int) -> list[dict[str, Any]]:
         data += chunk
     os.close(r)
     os.waitpid(pid, 0)
-    got = json.loads(data)
-    assert isinstance(got, list), got
+    got: list[dict[str, Any]] | str = json.loads(data)
     return got
 
 
-def test_non_root_peer_refused(daemon: DaemonProc) -> None:
+def _as_member(sock: Path, gid: int, groups: tuple[int, ...] = ()) -> tuple[dict[str, Any], dict[str, Any]]:
+    got = _as_nobody(sock, gid, groups)
+    assert isinstance(got, list), got
+    return got[0], got[1]
+
+
+def test_control_socket_mode_group_and_peer_access(daemon: DaemonProc) -> None:
     import grp
+    import stat
 
     sock = daemon.site.socket
-    os.chmod(sock, 0o666)  # let the socket's mode through so SO_PEERCRED does the refusing
-    os.chmod(sock.parent, 0o755)
-    # control_group = "nogroup": its members may read status, never change state
-    reload_reply, status_reply = _as_nobody(sock, grp.getgrnam("nogroup").gr_gid)
+    nogroup = grp.getgrnam("nogroup").gr_gid  # control_group = "nogroup"
+    st = os.stat(sock)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o660, os.geteuid(), nogroup)
+    # the control group as primary group: may read status, never change state
+    reload_reply, status_reply = _as_member(sock, nogroup)
     assert reload_reply["ok"] is False and reload_reply["errno_name"] == "EACCES"
     assert "only root may change state" in reload_reply["error"]
     assert status_reply["ok"] is True and status_reply["result"]["schema_version"] == 1
-    # not in the group: refused outright
-    reload_reply, status_reply = _as_nobody(sock, 54321)
+    # ... and as a supplementary group only (the file's group bits and SO_PEERCRED's pid -> /proc)
+    reload_reply, status_reply = _as_member(sock, 54321, (nogroup,))
+    assert reload_reply["errno_name"] == "EACCES" and "only root may change state" in reload_reply["error"]
+    assert status_reply["ok"] is True and status_reply["result"]["schema_version"] == 1
+    # not in the group: the socket's 0660 refuses the connect itself
+    refused = _as_nobody(sock, 54321)
+    assert isinstance(refused, str) and refused.startswith("PermissionError(13"), refused
+    # with the file's mode out of the way, SO_PEERCRED still refuses them
+    os.chmod(sock, 0o666)
+    reload_reply, status_reply = _as_member(sock, 54321)
     assert reload_reply["errno_name"] == "EACCES"
     assert status_reply["ok"] is False and status_reply["errno_name"] == "EACCES"
     assert "neither root nor in the control group" in status_reply["error"]
     assert daemon.status()["counters"]["reconciles"] == 1  # nothing was reconciled for them
+
+
+def test_missing_control_group_leaves_the_socket_to_root(site: Site) -> None:
+    import grp
+    import stat
+
+    site.config.write_text(site.config.read_text().replace('control_group = "nogroup"',
+                                                           'control_group = "iped-no-such-group"'))
+    d = start_daemon(site)
+    try:
+        st = os.stat(site.socket)
+        assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o660, os.getegid())
+        refused = _as_nobody(site.socket, grp.getgrnam("nogroup").gr_gid)
+        assert isinstance(refused, str) and refused.startswith("PermissionError(13"), refused
+        assert d.status()["ready"] is True  # root still drives it
+    finally:
+        err = d.stop()
+    assert "control_group 'iped-no-such-group' does not exist" in err
 
 
 def test_malformed_requests_get_error_replies(daemon: DaemonProc) -> None:
