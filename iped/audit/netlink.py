@@ -99,23 +99,30 @@ class NetlinkSource:
         return out
 
     def _frames(self, data: bytes) -> list[RawRecord]:
-        out = []
-        offset = 0
-        size = len(data)
-        while offset + _NLMSG_HDR.size <= size:
-            length, rtype, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
-            if length < _NLMSG_HDR.size or offset + length > size:
-                self.stats.malformed += 1
-                break
-            self.stats.frames += 1
-            if rtype < 1000:
-                # NLMSG_NOOP/ERROR/DONE and audit control replies carry no record
-                self.stats.control += 1
-            else:
-                text = data[offset + _NLMSG_HDR.size : offset + length].decode("utf-8", "backslashreplace")
-                try:
-                    out.append(parse_stamped(rtype, text))
-                except RecordError:
-                    self.stats.malformed += 1
-            offset += (length + 3) & ~3
-        return out
+        return split_frames(data, self.stats)
+
+
+def split_frames(data: bytes, stats: NetlinkStats) -> list[RawRecord]:
+    """The records in one datagram of nlmsg frames, counting every frame, the control ones
+    (no record) and the malformed ones (a bad length ends the datagram; an unparseable record
+    is skipped) in ``stats``."""
+    out = []
+    offset = 0
+    size = len(data)
+    while offset + _NLMSG_HDR.size <= size:
+        length, rtype, _flags, _seq, _pid = _NLMSG_HDR.unpack_from(data, offset)
+        if length < _NLMSG_HDR.size or offset + length > size:
+            stats.malformed += 1
+            break
+        stats.frames += 1
+        if rtype < 1000:
+            # NLMSG_NOOP/ERROR/DONE and audit control replies carry no record
+            stats.control += 1
+        else:
+            text = data[offset + _NLMSG_HDR.size : offset + length].decode("utf-8", "backslashreplace")
+            try:
+                out.append(parse_stamped(rtype, text))
+            except RecordError:
+                stats.malformed += 1
+        offset += (length + 3) & ~3
+    return out
