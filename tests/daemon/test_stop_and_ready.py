@@ -123,6 +123,8 @@ def test_sigterm_leaves_enforce_and_the_active_policy(site: Site, monkeypatch: p
         assert d.run() == 0
     finally:
         killer.join()
+        if d.monitor is not None:
+            d.monitor.close()
     after = read_actual(backend)
     assert after.enforce is True
     assert after.active is not None and (after.active.name, str(after.active.version)) == ("base", "1.0.0")

@@ -139,7 +139,7 @@ def test_no_ready_while_the_kernel_refuses_the_declared_policy(lab: Lab) -> None
     notify = lab.root / "notify.sock"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
         rx.bind(os.fspath(notify))
-        rx.settimeout(30)
+        rx.settimeout(120)  # under TCG the daemon can take long to start
         with daemon(lab, notify) as proc:
             # the startup reconcile ends with READY=1 or a NOT READY status, before the first ping
             msgs = [rx.recv(4096).decode()]
