@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,10 +19,15 @@ from iped.daemon.settings import BackendKind, Settings
 IPE_ROOT = Path("/sys/kernel/security/ipe")
 SECURITYFS = Path("/sys/kernel/security")
 
-#: Test-only fault injection for the emulator backend: ``<path-suffix>:<nth>:<ERRNO>`` makes the
-#: nth write (1-based, counted per process) to a path ending in ``<path-suffix>`` fail with ERRNO,
-#: e.g. ``active:1:EIO``. Ignored by the kernel backend. Documented in docs/daemon.md.
+#: Test-only fault injection for the emulator backend: ``<path-suffix>:<nth>:<WHAT>`` scripts the
+#: nth write (1-based, counted per process) to a path ending in ``<path-suffix>``: WHAT is an errno
+#: name or number (the write fails with it, e.g. ``active:1:EIO``), ``nochange`` (the write
+#: "succeeds" but changes nothing) or ``garbage`` (the write happens, the next read returns bytes
+#: no kernel shows). Ignored by the kernel backend. Documented in docs/daemon.md.
 FAULT_ENV = "IPED_EMULATOR_FAULT"
+
+#: what a ``garbage`` fault's next read returns: neither a version nor a 0/1 flag
+GARBAGE = b"\xffgarbage\n"
 
 
 class Backend(Protocol):
@@ -67,20 +73,31 @@ class SecurityfsBackend:
         return sorted(os.listdir(self.root / path))
 
 
+class FaultMode(StrEnum):
+    """What a scripted write does instead of its normal effect."""
+
+    ERRNO = "errno"  # fails with the fault's errno
+    NO_CHANGE = "nochange"  # returns its length, changes nothing
+    GARBAGE = "garbage"  # happens; the next read returns GARBAGE
+
+
 @dataclass(frozen=True, slots=True)
 class Fault:
     """A parsed :data:`FAULT_ENV` value."""
 
     suffix: str
     nth: int
-    errno: int
+    errno: int = 0
+    mode: FaultMode = FaultMode.ERRNO
 
     @staticmethod
     def parse(spec: str) -> Fault:
-        suffix, nth, name = spec.rsplit(":", 2)
-        num = getattr(errno, name, None) if not name.isdigit() else int(name)
+        suffix, nth, what = spec.rsplit(":", 2)
+        if what in (FaultMode.NO_CHANGE, FaultMode.GARBAGE):
+            return Fault(suffix, int(nth), 0, FaultMode(what))
+        num = getattr(errno, what, None) if not what.isdigit() else int(what)
         if not isinstance(num, int):
-            raise ValueError(f"{FAULT_ENV}: unknown errno {name!r}")
+            raise ValueError(f"{FAULT_ENV}: unknown errno {what!r}")
         return Fault(suffix, int(nth), num)
 
 
@@ -94,8 +111,12 @@ class EmulatorBackend:
         self.reason = reason
         self._fault = fault
         self._fault_count = 0
+        self._garble_next_read = False
 
     def read(self, path: str) -> bytes:
+        if self._garble_next_read:
+            self._garble_next_read = False
+            return GARBAGE
         data = self.emulator.read(path)
         return data if isinstance(data, bytes) else str(data).encode()
 
@@ -104,7 +125,13 @@ class EmulatorBackend:
         if f is not None and path.endswith(f.suffix):
             self._fault_count += 1
             if self._fault_count == f.nth:
-                raise OSError(f.errno, os.strerror(f.errno), path)
+                match f.mode:
+                    case FaultMode.ERRNO:
+                        raise OSError(f.errno, os.strerror(f.errno), path)
+                    case FaultMode.NO_CHANGE:
+                        return len(data)
+                    case FaultMode.GARBAGE:
+                        self._garble_next_read = True
         return int(self.emulator.write(path, data))
 
     def listdir(self, path: str) -> list[str]:

@@ -2,7 +2,7 @@
 # One door for a fresh Debian machine: install what iped needs (apt packages, a venv in the
 # checkout), then run the daemon on the emulator or the whole test suite.
 #   packaging/dev.sh run    the daemon in the foreground, emulator backend, example config from etc/
-#   packaging/dev.sh test   ruff, mypy --strict, pytest (unit, end-to-end and the QEMU lab)
+#   packaging/dev.sh test   ruff, mypy --strict, pytest (unit, end-to-end and the QEMU lab) with a branch-coverage report
 #   packaging/dev.sh setup  only install
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -64,8 +64,8 @@ case "${1:-}" in
         ruff check iped tests benchmarks
         echo "+ mypy --strict" >&2
         mypy
-        echo "+ pytest" >&2
-        exec python -m pytest -m "lab or not lab" "$@"
+        echo "+ pytest (with a branch-coverage report of iped, no threshold)" >&2
+        exec python -m pytest -m "lab or not lab" --cov=iped --cov-branch --cov-report=term:skip-covered "$@"
         ;;
     *)
         echo "usage: packaging/dev.sh run|test|setup" >&2

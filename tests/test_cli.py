@@ -68,19 +68,30 @@ def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--trust" in capsys.readouterr().out
 
 
-def test_missing_verb_module_fails_alone_with_clear_message() -> None:
+def test_missing_verb_module_fails_alone_with_clear_message(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # A verb whose module is absent is a one-line error naming the module; others keep working.
-    missing = [v for v in Verb if _absent(v.module)]
-    for verb in missing:
-        with pytest.raises(CliError, match=f"'{verb}' is not available"):
-            load_verb(verb)
-    assert load_verb(Verb.validate).run is not None
+    # ``None`` in sys.modules is the import system's own "this module is not there".
+    monkeypatch.setitem(sys.modules, Verb.survey.module, None)
+    with pytest.raises(CliError, match=r"^'survey' is not available in this build \(module iped.commands.survey "
+                                       r"is missing\)$"):
+        load_verb(Verb.survey)
+    assert main(["survey", "--policy", "x.pol"]) == ExitCode.FAILED
+    assert capsys.readouterr().err == ("iped: error: 'survey' is not available in this build "
+                                       "(module iped.commands.survey is missing)\n")
+    policy = tmp_path / "ok.pol"
+    policy.write_text("policy_name=ok policy_version=0.0.1\nDEFAULT action=ALLOW\n")
+    assert main(["validate", str(policy)]) == ExitCode.OK
 
 
-def _absent(module: str) -> bool:
-    import importlib.util
+def test_verb_module_without_run_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
 
-    return importlib.util.find_spec(module) is None
+    stub = types.ModuleType(Verb.survey.module)
+    stub.add_arguments = lambda parser: None  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, Verb.survey.module, stub)
+    with pytest.raises(CliError, match=r"^'survey' cannot be loaded: iped.commands.survey has no run\(\)$"):
+        load_verb(Verb.survey)
 
 
 def test_subprocess_exit_codes_and_one_line_stderr(tmp_path: object) -> None:

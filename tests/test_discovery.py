@@ -163,9 +163,19 @@ def test_ioctl_numbers_and_struct_sizes_match_the_uapi_headers() -> None:
     assert d._new_encode_dev(259, 300) == (300 & 0xFF) | (259 << 8) | ((300 & ~0xFF) << 12)
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/mapper/control"), reason="no device-mapper control node on this host")
-def test_dm_table_of_a_missing_device_is_an_oserror() -> None:
+def test_dm_table_error_is_an_oserror_and_closes_the_control_node() -> None:
     from iped.discovery import dm_table
 
-    with pytest.raises(OSError):
-        dm_table(4095, 1048575)
+    fds = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError) as ei:
+        dm_table(4095, 1048575)  # no such device
+    # with device-mapper: the ioctl's ENXIO; without: opening /dev/mapper/control fails (ENOENT)
+    assert ei.value.errno == (errno.ENXIO if os.path.exists("/dev/mapper/control") else errno.ENOENT)
+    assert set(os.listdir("/proc/self/fd")) == fds
+
+
+def test_dm_device_whose_table_cannot_be_read_has_no_verity(tmp_path: Path) -> None:
+    # sysfs says 4095:1048575 is a dm device, but DM_TABLE_STATUS fails for it: no verity, no exception
+    (tmp_path / "dev/block/4095:1048575/dm").mkdir(parents=True)
+    (tmp_path / "dev/block/4095:1048575/dm/name").write_text("gone\n")
+    assert dm_verity_of(4095, 1048575, sysfs=str(tmp_path)) is None

@@ -154,19 +154,26 @@ class NetlinkSource:
         return out
 
     def _frames(self, data: bytes, out: list[RawRecord]) -> None:
-        """Append the records of one datagram's frames to ``out`` (the kernel sends one per datagram)."""
-        frames, malformed = split_frames(data)
-        self.stats.malformed += malformed
-        for rtype, payload in frames:
-            self.stats.frames += 1
-            if rtype < 1000:
-                # NLMSG_NOOP/ERROR/DONE and audit control replies carry no record
-                self.stats.control += 1
-                continue
-            try:
-                out.append(parse_stamped(rtype, payload.decode("utf-8", "backslashreplace")))
-            except RecordError:
-                self.stats.malformed += 1
+        frame_records(data, self.stats, out)
+
+
+def frame_records(data: bytes, stats: NetlinkStats, out: list[RawRecord]) -> list[RawRecord]:
+    """Append the records of one datagram's nlmsg frames to ``out`` (and return it), counting
+    every frame, the control ones (no record) and the malformed ones (a bad length ends the
+    datagram; an unparseable record is skipped) in ``stats``."""
+    frames, malformed = split_frames(data)
+    stats.malformed += malformed
+    for rtype, payload in frames:
+        stats.frames += 1
+        if rtype < 1000:
+            # NLMSG_NOOP/ERROR/DONE and audit control replies carry no record
+            stats.control += 1
+            continue
+        try:
+            out.append(parse_stamped(rtype, payload.decode("utf-8", "backslashreplace")))
+        except RecordError:
+            stats.malformed += 1
+    return out
 
 
 def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:

@@ -8,11 +8,13 @@ the failed step came after the activation. The result says which step failed and
 from __future__ import annotations
 
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import TypeVar
 
 from iped.backend import Backend
-from iped.daemon.actual import ActualState, LoadedPolicy, parse_version_text, read_flag
+from iped.daemon.actual import ActualState, LoadedPolicy, parse_version_text
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, StepKind
 from iped.errnos import describe_errno, errno_name
@@ -51,15 +53,39 @@ class ReadBackError(OSError):
     """The write succeeded but securityfs does not show the expected result."""
 
 
+T = TypeVar("T")
+
+
+def _parse_flag(raw: bytes) -> bool:
+    """A securityfs switch reads exactly 0 or 1 (plus a newline)."""
+    value = raw.strip()
+    if value not in (b"0", b"1"):
+        raise ValueError("not 0 or 1")
+    return value == b"1"
+
+
+def _read_back(backend: Backend, step: Step, path: str, parse: Callable[[bytes], T]) -> T:
+    """``path`` read and parsed; what is missing or does not parse is a ReadBackError (EIO)."""
+    try:
+        raw = backend.read(path)
+    except FileNotFoundError:  # a load that "succeeded" without creating the policy's directory
+        raise ReadBackError(errno.EIO, f"read-back after '{step.describe()}': {path} does not exist") from None
+    try:
+        return parse(raw)
+    except ValueError:
+        raise ReadBackError(errno.EIO, f"read-back after '{step.describe()}': {path} reads {raw[:64]!r}, "
+                                       "which securityfs never shows") from None
+
+
 def _verify(backend: Backend, step: Step) -> None:
     """Read back what the step should have changed; raise ReadBackError (EIO) if it did not."""
     match step.kind:
         case StepKind.ENFORCE | StepKind.SUCCESS_AUDIT:
-            ok = read_flag(backend, step.path) == bool(step.value)
+            ok = _read_back(backend, step, step.path, _parse_flag) == bool(step.value)
         case StepKind.LOAD | StepKind.UPDATE:
-            ok = parse_version_text(backend.read(f"policies/{step.name}/version")) == step.version
+            ok = _read_back(backend, step, f"policies/{step.name}/version", parse_version_text) == step.version
         case StepKind.ACTIVATE:
-            ok = read_flag(backend, f"policies/{step.name}/active")
+            ok = _read_back(backend, step, f"policies/{step.name}/active", _parse_flag)
         case StepKind.DELETE:
             ok = step.name not in backend.listdir("policies")
     if not ok:

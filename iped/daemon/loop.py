@@ -42,6 +42,17 @@ class Follower(Protocol):
 SettingsLoader = Callable[[], Settings]
 
 
+def _failure_reason(record: PlanRecord | FailedRead | None) -> str:
+    """Why a reconcile did not reach the declared state (the NOT READY status says it)."""
+    if isinstance(record, FailedRead):
+        return record.message
+    if record is not None and record.failure is not None:
+        return record.failure.message
+    if record is not None and record.errors:
+        return str(record.errors[0])
+    return "no reconcile reached it"
+
+
 class Daemon:
     """Wires the event sources to the reconciler."""
 
@@ -67,6 +78,9 @@ class Daemon:
         self.follower: Follower | None = None
         self.follower_error: str | None = None
         gid = resolve_group(self.settings.daemon.control_group)
+        if self.settings.daemon.control_group and gid is None:
+            reporter.log("warning", f"control_group {self.settings.daemon.control_group!r} does not exist: only "
+                                    f"root may use {self.settings.daemon.control_socket}")
         self.server = ControlServer(
             self.settings.daemon.control_socket,
             {"status": self._op_status, "reload": self._op_reload, "plan": self._op_plan, "ping": self._op_ping,
@@ -245,8 +259,8 @@ class Daemon:
         elif self.ready:
             self.notifier.ready(summary)
         else:
-            self.notifier.status(f"NOT READY: declared policy {self.settings.policies.active!r} is not active; "
-                                 f"{summary}")
+            self.notifier.status(f"NOT READY: declared policy {self.settings.policies.active!r} is not active: "
+                                 f"{_failure_reason(last)}; {summary}")
 
     def schedule(self, trigger: str) -> None:
         self.pending = self.pending or trigger

@@ -198,3 +198,14 @@ def daemon(site: Site) -> Iterator[DaemonProc]:
     d = start_daemon(site)
     yield d
     d.stop()
+
+
+@pytest.fixture
+def quiet_daemon(site: Site) -> Iterator[DaemonProc]:
+    """A daemon whose file events wait a minute: only explicit reloads act, so each exit code
+    (0 applied, 9 unchanged) is exact instead of racing the debounced inotify reconcile."""
+    site.debounce_ms = 60000
+    site.write_config()
+    d = start_daemon(site)
+    yield d
+    d.stop()

@@ -165,3 +165,17 @@ def test_a_client_that_never_reads_is_buffered_not_waited_for() -> None:
             while chunk := a.recv(1 << 20):
                 received += chunk
     assert received.count(b"\n") == 3000
+
+
+def test_failed_peer_cred_grants_nothing() -> None:
+    # SO_PEERCRED fails (here: EBADF, the connection is already gone): the peer is nobody
+    a, b = socket.socketpair()
+    with a:
+        b.close()
+        conn = Connection(b)
+    assert conn.cred == PeerCred(0, -1, -1)
+    srv = make_server(read_gid=os.getgid(), admins=frozenset({0, os.getuid()}))
+    for op in ("status", "reload"):
+        reply = json.loads(srv.handle_line(request_line(op), conn.cred))
+        assert reply["errno"] == errno.EACCES, reply
+    assert srv.calls == []  # type: ignore[attr-defined]

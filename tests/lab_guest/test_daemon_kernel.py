@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -36,6 +36,14 @@ def sysfs(*parts: str) -> str:
     return (IPE.joinpath(*parts)).read_text()
 
 
+def kernel_active() -> tuple[str, str] | None:
+    """The (name, version) of the policy the kernel has active, read from securityfs."""
+    for d in (IPE / "policies").iterdir():
+        if (d / "active").read_text() == "1":
+            return (d / "name").read_text(), (d / "version").read_text()
+    return None
+
+
 def policy(name: str, version: str, *rules: str) -> str:
     return "\n".join([f"policy_name={name} policy_version={version}", "DEFAULT action=ALLOW", *rules, ""])
 
@@ -47,6 +55,7 @@ class Lab:
     b: str
     protect: list[str]
     proc: subprocess.Popen[str] | None = None
+    anchors: list[Path] = field(default_factory=list)  # trusted by iped besides the lab's rsa-signer
 
     @property
     def pols(self) -> Path:
@@ -62,7 +71,7 @@ class Lab:
             'dir = "policies.d"\n'
             f'active = "{active}"\n'
             f"enforce = {str(enforce).lower()}\n"
-            f'trust_anchors = ["{KEYS / "rsa-signer.crt"}"]\n'
+            f"trust_anchors = {json.dumps([str(KEYS / 'rsa-signer.crt'), *map(str, self.anchors)])}\n"
             f'signing_key = "{KEYS / "rsa-signer.key"}"\n'
             f'signing_cert = "{KEYS / "rsa-signer.crt"}"\n'
             f"protect = {json.dumps(self.protect)}\n"
@@ -90,17 +99,17 @@ def lab() -> Iterator[Lab]:
     lab.pols.mkdir()
     (lab.pols / "a.pol").write_text(policy(lab.a, f"{MAJOR}.0.0"))
     lab.config(lab.a)
-    enforce_before = sysfs("enforce")
     lab.proc = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(root / "iped.toml")],
                                 cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: lab.sock.exists() and request(lab.sock, "ping")["ok"], timeout=60, what="daemon")
         yield lab
     finally:
+        before_stop = sysfs("enforce"), kernel_active()
         lab.proc.send_signal(signal.SIGTERM)
-        lab.proc.wait(30)
-        # stopping never weakens enforcement
-        assert sysfs("enforce") == enforce_before or enforce_before == "0"
+        assert lab.proc.wait(30) == 0
+        # stopping never weakens enforcement: enforce and the active policy stay as they were
+        assert (sysfs("enforce"), kernel_active()) == before_stop
 
 
 def test_daemon_drives_real_securityfs(lab: Lab) -> None:
