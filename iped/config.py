@@ -92,7 +92,7 @@ def config_model() -> type[BaseModel]:
     )
 
 
-class _NotPlain(Exception):
+class _NotPlainError(Exception):
     """A value :func:`plain_values` leaves to pydantic (to reject it, or to accept it its way)."""
 
 
@@ -126,7 +126,7 @@ def _plain(value: Any, tp: Any, limits: dict[str, Any]) -> Any:
         arms = [a for a in get_args(tp) if a is not type(None)]
         if len(arms) == 1:  # TOML has no null: X | None holds an X
             return _plain(value, arms[0], limits)
-    raise _NotPlain
+    raise _NotPlainError
 
 
 def plain_values(data: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
@@ -149,7 +149,7 @@ def plain_values(data: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
                 values[f.name] = (_plain(given[f.name], hints[f.name], dict(f.metadata)) if f.name in given
                                   else _model_default(f.default))
             out[name] = values
-    except _NotPlain:
+    except _NotPlainError:
         return None
     return out
 
