@@ -6,12 +6,18 @@ Each run starts ``iped daemon --config <the example config, emulator backend>`` 
 ``READY=1`` datagram, reads ``VmRSS`` from ``/proc/PID/status`` at once, and stops it with SIGTERM.
 Runs alternate with the baseline, ``python3 -c pass`` on the same interpreter (its RSS read by
 itself at exit). Prints p50/p95, the ratios, and whether the goals hold: p50 <= 300 ms, RSS <= 35 MB.
+Besides wall time it reports the CPU time (utime + stime) each process used up to READY or exit:
+start-up is one CPU-bound thread, so on a busy shared host the CPU time is what an idle machine's
+wall time would be.
 
 The config is etc/iped.toml with backend = emulator and the state dir, control socket and the
 checkout's etc/policies.d put under a temp dir; ``--signing`` adds a dev signing key and
 ``active = "allow_all"`` (what ``iped daemon --dev`` runs: every start signs its .pol files).
 
-    .venv/bin/python benchmarks/bench_daemon_start.py [--runs 20] [--signing]
+``--compare DIR`` also runs another checkout's daemon (``PYTHONPATH=DIR``, e.g. /work/main before
+a change) in the same alternation, so before and after are measured side by side.
+
+    .venv/bin/python benchmarks/bench_daemon_start.py [--runs 20] [--signing] [--compare DIR]
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,8 +77,21 @@ def vm_rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def start_to_ready(config: Path, notify: socket.socket, env: dict[str, str]) -> tuple[float, int]:
-    """One daemon start: (ms from exec to READY=1, VmRSS KiB right after READY)."""
+def cpu_ms(pid: int) -> float:
+    """utime + stime of ``pid`` so far (/proc/PID/stat fields 14 and 15, clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+class Run(NamedTuple):
+    wall_ms: float  # exec -> READY=1 (daemon) or exit (baseline)
+    cpu_ms: float  # user + system CPU over the same span: what an idle machine's wall time would be
+    rss_kib: int
+
+
+def start_to_ready(config: Path, notify: socket.socket, env: dict[str, str]) -> Run:
+    """One daemon start, measured at READY=1."""
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(config)],
                             env=env, cwd=config.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -82,7 +102,7 @@ def start_to_ready(config: Path, notify: socket.socket, env: dict[str, str]) -> 
             msg = notify.recv(4096).decode()
             if "READY=1" in msg.split("\n"):
                 ms = (time.perf_counter() - t) * 1000
-                return ms, vm_rss_kib(proc.pid)
+                return Run(ms, cpu_ms(proc.pid), vm_rss_kib(proc.pid))
             if proc.poll() is not None:
                 raise RuntimeError(f"the daemon exited with {proc.returncode} before READY=1")
     finally:
@@ -90,13 +110,15 @@ def start_to_ready(config: Path, notify: socket.socket, env: dict[str, str]) -> 
         proc.wait(30)
 
 
-def baseline(env: dict[str, str]) -> tuple[float, int]:
+def baseline(env: dict[str, str]) -> Run:
     """``python3 -c pass``, timed to its exit; its RSS from a second, self-reporting run."""
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     ms = (time.perf_counter() - t) * 1000
     out = subprocess.run([sys.executable, "-c", BASELINE_RSS], env=env, check=True, capture_output=True, text=True)
-    return ms, int(out.stdout)
+    return Run(ms, (usage.ru_utime + usage.ru_stime) * 1000, int(out.stdout))
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -108,6 +130,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--signing", action="store_true", help="dev signing key + active policy (as --dev)")
+    ap.add_argument("--compare", metavar="DIR", type=Path, help="another checkout to run side by side")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="iped-bench-start-"))
     config = write_config(tmp, args.signing)
@@ -115,26 +138,37 @@ def main() -> int:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(os.fspath(tmp / "notify.sock"))
         env["NOTIFY_SOCKET"] = os.fspath(tmp / "notify.sock")
+        other_env = {**env, "PYTHONPATH": os.fspath(args.compare.resolve())} if args.compare else None
         start_to_ready(config, notify, env)  # warm-up: page cache, state dir created
-        ready, rss, base, base_rss = [], [], [], []
-        for _ in range(args.runs):  # alternating, so both see the same machine load
-            ms, kib = start_to_ready(config, notify, env)
-            ready.append(ms)
-            rss.append(kib / 1024)
-            ms, kib = baseline(env)
-            base.append(ms)
-            base_rss.append(kib / 1024)
-    p50, p50b = statistics.median(ready), statistics.median(base)
-    r50 = statistics.median(rss)
+        if other_env is not None:
+            start_to_ready(config, notify, other_env)
+        daemon, base, other = [], [], []
+        for _ in range(args.runs):  # alternating, so all see the same machine load
+            daemon.append(start_to_ready(config, notify, env))
+            base.append(baseline(env))
+            if other_env is not None:
+                other.append(start_to_ready(config, notify, other_env))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; "
           f"runs {args.runs}; config: example, emulator backend{', signing key + active' if args.signing else ''}")
-    print(f"  iped daemon exec -> READY=1   p50 {p50:7.1f} ms   p95 {pct(ready, 0.95):7.1f} ms")
-    print(f"  python3 -c pass               p50 {p50b:7.1f} ms   p95 {pct(base, 0.95):7.1f} ms")
-    print(f"  ratio daemon/baseline (p50)   {p50 / p50b:.2f}x")
-    print(f"  VmRSS after READY             p50 {r50:7.1f} MB   max {max(rss):7.1f} MB   "
-          f"(bare interpreter {statistics.median(base_rss):.1f} MB)")
-    print(f"  goal READY p50 <= {GOAL_READY_MS:.0f} ms: {'met' if p50 <= GOAL_READY_MS else 'NOT met'} "
-          f"({p50 / GOAL_READY_MS:.2f} of it)")
+    rows = [("iped daemon exec -> READY=1", daemon), ("python3 -c pass", base)]
+    if other:
+        rows.append((f"{args.compare} daemon", other))
+    for label, runs in rows:
+        wall, cpu = [r.wall_ms for r in runs], [r.cpu_ms for r in runs]
+        rss = statistics.median(r.rss_kib for r in runs) / 1024
+        print(f"  {label:<30} wall p50 {statistics.median(wall):7.1f} ms  p95 {pct(wall, 0.95):7.1f} ms   "
+              f"cpu p50 {statistics.median(cpu):6.1f} ms   VmRSS p50 {rss:5.1f} MB")
+    p50, p50b = statistics.median(r.wall_ms for r in daemon), statistics.median(r.wall_ms for r in base)
+    c50, c50b = statistics.median(r.cpu_ms for r in daemon), statistics.median(r.cpu_ms for r in base)
+    r50 = statistics.median(r.rss_kib for r in daemon) / 1024
+    print(f"  ratio daemon/baseline (p50): wall {p50 / p50b:.2f}x, cpu {c50 / c50b:.2f}x")
+    if other:
+        print(f"  this tree / {args.compare}: wall {p50 / statistics.median(r.wall_ms for r in other):.2f}x, "
+              f"cpu {c50 / statistics.median(r.cpu_ms for r in other):.2f}x, "
+              f"VmRSS {r50 / (statistics.median(r.rss_kib for r in other) / 1024):.2f}x")
+    print(f"  goal READY p50 <= {GOAL_READY_MS:.0f} ms: wall {'met' if p50 <= GOAL_READY_MS else 'NOT met'} "
+          f"({p50 / GOAL_READY_MS:.2f} of it); cpu {'met' if c50 <= GOAL_READY_MS else 'NOT met'} "
+          f"({c50 / GOAL_READY_MS:.2f} of it)")
     print(f"  goal RSS <= {GOAL_RSS_MB:.0f} MB: {'met' if r50 <= GOAL_RSS_MB else 'NOT met'} "
           f"({r50 / GOAL_RSS_MB:.2f} of it)")
     return 0
