@@ -10,22 +10,29 @@ import sys
 from pathlib import Path
 
 #: what an emulator daemon without signing material, started outside systemd, must not load
-NOT_NEEDED = ("pydantic", "pydantic_core", "cryptography", "asn1crypto", "systemd.journal", "pyudev")
+#: (pyudev is the loop's dm monitor, which every backend keeps)
+NOT_NEEDED = ("pydantic", "pydantic_core", "cryptography", "asn1crypto", "systemd.journal")
 
 START = """
 import json, sys
-from pathlib import Path
 from iped.daemon import runtime
 from iped.daemon.log import make_reporter
+from iped.daemon.loop import Daemon
+from iped.daemon.notify import Notifier
 settings = runtime.load_for_command(sys.argv[1])
 rec = runtime.make_reconciler(settings, make_reporter())
-record = rec.reconcile("startup", True)
-print(json.dumps({"outcome": record.outcome, "backend": rec.backend.kind, "modules": sorted(sys.modules)}))
+daemon = Daemon(rec, Notifier({}), rec.reporter)
+daemon.setup()  # what Daemon.run() does up to READY=1: setup, then the startup reconcile
+record = daemon.reload("startup", record_unchanged=True)
+print(json.dumps({"outcome": record.outcome, "backend": rec.backend.kind, "ready": daemon.ready,
+                  "modules": sorted(sys.modules)}))
+daemon.stop()
 """
 
 
 def start(tmp_path: Path, config: str) -> dict[str, object]:
-    """Settings, reconciler and the first reconcile, as ``iped daemon`` builds them, in a fresh interpreter."""
+    """``iped daemon``'s way to READY=1 (settings, reconciler, loop setup, the startup reconcile),
+    in a fresh interpreter: which modules it loaded."""
     (tmp_path / "p").mkdir(exist_ok=True)
     (tmp_path / "p" / "base.pol").write_text("policy_name=base policy_version=0.0.1\nDEFAULT action=ALLOW\n")
     (tmp_path / "iped.toml").write_text(config)
@@ -49,6 +56,7 @@ def test_emulator_start_without_signing_loads_no_heavy_module(tmp_path: Path) ->
     got = start(tmp_path, EMULATOR)
     assert got["backend"] == "emulator"
     assert got["outcome"] == "rejected"  # base.pol is plain text and there is no key to sign it with
+    assert got["ready"] is True
     assert [m for m in NOT_NEEDED if loaded(got["modules"], m)] == []
     assert not loaded(got["modules"], "iped.audit")  # [audit] source = none
 
