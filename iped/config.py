@@ -6,11 +6,17 @@ and a validated model is frozen back into them (:func:`to_settings`), relative p
 against the file's directory. Errors are rendered ``FILE:LINE: key.path: problem``; tomllib keeps
 no positions, so :func:`key_lines` does a cheap scan of the source to map a pydantic ``loc`` back
 to the line that set the key (or the section header, or line 1).
+
+pydantic (and pydantic-core, the largest import of the daemon's start) is imported only when a
+file needs it: :func:`plain_values` accepts what is plainly valid without it -- the right TOML
+type, within its limits, no unknown key -- and declines everything else, which pydantic then
+judges and words. Both give the same values for what both accept (tests/daemon/test_config_fast_path.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import tomllib
@@ -18,20 +24,22 @@ import types
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
-
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, create_model
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from iped.daemon.settings import Settings
 
-FlexPath = Annotated[Path, Strict(False)]
-_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
 
 
 def _model_type(tp: Any) -> Any:
     """The pydantic type that validates a settings field's TOML value."""
     if tp is Path:
-        return FlexPath
+        from typing import Annotated
+
+        from pydantic import Strict
+
+        return Annotated[Path, Strict(False)]
     if isinstance(tp, type) and issubclass(tp, StrEnum):
         return Literal[tuple(m.value for m in tp)]
     origin, args = get_origin(tp), get_args(tp)
@@ -54,6 +62,8 @@ _RESOLVED_LIMITS = ("max_path_bytes",)
 
 def model_for(cls: type) -> type[BaseModel]:
     """The strict pydantic model of one settings dataclass (a ``[section]`` of iped.toml)."""
+    from pydantic import ConfigDict, Field, create_model
+
     hints = get_type_hints(cls)
     fields: dict[str, Any] = {
         f.name: (_model_type(hints[f.name]),
@@ -61,17 +71,87 @@ def model_for(cls: type) -> type[BaseModel]:
                        **{k: v for k, v in f.metadata.items() if k not in _RESOLVED_LIMITS}))
         for f in dataclasses.fields(cls)
     }
-    return create_model(f"{cls.__name__}Model", __config__=_STRICT, **fields)
+    return create_model(f"{cls.__name__}Model", __config__=ConfigDict(strict=True, extra="forbid", frozen=True),
+                        **fields)
 
 
 #: section name -> its settings dataclass (the fields of Settings whose type is a dataclass)
 SECTIONS: dict[str, type] = {
     name: tp for name, tp in get_type_hints(Settings).items() if isinstance(tp, type) and dataclasses.is_dataclass(tp)
 }
-ConfigModel: type[BaseModel] = create_model(
-    "ConfigModel", __config__=_STRICT,
-    **{name: (model, model()) for name, model in ((n, model_for(c)) for n, c in SECTIONS.items())},  # type: ignore[call-overload]
-)
+
+
+@functools.cache
+def config_model() -> type[BaseModel]:
+    """The strict pydantic model of the whole file, built (and pydantic imported) on first use."""
+    from pydantic import ConfigDict, create_model
+
+    return create_model(  # type: ignore[call-overload, no-any-return]
+        "ConfigModel", __config__=ConfigDict(strict=True, extra="forbid", frozen=True),
+        **{name: (model, model()) for name, model in ((n, model_for(c)) for n, c in SECTIONS.items())},
+    )
+
+
+class _NotPlainError(Exception):
+    """A value :func:`plain_values` leaves to pydantic (to reject it, or to accept it its way)."""
+
+
+#: the field limits :func:`_plain` checks itself; a field with any other metadata goes to pydantic
+_PLAIN_LIMITS = frozenset({"ge", "le", "min_length", *_RESOLVED_LIMITS})
+_INT64_MAX = (1 << 63) - 1
+
+
+def _plain(value: Any, tp: Any, limits: dict[str, Any]) -> Any:
+    """``value`` as the pydantic model would hold it, when it is plainly valid for ``tp``."""
+    if tp is Path:
+        if type(value) is str and value and "\0" not in value:
+            return Path(value)
+    elif isinstance(tp, type) and issubclass(tp, StrEnum):
+        if type(value) is str and value in tp._value2member_map_:
+            return value
+    elif tp is bool:
+        if type(value) is bool:
+            return value
+    elif tp is int:
+        if (type(value) is int and abs(value) <= _INT64_MAX and value >= limits.get("ge", value)
+                and value <= limits.get("le", value)):
+            return value
+    elif tp is str:
+        if type(value) is str and len(value) >= limits.get("min_length", 0):
+            return value
+    elif get_origin(tp) is tuple:
+        if type(value) is list:
+            return [_plain(v, get_args(tp)[0], {}) for v in value]
+    elif get_origin(tp) in (Union, types.UnionType):
+        arms = [a for a in get_args(tp) if a is not type(None)]
+        if len(arms) == 1:  # TOML has no null: X | None holds an X
+            return _plain(value, arms[0], limits)
+    raise _NotPlainError
+
+
+def plain_values(data: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """Each section's field values as the pydantic model would give them (defaults filled in),
+    or None when anything in ``data`` is not plainly valid: then pydantic decides."""
+    if not data.keys() <= SECTIONS.keys():
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        for name, cls in SECTIONS.items():
+            given = data.get(name, {})
+            fields = dataclasses.fields(cls)
+            if type(given) is not dict or not given.keys() <= {f.name for f in fields}:
+                return None
+            hints = get_type_hints(cls)
+            values = {}
+            for f in fields:
+                if not f.metadata.keys() <= _PLAIN_LIMITS:
+                    return None
+                values[f.name] = (_plain(given[f.name], hints[f.name], dict(f.metadata)) if f.name in given
+                                  else _model_default(f.default))
+            out[name] = values
+    except _NotPlainError:
+        return None
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +226,17 @@ def parse_config(source: str, path: Path) -> Settings:
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
         raise ConfigError([ConfigProblem(path, int(m.group(1)) if m else 1, "(toml)", str(e))]) from None
-    try:
-        model = ConfigModel.model_validate(data)
-    except ValidationError as e:
-        raise ConfigError(_problems_from(e, path, source)) from None
-    settings = to_settings(model, path)
+    values = plain_values(data)
+    if values is None:
+        from pydantic import ValidationError
+
+        try:
+            model = config_model().model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(_problems_from(e, path, source)) from None
+        values = {name: {f.name: getattr(getattr(model, name), f.name) for f in dataclasses.fields(cls)}
+                  for name, cls in SECTIONS.items()}
+    settings = to_settings(values, path)
     problems = _resolved_limit_problems(settings, path, source)
     if problems:
         raise ConfigError(problems)
@@ -198,13 +284,12 @@ def _freeze(value: Any, tp: Any, base: Path) -> Any:
     return value
 
 
-def to_settings(model: BaseModel, path: Path) -> Settings:
-    """Freeze a validated model into the Settings dataclasses the core uses."""
+def to_settings(values: dict[str, dict[str, Any]], path: Path) -> Settings:
+    """Freeze validated values (section -> field -> value) into the Settings dataclasses the core uses."""
     sections = {}
     for name, cls in SECTIONS.items():
-        section = getattr(model, name)
         hints = get_type_hints(cls)
-        sections[name] = cls(**{f.name: _freeze(getattr(section, f.name), hints[f.name], path.parent)
+        sections[name] = cls(**{f.name: _freeze(values[name][f.name], hints[f.name], path.parent)
                                 for f in dataclasses.fields(cls)})
     return Settings(**sections, path=path)
 

@@ -25,7 +25,7 @@ from iped.daemon.declared import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
-from iped.daemon.settings import Settings
+from iped.daemon.settings import AuditSource, Settings
 from iped.daemon.throttle import Throttle
 
 
@@ -143,6 +143,8 @@ class Daemon:
             self.reporter.log("warning", f"udev monitor unavailable ({e}); dm device changes are not followed")
 
     def _setup_follower(self) -> None:
+        if self.settings.audit.source is AuditSource.NONE:  # no follower: none of its modules either
+            return
         try:
             from iped.audit.follow import make_follower
         except ImportError as e:
