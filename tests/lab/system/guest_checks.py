@@ -1,0 +1,298 @@
+"""Checks of the installed iped under systemd, run INSIDE the system image (stdlib only).
+
+A oneshot unit (``iped-lab-checks.service``) runs this with the image's own python3 once the
+system reached multi-user.target; it drives iped only the way an administrator would
+(``systemctl``, ``iped``, ``dpkg``, ``apt-get``) and reads the kernel's IPE state from
+securityfs.  Each check's outcome goes to ``results.json`` as soon as it is known (a hang
+keeps the earlier ones); the unit powers the guest off afterwards.  The host side
+(``tests/lab/system/test_system_image.py``) turns each entry into a pytest outcome.
+
+The checks run in order on one boot and each leaves the service running with ``lab_a``
+declared and active, except the last (purge).  Inputs written by the host:
+``/var/lib/iped-lab/policies/*`` (signed policies), ``/etc/iped/lab/*`` (certificates, the
+local signing key).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+LAB = Path("/var/lib/iped-lab")
+RESULTS = LAB / "results.json"
+STORE = LAB / "policies"
+POLICIES = Path("/etc/iped/policies.d")
+CONFIG = Path("/etc/iped/iped.toml")
+IPE = Path("/sys/kernel/security/ipe")
+UPGRADE_SUFFIX = "+lab1"
+#: MESSAGE_IDs from iped/daemon/log.py (docs/daemon.md).
+MSG_ACTIVATED = "e01ef155bfc045c0ba3635e7cd124585"
+MSG_READY = "0238e581d7f2471c8cadab9f2f0345ed"
+#: The issue's bound for a start whose declared policy the kernel refuses.
+REFUSED_START_BOUND_S = 30.0
+
+CONFIG_TEMPLATE = """# written by the system-image lab checks
+[policies]
+dir = "/etc/iped/policies.d"
+active = "{active}"
+enforce = true
+success_audit = false
+trust_anchors = ["/etc/iped/lab/rsa-signer.crt", "/etc/iped/lab/untrusted-signer.crt"]
+signing_key = "/etc/iped/lab/rsa-signer.key"
+signing_cert = "/etc/iped/lab/rsa-signer.crt"
+
+[daemon]
+backend = "kernel"
+
+[audit]
+source = "auto"
+"""
+
+
+class CheckFailedError(Exception):
+    """A check's expectation did not hold; the message says what was seen instead."""
+
+
+def sh(*argv: str, timeout: float = 120.0) -> tuple[int, str]:
+    """Run a command; (exit status, stdout+stderr). A timeout is exit 124 (like timeout(1))."""
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
+        return 124, out + f"\n(timed out after {timeout:g} s)"
+    return p.returncode, p.stdout
+
+
+def expect(cond: bool, message: str) -> None:
+    if not cond:
+        raise CheckFailedError(message)
+
+
+def active_policy() -> tuple[str, str] | None:
+    """(name, version) of the policy the kernel enforces, or None."""
+    for d in sorted((IPE / "policies").iterdir()):
+        if (d / "active").read_text().strip() == "1":
+            return d.name, (d / "version").read_text().strip()
+    return None
+
+
+def enforcing() -> bool:
+    return (IPE / "enforce").read_text().strip() == "1"
+
+
+def unit_property(name: str) -> str:
+    return sh("systemctl", "show", "-P", name, "iped.service")[1].strip()
+
+
+def write_config(active: str) -> None:
+    CONFIG.write_text(CONFIG_TEMPLATE.format(active=active))
+
+
+def declare(stored: str, as_name: str) -> None:
+    shutil.copyfile(STORE / stored, POLICIES / as_name)
+
+
+def journal(*match: str) -> list[dict[str, str]]:
+    _, out = sh("journalctl", "-o", "json", "--no-pager", *match)
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def enforcement_kept(before: tuple[str, str] | None, what: str) -> str:
+    after = active_policy()
+    expect(after == before, f"{what}: active policy {before} -> {after}")
+    expect(enforcing(), f"{what}: enforce dropped to 0")
+    return f"active {after}, enforce 1"
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def enable_start_ready() -> str:
+    write_config("lab_a")
+    declare("lab_a-1.0.0.p7s", "lab_a.p7s")
+    expect(active_policy() is None, f"a policy is active before iped ran: {active_policy()}")
+    rc, out = sh("systemctl", "enable", "--now", "iped.service", timeout=150)
+    expect(rc == 0, f"systemctl enable --now: exit {rc}\n{out}")
+    # Type=notify: start returned, so READY=1 came; the policy must be active already
+    now = active_policy()
+    expect(now == ("lab_a", "1.0.0"), f"after start returned the kernel's active policy is {now}")
+    expect(unit_property("ActiveState") == "active", f"ActiveState {unit_property('ActiveState')}")
+    activated = journal(f"MESSAGE_ID={MSG_ACTIVATED}")
+    ready = journal(f"MESSAGE_ID={MSG_READY}")
+    expect(bool(activated) and bool(ready), f"journal: {len(activated)} activated, {len(ready)} ready entries")
+    expect(int(ready[0]["__REALTIME_TIMESTAMP"]) >= int(activated[0]["__REALTIME_TIMESTAMP"]),
+           "the ready entry precedes the activation")
+    expect("lab_a" in activated[0].get("MESSAGE", ""), f"activation entry: {activated[0].get('MESSAGE')}")
+    return f"active {now}; StatusText: {unit_property('StatusText')}"
+
+
+def security_exposure() -> str:
+    rc, out = sh("systemd-analyze", "security", "--no-pager", "iped.service")
+    last = [ln for ln in out.splitlines() if "Overall exposure level" in ln]
+    expect(bool(last), f"systemd-analyze security (exit {rc}):\n{out[-2000:]}")
+    level = float(last[0].split("level for iped.service:")[1].split()[0])
+    expect(level <= 1.5, f"exposure {level} > 1.5")
+    return last[0].strip()
+
+
+def status_cli() -> str:
+    rc, out = sh("iped", "status")
+    expect(rc == 0 and "lab_a" in out, f"iped status: exit {rc}\n{out}")
+    return out.strip().splitlines()[0] if out.strip() else ""
+
+
+def reload_nothing_to_change() -> str:
+    rc, out = sh("systemctl", "reload", "iped.service")
+    expect(rc == 0, f"systemctl reload with nothing to change: exit {rc}\n{out}"
+                    f"\n{sh('systemctl', 'status', '--no-pager', '-n', '5', 'iped.service')[1]}")
+    return "exit 0"
+
+
+def reload_applied() -> str:
+    declare("lab_a-1.0.1.p7s", "lab_a.p7s")
+    rc, out = sh("systemctl", "reload", "iped.service")
+    now = active_policy()
+    expect(now == ("lab_a", "1.0.1"), f"after reload the active policy is {now}")
+    expect(rc == 0, f"systemctl reload after a change: exit {rc}\n{out}"
+                    f"\n{sh('systemctl', 'status', '--no-pager', '-n', '5', 'iped.service')[1]}")
+    return f"exit 0, active {now}"
+
+
+def reload_rejected() -> str:
+    before = active_policy()
+    (POLICIES / "broken.pol").write_text("policy_name=broken policy_version=0.0.1\nDEFAULT action=MAYBE\n")
+    try:
+        rc, _ = sh("systemctl", "reload", "iped.service")
+        status = sh("systemctl", "status", "--no-pager", "-n", "20", "iped.service")[1]
+        expect(rc != 0, f"systemctl reload with a broken policy: exit 0\n{status}")
+        expect("broken.pol" in status, f"systemctl status does not name broken.pol:\n{status}")
+        kept = enforcement_kept(before, "rejected reload")
+    finally:
+        (POLICIES / "broken.pol").unlink()
+        sh("systemctl", "reload", "iped.service")
+    return f"exit {rc}; {kept}"
+
+
+def rollback_through_service() -> str:
+    before = active_policy()
+    rc, out = sh("iped", "rollback")
+    expect(rc == 0, f"iped rollback: exit {rc}\n{out}")
+    now = active_policy()
+    expect(now is not None and now[0] == "lab_a" and now != before, f"after rollback: {before} -> {now}")
+    rc, out = sh("systemctl", "reload", "iped.service")
+    expect(active_policy() == now, f"the next reload moved the kernel from {now} to {active_policy()}: {out}")
+    return f"{before} -> {now}"
+
+
+def stop_keeps_enforcement() -> str:
+    before = active_policy()
+    rc, out = sh("systemctl", "stop", "iped.service")
+    expect(rc == 0, f"systemctl stop: exit {rc}\n{out}")
+    kept = enforcement_kept(before, "stop")
+    rc, out = sh("systemctl", "start", "iped.service")
+    expect(rc == 0, f"systemctl start after stop: exit {rc}\n{out}")
+    return kept
+
+
+def restart_keeps_enforcement() -> str:
+    before = active_policy()
+    rc, out = sh("systemctl", "restart", "iped.service")
+    expect(rc == 0, f"systemctl restart: exit {rc}\n{out}")
+    return enforcement_kept(before, "restart")
+
+
+def kernel_refused_start() -> str:
+    before = active_policy()
+    sh("systemctl", "stop", "iped.service")
+    declare("lab_b-2.0.0-untrusted.p7s", "lab_b.p7s")
+    write_config("lab_b")
+    try:
+        start = time.monotonic()
+        rc, out = sh("systemctl", "start", "iped.service", timeout=REFUSED_START_BOUND_S + 15)
+        took = time.monotonic() - start
+        status_text = unit_property("StatusText")
+        time.sleep(5)  # RestartSec=2s: a restart loop would show by now
+        restarts, state = unit_property("NRestarts"), unit_property("ActiveState")
+        expect(rc != 0, f"systemctl start succeeded with a declared policy the kernel refuses\n{out}")
+        expect(took <= REFUSED_START_BOUND_S, f"systemctl start took {took:.1f} s (> {REFUSED_START_BOUND_S:g})")
+        expect("ENOKEY" in status_text and "lab_b.p7s" in status_text,
+               f"StatusText does not name ENOKEY and lab_b.p7s: {status_text!r}")
+        expect(restarts == "0" and state in ("failed", "inactive"), f"NRestarts={restarts} ActiveState={state}")
+        kept = enforcement_kept(before, "refused start")
+    finally:
+        sh("systemctl", "stop", "iped.service")
+        (POLICIES / "lab_b.p7s").unlink()
+        write_config("lab_a")
+        sh("systemctl", "reset-failed", "iped.service")
+        sh("systemctl", "start", "iped.service")
+    return f"exit {rc} after {took:.1f} s; StatusText {status_text!r}; {kept}"
+
+
+def upgrade_keeps_enforcement() -> str:
+    before = active_policy()
+    pid_before = unit_property("MainPID")
+    debs = sorted((LAB / "debs").glob(f"iped_*{UPGRADE_SUFFIX}_*.deb"))
+    rc, out = sh("dpkg", "-i", str(debs[0]), timeout=300)
+    expect(rc == 0, f"dpkg -i {debs[0].name}: exit {rc}\n{out}")
+    version = sh("dpkg-query", "-W", "-f=${Version}", "iped")[1]
+    expect(version.endswith(UPGRADE_SUFFIX), f"installed version {version}")
+    expect(unit_property("ActiveState") == "active", f"after upgrade ActiveState {unit_property('ActiveState')}")
+    restarted = unit_property("MainPID") != pid_before
+    return f"{version}, restarted {restarted}; {enforcement_kept(before, 'upgrade')}"
+
+
+def message_id_on_every_entry() -> str:
+    entries = [e for e in journal("_SYSTEMD_UNIT=iped.service")
+               if "iped daemon" in str(e.get("_CMDLINE", ""))]
+    expect(bool(entries), "no journal entries from the daemon")
+    missing = [str(e.get("MESSAGE")) for e in entries if not e.get("MESSAGE_ID")]
+    expect(not missing, f"{len(missing)} of {len(entries)} daemon entries have no MESSAGE_ID, e.g.: "
+                        + " | ".join(sorted(set(missing))[:8]))
+    return f"{len(entries)} entries"
+
+
+def purge_keeps_enforcement() -> str:
+    before = active_policy()
+    rc, out = sh("apt-get", "purge", "-y", "-q", "iped", timeout=300)
+    expect(rc == 0, f"apt-get purge iped: exit {rc}\n{out}")
+    expect(not Path("/usr/bin/iped").exists(), "/usr/bin/iped still there after purge")
+    return enforcement_kept(before, "purge")
+
+
+CHECKS: tuple[Callable[[], str], ...] = (
+    enable_start_ready, security_exposure, status_cli, reload_nothing_to_change, reload_applied,
+    reload_rejected, rollback_through_service, stop_keeps_enforcement, restart_keeps_enforcement,
+    kernel_refused_start, upgrade_keeps_enforcement, message_id_on_every_entry, purge_keeps_enforcement,
+)
+
+
+def main() -> int:
+    results: list[dict[str, object]] = []
+    facts = {"uname": os.uname().release, "python": sys.version.split()[0],
+             "systemd": sh("systemctl", "--version")[1].split("\n")[0]}
+    for check in CHECKS:
+        start = time.monotonic()
+        try:
+            detail, ok = check(), True
+        except CheckFailedError as e:
+            detail, ok = str(e), False
+        except Exception:  # a broken check is a failed check, with its traceback
+            detail, ok = traceback.format_exc(), False
+        seconds = round(time.monotonic() - start, 2)
+        results.append({"name": check.__name__, "ok": ok, "seconds": seconds, "detail": detail})
+        print(f"iped-lab-check {check.__name__}: {'ok' if ok else 'FAILED'} ({seconds} s)", flush=True)
+        RESULTS.write_text(json.dumps({"facts": facts, "checks": results}, indent=1))
+        os.sync()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
