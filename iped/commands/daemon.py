@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as e:
         print(f"iped: {e}", file=sys.stderr)
         return 1
-    reporter.log("notice", f"backend: {rec.backend.kind.upper()} -- {rec.backend.reason}")
+    reporter.log("notice", f"backend: {rec.backend.kind.upper()} -- {rec.backend.reason}", "daemon_backend")
     if args.dev:
         print(_dev_banner(str(sock)), file=sys.stderr, flush=True)
 

@@ -377,6 +377,14 @@ class Daemon:
         self.setup()
         self.running = True
         self.reload("startup", record_unchanged=True)
+        refused = None if self.ready else startup_refusal(self.rec.last, self.settings.policies.active)
+        if refused is not None:
+            # Waiting would hold the boot for TimeoutStartSec and then restart into the same
+            # refusal: fail the start now, saying why (the unit's RestartPreventExitStatus=).
+            self.notifier.status(refused)
+            self.reporter.apply_failed(refused)
+            self.stop()
+            return EXIT_START_REFUSED
         while self.running:
             for key, _ in self.sel.select(self._timeout()):
                 try:
@@ -402,7 +410,8 @@ class Daemon:
     def stop(self) -> None:
         """Stop listening. The kernel keeps its active policy and enforce setting as they are."""
         self.notifier.stopping()
-        self.reporter.log("info", "stopping; kernel state is left as it is (never weakened on stop)")
+        self.reporter.log("info", "stopping; kernel state is left as it is (never weakened on stop)",
+                         "daemon_stopping")
         self.server.close()
         signal.set_wakeup_fd(-1)
         with contextlib.suppress(Exception):
@@ -411,6 +420,30 @@ class Daemon:
             s.close()
         if self.inotify is not None:
             self.inotify.close()
+
+
+#: Exit status of a daemon whose declared active policy was refused at start (sysexits'
+#: EX_CONFIG); systemd/iped.service does not restart on it (RestartPreventExitStatus=).
+EXIT_START_REFUSED = 78
+
+
+def startup_refusal(record: dict[str, Any] | None, active: str | None) -> str | None:
+    """Why the startup reconcile cannot make ``active`` active (rejected or failed plan), or None.
+
+    Names the errno and the file, for the unit's status line (``systemctl status iped``).
+    """
+    if record is None or record.get("outcome") not in ("rejected", "failed"):
+        return None
+    failure = record.get("failure")
+    if failure:
+        step = failure.get("step") or {}
+        where = step.get("source") or step.get("path") or "?"
+        why = f"{failure.get('errno_name')} ({failure.get('errno')}) at {step.get('description')} from {where}: " \
+              f"{failure.get('message')}"
+    else:
+        errors = record.get("errors") or [{}]
+        why = "; ".join(str(e.get("message")) for e in errors[:3])
+    return f"FAILED: declared active policy {active!r} not activated, {record.get('outcome')}: {why}"
 
 
 def socket_dir_ok(path: Path) -> bool:

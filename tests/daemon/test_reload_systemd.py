@@ -25,10 +25,3 @@ def test_unchanged_ok_still_fails_a_rejected_plan(daemon: DaemonProc) -> None:
     r = iped("reload", "--unchanged-ok", "--socket", str(s.socket))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "broken.pol" in r.stdout + r.stderr
-
-
-def test_the_unit_reloads_with_unchanged_ok() -> None:
-    from pathlib import Path
-
-    unit = (Path(__file__).resolve().parents[2] / "systemd" / "iped.service").read_text()
-    assert "\nExecReload=/usr/bin/iped reload --unchanged-ok\n" in unit

@@ -102,7 +102,8 @@ def disk_image(rootfs: Path, kernel: Kernel, dest: Path, files: Mapping[str, byt
         run(["tar", "-x", "-p", "--numeric-owner", "-f", rootfs, "-C", tree], what="unpacking the root filesystem")
         modules = tree / "usr/lib/modules" / kernel.release
         shutil.copytree(kernel.modules_dir, modules, symlinks=True)
-        run(["depmod", "-b", tree, "-a", kernel.release], what=f"depmod for {kernel.release}")
+        # the image's own kmod writes modules.dep (Debian's kernel packages ship none)
+        run(["chroot", tree, "depmod", "-a", kernel.release], what=f"depmod for {kernel.release}")
         etc = tree / "etc"
         (etc / "fstab").write_text("/dev/vda / ext4 rw,errors=remount-ro 0 0\n")
         (etc / "hostname").write_text("iped-lab\n")
