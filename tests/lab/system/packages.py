@@ -11,6 +11,10 @@ package's Build-Depends (``apt-get build-dep ./``) and runs ``dpkg-buildpackage`
 * an "upgrade" copy of the iped ``.deb`` with a higher version (repacked, same files), for the
   upgrade-over-a-running-service check.
 
+The RPM side (:func:`build_srpm`, :func:`rpmlint`) builds the source RPM with Debian's
+``rpmbuild`` and lints the spec and the SRPM; the binary RPM needs Fedora's
+pyproject-rpm-macros and is not built here (packaging/README.md).
+
 The result is cached under ``<lab cache>/system/debs-<hash>`` where the hash covers every
 input file, the sdist and the build script; any change rebuilds.
 """
@@ -22,10 +26,11 @@ import os
 import shutil
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from iped.lab import LabError, run
+from iped.lab import Completed, LabError, run
 from tests.lab.system import CHECKOUT, MIRROR, SUITE, system_cache, tree_digest
 
 INOTIFY_SIMPLE_VERSION = "2.0.1"
@@ -35,6 +40,7 @@ UPGRADE_SUFFIX = "+lab1"
 #: Files of the checkout a source package is made of (packaging/debian becomes debian/).
 SOURCE_FILES = ("pyproject.toml", "setup.py", "README.md")
 SOURCE_DIRS = ("iped", "systemd", "etc")
+SPEC = CHECKOUT / "packaging" / "rpm" / "iped.spec"
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.egg-info")
 
 BUILD_SCRIPT = f"""#!/bin/sh
@@ -105,14 +111,38 @@ def inotify_simple_sdist() -> Path:
     return target
 
 
-def _stage_sources(stage: Path, sdist: Path) -> None:
-    """``stage`` = /build in the chroot: iped's source package, the sdist and its debian/ dir."""
-    iped = stage / "iped"
+def build_srpm(workdir: Path) -> Path:
+    """``rpmbuild -bs`` of packaging/rpm/iped.spec with a source tarball of the checkout."""
+    version = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["version"]
+    top = workdir / "rpmbuild"
+    (top / "SOURCES").mkdir(parents=True)
+    _stage_iped(workdir / f"iped-{version}")
+    run(["tar", "-czf", top / "SOURCES" / f"iped-{version}.tar.gz", "-C", workdir, f"iped-{version}"],
+        what="packing the RPM source tarball")
+    # --nodeps: the BuildRequires are Fedora packages; the SRPM does not need them
+    run(["rpmbuild", "-bs", "--nodeps", "--define", f"_topdir {top}", SPEC], what="rpmbuild -bs")
+    (srpm,) = (top / "SRPMS").glob("iped-*.src.rpm")
+    return srpm
+
+
+def rpmlint(*paths: Path) -> Completed:
+    """rpmlint with packaging/rpm/rpmlint.toml (the Fedora-irrelevant findings filtered)."""
+    return run(["rpmlint", "-c", SPEC.parent / "rpmlint.toml", *paths], check=False, what="rpmlint")
+
+
+def _stage_iped(iped: Path) -> None:
+    """The files of the checkout an iped source package is made of."""
     iped.mkdir(parents=True)
     for name in SOURCE_FILES:
         shutil.copy2(CHECKOUT / name, iped / name)
     for name in SOURCE_DIRS:
         shutil.copytree(CHECKOUT / name, iped / name, ignore=_IGNORED)
+
+
+def _stage_sources(stage: Path, sdist: Path) -> None:
+    """``stage`` = /build in the chroot: iped's source package, the sdist and its debian/ dir."""
+    iped = stage / "iped"
+    _stage_iped(iped)
     shutil.copytree(CHECKOUT / "packaging" / "debian", iped / "debian")
     shutil.copytree(CHECKOUT / "packaging" / "inotify-simple" / "debian", stage / "inotify-simple-debian")
     shutil.copy2(sdist, stage / sdist.name)
