@@ -10,10 +10,14 @@ venv="$top/.venv"
 
 # Build deps of systemd-python and the C scanner, what the lab boots real IPE kernels with, and
 # test tools (libauparse for the audit benchmark, systemd-journal-remote for real journal files).
+# The system-image lab (tests/lab/system) builds the .debs and a trixie root filesystem with
+# mmdebstrap, the ext4 image with mkfs.ext4 and reads it back with debugfs (e2fsprogs); the
+# packaging tests build the SRPM with rpmbuild (rpm) and lint it (rpmlint).
 apt_packages=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
     openssl qemu-system-x86 ovmf busybox-static xz-utils cpio
     cryptsetup-bin fsverity keyutils e2fsprogs python3-audit systemd-journal-remote
+    mmdebstrap rpm rpmlint
 )
 
 install_apt() {

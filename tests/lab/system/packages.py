@@ -90,6 +90,9 @@ def build_debs() -> Debs:
         target = system_cache() / f"debs-{key}"
         if not target.is_dir():
             _build(stage, target)
+            for old in target.parent.glob("debs-*"):
+                if old.is_dir() and old != target and "." not in old.name:
+                    shutil.rmtree(old)
     return _find_debs(target)
 
 
