@@ -381,9 +381,10 @@ class Daemon:
         if refused is not None:
             # Waiting would hold the boot for TimeoutStartSec and then restart into the same
             # refusal: fail the start now, saying why (the unit's RestartPreventExitStatus=).
+            # After stop(): its STOPPING status would replace this one in 'systemctl status'.
+            self.stop()
             self.notifier.status(refused)
             self.reporter.apply_failed(refused)
-            self.stop()
             return EXIT_START_REFUSED
         while self.running:
             for key, _ in self.sel.select(self._timeout()):

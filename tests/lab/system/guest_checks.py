@@ -15,6 +15,7 @@ local signing key).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -76,12 +77,21 @@ def expect(cond: bool, message: str) -> None:
         raise CheckFailedError(message)
 
 
+def kernel_state() -> dict[str, tuple[str, bool]]:
+    """name -> (version, active) of every loaded policy (one deleted while being read is left out)."""
+    state: dict[str, tuple[str, bool]] = {}
+    for d in (IPE / "policies").iterdir():
+        try:
+            state[d.name] = ((d / "version").read_text().strip(), (d / "active").read_text().strip() == "1")
+        except FileNotFoundError:
+            continue
+    return state
+
+
 def active_policy() -> tuple[str, str] | None:
     """(name, version) of the policy the kernel enforces, or None."""
-    for d in sorted((IPE / "policies").iterdir()):
-        if (d / "active").read_text().strip() == "1":
-            return d.name, (d / "version").read_text().strip()
-    return None
+    active = [(name, version) for name, (version, is_active) in kernel_state().items() if is_active]
+    return active[0] if active else None
 
 
 def enforcing() -> bool:
@@ -236,6 +246,84 @@ def kernel_refused_start() -> str:
     return f"exit {rc} after {took:.1f} s; StatusText {status_text!r}; {kept}"
 
 
+def plain_policy(name: str, version: str) -> str:
+    """An allow-all policy as a ``*.pol`` file: the daemon signs it with the lab RSA key."""
+    return f"policy_name={name} policy_version={version}\nDEFAULT action=ALLOW\n"
+
+
+def wait_until(what: str, cond: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        expect(time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.2)
+
+
+def kill_step_done(st: dict[str, tuple[str, bool]], new: int, step: int) -> bool:
+    """Whether the kernel state ``st`` shows step 1 (new_policy), 2 (update), 3 (active) or 4
+    (delete) of the round that declares ``kill_<new>``."""
+    if step == 1:
+        return f"kill_{new}" in st
+    if step == 2:
+        return st.get("kill_u", ("", False))[0] == f"1.0.{new}"
+    if step == 3:
+        return st.get(f"kill_{new}", ("", False))[1]
+    return f"kill_{new - 1}" not in st
+
+
+def sigkill_mid_plan() -> str:
+    """SIGKILL the daemon once the kernel shows step k of a 4-step plan, k = 1..4.
+
+    Each round declares: a new policy (new_policy), an update of kill_u (update), the new policy
+    active (active) and the previous active one gone (delete).  The kill lands when a poller
+    sees the k-th of those effects (the daemon may have done more by then).  Right after the
+    kill the kernel must hold a state on the way from old to new with enforcement on; systemd
+    restarts the daemon (Restart=on-failure) and it must converge to the new declared state.
+    """
+    def declare_round(k: int) -> None:
+        (POLICIES / f"kill_{k}.pol").write_text(plain_policy(f"kill_{k}", f"{10 + k}.0.0"))
+        (POLICIES / "kill_u.pol").write_text(plain_policy("kill_u", f"1.0.{k}"))
+        (POLICIES / f"kill_{k - 1}.pol").unlink(missing_ok=True)
+        write_config(f"kill_{k}")
+
+    def converged(k: int) -> bool:
+        st = kernel_state()
+        return (st.get(f"kill_{k}") == (f"{10 + k}.0.0", True) and st.get("kill_u") == (f"1.0.{k}", False)
+                and f"kill_{k - 1}" not in st)
+
+    def restarted(old_pid: str) -> bool:
+        return unit_property("ActiveState") == "active" and unit_property("MainPID") not in ("0", old_pid)
+
+    # round 0: from lab_a to kill_1 + kill_u, no kill
+    for f in POLICIES.glob("lab_a.*"):
+        f.unlink()
+    declare_round(1)
+    sh("systemctl", "reload", "iped.service")
+    wait_until("kill_1 active", lambda: converged(1))
+    seen: list[str] = []
+    for k in range(1, 5):
+        new = k + 1
+        pid = int(unit_property("MainPID"))
+        expect(pid > 0, f"round {k}: the daemon is not running")
+        declare_round(new)
+        deadline = time.monotonic() + 60
+        while True:
+            st = kernel_state()
+            if kill_step_done(st, new, k):
+                os.kill(pid, 9)
+                break
+            expect(time.monotonic() < deadline, f"round {k}: step {k} never showed: {st}")
+        at_kill = kernel_state()
+        active = [n for n, (_, a) in at_kill.items() if a]
+        expect(active in ([f"kill_{k}"], [f"kill_{new}"]), f"round {k}: after SIGKILL active {active}: {at_kill}")
+        expect(enforcing(), f"round {k}: enforce 0 after SIGKILL")
+        done = sum(1 for j in range(1, 5) if kill_step_done(at_kill, new, j))
+        seen.append(f"k={k}: {done}/4 steps done at kill")
+        wait_until(f"round {k}: restart (Restart=on-failure)", functools.partial(restarted, str(pid)))
+        wait_until(f"round {k}: convergence to kill_{new}", functools.partial(converged, new))
+    restarts = unit_property("NRestarts")
+    return f"{'; '.join(seen)}; NRestarts={restarts}"
+
+
 def upgrade_keeps_enforcement() -> str:
     before = active_policy()
     pid_before = unit_property("MainPID")
@@ -270,7 +358,8 @@ def purge_keeps_enforcement() -> str:
 CHECKS: tuple[Callable[[], str], ...] = (
     enable_start_ready, security_exposure, status_cli, reload_nothing_to_change, reload_applied,
     reload_rejected, rollback_through_service, stop_keeps_enforcement, restart_keeps_enforcement,
-    kernel_refused_start, upgrade_keeps_enforcement, message_id_on_every_entry, purge_keeps_enforcement,
+    kernel_refused_start, sigkill_mid_plan, upgrade_keeps_enforcement, message_id_on_every_entry,
+    purge_keeps_enforcement,
 )
 
 
