@@ -347,6 +347,34 @@ def message_id_on_every_entry() -> str:
     return f"{len(entries)} entries"
 
 
+def audit_follower_sees_denial() -> str:
+    """A policy denying module loads; ``modprobe`` is refused; the service's follower counts the
+    denial (``iped status --json``) and ``iped explain`` names the rule from the kernel's record."""
+    rule = "op=KMODULE action=DENY"
+    (POLICIES / "audit_deny.pol").write_text(plain_policy("audit_deny", "60000.0.0") + rule + "\n")
+    write_config("audit_deny")
+    sh("systemctl", "reload", "iped.service")
+    wait_until("audit_deny active", lambda: (active_policy() or ("", ""))[0] == "audit_deny")
+    rc, out = sh("modprobe", "dummy")
+    expect(rc != 0, f"modprobe dummy succeeded under {rule}: {out}")
+
+    def denials() -> int:
+        _, text = sh("iped", "status", "--json")
+        follower = (json.loads(text).get("audit") or {}).get("follower") or {}
+        return int((follower.get("decisions") or {}).get("deny", 0))
+
+    wait_until("the follower to count the denial", lambda: denials() >= 1, timeout=30)
+    _, text = sh("iped", "status", "--json")
+    source = json.loads(text)["audit"]["follower"].get("source")
+    records = [ln.split("audit: ", 1)[1] for ln in sh("dmesg")[1].splitlines()
+               if "type=1420" in ln and "ipe_op=KMODULE" in ln and "audit: " in ln]
+    expect(bool(records), "no IPE access record (type=1420) for the module load in dmesg")
+    rc, explained = sh("iped", "explain", "--policy", str(POLICIES / "audit_deny.pol"), records[-1])
+    expect(rc == 0 and rule in explained and "audit_deny.pol:3" in explained,
+           f"iped explain (exit {rc}) does not name the policy line:\n{records[-1]}\n{explained}")
+    return f"follower source {source}; explain: {explained.strip().splitlines()[0]}"
+
+
 def purge_keeps_enforcement() -> str:
     before = active_policy()
     rc, out = sh("apt-get", "purge", "-y", "-q", "iped", timeout=300)
@@ -358,8 +386,8 @@ def purge_keeps_enforcement() -> str:
 CHECKS: tuple[Callable[[], str], ...] = (
     enable_start_ready, security_exposure, status_cli, reload_nothing_to_change, reload_applied,
     reload_rejected, rollback_through_service, stop_keeps_enforcement, restart_keeps_enforcement,
-    kernel_refused_start, sigkill_mid_plan, upgrade_keeps_enforcement, message_id_on_every_entry,
-    purge_keeps_enforcement,
+    kernel_refused_start, sigkill_mid_plan, upgrade_keeps_enforcement, audit_follower_sees_denial,
+    message_id_on_every_entry, purge_keeps_enforcement,
 )
 
 
