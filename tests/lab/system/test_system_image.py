@@ -10,7 +10,7 @@ guest, default 900).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -25,7 +25,7 @@ SystemRuns = Callable[[str], SystemRun]
 
 
 @pytest.fixture(scope="session")
-def system_runs(tmp_path_factory: pytest.TempPathFactory) -> SystemRuns:
+def system_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemRuns]:
     """``system_runs(series)``: that kernel's boot (both start on first use; errors re-raise per test)."""
     from tests.lab.system.image import build_rootfs
     from tests.lab.system.packages import build_debs
@@ -43,7 +43,8 @@ def system_runs(tmp_path_factory: pytest.TempPathFactory) -> SystemRuns:
                 runs[s] = pool.submit(boot_checks, built, s, base, timeout=timeout)
         return runs[series].result()
 
-    return get
+    yield get
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.mark.parametrize("series", SERIES)
