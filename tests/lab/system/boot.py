@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,20 +71,18 @@ def initramfs(kernel: Kernel) -> Path:
     key.update(BUSYBOX.read_bytes())
     target = system_cache() / f"initramfs-{kernel.release}-{key.hexdigest()[:16]}.cpio"
     if not target.is_file():
+        files = {"bin/busybox": (BUSYBOX.read_bytes(), 0o755), "init": (INIT_SCRIPT.encode(), 0o755),
+                 "lib/modules.order": ("".join(f"{m}\n" for m in order).encode(), 0o644)}
+        files.update({f"lib/modules/{m}.ko": (_decompress(index.path(m)), 0o644) for m in order})
         archive = _Cpio()
         for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"):
             archive.directory(d)
         archive.device("dev/console", 5, 1)
-        archive.file("bin/busybox", BUSYBOX.read_bytes(), 0o755)
-        archive.file("init", INIT_SCRIPT.encode(), 0o755)
-        archive.file("lib/modules.order", "".join(f"{m}\n" for m in order).encode(), 0o644)
-        for name in order:
-            archive.file(f"lib/modules/{name}.ko", _decompress(index.path(name)), 0o644)
-        fd, name = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(archive.finish())
-        os.chmod(name, 0o644)
-        Path(name).replace(target)
+        for path, (data, mode) in files.items():
+            archive.file(path, data, mode)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # builds may race
+        partial.write_bytes(archive.finish())
+        partial.replace(target)
     return target
 
 

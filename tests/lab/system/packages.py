@@ -172,7 +172,11 @@ def _build(stage: Path, target: Path) -> None:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
             raise LabError(f"mmdebstrap/dpkg-buildpackage failed (exit {result.returncode}); log {kept}:\n{tail}")
         shutil.copy2(log, out / "build.log")
-        os.replace(out, target)
+        try:
+            os.replace(out, target)
+        except OSError:
+            if not target.is_dir():  # else another process published the same build first
+                raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
