@@ -120,6 +120,11 @@ def boot_image(kernel: Kernel, image: Path, *, timeout: float, memory_mb: int = 
     if raw is None:
         why = f"timed out after {timeout:g} s (QEMU killed)" if timed_out else "powered off"
         raise LabError(f"system image on {kernel.release} {why} without writing {GUEST_RESULTS}\n{partial.tail()}")
+    # kept beside the cache: pytest's temp dirs rotate away while other sessions run
+    kept = system_cache() / "last-run" / kernel.release
+    kept.mkdir(parents=True, exist_ok=True)
+    (kept / "results.json").write_text(raw)
+    (kept / "console.log").write_text(console_text)
     results = {r["name"]: r for r in json.loads(raw)["checks"]}
     if timed_out:
         results["(boot)"] = {"name": "(boot)", "ok": False, "seconds": seconds,
