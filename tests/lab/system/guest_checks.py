@@ -270,12 +270,39 @@ def kill_step_done(st: dict[str, tuple[str, bool]], new: int, step: int) -> bool
     return f"kill_{new - 1}" not in st
 
 
+def kill_after_write(step: int, new: int, pid: int, declare: Callable[[], None]) -> None:
+    """``declare()`` the round, then SIGKILL ``pid`` as soon as its write of ``step`` returns.
+
+    A write to a securityfs file raises IN_MODIFY like any other (vfs_write), so the moment the
+    daemon's write of new_policy (1), kill_u/update (2), kill_<new>/active (3) or
+    kill_<new-1>/delete (4; its watch also ends with IN_IGNORED when the policy goes) returns is
+    seen at once, not when a poller next looks.  The daemon may still get a little further.
+    """
+    from inotify_simple import INotify, flags  # the python3-inotify-simple package iped depends on
+
+    with INotify() as ino:
+        watches = {ino.add_watch(str(IPE / "new_policy"), flags.MODIFY): 1,
+                   ino.add_watch(str(IPE / "policies/kill_u/update"), flags.MODIFY): 2,
+                   ino.add_watch(str(IPE / f"policies/kill_{new - 1}/delete"), flags.MODIFY): 4}
+        declare()
+        deadline = time.monotonic() + 60
+        while True:
+            for event in ino.read(timeout=1000):
+                seen = watches.get(event.wd)
+                if seen == 1 and 3 not in watches.values():
+                    watches[ino.add_watch(str(IPE / f"policies/kill_{new}/active"), flags.MODIFY)] = 3
+                if seen == step:
+                    os.kill(pid, 9)
+                    return
+            expect(time.monotonic() < deadline, f"step {step} (kill_{new}) never written: {kernel_state()}")
+
+
 def sigkill_mid_plan() -> str:
     """SIGKILL the daemon once the kernel shows step k of a 4-step plan, k = 1..4.
 
     Each round declares: a new policy (new_policy), an update of kill_u (update), the new policy
-    active (active) and the previous active one gone (delete).  The kill lands when a poller
-    sees the k-th of those effects (the daemon may have done more by then).  Right after the
+    active (active) and the previous active one gone (delete).  The kill lands right after the
+    daemon's k-th write returns (:func:`kill_after_write`).  Right after the
     kill the kernel must hold a state on the way from old to new with enforcement on; systemd
     restarts the daemon (Restart=on-failure) and it must converge to the new declared state.
     """
@@ -304,14 +331,7 @@ def sigkill_mid_plan() -> str:
         new = k + 1
         pid = int(unit_property("MainPID"))
         expect(pid > 0, f"round {k}: the daemon is not running")
-        declare_round(new)
-        deadline = time.monotonic() + 60
-        while True:
-            st = kernel_state()
-            if kill_step_done(st, new, k):
-                os.kill(pid, 9)
-                break
-            expect(time.monotonic() < deadline, f"round {k}: step {k} never showed: {st}")
+        kill_after_write(k, new, pid, functools.partial(declare_round, new))
         at_kill = kernel_state()
         active = [n for n, (_, a) in at_kill.items() if a]
         expect(active in ([f"kill_{k}"], [f"kill_{new}"]), f"round {k}: after SIGKILL active {active}: {at_kill}")
