@@ -24,6 +24,10 @@ MESSAGE_IDS: dict[str, str] = {
     "plan_rejected": "a2a6413031754dd0877a1c1e7230cbb0",
     "apply_failed": "0300455ebc6549f09b49d94de6cd65fc",
     "daemon_ready": "0238e581d7f2471c8cadab9f2f0345ed",
+    "daemon_backend": "857e91c4a2e14de0be2bc625ac3016f1",
+    "daemon_stopping": "c3b945b742174306a91ed119041538e9",
+    # every other daemon message (warnings, errors without a kind of their own)
+    "daemon_message": "60b160934091494db4cb8d7fb7d05537",
 }
 
 _PRIORITY = {"error": 3, "warning": 4, "notice": 5, "info": 6, "debug": 7}
@@ -97,8 +101,8 @@ class JournalReporter(_Base):
                    IPE_POLICY_TEXT_SHA256=step.text_digest or "")
 
     def log(self, level: str, message: str, kind: str | None = None) -> None:
-        fields = {"MESSAGE_ID": MESSAGE_IDS[kind]} if kind in MESSAGE_IDS else {}
-        self._send(message, PRIORITY=str(_PRIORITY.get(level, 6)), SYSLOG_IDENTIFIER="iped", **fields)
+        message_id = MESSAGE_IDS.get(kind or "", MESSAGE_IDS["daemon_message"])
+        self._send(message, MESSAGE_ID=message_id, PRIORITY=str(_PRIORITY.get(level, 6)), SYSLOG_IDENTIFIER="iped")
 
 
 def under_systemd() -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from iped.daemon import metrics, service
+from iped.daemon.apply import Outcome
 from iped.daemon.connections import Clients, Source
 from iped.daemon.control import AccessPolicy, ControlServer, PeerCred, resolve_group
 from iped.daemon.declared import is_being_written, is_ignored
@@ -47,7 +48,9 @@ def _failure_reason(record: PlanRecord | FailedRead | None) -> str:
     if isinstance(record, FailedRead):
         return record.message
     if record is not None and record.failure is not None:
-        return record.failure.message
+        failure = record.failure
+        source = failure.step.source
+        return failure.message if not source or source in failure.message else f"{failure.message} ({source})"
     if record is not None and record.errors:
         return str(record.errors[0])
     return "no reconcile reached it"
@@ -371,6 +374,15 @@ class Daemon:
         self.setup()
         self.running = True
         self.reload("startup", record_unchanged=True)
+        refused = None if self.ready else startup_refusal(self.rec.last, self.settings.policies.active)
+        if refused is not None:
+            # Waiting would hold the boot for TimeoutStartSec and then restart into the same
+            # refusal: fail the start now, saying why (the unit's RestartPreventExitStatus=).
+            # After stop(): its STOPPING status would replace this one in 'systemctl status'.
+            self.stop()
+            self.notifier.status(refused)
+            self.reporter.apply_failed(refused)
+            return EXIT_START_REFUSED
         while self.running:
             for key, _ in self.sel.select(self._timeout()):
                 try:
@@ -398,7 +410,8 @@ class Daemon:
     def stop(self) -> None:
         """Stop listening. The kernel keeps its active policy and enforce setting as they are."""
         self.notifier.stopping()
-        self.reporter.log("info", "stopping; kernel state is left as it is (never weakened on stop)")
+        self.reporter.log("info", "stopping; kernel state is left as it is (never weakened on stop)",
+                          "daemon_stopping")
         self.clients.close()
         signal.set_wakeup_fd(-1)
         with contextlib.suppress(Exception):
@@ -408,3 +421,17 @@ class Daemon:
         if self.inotify is not None:
             self.inotify.close()
 
+
+#: Exit status of a daemon whose declared active policy was refused at start (sysexits'
+#: EX_CONFIG); systemd/iped.service does not restart on it (RestartPreventExitStatus=).
+EXIT_START_REFUSED = 78
+
+
+def startup_refusal(record: PlanRecord | FailedRead | None, active: str | None) -> str | None:
+    """Why the startup reconcile cannot make ``active`` active (rejected or failed plan), or None.
+
+    Names the errno and the file, for the unit's status line (``systemctl status iped``).
+    """
+    if record is None or record.outcome not in (Outcome.REJECTED, Outcome.FAILED):
+        return None
+    return f"FAILED: declared active policy {active!r} not activated, {record.outcome}: {_failure_reason(record)}"

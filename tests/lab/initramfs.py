@@ -94,7 +94,7 @@ def build(kernel: Kernel, extra_modules: Sequence[str] = ()) -> Initramfs:
     """The initramfs for ``kernel`` (cached: same kernel + modules + script = same file)."""
     if not BUSYBOX.is_file():
         raise LabError(f"{BUSYBOX} is missing: install busybox-static (packaging/dev.sh setup)")
-    index = _ModuleIndex(kernel.modules_dir)
+    index = ModuleIndex(kernel.modules_dir)
     order = index.resolve([*REQUIRED_MODULES, *extra_modules])
     key = hashlib.sha256("\0".join([_FORMAT, kernel.release, kernel.version, INIT_SCRIPT, *order]).encode())
     key.update(BUSYBOX.read_bytes())
@@ -104,7 +104,7 @@ def build(kernel: Kernel, extra_modules: Sequence[str] = ()) -> Initramfs:
     if not target.is_file():
         for old in out_dir.glob(f"{kernel.release}-*.cpio"):
             old.unlink()
-        archive = _Cpio()
+        archive = Cpio()
         for d in ("bin", "dev", "proc", "sys", "host", "out", "run", "tmp", "lib",
                   "lib/iped-lab", "lib/iped-lab/modules"):
             archive.directory(d)
@@ -113,7 +113,7 @@ def build(kernel: Kernel, extra_modules: Sequence[str] = ()) -> Initramfs:
         archive.file("init", INIT_SCRIPT.encode(), 0o755)
         archive.file("lib/iped-lab/modules.order", "".join(f"{m}\n" for m in order).encode(), 0o644)
         for name in order:
-            archive.file(f"lib/iped-lab/modules/{name}.ko", _decompress(index.path(name)), 0o644)
+            archive.file(f"lib/iped-lab/modules/{name}.ko", decompress(index.path(name)), 0o644)
         fd, name = tempfile.mkstemp(dir=out_dir, suffix=".tmp")  # private: builds may race
         with os.fdopen(fd, "wb") as fh:
             fh.write(archive.finish())
@@ -133,7 +133,7 @@ def _module_name(path: Path) -> str:
     return _norm(path.name.split(".ko")[0])
 
 
-class _ModuleIndex:
+class ModuleIndex:
     """Modules of one kernel tree by name, plus what is built in."""
 
     def __init__(self, modules_dir: Path) -> None:
@@ -185,7 +185,7 @@ class _ModuleIndex:
     def _modinfo(self, name: str) -> dict[str, list[str]]:
         if name not in self._info:
             info: dict[str, list[str]] = {}
-            for key, value in elf_modinfo(_decompress(self._files[name])):
+            for key, value in elf_modinfo(decompress(self._files[name])):
                 info.setdefault(key, []).append(value)
             self._info[name] = info
         return self._info[name]
@@ -237,7 +237,7 @@ def elf_modinfo(image: bytes) -> list[tuple[str, str]]:
     return []
 
 
-def _decompress(path: Path) -> bytes:
+def decompress(path: Path) -> bytes:
     """A module's ELF image, whichever compression Debian used (.ko.xz today, .zst/.gz maybe)."""
     data = path.read_bytes()
     if path.name.endswith(".ko.xz"):
@@ -257,7 +257,7 @@ def _decompress(path: Path) -> bytes:
 # --------------------------------------------------------------------------- cpio
 
 
-class _Cpio:
+class Cpio:
     """A minimal ``newc`` archive writer: directories, regular files, one device node."""
 
     def __init__(self) -> None:

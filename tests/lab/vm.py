@@ -121,7 +121,7 @@ def boot(
         while True:
             vars_fd = firmware.fresh_vars(Path(tmp) / "vars.fd")
             argv = [
-                *_die_with_parent(),
+                *die_with_parent(),
                 choice.qemu, "-machine", "q35", *chosen.qemu_args(smp), "-smp", str(smp), "-m", str(memory_mb),
                 "-nographic", "-no-reboot", "-nic", "none",
                 "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_q(firmware.code)}",
@@ -214,7 +214,7 @@ def _run_qemu(argv: Sequence[str], console: Path, *, timeout: float, accel: Acce
             proc.wait()
 
 
-def _die_with_parent() -> list[str]:
+def die_with_parent() -> list[str]:
     """Prefix making QEMU get SIGKILL when the process (thread) that started it dies.
 
     A pytest killed by ``timeout`` or Ctrl-C twice must not leave guests running: nothing

@@ -1,0 +1,50 @@
+"""The system-image lab: iped installed from its package into a real Debian trixie system.
+
+Beside the 9p lab (the host root shared into a chroot, nothing as PID 1), this one boots what
+users run: a root filesystem built with ``mmdebstrap``, systemd as PID 1, and iped installed
+with ``apt install ./iped_*.deb`` from a ``.deb`` built in a trixie build chroot.
+
+* :mod:`tests.lab.system.packages` - the ``.deb`` files (iped, an upgrade build of it, and
+  python3-inotify-simple from its PyPI sdist), built with ``dpkg-buildpackage`` inside
+  ``mmdebstrap``; the RPM with ``rpmbuild``;
+* :mod:`tests.lab.system.image`    - the cached trixie root filesystem and, per boot, an ext4
+  disk image with the kernel's modules, the checks and their systemd unit;
+* :mod:`tests.lab.system.boot`     - a busybox initramfs that mounts ``/dev/vda`` and
+  ``switch_root``s to systemd, QEMU with the lab's enrolled OVMF, results read back with
+  ``debugfs``;
+* :mod:`tests.lab.system.guest_checks` - run inside the image by a oneshot unit (stdlib only).
+
+Everything is cached under ``<lab cache>/system`` keyed by a hash of its inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from tests.lab import cache_dir
+
+#: The Debian release the image and the build chroot are made from.
+SUITE = "trixie"
+MIRROR = "http://deb.debian.org/debian"
+CHECKOUT = Path(__file__).resolve().parents[3]
+
+
+def system_cache() -> Path:
+    """``<lab cache>/system``: build chroots' output, root filesystems."""
+    path = cache_dir() / "system"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def tree_digest(paths: Iterable[Path], base: Path, *extra: str) -> str:
+    """SHA-256 over the relative names and contents of ``paths`` (files) and ``extra`` strings."""
+    digest = hashlib.sha256()
+    for text in extra:
+        digest.update(text.encode() + b"\0")
+    for path in sorted(paths):
+        digest.update(str(path.relative_to(base)).encode() + b"\0")
+        digest.update(path.read_bytes() if not path.is_symlink() else str(path.readlink()).encode())
+        digest.update(b"\0")
+    return digest.hexdigest()

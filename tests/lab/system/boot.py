@@ -1,0 +1,167 @@
+"""Boot a system image: busybox initramfs -> ``switch_root`` to systemd -> checks -> poweroff.
+
+``virtio_blk`` and ``ext4`` are modules in Debian's kernels, so a tiny initramfs (the lab's
+static busybox, those modules and their dependencies from ``.modinfo``, decompressed) loads
+them, mounts ``/dev/vda`` and hands over to ``/lib/systemd/systemd``.  QEMU runs the lab's
+OVMF with the lab signers enrolled in ``db`` (:mod:`tests.lab.firmware`): the kernel then
+trusts policies signed by them through its ``.platform`` keyring.
+
+The checks unit powers the guest off when it is done; the host reads the results back from
+the disk image with ``debugfs`` (:func:`tests.lab.system.image.read_file`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.lab import LabError, LabTimeoutError, run
+from tests.lab.firmware import enrolled_firmware
+from tests.lab.initramfs import BUSYBOX, Cpio, ModuleIndex, decompress
+from tests.lab.kernels import Kernel
+from tests.lab.system import system_cache
+from tests.lab.system.image import GUEST_LAB_DIR, GUEST_RESULTS, read_file
+from tests.lab.vm import die_with_parent
+
+#: Loaded by the initramfs (their dependencies are added from .modinfo).
+ROOT_MODULES = ("virtio_blk", "ext4")
+CMDLINE = "console=ttyS0 panic=-1 audit=1 quiet systemd.show_status=error"
+
+INIT_SCRIPT = """#!/bin/busybox sh
+# iped system-image lab init: load the root disk's modules, mount it, hand over to systemd.
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs dev /dev
+while read -r m; do insmod "/lib/modules/$m.ko" || echo "iped-lab: insmod $m failed"; done < /lib/modules.order
+for _ in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done
+mount -t ext4 -o rw /dev/vda /newroot || { echo "iped-lab: FATAL: cannot mount /dev/vda"; poweroff -f; }
+umount /proc /sys
+mount --move /dev /newroot/dev
+exec switch_root /newroot /lib/systemd/systemd
+"""
+
+
+@dataclass(frozen=True)
+class SystemRun:
+    """What one boot of a system image left: per-check results and the serial console."""
+
+    release: str
+    image: Path
+    console_log: str
+    seconds: float
+    results: dict[str, dict[str, Any]]
+
+    def tail(self, lines: int = 60) -> str:
+        text = "\n".join(self.console_log.rstrip().splitlines()[-lines:]) or "(empty)"
+        return f"--- console ({self.release}), last {lines} lines ---\n{text}"
+
+
+def initramfs(kernel: Kernel) -> Path:
+    """The initramfs for ``kernel`` (cached by kernel, modules, init script and busybox)."""
+    index = ModuleIndex(kernel.modules_dir)
+    order = index.resolve(ROOT_MODULES)
+    key = hashlib.sha256("\0".join([kernel.release, kernel.version, INIT_SCRIPT, *order]).encode())
+    key.update(BUSYBOX.read_bytes())
+    target = system_cache() / f"initramfs-{kernel.release}-{key.hexdigest()[:16]}.cpio"
+    if not target.is_file():
+        files = {"bin/busybox": (BUSYBOX.read_bytes(), 0o755), "init": (INIT_SCRIPT.encode(), 0o755),
+                 "lib/modules.order": ("".join(f"{m}\n" for m in order).encode(), 0o644)}
+        files.update({f"lib/modules/{m}.ko": (decompress(index.path(m)), 0o644) for m in order})
+        archive = Cpio()
+        for d in ("bin", "dev", "proc", "sys", "newroot", "lib", "lib/modules"):
+            archive.directory(d)
+        archive.device("dev/console", 5, 1)
+        for path, (data, mode) in files.items():
+            archive.file(path, data, mode)
+        partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # builds may race
+        partial.write_bytes(archive.finish())
+        partial.replace(target)
+    return target
+
+
+def boot_image(kernel: Kernel, image: Path, *, timeout: float, memory_mb: int = 2048) -> SystemRun:
+    """Boot ``image`` on ``kernel`` until the guest powers off; read the checks' results.
+
+    Raises :class:`LabError` (with the console tail) on a timeout or when the checks never
+    wrote their results file.
+    """
+    firmware = enrolled_firmware()
+    initrd = initramfs(kernel)
+    console = image.with_suffix(".console.log")
+    vars_fd = firmware.fresh_vars(image.with_suffix(".vars.fd"))
+    argv = [
+        *die_with_parent(),
+        "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1",
+        "-m", str(memory_mb), "-nographic", "-no-reboot", "-nic", "none",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={firmware.code}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}",
+        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
+        "-drive", f"if=virtio,format=raw,file={image}",
+        "-append", CMDLINE,
+    ]
+    start = time.monotonic()
+    try:
+        run(argv, check=False, timeout=timeout, output=console, what=f"booting the system image on {kernel.release}")
+    except LabTimeoutError:
+        timed_out = True
+    else:
+        timed_out = False
+    seconds = time.monotonic() - start
+    console_text = console.read_text(errors="replace") if console.is_file() else ""
+    raw = read_file(image, GUEST_RESULTS)
+    partial = SystemRun(kernel.release, image, console_text, seconds, {})
+    if raw is None:
+        why = f"timed out after {timeout:g} s (QEMU killed)" if timed_out else "powered off"
+        raise LabError(f"system image on {kernel.release} {why} without writing {GUEST_RESULTS}\n{partial.tail()}")
+    # kept beside the cache: pytest's temp dirs rotate away while other sessions run
+    kept = system_cache() / "last-run" / kernel.release
+    kept.mkdir(parents=True, exist_ok=True)
+    (kept / "results.json").write_text(raw)
+    (kept / "console.log").write_text(console_text)
+    results = {r["name"]: r for r in json.loads(raw)["checks"]}
+    if timed_out:
+        results["(boot)"] = {"name": "(boot)", "ok": False, "seconds": seconds,
+                             "detail": f"timed out after {timeout:g} s; checks not reached are missing"}
+    return SystemRun(kernel.release, image, console_text, seconds, results)
+
+
+def image_files() -> dict[str, bytes]:
+    """What the checks need in the image besides the rootfs: themselves, certificates, policies.
+
+    Policies are signed here on the host with the lab signers (:mod:`tests.lab.keys`): the RSA
+    signer is enrolled in OVMF's db (the kernel trusts it), the "untrusted" one is not (the
+    kernel answers ENOKEY) although the checks' iped.toml lists it as a trust anchor.
+    """
+    from tests.lab.keys import RSA_SIGNER, UNTRUSTED_SIGNER, sign_policy
+
+    def policy(name: str, version: str) -> bytes:
+        return f"policy_name={name} policy_version={version}\nDEFAULT action=ALLOW\n".encode()
+
+    store = f"{GUEST_LAB_DIR}/policies"
+    return {
+        f"{GUEST_LAB_DIR}/guest_checks.py": (Path(__file__).parent / "guest_checks.py").read_bytes(),
+        "/etc/iped/lab/rsa-signer.crt": RSA_SIGNER.cert.read_bytes(),
+        "/etc/iped/lab/rsa-signer.key": RSA_SIGNER.key.read_bytes(),
+        "/etc/iped/lab/untrusted-signer.crt": UNTRUSTED_SIGNER.cert.read_bytes(),
+        f"{store}/lab_a-1.0.0.p7s": sign_policy(policy("lab_a", "1.0.0"), RSA_SIGNER),
+        f"{store}/lab_a-1.0.1.p7s": sign_policy(policy("lab_a", "1.0.1"), RSA_SIGNER),
+        f"{store}/lab_b-2.0.0-untrusted.p7s": sign_policy(policy("lab_b", "2.0.0"), UNTRUSTED_SIGNER),
+    }
+
+
+def boot_checks(rootfs: Path, series: str, workdir: Path, *, timeout: float) -> SystemRun:
+    """Make an image of ``rootfs`` for the newest kernel of ``series`` and boot it."""
+    from tests.lab.kernels import get_kernel
+    from tests.lab.system.image import disk_image
+
+    kernel = get_kernel(series)
+    workdir.mkdir(parents=True, exist_ok=True)
+    image = disk_image(rootfs, kernel, workdir / f"system-{series}.ext4", image_files())
+    return boot_image(kernel, image, timeout=timeout)

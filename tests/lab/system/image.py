@@ -1,0 +1,140 @@
+"""The trixie root filesystem with iped installed from its package, and per-boot disk images.
+
+:func:`build_rootfs` runs ``mmdebstrap --variant=apt`` once per input hash (packages to
+include, the built ``.deb`` files, the hook script) and keeps the result as a tarball under
+``<lab cache>/system``.  The ``.deb`` files go in through a customize hook and are installed
+with ``apt-get install ./iped_*.deb ./python3-inotify-simple_*.deb``, so apt pulls iped's
+runtime dependencies from Debian exactly as on a user's machine; they also stay in the image
+(:data:`GUEST_DEBS`) for the upgrade and purge checks.
+
+:func:`disk_image` makes one ext4 image per boot: the rootfs, the kernel's modules (with a
+``modules.dep`` written by ``depmod``), the checks, and whatever the caller adds
+(configuration, signed policies), via ``mkfs.ext4 -d`` (no root mount, no loop device).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from tests.lab import LabError, run
+from tests.lab.kernels import Kernel
+from tests.lab.system import MIRROR, SUITE, system_cache, tree_digest
+from tests.lab.system.packages import Debs
+
+#: What the image has besides Essential + apt: systemd as PID 1 and what iped's checks use.
+INCLUDE = ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "python3", "openssl", "auditd")
+#: Where the built packages live inside the image.
+GUEST_DEBS = "/var/lib/iped-lab/debs"
+#: Where the checks, their inputs and their results live inside the image.
+GUEST_LAB_DIR = "/var/lib/iped-lab"
+GUEST_RESULTS = f"{GUEST_LAB_DIR}/results.json"
+CHECKS_UNIT = "iped-lab-checks.service"
+IMAGE_SIZE = "2G"
+
+_INSTALL_HOOK = (
+    'chroot "$1" sh -ec "export DEBIAN_FRONTEND=noninteractive; cd {debs}; '
+    "apt-get install -y -q --no-install-recommends ./{iped} ./{inotify} >/dev/null; "
+    'apt-get clean; systemctl disable auditd.service"'
+)
+
+CHECKS_UNIT_TEXT = f"""[Unit]
+Description=iped system-image lab checks (tests/lab/system/guest_checks.py)
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/python3 {GUEST_LAB_DIR}/guest_checks.py
+ExecStopPost=/bin/systemctl poweroff --no-block
+StandardOutput=journal+console
+StandardError=journal+console
+TimeoutStartSec=infinity
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def build_rootfs(debs: Debs) -> Path:
+    """``rootfs-<hash>.tar``: trixie + systemd + iped installed from ``debs`` (cached)."""
+    hook = _INSTALL_HOOK.format(debs=GUEST_DEBS, iped=debs.iped.name, inotify=debs.inotify_simple.name)
+    files = [debs.iped, debs.iped_upgrade, debs.inotify_simple]
+    key = tree_digest(files, debs.iped.parent, "rootfs-1", SUITE, MIRROR, ",".join(INCLUDE), hook)[:16]
+    target = system_cache() / f"rootfs-{key}.tar"
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(prefix="iped-lab-rootfs-", dir=target.parent) as tmp:
+        staged = Path(tmp) / "debs"
+        staged.mkdir()
+        for f in files:
+            shutil.copy2(f, staged / f.name)
+        partial = Path(tmp) / "rootfs.tar"
+        log = Path(tmp) / "mmdebstrap.log"
+        result = run(
+            ["mmdebstrap", "--variant=apt", "--quiet", f"--include={','.join(INCLUDE)}",
+             f'--customize-hook=mkdir -p "$1"{GUEST_LAB_DIR}',
+             f"--customize-hook=copy-in {staged} {GUEST_LAB_DIR}",
+             f"--customize-hook={hook}",
+             SUITE, partial, MIRROR],
+            check=False, timeout=1800, output=log, what="building the trixie root filesystem",
+        )
+        if result.returncode != 0:
+            kept = target.parent / "rootfs-failed.log"
+            shutil.copy2(log, kept)
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            raise LabError(f"mmdebstrap failed (exit {result.returncode}); log {kept}:\n{tail}")
+        partial.replace(target)
+    for old in target.parent.glob("rootfs-*.tar"):
+        if old != target:
+            old.unlink()
+    return target
+
+
+def disk_image(rootfs: Path, kernel: Kernel, dest: Path, files: Mapping[str, bytes]) -> Path:
+    """An ext4 image at ``dest``: ``rootfs`` + ``kernel``'s modules + ``files`` (guest path -> bytes).
+
+    The checks unit is enabled, ``serial-getty@ttyS0`` masked (it would hang up the console
+    the checks write to) and first-boot prompts avoided with a fixed machine-id.
+    """
+    with tempfile.TemporaryDirectory(prefix="iped-lab-tree-", dir=dest.parent) as tmp:
+        tree = Path(tmp) / "root"
+        tree.mkdir()
+        run(["tar", "-x", "-p", "--numeric-owner", "-f", rootfs, "-C", tree], what="unpacking the root filesystem")
+        modules = tree / "usr/lib/modules" / kernel.release
+        shutil.copytree(kernel.modules_dir, modules, symlinks=True)
+        # the image's own kmod writes modules.dep (Debian's kernel packages ship none)
+        run(["chroot", tree, "depmod", "-a", kernel.release], what=f"depmod for {kernel.release}")
+        etc = tree / "etc"
+        (etc / "fstab").write_text("/dev/vda / ext4 rw,errors=remount-ro 0 0\n")
+        (etc / "hostname").write_text("iped-lab\n")
+        (etc / "machine-id").write_text("6b2a7f1e3c1d4b7e9a521ab0c0ffee01\n")
+        _mask(etc, "serial-getty@ttyS0.service", "getty@tty1.service", "systemd-firstboot.service",
+              "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "fstrim.timer")
+        wants = etc / "systemd/system/multi-user.target.wants"
+        wants.mkdir(parents=True, exist_ok=True)
+        (etc / "systemd/system" / CHECKS_UNIT).write_text(CHECKS_UNIT_TEXT)
+        (wants / CHECKS_UNIT).symlink_to(f"/etc/systemd/system/{CHECKS_UNIT}")
+        for guest_path, data in files.items():
+            path = tree / guest_path.lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        dest.unlink(missing_ok=True)
+        run(["mkfs.ext4", "-q", "-F", "-L", "iped-lab", "-d", tree, dest, IMAGE_SIZE],
+            what="making the ext4 disk image")
+    return dest
+
+
+def read_file(image: Path, guest_path: str) -> str | None:
+    """A file's text from an ext4 image (``debugfs``), ``None`` when it is absent."""
+    result = run(["debugfs", "-R", f"cat {guest_path}", image], check=False, what="reading the disk image")
+    if result.returncode != 0 or "File not found" in result.stderr:
+        return None
+    return result.stdout
+
+
+def _mask(etc: Path, *units: str) -> None:
+    for unit in units:
+        link = etc / "systemd/system" / unit
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")

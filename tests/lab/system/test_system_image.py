@@ -1,0 +1,56 @@
+"""iped installed from its .deb into Debian trixie, systemd as PID 1, on both lab kernels.
+
+One boot per kernel runs every check of :mod:`tests.lab.system.guest_checks` in order; each
+check becomes one test here (``test_in_image[<check>-<series>]``), failing with what the guest
+saw.  The packages and the root filesystem are built once (cached by input hash), then the two
+kernels boot side by side, one vCPU each.  Knob: ``IPED_LAB_SYSTEM_TIMEOUT`` (seconds per
+guest, default 900).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.lab import SERIES
+from tests.lab.system import guest_checks
+from tests.lab.system.boot import SystemRun, boot_checks
+
+CHECK_NAMES = [check.__name__ for check in guest_checks.CHECKS]
+SystemRuns = Callable[[str], SystemRun]
+
+
+@pytest.fixture(scope="session")
+def system_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemRuns]:
+    """``system_runs(series)``: that kernel's boot (both start on first use; errors re-raise per test)."""
+    from tests.lab.system.image import build_rootfs
+    from tests.lab.system.packages import build_debs
+
+    timeout = float(os.environ.get("IPED_LAB_SYSTEM_TIMEOUT") or 900)
+    base: Path = tmp_path_factory.mktemp("system-image")
+    pool = ThreadPoolExecutor(max_workers=len(SERIES), thread_name_prefix="iped-lab-system")
+    rootfs = pool.submit(lambda: build_rootfs(build_debs()))
+    runs: dict[str, Future[SystemRun]] = {}
+
+    def get(series: str) -> SystemRun:
+        if not runs:
+            built = rootfs.result()  # a build failure fails every test with its reason
+            for s in SERIES:
+                runs[s] = pool.submit(boot_checks, built, s, base, timeout=timeout)
+        return runs[series].result()
+
+    yield get
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.mark.parametrize("series", SERIES)
+@pytest.mark.parametrize("check", CHECK_NAMES)
+def test_in_image(system_runs: SystemRuns, check: str, series: str) -> None:
+    run = system_runs(series)
+    result = run.results.get(check)
+    assert result is not None, f"{check} never ran on {run.release} (boot {run.seconds:.0f} s)\n{run.tail()}"
+    assert result["ok"], f"{check} on {run.release} ({result['seconds']} s):\n{result['detail']}"
