@@ -54,7 +54,7 @@ def test_security_exposure_at_most_2() -> None:
 
 def test_unit_contract() -> None:
     text = UNIT.read_text()
-    for line in ("Type=notify", "ExecReload=/usr/bin/iped reload", "ProtectSystem=strict",
+    for line in ("Type=notify", "ExecReload=/usr/bin/iped reload --unchanged-ok", "ProtectSystem=strict",
                  "ReadWritePaths=-/sys/kernel/security/ipe", "StateDirectory=iped", "RuntimeDirectory=iped",
                  "CapabilityBoundingSet=CAP_MAC_ADMIN CAP_AUDIT_READ", "RestrictAddressFamilies=AF_UNIX AF_NETLINK",
                  "NoNewPrivileges=yes", "MemoryDenyWriteExecute=yes", "SystemCallFilter=@system-service"):
