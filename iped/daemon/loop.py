@@ -219,34 +219,27 @@ class Daemon:
             self.notifier.reloading()
         self._refresh_settings()
         record = service.reload(self.rec, trigger, record_unchanged)
-        self._update_readiness(record)
+        self._update_readiness()
         metrics.after_reconcile(self, record)
         if self.rec.backend.kind == "emulator":
             self._drain_follower()
         return record
 
-    def _declared_active_ok(self, record: PlanRecord | FailedRead) -> bool:
-        """Is the declared policy active? The record's after-state says so (no second read);
-        the emulator enforces nothing, so it is always ready."""
-        want = self.settings.policies.active
-        if want is None or self.rec.backend.kind == "emulator":
-            return True
-        return record.active_after is not None and record.active_after.name == want
+    def _update_readiness(self) -> None:
+        """READY=1 once the first reconcile is done, whatever its outcome, then after each one
+        (it ends a RELOADING=1); STATUS= says whether the declared state is in effect or why not.
 
-    def _update_readiness(self, record: PlanRecord | FailedRead) -> None:
-        last = self.rec.last
-        after = last.active_after.name if last is not None and last.active_after is not None else None
-        summary = (f"{last.outcome if last else '?'} ({last.trigger if last else '?'}); "
-                   f"backend {self.rec.backend.kind}; active {after}")
-        if not self.ready and self._declared_active_ok(record):
+        A declared state that is rejected, or that the kernel refuses, leaves the kernel as it was
+        (never weaker), so the daemon is ready in that state: it serves status, follows the files
+        and applies the fix when it comes. Holding READY back would make ``systemctl start`` (and
+        the boot, the unit being Before=sysinit.target) wait for TimeoutStartSec and restart into
+        the same refusal; exiting instead would leave nothing to pick up the fix.
+        """
+        health = service.health(self.rec)
+        self.notifier.ready(health.line)
+        if not self.ready:
             self.ready = True
-            self.notifier.ready(summary)
-            self.reporter.log("notice", f"ready: {summary}", "daemon_ready")
-        elif self.ready:
-            self.notifier.ready(summary)
-        else:
-            self.notifier.status(f"NOT READY: declared policy {self.settings.policies.active!r} is not active; "
-                                 f"{summary}")
+            self.reporter.log("notice" if health.in_effect else "warning", f"ready: {health.line}", "daemon_ready")
 
     def schedule(self, trigger: str) -> None:
         self.pending = self.pending or trigger

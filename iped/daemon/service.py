@@ -17,7 +17,9 @@ from typing import Any
 from iped.daemon.actual import ActualState, read_actual
 from iped.daemon.plan import Plan, drift
 from iped.daemon.plan_document import plan_document, plan_outcome
+from iped.daemon.apply import Outcome
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler, loaded_dict
+from iped.errnos import describe_errno
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -51,6 +53,49 @@ def reload(rec: Reconciler, trigger: str, record_unchanged: bool = True) -> Plan
         failed = FailedRead(trigger, e.errno or errno.EIO, f"reading state failed: {e}")
         rec.reporter.log("error", failed.message)
         return failed
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Is the declared state in effect after the last reconcile, and the one line that says so (or
+    why not: errno and file). It is systemd's ``STATUS=`` (``systemctl status``) and ``status_line``
+    of ``iped status``, so both always say the same."""
+
+    in_effect: bool
+    line: str
+
+
+def _active_words(rec: Reconciler, record: PlanRecord) -> str:
+    a = record.active_after
+    enforce = "" if rec.after is None else f", enforce {'on' if rec.after.enforce else 'off'}"
+    return (f"active {a.name} {a.version}" if a is not None else "no active policy") + enforce
+
+
+def health(rec: Reconciler) -> Health:
+    """The daemon's state after its last reconcile, for STATUS= and ``iped status``."""
+    last = rec.last
+    if last is None:
+        return Health(False, "starting: first reconcile not done yet")
+    if isinstance(last, FailedRead):
+        return Health(False, f"DEGRADED: cannot read the IPE state ({last.trigger}): {describe_errno(last.errno)}: "
+                             f"{last.message}; nothing written")
+    active = _active_words(rec, last)
+    if last.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
+        return Health(True, f"in sync: {active} ({last.outcome}, {last.trigger})")
+    if last.outcome == Outcome.REJECTED:
+        first = str(last.errors[0]) if last.errors else "?"
+        more = f" (+{len(last.errors) - 1} more: iped status)" if len(last.errors) > 1 else ""
+        return Health(False, f"DEGRADED: declared state rejected ({last.trigger}), kernel untouched, {active} "
+                             f"kept: {first}{more}")
+    failure = last.failure
+    if failure is None:  # a failed outcome always carries its failure; say so rather than crash
+        return Health(False, f"DEGRADED: kernel error ({last.trigger}); {active}")
+    why = failure.message
+    declared = rec.declared.get(failure.step.name or "") if rec.declared is not None else None
+    source = failure.step.source or (str(declared.source) if declared is not None else None)
+    if source is not None and source not in why:
+        why += f" [{source}]"
+    return Health(False, f"DEGRADED: kernel error ({last.trigger}): {why}; {active} kept")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +161,7 @@ def status(rec: Reconciler, extra: dict[str, Any] | None = None) -> dict[str, An
             "errors": [e.as_dict() for e in decl.errors],
         },
         "in_sync": not lines,
+        "status_line": health(rec).line,
         "drift": lines,
         "last_plans": rec.plan_log.recent(5),
         "counters": dict(rec.counters),

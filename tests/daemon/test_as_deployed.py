@@ -6,14 +6,24 @@ journald's native socket, and a read-only bind mount of the policy dir."""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import json
 import os
 import shlex
+import signal
+import socket
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text, start_daemon, wait_for
+from iped.backend import Backend, EmulatorBackend, Fault
+from iped.config import load_settings
+from iped.daemon import runtime
+from iped.daemon.log import NullReporter
+from iped.daemon.loop import Daemon
+from iped.daemon.notify import Notifier
+from iped.daemon.settings import AuditSource
+from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text, request, start_daemon, wait_for
 
 UNIT = ROOT / "systemd" / "iped.service"
 
@@ -57,5 +67,81 @@ def test_systemctl_reload_after_inotify_applied_the_change(daemon: DaemonProc) -
     assert json.loads(iped("reload", "--socket", str(s.socket), "--json").stdout)["outcome"] == "unchanged"
 
 
-def _unused() -> tuple[object, ...]:
-    return (os, sys, Path)
+class PosingAsKernel:
+    """The emulator backend with kind "kernel": the deployed case, where no emulator shortcut
+    (the emulator enforces nothing) can make readiness look right."""
+
+    kind = "kernel"
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.reason = "the emulator posing as the kernel"
+
+    def read(self, path: str) -> bytes:
+        return self.inner.read(path)
+
+    def write(self, path: str, data: bytes) -> int:
+        return self.inner.write(path, data)
+
+    def listdir(self, path: str) -> list[str]:
+        return self.inner.listdir(path)
+
+
+def notify_socket(path: Path) -> socket.socket:
+    """What systemd listens on for sd_notify datagrams (Type=notify)."""
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(os.fspath(path))
+    rx.settimeout(30)  # bounds a broken daemon's silence; systemd's own bound is TimeoutStartSec=
+    return rx
+
+
+def test_declared_policy_refused_at_start_is_ready_with_the_reason(site: Site, tmp_path: Path) -> None:
+    """The kernel refuses the declared policy (a signer iped trusts, the kernel does not: ENOKEY).
+    ``systemctl start`` must return (READY=1 after the first reconcile) with STATUS= naming the
+    errno and the file, the previously active policy must stay active, and the daemon must stay
+    up to apply the fix: no TimeoutStartSec wait, no restart loop."""
+    settings = load_settings(site.config)
+    emulator = runtime.make_backend(settings)
+    # the kernel as the previous boot left it: base 1.0.0 active
+    assert runtime.make_reconciler(settings, NullReporter(), emulator).reconcile("previous boot").outcome == "applied"
+    site.put("fleet.pol", policy_text("fleet", "1.0.0"))
+    site.active = "fleet"
+    site.write_config()
+    settings = load_settings(site.config)
+    settings = dataclasses.replace(settings, audit=dataclasses.replace(settings.audit, source=AuditSource.NONE))
+    assert isinstance(emulator, EmulatorBackend)
+    refusing = PosingAsKernel(EmulatorBackend(emulator.emulator, "refuses the next load",
+                                              Fault("new_policy", 1, errno.ENOKEY)))
+    rx = notify_socket(tmp_path / "notify.sock")
+    pid = os.fork()
+    if pid == 0:  # the daemon as systemd starts it (the suite runs no threads, so fork is safe)
+        code = 70
+        try:
+            rec = runtime.make_reconciler(settings, NullReporter(), refusing)
+            code = Daemon(rec, Notifier({"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}), NullReporter()).run()
+        finally:
+            os._exit(code)
+    try:
+        got: list[str] = []
+        while not any(m.startswith("READY=1") for m in got):
+            got.append(rx.recv(4096).decode())
+        ready = next(m for m in got if m.startswith("READY=1"))
+        status_line = ready.split("STATUS=", 1)[1]
+        assert "ENOKEY" in status_line and str(site.policies / "fleet.pol") in status_line, status_line
+        assert "active base 1.0.0" in status_line, "STATUS= says what the kernel kept"
+        st = request(site.socket, "status")["result"]
+        assert (st["ready"], st["in_sync"], st["status_line"]) == (True, False, status_line)
+        assert st["active"]["name"] == "base" and st["active"]["version"] == "1.0.0"
+        assert "fleet" not in {p["name"] for p in st["policies"]}
+        # the fault fired once: the fix (here: a retry) is applied by the daemon that stayed up
+        r = iped("reload", "--socket", str(site.socket))
+        assert r.returncode == 0, r.stdout + r.stderr
+        n = len(got)
+        while not any(m.startswith("READY=1") for m in got[n:]):
+            got.append(rx.recv(4096).decode())
+        assert "STATUS=in sync: active fleet 1.0.0" in next(m for m in got[n:] if m.startswith("READY=1"))
+    finally:
+        os.kill(pid, signal.SIGTERM)
+        _, wstatus = os.waitpid(pid, 0)
+        rx.close()
+    assert os.waitstatus_to_exitcode(wstatus) == 0

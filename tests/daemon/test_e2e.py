@@ -329,7 +329,7 @@ def test_sd_notify_protocol(site: Site, tmp_path: Path) -> None:
     try:
         until(lambda: any(m.startswith("READY=1") for m in got))
         ready = next(m for m in got if m.startswith("READY=1"))
-        assert "STATUS=applied (startup)" in ready and "active base" in ready
+        assert "STATUS=in sync: active base 1.0.0, enforce on (applied, startup)" in ready
         until(lambda: got.count("WATCHDOG=1") >= 2)  # pinged from the idle loop at half the interval
         assert iped("reload", "--socket", str(site.socket)).returncode == 9
         n = len(got)
