@@ -375,7 +375,7 @@ class Daemon:
     def stop(self) -> None:
         """Stop listening. The kernel keeps its active policy and enforce setting as they are."""
         self.notifier.stopping()
-        self.reporter.log("info", "stopping; kernel state is left as it is (never weakened on stop)")
+        self.reporter.log("info", "stopping; kernel state is left as it is (never weakened on stop)", "daemon_stopping")
         self.clients.close()
         signal.set_wakeup_fd(-1)
         with contextlib.suppress(Exception):

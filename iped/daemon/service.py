@@ -128,6 +128,9 @@ def rollback(rec: Reconciler, dry_run: bool,
     record = None
     if not dry_run:
         write(rec, prepared)
+        rec.reporter.log("notice", f"rolled forward {prepared.name} {prepared.current} -> {prepared.new_version} "
+                                   f"with the content of sha256:{prepared.from_digest[:16]}, written to "
+                                   f"{prepared.target}", "policy_rolled_forward")
         record = reconcile("rollback") if reconcile is not None else reload(rec, "rollback")
     return RollbackResult(str(prepared.target), prepared.name, str(prepared.current), str(prepared.new_version),
                           prepared.from_digest, record)

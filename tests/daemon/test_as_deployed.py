@@ -10,16 +10,20 @@ import dataclasses
 import errno
 import json
 import os
+import re
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from iped.backend import Backend, EmulatorBackend, Fault
 from iped.config import load_settings
 from iped.daemon import runtime
-from iped.daemon.log import NullReporter
+from iped.daemon.log import LEVEL_MESSAGE_IDS, MESSAGE_IDS, NullReporter
 from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
 from iped.daemon.settings import AuditSource
@@ -145,3 +149,117 @@ def test_declared_policy_refused_at_start_is_ready_with_the_reason(site: Site, t
         _, wstatus = os.waitpid(pid, 0)
         rx.close()
     assert os.waitstatus_to_exitcode(wstatus) == 0
+
+
+def parse_journal_native(data: bytes) -> dict[str, str]:
+    """One datagram of journald's native protocol: ``KEY=value\\n``, or for a value holding a
+    newline ``KEY\\n`` + its size (64-bit little-endian) + the value + ``\\n``."""
+    fields: dict[str, str] = {}
+    i = 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        line = data[i:nl]
+        if b"=" in line:
+            key, value = line.split(b"=", 1)
+            i = nl + 1
+        else:
+            key, size = line, int.from_bytes(data[nl + 1:nl + 9], "little")
+            value = data[nl + 9:nl + 9 + size]
+            assert data[nl + 9 + size:nl + 10 + size] == b"\n", data
+            i = nl + 10 + size
+        fields[key.decode()] = value.decode()
+    return fields
+
+
+def collect_datagrams(sock: socket.socket, out: Path) -> int:
+    """Fork a reader that drains ``sock`` into ``out`` until it receives ``END`` (a datagram
+    socket queues only a few messages, then the sender blocks, as on a journald that is stuck);
+    returns its pid. Each record: 4-byte length, 1 byte "had ancillary data", the datagram."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            with open(out, "wb") as f:
+                while (got := sock.recvmsg(1 << 20, socket.CMSG_SPACE(64)))[0] != b"END":
+                    f.write(len(got[0]).to_bytes(4, "little") + bytes([bool(got[1])]) + got[0])
+                    f.flush()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def read_datagrams(path: Path) -> list[tuple[bool, bytes]]:
+    data, out, i = path.read_bytes(), [], 0
+    while i < len(data):
+        size = int.from_bytes(data[i:i + 4], "little")
+        out.append((bool(data[i + 4]), data[i + 5:i + 5 + size]))
+        i += 5 + size
+    return out
+
+
+def documented_message_ids() -> set[str]:
+    """Every MESSAGE_ID docs/daemon.md lists in its tables."""
+    text = (ROOT / "docs" / "daemon.md").read_text()
+    return set(re.findall(r"^\|[^|\n]+\| `([0-9a-f]{32})` \|", text, re.M))
+
+
+def test_every_journal_entry_has_a_documented_message_id(site: Site, tmp_path: Path) -> None:
+    """The daemon under systemd (INVOCATION_ID set) through a whole life: start, reload, an
+    update, a rollback, a rejected plan, a kernel error, stop. journald is played by a datagram
+    socket at its native path, /run/systemd/journal/socket, bind-mounted in a private mount
+    namespace, so libsystemd's real sd_journal_sendv() writes the entries."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a private mount namespace (unshare --mount)")
+    site.debounce_ms = 60000  # only the explicit reloads below act
+    site.env["IPED_EMULATOR_FAULT"] = "active:2:EIO"
+    site.write_config()
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    rx.bind(os.fspath(jdir / "socket"))
+    collector = collect_datagrams(rx, tmp_path / "journal.bin")
+    env = {**os.environ, **site.env, "INVOCATION_ID": "0123456789abcdef0123456789abcdef"}
+    env.pop("NOTIFY_SOCKET", None)
+    script = ('mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && '
+              'mount --bind "$0" /run/systemd/journal && exec "$@"')
+    proc = subprocess.Popen(["unshare", "--mount", "sh", "-c", script, str(jdir), sys.executable, "-m", "iped",
+                             "daemon", "--config", str(site.config)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    d = DaemonProc(site, proc)
+    try:
+        wait_for(lambda: proc.poll() is None and request(site.socket, "ping")["ok"], what="daemon under 'systemd'")
+        sock = str(site.socket)
+        assert iped("reload", "--socket", sock).returncode == 9
+        site.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
+        assert iped("reload", "--socket", sock).returncode == 0
+        assert iped("rollback", "--socket", sock).returncode == 0
+        (site.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+        assert iped("reload", "--socket", sock).returncode == 1
+        (site.policies / "broken.pol").unlink()
+        site.put("next.pol", policy_text("next", "2.0.0"))
+        site.active = "next"
+        site.write_config()
+        assert iped("reload", "--socket", sock).returncode == 4  # the injected EIO at the activation
+        assert iped("reload", "--socket", sock).returncode == 0
+    finally:
+        out = d.stop()
+        rx.sendto(b"END", os.fspath(jdir / "socket"))
+        os.waitpid(collector, 0)
+        rx.close()
+    assert proc.returncode == 0, out
+    assert out == "", f"stderr would be journal entries without MESSAGE_ID: {out}"
+    datagrams = read_datagrams(tmp_path / "journal.bin")
+    assert not any(anc for anc, _ in datagrams), "an entry passed as a memfd: not expected for small entries"
+    entries = [parse_journal_native(data) for _, data in datagrams]
+    assert entries, "the daemon wrote nothing to the journal socket"
+    missing = [e["MESSAGE"] for e in entries if "MESSAGE_ID" not in e]
+    assert not missing, f"journal entries without MESSAGE_ID: {missing}"
+    documented = documented_message_ids()
+    assert set(MESSAGE_IDS.values()) | set(LEVEL_MESSAGE_IDS.values()) <= documented
+    assert {e["MESSAGE_ID"] for e in entries} <= documented
+    by_id = {kind: [e for e in entries if e["MESSAGE_ID"] == mid] for kind, mid in MESSAGE_IDS.items()}
+    for kind in ("daemon_started", "daemon_ready", "policy_loaded", "policy_activated", "policy_updated",
+                 "policy_rolled_forward", "plan_rejected", "apply_failed", "daemon_stopping"):
+        assert by_id[kind], f"no {kind} entry (MESSAGE_ID={MESSAGE_IDS[kind]})"
+    # journalctl MESSAGE_ID=<activated> finds the apply, with the policy's own fields
+    assert {e["IPE_POLICY_NAME"] for e in by_id["policy_activated"]} == {"base", "next"}
+    assert all(e["SYSLOG_IDENTIFIER"] == "iped" and e["PRIORITY"].isdigit() for e in entries)
