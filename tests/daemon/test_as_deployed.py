@@ -27,9 +27,11 @@ from iped.daemon.log import LEVEL_MESSAGE_IDS, MESSAGE_IDS, NullReporter
 from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
 from iped.daemon.settings import AuditSource
+from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text, request, start_daemon, wait_for
 
 UNIT = ROOT / "systemd" / "iped.service"
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace (unshare --mount) needs root")
 
 
 def exec_reload(site: Site) -> subprocess.CompletedProcess[str]:
@@ -57,6 +59,9 @@ def test_systemctl_reload_succeeds_on_applied_and_unchanged_fails_on_rejected(si
         assert r.returncode == 1, r.stdout + r.stderr
         assert "rejected" in r.stdout and "broken.pol" in r.stdout
         st = d.status()
+        # what systemctl status shows (STATUS=, the same line): the errno and the file
+        assert st["status_line"].startswith("DEGRADED: declared state rejected (reload)"), st["status_line"]
+        assert f"{site.policies / 'broken.pol'}:2: EBADMSG" in st["status_line"]
         assert {p["name"] for p in st["policies"]} == {"base", "extra"}
     finally:
         d.stop()
@@ -202,13 +207,57 @@ def documented_message_ids() -> set[str]:
     return set(re.findall(r"^\|[^|\n]+\| `([0-9a-f]{32})` \|", text, re.M))
 
 
+def start_with_private_mounts(site: Site, mounts: str, arg: str, **env: str) -> DaemonProc:
+    """``iped daemon`` in a private mount namespace (as systemd's sandboxing gives it one) after the
+    shell commands ``mounts`` ran there with ``$0`` = ``arg``; ``env`` added to its environment."""
+    full = {**os.environ, **site.env, **env}
+    full.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen(["unshare", "--mount", "sh", "-c", f'{mounts} && exec "$@"', arg, sys.executable, "-m",
+                             "iped", "daemon", "--config", str(site.config)], cwd=ROOT, env=full,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    d = DaemonProc(site, proc)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited {proc.returncode}: {d.stop()}")
+        return bool(request(site.socket, "ping")["ok"])
+
+    wait_for(up, what="daemon in its private mount namespace")
+    return d
+
+
+@needs_root
+def test_rollback_through_the_service_with_the_drop_in_dir_read_only(site: Site) -> None:
+    """ProtectSystem=strict: /etc (and the drop-in dir in it) is read-only for the daemon; the
+    rollback it runs for ``iped rollback`` must not need to write there."""
+    site.put("base.p7s", sign_policy(policy_text("base", "1.0.0"), site.key.read_bytes(), site.cert.read_bytes()))
+    (site.policies / "base.pol").unlink()
+    d = start_with_private_mounts(site, 'mount --bind -o ro "$0" "$0"', str(site.policies))
+    try:
+        mountinfo = Path(f"/proc/{d.proc.pid}/mountinfo").read_text().splitlines()
+        assert any(f" {site.policies} " in m and " ro," in m for m in mountinfo), "the daemon's view is not read-only"
+        site.put("base.p7s", sign_policy(policy_text("base", "1.1.0", "op=KMODULE action=DENY"),
+                                         site.key.read_bytes(), site.cert.read_bytes()))
+        assert iped("reload", "--socket", str(site.socket)).returncode in (0, 9)
+        wait_for(lambda: d.status()["active"]["version"] == "1.1.0", what="update to 1.1.0")
+        r = iped("rollback", "--socket", str(site.socket), "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        res = json.loads(r.stdout)
+        assert res["target"] == str(site.state / "rolled-forward" / "base.p7s") and res["new_version"] == "1.1.1"
+        st = d.status()
+        assert (st["active"]["version"], st["in_sync"], st["policies"][0]["source"]) == ("1.1.1", True, res["target"])
+        assert b"policy_version=1.1.0" in (site.policies / "base.p7s").read_bytes(), "the drop-in dir is untouched"
+    finally:
+        err = d.stop()
+    assert d.proc.returncode == 0, err
+
+
+@needs_root
 def test_every_journal_entry_has_a_documented_message_id(site: Site, tmp_path: Path) -> None:
     """The daemon under systemd (INVOCATION_ID set) through a whole life: start, reload, an
     update, a rollback, a rejected plan, a kernel error, stop. journald is played by a datagram
     socket at its native path, /run/systemd/journal/socket, bind-mounted in a private mount
     namespace, so libsystemd's real sd_journal_sendv() writes the entries."""
-    if os.geteuid() != 0:
-        pytest.skip("needs root for a private mount namespace (unshare --mount)")
     site.debounce_ms = 60000  # only the explicit reloads below act
     site.env["IPED_EMULATOR_FAULT"] = "active:2:EIO"
     site.write_config()
@@ -217,16 +266,10 @@ def test_every_journal_entry_has_a_documented_message_id(site: Site, tmp_path: P
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     rx.bind(os.fspath(jdir / "socket"))
     collector = collect_datagrams(rx, tmp_path / "journal.bin")
-    env = {**os.environ, **site.env, "INVOCATION_ID": "0123456789abcdef0123456789abcdef"}
-    env.pop("NOTIFY_SOCKET", None)
-    script = ('mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && '
-              'mount --bind "$0" /run/systemd/journal && exec "$@"')
-    proc = subprocess.Popen(["unshare", "--mount", "sh", "-c", script, str(jdir), sys.executable, "-m", "iped",
-                             "daemon", "--config", str(site.config)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    d = DaemonProc(site, proc)
+    mounts = 'mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/journal && mount --bind "$0" /run/systemd/journal'
+    d = start_with_private_mounts(site, mounts, str(jdir), INVOCATION_ID="0123456789abcdef0123456789abcdef")
+    proc = d.proc
     try:
-        wait_for(lambda: proc.poll() is None and request(site.socket, "ping")["ok"], what="daemon under 'systemd'")
         sock = str(site.socket)
         assert iped("reload", "--socket", sock).returncode == 9
         site.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
