@@ -7,8 +7,8 @@ the format of the file that declares the policy (``*.pol`` as text; ``*.p7s`` re
 local key). The scan overlays it on that file until the drop-in dir declares a version as high
 (:func:`iped.daemon.declared.overlay_rolled_forward`), so the declared state says the same as
 the kernel after the reconcile that follows -- and the drop-in dir, config management's, is
-never written (under the unit's ProtectSystem=strict it cannot be). Without a local signing key this is impossible by design
-(the key is not on the host): the error says what to do instead.
+never written (under the unit's ProtectSystem=strict it cannot be). Without a local signing key
+this is impossible by design (the key is not on the host): the error says what to do instead.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from iped.daemon.actual import ActualState, read_actual
+from iped.daemon.apply import Outcome
 from iped.daemon.plan import Plan, drift
 from iped.daemon.plan_document import plan_document, plan_outcome
-from iped.daemon.apply import Outcome
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler, loaded_dict
 from iped.errnos import describe_errno
 
