@@ -15,7 +15,6 @@ import shlex
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -210,20 +209,8 @@ def documented_message_ids() -> set[str]:
 def start_with_private_mounts(site: Site, mounts: str, arg: str, **env: str) -> DaemonProc:
     """``iped daemon`` in a private mount namespace (as systemd's sandboxing gives it one) after the
     shell commands ``mounts`` ran there with ``$0`` = ``arg``; ``env`` added to its environment."""
-    full = {**os.environ, **site.env, **env}
-    full.pop("NOTIFY_SOCKET", None)
-    proc = subprocess.Popen(["unshare", "--mount", "sh", "-c", f'{mounts} && exec "$@"', arg, sys.executable, "-m",
-                             "iped", "daemon", "--config", str(site.config)], cwd=ROOT, env=full,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    d = DaemonProc(site, proc)
-
-    def up() -> bool:
-        if proc.poll() is not None:
-            raise AssertionError(f"daemon exited {proc.returncode}: {d.stop()}")
-        return bool(request(site.socket, "ping")["ok"])
-
-    wait_for(up, what="daemon in its private mount namespace")
-    return d
+    return start_daemon(site, wrapper=("unshare", "--mount", "sh", "-c", f'{mounts} && exec "$@"', arg),
+                        extra_env=env)
 
 
 @needs_root
