@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     except DaemonLockError as e:
         die(str(e))
     rec = runtime.make_reconciler(settings, reporter)
-    reporter.log("notice", f"backend: {rec.backend.kind.upper()} -- {rec.backend.reason}", "daemon_backend")
+    reporter.log("notice", f"backend: {rec.backend.kind.upper()} -- {rec.backend.reason}", "daemon_started")
     if args.dev:
         print(_dev_banner(str(sock)), file=sys.stderr, flush=True)
 

@@ -109,7 +109,7 @@ def _report(reporter: Reporter, step: Step) -> None:
         case StepKind.DELETE:
             reporter.policy_deleted(step)
         case _:
-            reporter.log("info", step.describe())
+            reporter.log("notice", step.describe(), "setting_changed")
 
 
 def execute(plan: Plan, backend: Backend, reporter: Reporter) -> ApplyResult:

@@ -173,6 +173,7 @@ def render_status(st: dict[str, Any]) -> str:
         f"backend:       {str(b.get('kind', '?')).upper()}  -- {b.get('reason', '')}",
         f"enforce:       {int(bool(st.get('enforce')))}   success_audit: {int(bool(st.get('success_audit')))}",
         f"ready:         {st.get('ready')}   in sync: {st.get('in_sync')}   pid {st.get('pid')}",
+        f"status:        {st.get('status_line', '?')}",
         f"config:        {st.get('config')}   policies: {st.get('declared', {}).get('dir')}",
         "policies:",
     ]

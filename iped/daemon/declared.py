@@ -25,7 +25,7 @@ import os
 import signal
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from iped.emulator.policy_parser import Version
@@ -323,3 +323,53 @@ def scan_declared(directory: Path, *, active: str | None, enforce: bool, success
                                 f"active = {active!r} but no file in the directory declares policy_name={active}",
                                 plain=True))
     return DeclaredState(tuple(policies), active, enforce, success_audit, protect, tuple(errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Overlaid:
+    """The declared state with the rolled-forward policies in effect, and the rolled-forward files
+    the drop-in dir has superseded (for the reconciler to remove)."""
+
+    state: DeclaredState
+    superseded: tuple[Path, ...]
+
+
+def overlay_rolled_forward(decl: DeclaredState, directory: Path, load: Loader) -> Overlaid:
+    """Overlay the policies ``iped rollback`` wrote to the daemon's ``directory`` on ``decl``.
+
+    A rolled-forward ``NAME`` is in effect while the drop-in dir declares ``NAME`` at a lower
+    version (it replaces that file's policy); once the drop-in dir declares ``NAME`` at the same
+    or a higher version, or no longer declares it at all, it is superseded: ignored, and removed
+    by the next reconcile. While the drop-in file of ``NAME`` is invalid it is neither (that file's
+    error rejects the plan anyway). So config management keeps owning the drop-in dir: it is never
+    written, a rollback does not fight the next deployment of the old file, and the next higher
+    version deployed there wins.
+    """
+    try:
+        paths = policy_files(directory)
+    except FileNotFoundError:
+        return Overlaid(decl, ())
+    except OSError as e:
+        return Overlaid(replace(decl, errors=(*decl.errors, fs_error(directory, e, "cannot list"))), ())
+    policies = {p.name: p for p in decl.policies}
+    errors = list(decl.errors)
+    superseded: list[Path] = []
+    taken: set[str] = set()
+    for path in paths:
+        got = load(path)
+        if isinstance(got, DeclError):
+            errors.append(got)
+            continue
+        if got.name in taken:
+            errors.append(DeclError(str(path), 1, errno.EEXIST, f"policy {got.name!r} is rolled forward twice"))
+            continue
+        taken.add(got.name)
+        own = policies.get(got.name)
+        if own is None and any(_declares(Path(e.file), got.name) for e in decl.errors):
+            continue  # its drop-in file is broken: not in effect, not superseded either
+        if own is None or own.version.as_u64() >= got.version.as_u64():
+            superseded.append(path)
+            continue
+        policies[got.name] = got
+    state = replace(decl, policies=tuple(policies[p.name] for p in decl.policies), errors=tuple(errors))
+    return Overlaid(state, tuple(superseded))

@@ -28,6 +28,7 @@ from iped.daemon.notify import Notifier
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.daemon.settings import AuditSource, Settings
 from iped.daemon.throttle import Throttle
+from iped.errnos import describe_errno
 
 
 class Follower(Protocol):
@@ -41,19 +42,6 @@ class Follower(Protocol):
 
 
 SettingsLoader = Callable[[], Settings]
-
-
-def _failure_reason(record: PlanRecord | FailedRead | None) -> str:
-    """Why a reconcile did not reach the declared state (the NOT READY status says it)."""
-    if isinstance(record, FailedRead):
-        return record.message
-    if record is not None and record.failure is not None:
-        failure = record.failure
-        source = failure.step.source
-        return failure.message if not source or source in failure.message else f"{failure.message} ({source})"
-    if record is not None and record.errors:
-        return str(record.errors[0])
-    return "no reconcile reached it"
 
 
 class Daemon:
@@ -253,19 +241,22 @@ class Daemon:
         return record.active_after is not None and record.active_after.name == want
 
     def _update_readiness(self, record: PlanRecord | FailedRead) -> None:
-        last = self.rec.last
-        after = last.active_after.name if last is not None and last.active_after is not None else None
-        summary = (f"{last.outcome if last else '?'} ({last.trigger if last else '?'}); "
-                   f"backend {self.rec.backend.kind}; active {after}")
-        if not self.ready and self._declared_active_ok(record):
+        """READY=1 only once the declared policy is active, then after every reconcile (it ends a
+        RELOADING=1); STATUS= is :func:`service.health`'s line: in sync, or why not (errno, file).
+
+        Until then STATUS= says NOT READY and why. A start that cannot get there does not wait
+        for TimeoutStartSec: :meth:`run` exits with :data:`EXIT_START_REFUSED`.
+        """
+        health = service.health(self.rec)
+        if self.ready:
+            self.notifier.ready(health.line)
+        elif self._declared_active_ok(record):
             self.ready = True
-            self.notifier.ready(summary)
-            self.reporter.log("notice", f"ready: {summary}", "daemon_ready")
-        elif self.ready:
-            self.notifier.ready(summary)
+            self.notifier.ready(health.line)
+            self.reporter.log("notice" if health.in_effect else "warning", f"ready: {health.line}", "daemon_ready")
         else:
             self.notifier.status(f"NOT READY: declared policy {self.settings.policies.active!r} is not active: "
-                                 f"{_failure_reason(last)}; {summary}")
+                                 f"{health.line}")
 
     def schedule(self, trigger: str) -> None:
         self.pending = self.pending or trigger
@@ -434,4 +425,6 @@ def startup_refusal(record: PlanRecord | FailedRead | None, active: str | None) 
     """
     if record is None or record.outcome not in (Outcome.REJECTED, Outcome.FAILED):
         return None
-    return f"FAILED: declared active policy {active!r} not activated, {record.outcome}: {_failure_reason(record)}"
+    why = (f"{describe_errno(record.errno)}: {record.message}" if isinstance(record, FailedRead)
+           else service.failure_reason(record))
+    return f"FAILED: declared active policy {active!r} not activated, {record.outcome}: {why}"

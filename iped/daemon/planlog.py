@@ -76,6 +76,9 @@ class PlanLog:
         self.plans = state_dir / "plans"
         self.texts = state_dir / "texts"
         self.chain_file = state_dir / "chain.json"
+        #: policies 'iped rollback' rolled forward: the daemon's own drop-in dir, overlaid on the
+        #: configured one (iped.daemon.declared.overlay_rolled_forward)
+        self.rolled_forward = state_dir / "rolled-forward"
         self.keep = keep
 
     def ensure(self) -> None:
@@ -90,7 +93,9 @@ class PlanLog:
         probe = self.root / ".probe"
         atomic_write(probe, b"")
         os.unlink(probe)
-        for d in (self.root, self.plans, self.texts):
+        for d in (self.root, self.plans, self.texts, self.rolled_forward):
+            if not d.is_dir():
+                continue
             for name in os.listdir(d):
                 m = _TEMP.match(name)
                 if m and not _pid_alive(int(m.group(1))):

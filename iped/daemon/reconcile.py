@@ -22,6 +22,7 @@ from iped.daemon.declared import (
     DeclError,
     fs_error,
     load_policy_file,
+    overlay_rolled_forward,
     read_policy_file,
     scan_declared,
 )
@@ -125,6 +126,8 @@ class Reconciler:
         #: the kernel's state after the last reconcile (None: never reconciled, or securityfs unreadable)
         self.after: ActualState | None = None
         self.config_error: list[str] = []
+        #: rolled-forward files the drop-in dir superseded at the last scan (removed by reconcile)
+        self.superseded: tuple[Path, ...] = ()
         # (path, content sha256, key material) -> result: unchanged files are not re-signed or
         # re-verified on every scan; any change to the bytes or the keys misses the cache.
         self._file_cache: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
@@ -151,6 +154,8 @@ class Reconciler:
 
         decl = scan_declared(pol.dir, active=pol.active, enforce=pol.enforce, success_audit=pol.success_audit,
                              signing=signing, protect=pol.protect, loader=loader)
+        overlaid = overlay_rolled_forward(decl, self.plan_log.rolled_forward, loader)
+        decl, self.superseded = overlaid.state, overlaid.superseded
         self._file_cache = fresh
         if self.config_error:
             errs = tuple(DeclError(str(self.settings.path), None, errno.EINVAL, e, plain=True)
@@ -184,6 +189,7 @@ class Reconciler:
             duration_ms=round((time.monotonic() - t0) * 1000, 3))
         self.counters["reconciles"] += 1
         self.counters[str(result.outcome)] += 1
+        self._remove_superseded()
         try:  # the kernel's outcome stands whatever happens to the records of it
             new_texts = self._keep_history(decl, before, result.done)
             if result.outcome != Outcome.UNCHANGED or record_unchanged:
@@ -195,6 +201,20 @@ class Reconciler:
                                        f"{e.strerror or e}: plan records and rollback history are not kept")
         self.last, self.after = record, after
         return record
+
+    def _remove_superseded(self) -> None:
+        """Rolled-forward files the drop-in dir has caught up with: the admin's file now rules."""
+        for path in self.superseded:
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                self.reporter.log("warning", f"cannot remove superseded {path}: {e.strerror or e}")
+                continue
+            self.reporter.log("notice", f"rolled-forward {path} superseded by the drop-in dir "
+                                        f"{self.settings.policies.dir}: removed", "rolled_forward_superseded")
+        self.superseded = ()
 
     def _keep_history(self, decl: DeclaredState, before: ActualState, done: tuple[Step, ...]) -> bool:
         """Keep the texts that are (or were, before this reconcile) deployed and extend the

@@ -2,10 +2,13 @@
 
 IPE never activates or updates to a lower (or, for update, equal) version, so "rollback" is: take
 the policy text that was active before (kept in the state dir's ``texts/``), give it a version one
-above the current one, and write it back to the file that declares the policy (``*.pol`` as
-text; ``*.p7s`` re-signed with the local key). The declared state then says the same as the
-kernel after the reconcile that follows. Without a local signing key this is impossible by design
-(the key is not on the host): the error says what to do instead.
+above the current one, and write it to the daemon's own rolled-forward dir in the state dir, in
+the format of the file that declares the policy (``*.pol`` as text; ``*.p7s`` re-signed with the
+local key). The scan overlays it on that file until the drop-in dir declares a version as high
+(:func:`iped.daemon.declared.overlay_rolled_forward`), so the declared state says the same as
+the kernel after the reconcile that follows -- and the drop-in dir, config management's, is
+never written (under the unit's ProtectSystem=strict it cannot be). Without a local signing key
+this is impossible by design (the key is not on the host): the error says what to do instead.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iped.daemon.actual import read_actual
-from iped.daemon.declared import PLAIN_SUFFIX
+from iped.daemon.declared import PLAIN_SUFFIX, SIGNED_SUFFIX
 from iped.daemon.plan import next_version
 from iped.daemon.planlog import atomic_write
 from iped.daemon.reconcile import Reconciler
@@ -74,7 +77,11 @@ def prepare(rec: Reconciler) -> RollbackPlan:
     assert old is not None
     decl = rec.scan()
     dp = decl.get(cur.name)
-    base = max((cur.version, dp.version) if dp else (cur.version,), key=lambda v: v.as_u64())
+    if dp is None:
+        raise RollbackError(errno.ENOENT,
+                            f"no valid file in {pol.dir} declares the active policy {cur.name!r} ('iped status' "
+                            "says why): rollback rolls a declared policy forward, and only while a file declares it")
+    base = max(cur.version, dp.version, key=lambda v: v.as_u64())
     new_version = next_version(base)
     note = (f"rolled forward by 'iped rollback' {time.strftime('%Y-%m-%dT%H:%M:%S%z')}: content of "
             f"sha256:{target_digest[:16]} re-issued as {new_version} (was {cur.version})")
@@ -85,12 +92,13 @@ def prepare(rec: Reconciler) -> RollbackPlan:
         raise RollbackError(e.errno, f"the restamped text does not parse: {e}") from None
     if parsed.version != new_version:
         raise RollbackError(errno.EINVAL, "restamping the version failed")
-    target = dp.source if dp is not None else pol.dir / f"{cur.name}{PLAIN_SUFFIX}"
+    target = rec.plan_log.rolled_forward / f"{cur.name}{dp.source.suffix}"
     return RollbackPlan(cur.name, cur.version, new_version, target_digest, target, text)
 
 
 def write(rec: Reconciler, plan: RollbackPlan) -> None:
-    """Write the rolled-forward policy to its declaring file (re-signing a ``.p7s``)."""
+    """Write the rolled-forward policy to the daemon's rolled-forward dir (re-signing a ``.p7s``),
+    in the declaring file's format; the scan overlays it on the drop-in dir's file."""
     data = plan.text
     if plan.target.suffix != PLAIN_SUFFIX:
         from iped.pkcs7 import sign_policy
@@ -98,4 +106,8 @@ def write(rec: Reconciler, plan: RollbackPlan) -> None:
         pol = rec.settings.policies
         assert pol.signing_key is not None and pol.signing_cert is not None
         data = sign_policy(plan.text, pol.signing_key.read_bytes(), pol.signing_cert.read_bytes())
-    atomic_write(plan.target, data, 0o644)
+    plan.target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for other in (SIGNED_SUFFIX, PLAIN_SUFFIX):  # one file per name: the other format's goes
+        if other != plan.target.suffix:
+            plan.target.with_suffix(other).unlink(missing_ok=True)
+    atomic_write(plan.target, data, 0o600)

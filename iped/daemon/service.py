@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from iped.daemon.actual import ActualState, read_actual
+from iped.daemon.apply import Outcome
+from iped.daemon.declared import DeclaredState
 from iped.daemon.plan import Plan, drift
 from iped.daemon.plan_document import plan_document, plan_outcome
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler, loaded_dict
+from iped.errnos import describe_errno
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -54,6 +57,54 @@ def reload(rec: Reconciler, trigger: str, record_unchanged: bool = True) -> Plan
 
 
 @dataclass(frozen=True, slots=True)
+class Health:
+    """Is the declared state in effect after the last reconcile, and the one line that says so (or
+    why not: errno and file). It is systemd's ``STATUS=`` (``systemctl status``) and ``status_line``
+    of ``iped status``, so both always say the same."""
+
+    in_effect: bool
+    line: str
+
+
+def _active_words(rec: Reconciler, record: PlanRecord) -> str:
+    a = record.active_after
+    enforce = "" if rec.after is None else f", enforce {'on' if rec.after.enforce else 'off'}"
+    return (f"active {a.name} {a.version}" if a is not None else "no active policy") + enforce
+
+
+def health(rec: Reconciler) -> Health:
+    """The daemon's state after its last reconcile, for STATUS= and ``iped status``."""
+    last = rec.last
+    if last is None:
+        return Health(False, "starting: first reconcile not done yet")
+    if isinstance(last, FailedRead):
+        return Health(False, f"DEGRADED: cannot read the IPE state ({last.trigger}): {describe_errno(last.errno)}: "
+                             f"{last.message}; nothing written")
+    active = _active_words(rec, last)
+    if last.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
+        return Health(True, f"in sync: {active} ({last.outcome}, {last.trigger})")
+    if last.outcome == Outcome.REJECTED:
+        return Health(False, f"DEGRADED: declared state rejected ({last.trigger}), kernel untouched, {active} "
+                             f"kept: {failure_reason(last)}")
+    why = failure_reason(last, rec.declared)
+    return Health(False, f"DEGRADED: kernel error ({last.trigger}): {why}; {active} kept")
+
+
+def failure_reason(record: PlanRecord, declared: DeclaredState | None = None) -> str:
+    """Why a failed or rejected reconcile did not reach the declared state: the failed step's
+    message with its errno and the file it came from, or the first rejection (file:line, errno)."""
+    failure = record.failure
+    if failure is None:
+        first = str(record.errors[0]) if record.errors else "?"
+        more = f" (+{len(record.errors) - 1} more: iped status)" if len(record.errors) > 1 else ""
+        return first + more
+    why = failure.message
+    decl = declared.get(failure.step.name or "") if declared is not None else None
+    source = failure.step.source or (str(decl.source) if decl is not None else None)
+    return why if source is None or source in why else f"{why} [{source}]"
+
+
+@dataclass(frozen=True, slots=True)
 class RollbackResult:
     """``iped rollback``: the content rolled forward to, where it went, and the reload's record."""
 
@@ -83,6 +134,9 @@ def rollback(rec: Reconciler, dry_run: bool,
     record = None
     if not dry_run:
         write(rec, prepared)
+        rec.reporter.log("notice", f"rolled forward {prepared.name} {prepared.current} -> {prepared.new_version} "
+                                   f"with the content of sha256:{prepared.from_digest[:16]}, written to "
+                                   f"{prepared.target}", "policy_rolled_forward")
         record = reconcile("rollback") if reconcile is not None else reload(rec, "rollback")
     return RollbackResult(str(prepared.target), prepared.name, str(prepared.current), str(prepared.new_version),
                           prepared.from_digest, record)
@@ -116,6 +170,7 @@ def status(rec: Reconciler, extra: dict[str, Any] | None = None) -> dict[str, An
             "errors": [e.as_dict() for e in decl.errors],
         },
         "in_sync": not lines,
+        "status_line": health(rec).line,
         "drift": lines,
         "last_plans": rec.plan_log.recent(5),
         "counters": dict(rec.counters),

@@ -174,12 +174,15 @@ class DaemonProc:
         return self.proc.stderr.read() if self.proc.stderr is not None else ""
 
 
-def start_daemon(site: Site, stderr: Any = subprocess.PIPE, preexec: Callable[[], None] | None = None) -> DaemonProc:
+def start_daemon(site: Site, stderr: Any = subprocess.PIPE, preexec: Callable[[], None] | None = None,
+                 wrapper: tuple[str, ...] = (), extra_env: dict[str, str] | None = None) -> DaemonProc:
     """``iped daemon --config``, answering ping; ``stderr``: where its log goes; ``preexec``: run in
-    the child before exec (e.g. a lower RLIMIT_NOFILE; the suite starts no threads)."""
-    env = {**os.environ, **site.env}
+    the child before exec (e.g. a lower RLIMIT_NOFILE; the suite starts no threads); ``wrapper``:
+    the command that execs the daemon's argv (e.g. ``unshare --mount``); ``extra_env``: added to
+    its environment."""
+    env = {**os.environ, **site.env, **(extra_env or {})}
     env.pop("NOTIFY_SOCKET", None)
-    proc = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--config", str(site.config)],
+    proc = subprocess.Popen([*wrapper, sys.executable, "-m", "iped", "daemon", "--config", str(site.config)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
                             preexec_fn=preexec)  # noqa: PLW1509
     d = DaemonProc(site, proc)

@@ -129,3 +129,26 @@ def test_declaration_errors_carry_no_kernel_meaning(tmp_path: Path, dev_keys: tu
     (err,) = rec.scan().errors
     assert err.errno == errno.ENOENT and "no file in the directory declares" in str(err)
     assert "deleted meanwhile" not in str(err)
+
+
+def test_rolled_forward_overlay_precedence(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    """A rolled-forward policy replaces the drop-in file's only while that declares a lower version;
+    it never brings back a policy the drop-in dir stopped declaring, and waits while that file is broken."""
+    rec = reconciler(tmp_path, dev_keys)
+    etc, rolled = rec.settings.policies.dir, rec.plan_log.rolled_forward
+    rolled.mkdir(parents=True)
+    (etc / "a.pol").write_bytes(policy_text("a", "1.1.0"))
+    (rolled / "a.pol").write_bytes(policy_text("a", "1.1.1"))
+    (rolled / "gone.pol").write_bytes(policy_text("gone", "2.0.0"))  # the drop-in dir no longer declares it
+    (etc / "b.pol").write_bytes(b"policy_name=b policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    (rolled / "b.pol").write_bytes(policy_text("b", "1.0.1"))  # its drop-in file is broken: kept, not in effect
+    decl = rec.scan()
+    a = decl.get("a")
+    assert a is not None and (str(a.version), a.source) == ("1.1.1", rolled / "a.pol")
+    assert decl.get("gone") is None and decl.get("b") is None
+    assert rec.superseded == (rolled / "gone.pol",)
+    (etc / "a.pol").write_bytes(policy_text("a", "1.1.1"))  # the drop-in dir catches up: its file rules
+    decl = rec.scan()
+    a = decl.get("a")
+    assert a is not None and a.source == etc / "a.pol"
+    assert set(rec.superseded) == {rolled / "a.pol", rolled / "gone.pol"}

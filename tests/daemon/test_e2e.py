@@ -319,11 +319,20 @@ def test_rollback_rolls_forward(quiet_daemon: DaemonProc) -> None:
     r = iped("rollback", "--socket", str(s.socket), "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(r.stdout)
-    assert res["new_version"] == "1.1.1" and res["target"] == str(s.policies / "base.pol")
-    text = (s.policies / "base.pol").read_bytes()
+    rolled = s.state / "rolled-forward" / "base.pol"
+    assert res["new_version"] == "1.1.1" and res["target"] == str(rolled)
+    text = rolled.read_bytes()
     assert b"policy_version=1.1.1" in text and b"KMODULE" not in text
+    assert b"policy_version=1.1.0" in (s.policies / "base.pol").read_bytes(), "the drop-in dir is not written"
     st = daemon.status()
     assert st["active"]["version"] == "1.1.1" and st["in_sync"] is True
+    assert st["policies"][0]["source"] == str(rolled)
+    # the next higher version deployed to the drop-in dir supersedes the rolled-forward file
+    s.put("base.pol", policy_text("base", "1.2.0"))
+    assert iped("reload", "--socket", str(s.socket)).returncode == 0  # quiet_daemon: no inotify reload in time
+    assert daemon.status()["active"]["version"] == "1.2.0"
+    assert not rolled.exists()
+    assert daemon.status()["policies"][0]["source"] == str(s.policies / "base.pol")
 
 
 def test_restart_rederives_from_backend(site: Site) -> None:
@@ -371,7 +380,7 @@ def test_sd_notify_protocol(site: Site, tmp_path: Path) -> None:
     try:
         until(lambda: any(m.startswith("READY=1") for m in got))
         ready = next(m for m in got if m.startswith("READY=1"))
-        assert "STATUS=applied (startup)" in ready and "active base" in ready
+        assert "STATUS=in sync: active base 1.0.0, enforce on (applied, startup)" in ready
         until(lambda: got.count("WATCHDOG=1") >= 2)  # pinged from the idle loop at half the interval
         assert iped("reload", "--socket", str(site.socket)).returncode == 9
         n = len(got)

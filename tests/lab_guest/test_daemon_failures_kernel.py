@@ -6,7 +6,8 @@ Three promises, each where the real kernel can break it:
   load iped accepts, a policy signed by a fresh self-signed certificate that iped's
   ``trust_anchors`` hold but no kernel keyring does (ENOKEY);
 * READY=1 only once the declared policy is active: with that policy declared active the daemon
-  must send no READY=1, and its STATUS= must say why (the load's ENOKEY);
+  must send no READY=1, its STATUS= must say why (the load's ENOKEY, the file), and the start
+  must fail at once (exit 78, which the unit does not restart on);
 * stopping never weakens enforcement: after SIGTERM and after SIGKILL of the daemon, ``enforce``
   is still 1 and the same policy, same version, is active.
 
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from iped.daemon.loop import EXIT_START_REFUSED
 from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import ROOT, request, wait_for
 
@@ -132,34 +134,45 @@ def test_kernel_refused_load_is_exit_4_and_keeps_the_active_policy(lab: Lab) -> 
         assert kernel_active() == good
 
 
+def notifications(rx: socket.socket) -> list[str]:
+    """The sd_notify datagrams queued on ``rx`` (the daemon has exited: nothing more comes)."""
+    rx.setblocking(False)
+    got = []
+    while True:
+        try:
+            got.append(rx.recv(4096).decode())
+        except BlockingIOError:
+            return got
+
+
 def test_no_ready_while_the_kernel_refuses_the_declared_policy(lab: Lab) -> None:
     (lab.root / "refused.p7s").rename(lab.pols / "refused.p7s")
     lab.config(lab.b)  # declared active: the policy the kernel refuses
     active_before = kernel_active()
     notify = lab.root / "notify.sock"
+    env = {**os.environ, "NOTIFY_SOCKET": os.fspath(notify)}
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
+        rx.bind(os.fspath(notify))
+        with open(lab.root / "daemon.log", "a") as log:
+            # the start fails at once (no wait for READY that never comes): exit 78, no restart
+            proc = subprocess.run([sys.executable, "-m", "iped", "daemon", "--config", str(lab.root / "iped.toml")],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log, timeout=180, check=False)
+        msgs = notifications(rx)
+    notify.unlink()
+    assert proc.returncode == EXIT_START_REFUSED, (lab.root / "daemon.log").read_text()
+    assert not any(line == "READY=1" for m in msgs for line in m.splitlines()), msgs
+    status = [line for m in msgs for line in m.splitlines() if line.startswith("STATUS=")][-1]
+    assert status.startswith(f"STATUS=FAILED: declared active policy '{lab.b}' not activated"), status
+    assert f"load {lab.b}" in status and "ENOKEY" in status and "refused.p7s" in status, status
+    assert kernel_active() == active_before  # the startup plan's activation never ran
+    assert not (IPE / "policies" / lab.b).exists()
+    # declare the good policy instead: now, and only now, READY=1
+    (lab.pols / "refused.p7s").unlink()
+    lab.config(lab.a)
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as rx:
         rx.bind(os.fspath(notify))
         rx.settimeout(120)  # under TCG the daemon can take long to start
-        with daemon(lab, notify) as proc:
-            # the startup reconcile ends with READY=1 or a NOT READY status, before the first ping
-            msgs = [rx.recv(4096).decode()]
-            while not msgs[-1].startswith(("READY=1", "STATUS=NOT READY")):
-                msgs.append(rx.recv(4096).decode())
-            assert not any(m.startswith("READY=1") for m in msgs), msgs
-            status = msgs[-1]
-            assert status.startswith(f"STATUS=NOT READY: declared policy '{lab.b}' is not active: "), status
-            assert f"load {lab.b}" in status and "ENOKEY" in status, status
-            st = request(lab.sock, "status")["result"]
-            assert st["ready"] is False
-            assert st["last_plans"][0]["failure"]["errno_name"] == "ENOKEY"
-            assert kernel_active() == active_before  # the startup plan's activation never ran
-            assert not (IPE / "policies" / lab.b).exists()
-            assert proc.poll() is None, "a daemon that is not ready keeps running (and retrying)"
-            # declare the good policy instead: now, and only now, READY=1
-            (lab.pols / "refused.p7s").unlink()
-            lab.config(lab.a)
-            rc, rec = lab.reload()
-            assert rc == 0, rec
+        with daemon(lab, notify):
             msgs = [rx.recv(4096).decode()]
             while not msgs[-1].startswith("READY=1"):
                 msgs.append(rx.recv(4096).decode())

@@ -193,10 +193,15 @@ def reload_rejected() -> str:
 
 def rollback_through_service() -> str:
     before = active_policy()
+    drop_in = sorted(p.name for p in POLICIES.iterdir())
     rc, out = sh("iped", "rollback")
     expect(rc == 0, f"iped rollback: exit {rc}\n{out}")
     now = active_policy()
     expect(now is not None and now[0] == "lab_a" and now != before, f"after rollback: {before} -> {now}")
+    # rolled forward into the state dir (ProtectSystem=strict: /etc is read-only to the daemon)
+    rolled = sorted(p.name for p in Path("/var/lib/iped/rolled-forward").iterdir())
+    expect([n for n in rolled if n.startswith("lab_a.")] != [], f"nothing in /var/lib/iped/rolled-forward: {rolled}")
+    expect(sorted(p.name for p in POLICIES.iterdir()) == drop_in, "rollback wrote into the drop-in dir")
     rc, out = sh("systemctl", "reload", "iped.service")
     expect(active_policy() == now, f"the next reload moved the kernel from {now} to {active_policy()}: {out}")
     return f"{before} -> {now}"
