@@ -139,14 +139,16 @@ def test_failed_load_audited_by_version(follower: tuple[subprocess.Popen[str], P
         assert (obj["errno"], obj["errno_name"]) == (74, "EBADMSG")
         assert obj["explanation"].startswith("policy load/update failed: EBADMSG (invalid policy")
     else:
-        # 6.12 audits successful loads only. A later successful load must be the first policy_load
-        # event the follower reports: no event for the failed load, and the follower is still alive
-        # and following (a dead follower would emit nothing at all).
+        # 6.12 audits successful loads only. A later successful load must come before any
+        # policy_load event of the failed one: no event for the failed load, and the follower is
+        # still alive and following (a dead follower would emit nothing at all). Loads by earlier
+        # tests may still be in the follower's backlog: they name other policies.
         marker = f"iped_audit_marker_{os.getpid()}"
         (IPE / "new_policy").write_bytes(_sign(f"policy_name={marker} policy_version=0.0.1\n"
                                                "DEFAULT action=ALLOW\n".encode()))
         try:
-            obj = _read_until(proc, lambda o: o["kind"] == "policy_load")
+            names = (marker, "iped_audit_bad")
+            obj = _read_until(proc, lambda o: o["kind"] == "policy_load" and o["policy_name"] in names)
             assert (obj["result"], obj["policy_name"]) == ("loaded", marker), obj
             assert proc.poll() is None
         finally:
