@@ -137,6 +137,18 @@ def request(sock: Path, op: str, **args: Any) -> dict[str, Any]:
     return reply
 
 
+def notifications(rx: socket.socket) -> list[str]:
+    """The sd_notify datagrams queued on ``rx`` so far (sd_notify sends synchronously: a message
+    sent before this call is queued)."""
+    rx.setblocking(False)
+    got = []
+    while True:
+        try:
+            got.append(rx.recv(4096).decode())
+        except BlockingIOError:
+            return got
+
+
 def wait_for(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:
     """Poll ``pred`` until it returns a truthy value; fail with ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout

@@ -28,7 +28,7 @@ from iped.daemon.actual import read_actual
 from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
-from tests.daemon.conftest import Site, request, wait_for
+from tests.daemon.conftest import Site, notifications, request, wait_for
 from tests.daemon.test_loop import CountingBackend
 
 
@@ -53,16 +53,6 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Notifier]]:
         yield rx, Notifier({"NOTIFY_SOCKET": os.fspath(tmp_path / "notify.sock")})
 
 
-def received(rx: socket.socket) -> list[str]:
-    """The datagrams sent so far (sd_notify sends synchronously: they are all queued)."""
-    got = []
-    while True:
-        try:
-            got.append(rx.recv(4096).decode())
-        except BlockingIOError:
-            return got
-
-
 def test_no_ready_while_the_kernel_refuses_the_declared_policy(
         site: Site, monkeypatch: pytest.MonkeyPatch, notify_socket: tuple[socket.socket, Notifier]) -> None:
     monkeypatch.delenv(FAULT_ENV, raising=False)
@@ -75,7 +65,7 @@ def test_no_ready_while_the_kernel_refuses_the_declared_policy(
     d = Daemon(runtime.make_reconciler(settings, NullReporter(), kernel), notifier, NullReporter())
     try:
         assert d.reload("startup", record_unchanged=True).outcome == "failed"
-        msgs = received(rx)
+        msgs = notifications(rx)
         assert not any(m.startswith("READY=1") for m in msgs), msgs
         (status,) = msgs
         assert status.startswith("STATUS=NOT READY: declared policy 'base' is not active: ")
@@ -83,7 +73,7 @@ def test_no_ready_while_the_kernel_refuses_the_declared_policy(
         assert d.status()["ready"] is False
         # the kernel takes it on the next try: now, and only now, READY=1
         assert d.reload("reload", record_unchanged=True).outcome == "applied"
-        (ready,) = received(rx)
+        (ready,) = notifications(rx)
         assert ready.startswith("READY=1\nSTATUS=in sync: active base 1.0.0") and "(applied, reload)" in ready
         assert d.status()["ready"] is True
     finally:

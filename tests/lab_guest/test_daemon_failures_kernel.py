@@ -35,7 +35,7 @@ import pytest
 
 from iped.daemon.loop import EXIT_START_REFUSED
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import ROOT, request, wait_for
+from tests.daemon.conftest import ROOT, notifications, request, wait_for
 
 from .test_daemon_kernel import IPE, Lab, kernel_active, policy, sysfs
 from .test_discovery_kernel import version_above_active
@@ -132,17 +132,6 @@ def test_kernel_refused_load_is_exit_4_and_keeps_the_active_policy(lab: Lab) -> 
         # the same refusal again: still exit 4, never "unchanged" or an internal error
         assert lab.reload()[0] == 4
         assert kernel_active() == good
-
-
-def notifications(rx: socket.socket) -> list[str]:
-    """The sd_notify datagrams queued on ``rx`` (the daemon has exited: nothing more comes)."""
-    rx.setblocking(False)
-    got = []
-    while True:
-        try:
-            got.append(rx.recv(4096).decode())
-        except BlockingIOError:
-            return got
 
 
 def test_no_ready_while_the_kernel_refuses_the_declared_policy(lab: Lab) -> None:
