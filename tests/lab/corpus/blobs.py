@@ -81,7 +81,8 @@ def _signed_attrs(text: bytes, hash_name: str, transform: tuple[str, ...]) -> An
 def _hand_built(text: bytes, spec: BlobSpec) -> bytes:
     """SignedData assembled with asn1crypto, for the shapes cryptography's builder refuses:
     SHA-1/MD5 digests, extra SignerInfos (``also:SIGNER[:HASH]``), chosen signed attributes,
-    a corrupted signature (``corrupt_sig:I``: last byte of SignerInfo I flipped), the issuing
+    a corrupted signature (``corrupt_sig:I``: last byte of SignerInfo I flipped), a raw RSA
+    signature over a hand-made encoded message (``rsa_em:KIND``, see :func:`_raw_rsa_signature`), the issuing
     CA embedded (``with_ca``), an impostor certificate (``impostor``), and empty detached content.
     """
     from asn1crypto import algos, cms
@@ -125,6 +126,11 @@ def _hand_built(text: bytes, spec: BlobSpec) -> bytes:
         signer_info["signature"] = signature
         infos.append(signer_info)
     for t in spec.transform:
+        if t.startswith("rsa_em:"):
+            if _signed_attrs(text, spec.hash, spec.transform) is not None:
+                raise CorpusError(f"{t}: only without signed attributes")
+            _, key = _signer(spec.sign)
+            infos[0]["signature"] = _raw_rsa_signature(key, t[7:], hashlib.new(spec.hash, text).digest())
         if t.startswith("corrupt_sig:"):
             victim = infos[int(t[12:])]
             sig = bytes(victim["signature"].native)
@@ -142,6 +148,24 @@ def _hand_built(text: bytes, spec: BlobSpec) -> bytes:
     })
     blob: bytes = cms.ContentInfo({"content_type": "signed_data", "content": signed}).dump()
     return blob
+
+
+def _raw_rsa_signature(key: Any, kind: str, digest: bytes) -> bytes:
+    """A raw RSA signature (m^d mod n) of a hand-made encoded message, to pin how the kernel
+    checks EMSA-PKCS1-v1_5: ``type2`` is block type 2 instead of 1 (padding invalid),
+    ``sha1_prefix`` valid padding but a SHA-1 DigestInfo prefix around the SHA-256 digest."""
+    from asn1crypto import algos
+
+    size = (key.key_size + 7) // 8
+    hash_name = "sha1" if kind == "sha1_prefix" else "sha256"
+    info = algos.DigestInfo({"digest_algorithm": {"algorithm": hash_name}, "digest": digest}).dump()
+    block_type = {"type2": b"\x02", "sha1_prefix": b"\x01"}.get(kind)
+    if block_type is None:
+        raise CorpusError(f"rsa_em:{kind}: unknown encoded-message kind (type2, sha1_prefix)")
+    em = b"\x00" + block_type + b"\xff" * (size - 3 - len(info)) + b"\x00" + info
+    numbers = key.private_numbers()
+    n = numbers.public_numbers.n
+    return pow(int.from_bytes(em, "big"), numbers.d, n).to_bytes(size, "big")
 
 
 @functools.cache
@@ -169,7 +193,7 @@ def _impostor() -> tuple[Any, Any]:
 
 #: Transformations that need :func:`_hand_built` (cryptography's builder cannot make them).
 _HAND_BUILT = ("attrs", "smime_caps", "wrong_digest", "short_digest", "with_ca", "impostor")
-_HAND_BUILT_PREFIXES = ("also:", "corrupt_sig:")
+_HAND_BUILT_PREFIXES = ("also:", "corrupt_sig:", "rsa_em:")
 
 
 def _sign(text: bytes, spec: BlobSpec) -> bytes:
