@@ -142,7 +142,7 @@ def generate(directory: Path) -> None:
             issuer = next(s for s in ALL_SIGNERS if s.name == signer.issuer)
             issuer_cert = x509.load_pem_x509_certificate((directory / f"{issuer.name}.crt").read_bytes())
             issuer_key = serialization.load_pem_private_key((directory / f"{issuer.name}.key").read_bytes(), None)
-            cert = _issued_cert(key, name, not_before, not_after, issuer_cert, issuer_key)
+            cert = _issued_cert(key, name, not_before, not_after, issuer_cert=issuer_cert, issuer_key=issuer_key)
         else:
             cert = self_signed_cert(key, name, not_before, not_after, code_signing=True)
         (directory / f"{signer.name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -172,7 +172,7 @@ def _ca_cert(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, name: x509.Nam
 
 
 def _issued_cert(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, name: x509.Name,
-                 not_before: datetime.datetime, not_after: datetime.datetime,
+                 not_before: datetime.datetime, not_after: datetime.datetime, *,
                  issuer_cert: x509.Certificate, issuer_key: Any) -> x509.Certificate:
     """End-entity policy signer issued by a CA: the self-signed profile plus an authority key
     identifier (keyid only) naming the CA, which is how the kernel finds the CA in its keyring."""

@@ -41,8 +41,8 @@ def _sign_bytes(key: Any, data: bytes, hash_name: str) -> tuple[bytes, str]:
     from cryptography.hazmat.primitives.asymmetric import ec, padding
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-    algorithm: Any = {"md5": hashes.MD5, "sha1": hashes.SHA1, "sha256": hashes.SHA256,
-                      "sha384": hashes.SHA384, "sha512": hashes.SHA512}[hash_name]()
+    algorithm: hashes.HashAlgorithm = {"md5": hashes.MD5(), "sha1": hashes.SHA1(), "sha256": hashes.SHA256(),
+                                       "sha384": hashes.SHA384(), "sha512": hashes.SHA512()}[hash_name]
     # Prehashed: OpenSSL's policy may refuse to hash with MD5/SHA-1 for a signature itself.
     h = hashes.Hash(algorithm)
     h.update(data)
@@ -165,7 +165,8 @@ def _raw_rsa_signature(key: Any, kind: str, digest: bytes) -> bytes:
     em = b"\x00" + block_type + b"\xff" * (size - 3 - len(info)) + b"\x00" + info
     numbers = key.private_numbers()
     n = numbers.public_numbers.n
-    return pow(int.from_bytes(em, "big"), numbers.d, n).to_bytes(size, "big")
+    signature: bytes = pow(int.from_bytes(em, "big"), numbers.d, n).to_bytes(size, "big")
+    return signature
 
 
 @functools.cache

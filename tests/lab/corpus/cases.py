@@ -34,7 +34,8 @@ class BlobSpec:
 
     ``text`` is the policy text; each character stands for one byte (latin-1), so TOML
     ``\\u00FF`` is the byte 0xFF and ``\\u0000`` a NUL.  ``sign`` is ``rsa``, ``ec``,
-    ``untrusted``, ``leaf`` (issued by the enrolled lab CA) or ``none`` (the raw text); ``hash`` the PKCS#7 digest algorithm;
+    ``untrusted``, ``leaf`` (issued by the enrolled lab CA) or ``none`` (the raw text);
+    ``hash`` the PKCS#7 digest algorithm;
     ``transform`` the named transformations applied in order (see :func:`build_blob`).
     """
 
