@@ -19,7 +19,10 @@ set_pkcs7_data, ...)``, so the steps and their errnos are, in order:
    messageDigest of the right size (else EBADMSG) and value (else EKEYREJECTED), and then the
    signature covers the DER SET of the attributes; the signer certificate is looked up among
    the embedded certificates by issuer+serial; when found, a signingTime outside its validity
-   or a signature that does not verify -> EKEYREJECTED, and the embedded chain is walked.
+   -> EKEYREJECTED, a signature that does not verify -> the crypto layer's errno (RSA: no
+   leading zero byte, e.g. corrupted or another key's -> EINVAL; bad padding or another hash's
+   DigestInfo -> EBADMSG; another digest -> EKEYREJECTED; ECDSA: EKEYREJECTED), and the
+   embedded chain is walked.
 3. trust (pkcs7_validate_trust): a certificate of the chain whose key is in the keyring, or the
    chain's top being signed by a keyring key, or (last resort, e.g. ``-nocerts``) a keyring key
    matching the SignerInfo's issuer+serial/SKID directly; the keyring key must verify the
@@ -27,9 +30,11 @@ set_pkcs7_data, ...)``, so the steps and their errnos are, in order:
 4. content (pkcs7_get_content_data): no embedded content -> ENODATA. A detached signature
    normally fails earlier with EKEYREJECTED, because step 2 digests empty content.
 
-The lab pins these errnos against real kernels; each step is one small function so that a
-disagreement is a one-line change here. Anything unexpected fails closed (EBADMSG while
-parsing, EKEYREJECTED while verifying), never as "trusted".
+The lab pins these errnos against real kernels (tests/corpus/20-containers.toml: chains
+through an enrolled CA, several SignerInfos, MD5, chosen signed attributes, corrupted
+signatures); each step is one small function so that a disagreement is a one-line change
+here. Anything unexpected fails closed (EBADMSG while parsing, EKEYREJECTED while
+verifying), never as "trusted".
 """
 
 from __future__ import annotations
@@ -253,23 +258,73 @@ def _hash_for(name: str) -> Any:
     return table[name]()
 
 
-def _verify_prehashed(pub: PublicKeyTypes, signature: bytes, digest: bytes, hash_name: str) -> bool:
-    """public_key_verify_signature() over an already computed digest (pkcs1 or x962)."""
+def _digest_info_prefix(hash_name: str) -> bytes:
+    """The DER DigestInfo header before the digest (the kernel's ``hash_prefix`` tables)."""
+    from asn1crypto import algos
+
+    size = hashlib.new(hash_name.replace("-", "_")).digest_size
+    der: bytes = algos.DigestInfo({"digest_algorithm": {"algorithm": hash_name.replace("-", "_")},
+                                   "digest": bytes(size)}).dump()
+    return der[:-size]
+
+
+def _rsa_pkcs1_errno(pub: Any, signature: bytes, digest: bytes, hash_name: str) -> int:
+    """rsassa_pkcs1_verify() (crypto/rsassa-pkcs1.c; pkcs1pad_verify() before 6.13): 0 or its errno.
+
+    The lab's kernels (6.12 and 7.2 alike) tell the failures apart, and pkcs7_verify_one()
+    passes the errno on: a signature whose RSA result lacks the leading zero byte (a corrupted
+    signature, or one made by another key) is EINVAL; a broken padding or a DigestInfo prefix
+    of another hash is EBADMSG; a well-formed encoding of another digest is EKEYREJECTED.
+    """
+    numbers = pub.public_numbers()
+    size = (pub.key_size + 7) // 8
+    value = int.from_bytes(signature, "big")
+    if len(signature) != size or value >= numbers.n:
+        return errno.EINVAL
+    em = pow(value, numbers.e, numbers.n).to_bytes(size, "big")
+    if em[0] != 0x00:
+        return errno.EINVAL
+    body = em[1:]
+    if body[0] != 0x01:
+        return errno.EBADMSG
+    pos = 1
+    while pos < len(body) and body[pos] == 0xFF:
+        pos += 1
+    if pos < 9 or pos == len(body) or body[pos] != 0x00:
+        return errno.EBADMSG
+    pos += 1
+    prefix = _digest_info_prefix(hash_name)
+    if body[pos : pos + len(prefix)] != prefix:
+        return errno.EBADMSG
+    if body[pos + len(prefix) :] != digest:
+        return errno.EKEYREJECTED
+    return 0
+
+
+def _signature_errno(pub: PublicKeyTypes, signature: bytes, digest: bytes, hash_name: str) -> int:
+    """public_key_verify_signature() over an already computed digest: 0 or the kernel's errno.
+
+    ECDSA failures are EKEYREJECTED (as the lab's kernels report a corrupted or mismatched
+    ECDSA signature); RSA ones follow :func:`_rsa_pkcs1_errno`; other keys EKEYREJECTED.
+    """
     from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
-    pre = Prehashed(_hash_for(hash_name))
-    try:
-        if isinstance(pub, rsa.RSAPublicKey):
-            pub.verify(signature, digest, padding.PKCS1v15(), pre)
-        elif isinstance(pub, ec.EllipticCurvePublicKey):
-            pub.verify(signature, digest, ec.ECDSA(pre))
-        else:
-            return False
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    if isinstance(pub, rsa.RSAPublicKey):
+        return _rsa_pkcs1_errno(pub, signature, digest, hash_name)
+    if isinstance(pub, ec.EllipticCurvePublicKey):
+        try:
+            pub.verify(signature, digest, ec.ECDSA(Prehashed(_hash_for(hash_name))))
+        except (InvalidSignature, ValueError):
+            return errno.EKEYREJECTED
+        return 0
+    return errno.EKEYREJECTED
+
+
+def _verify_prehashed(pub: PublicKeyTypes, signature: bytes, digest: bytes, hash_name: str) -> bool:
+    """Does ``pub`` verify ``signature`` over ``digest``? (pkcs1 or x962)."""
+    return _signature_errno(pub, signature, digest, hash_name) == 0
 
 
 def _cert_signed_by(cert: _Cert, pub: PublicKeyTypes) -> bool:
@@ -504,8 +559,13 @@ def _verify_one(msg: _Message, si: _SignerInfo) -> _Outcome:
     cert = out.signer.cert
     if si.signing_time is not None and not (cert.not_valid_before_utc <= si.signing_time <= cert.not_valid_after_utc):
         raise _fail(errno.EKEYREJECTED, "signed outside the signer certificate's validity")
-    if not _verify_prehashed(cert.public_key(), si.signature, out.digest, si.hash_name):
-        raise _fail(errno.EKEYREJECTED, f"signature does not verify with {out.signer.label!r} (tampered?)")
+    # Unlike the trust step below, pkcs7_verify_one() passes the crypto layer's errno through.
+    err = _signature_errno(cert.public_key(), si.signature, out.digest, si.hash_name)
+    if err == errno.EKEYREJECTED:
+        raise _fail(err, f"signature does not verify with {out.signer.label!r} (tampered?)")
+    if err:
+        raise _fail(err, f"signature is not a valid {out.signer.pkey or 'signature'} encoding for "
+                         f"{out.signer.label!r} (corrupted, or made by another key)")
     _verify_chain(msg, out)
     return out
 
@@ -514,7 +574,8 @@ def verify_message(msg: _Message) -> list[_Outcome]:
     """pkcs7_verify(msg, VERIFYING_UNSPECIFIED_SIGNATURE): internal consistency only.
 
     Raises SignatureError: EKEYREJECTED inner type not data, bad signature or messageDigest,
-    signing time outside validity; EBADMSG malformed messageDigest; ENOPKG nothing verifiable.
+    signing time outside validity; EINVAL/EBADMSG an RSA signature that is no valid encoding
+    (:func:`_rsa_pkcs1_errno`); EBADMSG malformed messageDigest; ENOPKG nothing verifiable.
     """
     if msg.data_type != _OID_DATA:
         raise _fail(errno.EKEYREJECTED, "inner content is not pkcs7-data")
@@ -668,7 +729,8 @@ def verify_policy(blob: bytes, anchors: Sequence[bytes]) -> VerifiedPolicy:
     """verify_pkcs7_signature() against ``anchors`` (PEM or DER certificates: the keyring).
 
     Raises SignatureError with the kernel's errno: EMSGSIZE, EBADMSG, EINVAL, ENOPKG (parse);
-    EKEYREJECTED (signature, messageDigest, or a trusted key that does not verify);
+    EKEYREJECTED (signature, messageDigest, or a trusted key that does not verify); EINVAL or
+    EBADMSG (an embedded signer's RSA signature that is not a valid PKCS#1 v1.5 encoding);
     ENOKEY (signer not trusted); ENODATA (no embedded content). ValueError for a bad anchor.
     """
     keyring = [load_anchor(a) for a in anchors]

@@ -230,6 +230,68 @@ def test_signed_attributes_with_wrong_message_digest_are_ekeyrejected(keys: dict
     assert "messageDigest" in err.reason
 
 
+def _raw_rsa(signer: Signer, em: bytes) -> bytes:
+    """m^d mod n: an RSA 'signature' whose public-key result is exactly ``em``."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = serialization.load_pem_private_key(signer.key_pem, None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    numbers = key.private_numbers()
+    return pow(int.from_bytes(em, "big"), numbers.d, numbers.public_numbers.n).to_bytes(256, "big")
+
+
+def _with_signature(blob: bytes, signature: bytes) -> bytes:
+    """``blob`` (RSA-2048, no signed attributes: the signature is its last field) re-signed."""
+    assert blob[-260:-256] == b"\x04\x82\x01\x00", "the blob does not end with a 256-byte signature"
+    return blob[:-256] + signature
+
+
+SHA256_PREFIX = bytes.fromhex("3031300d060960864801650304020105000420")
+SHA1_PREFIX = bytes.fromhex("3021300906052b0e03021a05000414")
+
+
+def _em(block_type: int, prefix: bytes, digest: bytes) -> bytes:
+    return b"\x00" + bytes([block_type]) + b"\xff" * (256 - 3 - len(prefix) - len(digest)) + b"\x00" + prefix + digest
+
+
+@pytest.mark.parametrize(
+    ("kind", "want"),
+    [("not-an-encoding", errno.EINVAL), ("block-type-2", errno.EBADMSG), ("sha1-prefix", errno.EBADMSG),
+     ("other-digest", errno.EKEYREJECTED)],
+)
+def test_rsa_signature_errno_follows_the_kernels_pkcs1_check(keys: dict[str, Signer], work: Path, kind: str,
+                                                             want: int) -> None:
+    """pkcs7_verify_one() passes rsassa_pkcs1_verify()'s errno on (lab: k-corrupt-sig EINVAL,
+    k-rsa-em-type2 and k-rsa-em-sha1-prefix EBADMSG, k-tampered EKEYREJECTED); found only
+    through the keyring (no certificate embedded), any failure is EKEYREJECTED (k-no-certs-*)."""
+    import hashlib
+
+    rsa = keys["rsa"]
+    digest = hashlib.sha256(POLICY).digest()
+    if kind == "not-an-encoding":
+        from cryptography import x509
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+        pub = x509.load_pem_x509_certificate(rsa.cert_pem).public_key()
+        assert isinstance(pub, RSAPublicKey)
+        signature = (pub.public_numbers().n - 1).to_bytes(256, "big")  # (n-1)^e = n-1: no leading zero byte
+    else:
+        em = {
+            "block-type-2": _em(2, SHA256_PREFIX, digest),
+            "sha1-prefix": _em(1, SHA1_PREFIX, digest),
+            "other-digest": _em(1, SHA256_PREFIX, hashlib.sha256(POLICY + b"#").digest()),
+        }[kind]
+        signature = _raw_rsa(rsa, em)
+    embedded = _with_signature(sign_policy(POLICY, rsa.key_pem, rsa.cert_pem), signature)
+    expect_errno(embedded, [rsa.cert_pem], want)
+    keyring_only = _with_signature(smime_sign(work, rsa, "-nodetach", "-noattr", "-nocerts"), signature)
+    expect_errno(keyring_only, [rsa.cert_pem], errno.EKEYREJECTED)
+    # The well-formed encoding of the right digest verifies: the helpers build what a signer would.
+    good = _with_signature(sign_policy(POLICY, rsa.key_pem, rsa.cert_pem), _raw_rsa(rsa, _em(1, SHA256_PREFIX, digest)))
+    assert verify_policy(good, [rsa.cert_pem]).text == POLICY
+
+
 def test_untrusted_signer_is_enokey(keys: dict[str, Signer]) -> None:
     blob = sign_policy(POLICY, keys["rsa"].key_pem, keys["rsa"].cert_pem)
     expect_errno(blob, [keys["other"].cert_pem], errno.ENOKEY)

@@ -5,9 +5,11 @@ builtin keys) when CONFIG_IPE_POLICY_SIG_SECONDARY_KEYRING=y, else the builtin k
 that fails with -ENOKEY or -EKEYREJECTED and CONFIG_IPE_POLICY_SIG_PLATFORM_KEYRING=y it tries
 the platform keyring (UEFI db / MOK) once more and that result is final.
 
-The PKCS#7 checks themselves (malformed -> EBADMSG, bad signature -> EKEYREJECTED, untrusted
-signer -> ENOKEY, no embedded content -> ENODATA, ...) live in :mod:`iped.pkcs7`, shared with the
-rest of iped; this module only chooses the anchors in the kernel's order.
+The PKCS#7 checks themselves (malformed -> EBADMSG, bad signature -> EKEYREJECTED, or EINVAL
+for an embedded signer's corrupted RSA signature, untrusted signer -> ENOKEY, no embedded
+content -> ENODATA, ...) live in :mod:`iped.pkcs7`, shared with the rest of iped; this module
+only chooses the anchors in the kernel's order. Only ENOKEY and EKEYREJECTED reach the platform
+keyring: EINVAL, like every other errno, is final after the first pass.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ def verify_pkcs7_signature(blob: bytes, keyrings: Keyrings, config: KernelConfig
     """Verify ``blob`` as ipe_new_policy() does and return the embedded policy text.
 
     Raises OSError: EBADMSG malformed PKCS#7; ENOPKG unsupported algorithm; EKEYREJECTED bad
-    signature; ENOKEY no trusted signer in any tried keyring; ENODATA no embedded content.
+    signature; EINVAL/EBADMSG an embedded signer's RSA signature that is no valid encoding;
+    ENOKEY no trusted signer in any tried keyring; ENODATA no embedded content.
     """
     from iped.pkcs7 import SignatureError, verify_policy
 

@@ -11,8 +11,8 @@ dm-verity root hash, signature flags):
 * ``mmap``: ``mmap_file`` with the probe's prot (anonymous: no file);
 * ``mprotect``: the mmap first, then ``file_mprotect`` (skipped by IPE for a VM_EXEC area).
 
-The emulated kernel trusts the lab's RSA and EC signers in its ``.platform`` keyring, as the
-lab's firmware puts them there.
+The emulated kernel trusts the lab's enrolled certificates (RSA and EC signers, the lab CA)
+in its ``.platform`` keyring, as the lab's firmware puts them there.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class EmulatorBackend:
         from tests.lab import keys
 
         self.emu = Emulator(abi=ABI_OF_SERIES[self.series])
-        for signer in (keys.RSA_SIGNER, keys.EC_SIGNER):
+        for signer in keys.ENROLLED:
             self.emu.trust(signer.cert.read_bytes(), "platform")
 
     @property

@@ -41,8 +41,8 @@ class Firmware:
 def enrolled_firmware() -> Firmware:
     """OVMF whose ``db`` holds every :data:`tests.lab.keys.ENROLLED` cert (built once, cached).
 
-    The cache key covers the OVMF vars template and the certificates, so upgrading OVMF or
-    regenerating the test keys rebuilds it.
+    The cache key covers the OVMF vars template and the certificates, so upgrading OVMF,
+    regenerating the test keys or enrolling another one (such as the lab CA) rebuilds it.
     """
     for path in (OVMF_CODE, OVMF_VARS):
         if not path.is_file():

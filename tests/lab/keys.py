@@ -9,7 +9,10 @@ its subject (``O=iped lab TEST KEY - NOT FOR PRODUCTION``).
   keyring), so policies they sign load through ``new_policy``;
 * ``untrusted-signer`` is deliberately enrolled nowhere (its policies must be rejected);
 * ``fsverity-signer`` signs fs-verity built-in signatures (guest tests add it to the
-  ``.fs-verity`` keyring themselves).
+  ``.fs-verity`` keyring themselves);
+* ``lab-ca`` is a CA enrolled in ``db`` that signs nothing but ``ca-leaf-signer``'s
+  certificate; the leaf itself is enrolled nowhere, so the kernel trusts its policies only
+  by walking the chain up to the CA.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -41,6 +45,10 @@ class Signer:
     common_name: str
     #: Enrolled in the lab firmware's UEFI db (hence in the guest kernel's .platform keyring).
     enrolled: bool
+    #: Name of the CA signer that issued this certificate (None: self-signed).
+    issuer: str | None = None
+    #: A CA certificate (CA:TRUE, keyCertSign) rather than an end-entity policy signer.
+    ca: bool = False
 
     @property
     def cert(self) -> Path:
@@ -84,7 +92,12 @@ RSA_SIGNER = Signer("rsa-signer", "iped lab RSA policy signer", enrolled=True)
 EC_SIGNER = Signer("ec-signer", "iped lab EC policy signer", enrolled=True)
 UNTRUSTED_SIGNER = Signer("untrusted-signer", "iped lab untrusted signer (never enrolled)", enrolled=False)
 FSVERITY_SIGNER = Signer("fsverity-signer", "iped lab fs-verity signer", enrolled=False)
-ALL_SIGNERS: tuple[Signer, ...] = (RSA_SIGNER, EC_SIGNER, UNTRUSTED_SIGNER, FSVERITY_SIGNER)
+CA_SIGNER = Signer("lab-ca", "iped lab policy CA", enrolled=True, ca=True)
+#: Issued by :data:`CA_SIGNER`; only the CA is enrolled (the chain-walk corpus cases).
+LEAF_SIGNER = Signer("ca-leaf-signer", "iped lab CA-issued policy signer", enrolled=False, issuer="lab-ca")
+ALL_SIGNERS: tuple[Signer, ...] = (
+    RSA_SIGNER, EC_SIGNER, UNTRUSTED_SIGNER, FSVERITY_SIGNER, CA_SIGNER, LEAF_SIGNER,
+)
 #: What :mod:`tests.lab.firmware` enrolls in db.
 ENROLLED: tuple[Signer, ...] = tuple(s for s in ALL_SIGNERS if s.enrolled)
 
@@ -101,13 +114,17 @@ def sign_policy(text: bytes, signer: Signer) -> bytes:
 
 
 def generate(directory: Path) -> None:
-    """(Re)create every test key pair in ``directory``.
+    """Create the test key pairs missing from ``directory`` (existing pairs are kept).
 
     Run once to create the committed files (``python -m tests.lab gen-keys DIR``); after that
-    the files are the source of truth, since the lab firmware caches the enrolled certs.
+    the files are the source of truth, since the lab firmware caches the enrolled certs and
+    the truth embeds signatures. A CA is created before the leaves it issues (ALL_SIGNERS
+    order); to regenerate a pair, delete its two files first.
     """
     directory.mkdir(parents=True, exist_ok=True)
     for signer in ALL_SIGNERS:
+        if (directory / f"{signer.name}.crt").exists() and (directory / f"{signer.name}.key").exists():
+            continue
         key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
         if signer is EC_SIGNER:
             key = ec.generate_private_key(ec.SECP256R1())
@@ -118,10 +135,62 @@ def generate(directory: Path) -> None:
             x509.NameAttribute(NameOID.COMMON_NAME, signer.common_name),
         ])
         not_before = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
-        cert = self_signed_cert(key, name, not_before, not_before.replace(year=2125), code_signing=True)
+        not_after = not_before.replace(year=2125)
+        if signer.ca:
+            cert = _ca_cert(key, name, not_before, not_after)
+        elif signer.issuer is not None:
+            issuer = next(s for s in ALL_SIGNERS if s.name == signer.issuer)
+            issuer_cert = x509.load_pem_x509_certificate((directory / f"{issuer.name}.crt").read_bytes())
+            issuer_key = serialization.load_pem_private_key((directory / f"{issuer.name}.key").read_bytes(), None)
+            cert = _issued_cert(key, name, not_before, not_after, issuer_cert=issuer_cert, issuer_key=issuer_key)
+        else:
+            cert = self_signed_cert(key, name, not_before, not_after, code_signing=True)
         (directory / f"{signer.name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path = directory / f"{signer.name}.key"
         key_path.write_bytes(key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         key_path.chmod(0o600)
 
+
+def _ca_cert(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, name: x509.Name,
+             not_before: datetime.datetime, not_after: datetime.datetime) -> x509.Certificate:
+    """Self-signed CA: CA:TRUE (pathlen 0), keyCertSign, a subject key identifier."""
+    from cryptography.hazmat.primitives import hashes
+
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+
+
+def _issued_cert(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, name: x509.Name,
+                 not_before: datetime.datetime, not_after: datetime.datetime, *,
+                 issuer_cert: x509.Certificate, issuer_key: Any) -> x509.Certificate:
+    """End-entity policy signer issued by a CA: the self-signed profile plus an authority key
+    identifier (keyid only) naming the CA, which is how the kernel finds the CA in its keyring."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    ca_skid = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(issuer_cert.subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_skid), critical=False)
+        .sign(issuer_key, hashes.SHA256())
+    )

@@ -34,7 +34,8 @@ class BlobSpec:
 
     ``text`` is the policy text; each character stands for one byte (latin-1), so TOML
     ``\\u00FF`` is the byte 0xFF and ``\\u0000`` a NUL.  ``sign`` is ``rsa``, ``ec``,
-    ``untrusted`` or ``none`` (the raw text); ``hash`` the PKCS#7 digest algorithm;
+    ``untrusted``, ``leaf`` (issued by the enrolled lab CA) or ``none`` (the raw text);
+    ``hash`` the PKCS#7 digest algorithm;
     ``transform`` the named transformations applied in order (see :func:`build_blob`).
     """
 
@@ -115,8 +116,8 @@ def _parse_blob(raw: Any, where: str, counter: list[int]) -> BlobSpec:
     if isinstance(transform, str):
         transform = [transform]
     sign = str(raw.get("sign", "rsa"))
-    if sign not in ("rsa", "ec", "untrusted", "none"):
-        raise CorpusError(f"{where}: sign must be rsa, ec, untrusted or none")
+    if sign not in ("rsa", "ec", "untrusted", "leaf", "none"):
+        raise CorpusError(f"{where}: sign must be rsa, ec, untrusted, leaf or none")
     return BlobSpec(
         label=str(raw.get("label", f"b{counter[0]}")), text=str(raw.get("text", "")), sign=sign,
         hash=str(raw.get("hash", "sha256")), transform=tuple(str(t) for t in transform),
