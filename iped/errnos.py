@@ -12,7 +12,7 @@ import errno as _errno
 IPE_ERRNO_MEANINGS: dict[int, str] = {
     _errno.EBADMSG: "invalid policy: syntax error, or a malformed/unsigned PKCS#7 container",
     _errno.EINVAL: "invalid value: bad version number or digest hex, name mismatch on update, "
-    "activating an older policy, or a boolean write that is not true",
+    "activating an older policy, a boolean write that is not true, or a corrupted RSA signature",
     _errno.ERANGE: "version component out of range (each of major.minor.rev must be 0..65535)",
     _errno.EEXIST: "a policy with this name is already loaded",
     _errno.ESTALE: "anti-rollback: an update must carry a strictly higher version than the loaded policy",
