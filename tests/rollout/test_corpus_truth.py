@@ -37,7 +37,8 @@ def _concrete(body: str, facts: dict[str, str]) -> str:
         if kind in ("pid", "ino"):
             return "4242" if kind == "pid" else "17"
         if kind == "fact":
-            return facts[label].upper()  # digests are printed upper-case in rule=
+            # digests are printed upper-case in rule= (the truth may say so: ``{fact:KEY|upper}``)
+            return facts[label.removesuffix("|upper")].upper()
         return hashlib.sha256(label.encode()).hexdigest().upper()
 
     return _PLACEHOLDER.sub(value, body)
