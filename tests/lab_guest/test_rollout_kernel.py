@@ -37,7 +37,7 @@ import pytest
 
 from iped.audit.netlink import NetlinkSource
 from iped.audit.records import AUDIT_IPE_ACCESS, RawRecord
-from tests.lab import GUEST_BUSYBOX, GUEST_TMP, keys
+from tests.lab import GUEST_BUSYBOX, GUEST_OUT, GUEST_TMP, keys
 from tests.lab_guest.test_discovery_kernel import version_above_active
 
 IPE = Path("/sys/kernel/security/ipe")
@@ -202,8 +202,9 @@ def restored() -> Iterator[None]:
 def test_permissive_survey_suggest_enforce(programs: Programs) -> None:
     from iped.rollout.policies import starter_policy
 
-    work = Path(tempfile.mkdtemp(prefix="iped-rollout-run-", dir=GUEST_TMP))
     name = f"iped_rollout_{os.getpid()}_{next(_names)}"
+    work = Path(GUEST_OUT) / name  # the records, the starter and the suggestion, kept for the host
+    work.mkdir()
     ran = {str(p) for p in programs.ran}
     assert all(_runs(p) for p in (*programs.ran, programs.unrelated)), "before any of this, everything runs"
 
