@@ -206,9 +206,9 @@ def test_permissive_survey_suggest_enforce(programs: Programs) -> None:
     work = Path(GUEST_OUT) / name  # the records, the starter and the suggestion, kept for the host
     work.mkdir()
     ran = {str(p) for p in programs.ran}
-    assert all(_runs(p) for p in (*programs.ran, programs.unrelated)), "before any of this, everything runs"
 
-    # 1. permissive period under the starter policy, observed on the audit netlink group
+    # 1. permissive period under the starter policy, observed on the audit netlink group (earlier
+    # guest tests may have left enforce=1 with a policy denying busybox copies by digest)
     (IPE / "enforce").write_text("0")
     (IPE / "success_audit").write_text("0")
     starter = starter_policy(name).replace(b"policy_version=0.0.1", f"policy_version={version_above_active()}".encode())
