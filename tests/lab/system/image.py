@@ -24,8 +24,11 @@ from tests.lab.kernels import Kernel
 from tests.lab.system import MIRROR, SUITE, system_cache, tree_digest
 from tests.lab.system.packages import Debs
 
-#: What the image has besides Essential + apt: systemd as PID 1 and what iped's checks use.
-INCLUDE = ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "python3", "openssl", "auditd")
+#: What the image has besides Essential + apt: systemd as PID 1 and what iped's checks use
+#: (auditd stays disabled but for its own check; ansible-core and python3-apt run the collection's
+#: role, whose package task goes through ansible's apt module).
+INCLUDE = ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "python3", "openssl", "auditd", "ansible-core",
+           "python3-apt")
 #: Where the built packages live inside the image.
 GUEST_DEBS = "/var/lib/iped-lab/debs"
 #: Where the checks, their inputs and their results live inside the image.
