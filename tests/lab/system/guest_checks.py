@@ -460,7 +460,8 @@ def audit_follower_journal_with_auditd() -> str:
         lines = [ln for ln in (log.read_text(errors="replace") if log.exists() else "").splitlines()
                  if "ipe_op=KMODULE" in ln and "): " in ln]
         expect(bool(lines), f"auditd logged no IPE access record for the module load in {log}")
-        explained = explain_names_rule(lines[-1].split("): ", 1)[1])
+        # the body only: auditd's ENRICHED format appends resolved fields after a GS (0x1d)
+        explained = explain_names_rule(lines[-1].split("): ", 1)[1].split("\x1d", 1)[0])
     finally:
         write_config("audit_deny")
         sh("systemctl", "kill", "--signal=SIGTERM", "auditd.service")  # RefuseManualStop=yes
@@ -492,7 +493,8 @@ PLAYBOOK = """- hosts: localhost
 def ansible_playbook() -> tuple[int, str, dict[str, int]]:
     """``ansible-playbook -c local`` of :data:`PLAYBOOK`; (exit, output, the localhost recap counts)."""
     (LAB / "site.yml").write_text(PLAYBOOK % STORE)
-    env_argv = ("env", f"ANSIBLE_COLLECTIONS_PATH={ANSIBLE}", "ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0",
+    env_argv = ("env", "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "HOME=/root",  # ansible-core needs a UTF-8 locale
+                f"ANSIBLE_COLLECTIONS_PATH={ANSIBLE}", "ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0",
                 "ANSIBLE_LOCALHOST_WARNING=0", "ANSIBLE_INVENTORY_UNPARSED_WARNING=0")
     rc, out = sh(*env_argv, "ansible-playbook", "-c", "local", "-i", "localhost,", str(LAB / "site.yml"), timeout=600)
     recap = [ln for ln in out.splitlines() if ln.startswith("localhost") and "changed=" in ln]
