@@ -318,7 +318,7 @@ def sigkill_mid_plan() -> str:
         (POLICIES / f"kill_{k}.pol").write_text(plain_policy(f"kill_{k}", f"{10 + k}.0.0"))
         (POLICIES / "kill_u.pol").write_text(plain_policy("kill_u", f"1.0.{k}"))
         (POLICIES / f"kill_{k - 1}.pol").unlink(missing_ok=True)
-        write_config(f"kill_{k}", enforce=enforce, debounce_ms=1500)
+        write_config(f"kill_{k}", enforce=enforce, debounce_ms=1000)
 
     def converged(k: int, enforce: bool) -> bool:
         return kill_state_now() == ({f"kill_{k}": (f"{10 + k}.0.0", True), "kill_u": (f"1.0.{k}", False)}, enforce)
@@ -365,7 +365,7 @@ def sigkill_mid_plan() -> str:
             wait_until(f"round {k}: restart after SIGKILL (Restart=on-failure)", functools.partial(restarted, pid))
             wait_until(f"round {k}: convergence to kill_{k + 1}, enforce off",
                        functools.partial(converged, k + 1, False))
-            write_config(f"kill_{k + 1}", enforce=True, debounce_ms=1500)
+            write_config(f"kill_{k + 1}", enforce=True, debounce_ms=1000)
             wait_until(f"round {k}: enforce back on", functools.partial(converged, k + 1, True))
     finally:
         pause_knob(None)
@@ -386,8 +386,9 @@ def upgrade_keeps_enforcement() -> str:
 
 
 def message_id_on_every_entry() -> str:
+    # the kernel's audit records about the daemon's writes carry its pid, not its words
     entries = [e for e in journal("_SYSTEMD_UNIT=iped.service")
-               if "iped daemon" in str(e.get("_CMDLINE", ""))]
+               if "iped daemon" in str(e.get("_CMDLINE", "")) and e.get("_TRANSPORT") not in ("audit", "kernel")]
     expect(bool(entries), "no journal entries from the daemon")
     missing = [str(e.get("MESSAGE")) for e in entries if not e.get("MESSAGE_ID")]
     expect(not missing, f"{len(missing)} of {len(entries)} daemon entries have no MESSAGE_ID, e.g.: "
@@ -445,9 +446,9 @@ def audit_follower_journal_with_auditd() -> str:
     rc, out = sh("systemctl", "start", "auditd.service")
     expect(rc == 0, f"systemctl start auditd: exit {rc}\n{out}")
     try:
-        # journald reads the audit multicast through its own socket unit (not enabled by default)
-        sh("systemctl", "start", "systemd-journald-audit.socket")
-        sh("systemctl", "restart", "systemd-journald.service")
+        # journald reads the audit multicast through systemd-journald-audit.socket (enabled in the image)
+        expect(sh("systemctl", "is-active", "systemd-journald-audit.socket")[1].strip() == "active",
+               "systemd-journald-audit.socket is not active: journald collects no audit records")
         write_config("audit_deny", audit_source="journal")
         rc, out = sh("systemctl", "restart", "iped.service")
         expect(rc == 0, f"systemctl restart iped with source = journal: exit {rc}\n{out}")
@@ -474,6 +475,7 @@ ANSIBLE = LAB / "ansible"
 PLAYBOOK = """- hosts: localhost
   connection: local
   become: false
+  gather_facts: false  # the package task finds the package manager itself; saves a setup run
   roles:
     - role: iped.ipe.iped
       vars:

@@ -35,6 +35,7 @@ GUEST_DEBS = "/var/lib/iped-lab/debs"
 GUEST_LAB_DIR = "/var/lib/iped-lab"
 GUEST_RESULTS = f"{GUEST_LAB_DIR}/results.json"
 CHECKS_UNIT = "iped-lab-checks.service"
+JOURNAL_AUDIT_SOCKET = "systemd-journald-audit.socket"
 IMAGE_SIZE = "2G"
 
 _INSTALL_HOOK = (
@@ -96,7 +97,7 @@ def build_rootfs(debs: Debs) -> Path:
 def disk_image(rootfs: Path, kernel: Kernel, dest: Path, files: Mapping[str, bytes]) -> Path:
     """An ext4 image at ``dest``: ``rootfs`` + ``kernel``'s modules + ``files`` (guest path -> bytes).
 
-    The checks unit is enabled, ``serial-getty@ttyS0`` masked (it would hang up the console
+    The checks unit and journald's audit socket are enabled, ``serial-getty@ttyS0`` masked (it would hang up the console
     the checks write to) and first-boot prompts avoided with a fixed machine-id.
     """
     with tempfile.TemporaryDirectory(prefix="iped-lab-tree-", dir=dest.parent) as tmp:
@@ -117,6 +118,11 @@ def disk_image(rootfs: Path, kernel: Kernel, dest: Path, files: Mapping[str, byt
         wants.mkdir(parents=True, exist_ok=True)
         (etc / "systemd/system" / CHECKS_UNIT).write_text(CHECKS_UNIT_TEXT)
         (wants / CHECKS_UNIT).symlink_to(f"/etc/systemd/system/{CHECKS_UNIT}")
+        # journald collects audit records (the journal audit source's input) only through this
+        # socket, which Debian does not enable and which cannot start while journald runs
+        sockets = etc / "systemd/system/sockets.target.wants"
+        sockets.mkdir(parents=True, exist_ok=True)
+        (sockets / JOURNAL_AUDIT_SOCKET).symlink_to(f"/usr/lib/systemd/system/{JOURNAL_AUDIT_SOCKET}")
         for guest_path, data in files.items():
             path = tree / guest_path.lstrip("/")
             path.parent.mkdir(parents=True, exist_ok=True)
