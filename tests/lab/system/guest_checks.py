@@ -457,6 +457,7 @@ def audit_follower_journal_with_auditd() -> str:
         before = denials()
         deny_module_load()
         wait_until("the journal follower to count the denial", lambda: denials() > before, timeout=60)
+        counted = denials() - before
         log = Path("/var/log/audit/audit.log")
         lines = [ln for ln in (log.read_text(errors="replace") if log.exists() else "").splitlines()
                  if "ipe_op=KMODULE" in ln and "): " in ln]
@@ -467,7 +468,7 @@ def audit_follower_journal_with_auditd() -> str:
         write_config("audit_deny")
         sh("systemctl", "kill", "--signal=SIGTERM", "auditd.service")  # RefuseManualStop=yes
         sh("systemctl", "restart", "iped.service")
-    return f"follower source {source}; {denials()} denial(s) counted; explain: {explained}"
+    return f"follower source {source}; {counted} denial(s) counted; explain: {explained}"
 
 
 #: The collection (iped.ipe) as the host copied it into the image, and the playbook run with it.
