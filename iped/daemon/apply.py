@@ -8,6 +8,8 @@ the failed step came after the activation. The result says which step failed and
 from __future__ import annotations
 
 import errno
+import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -18,6 +20,11 @@ from iped.daemon.actual import ActualState, LoadedPolicy, parse_version_text
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, StepKind
 from iped.errnos import describe_errno, errno_name
+
+#: Test hook, inert unless set: after this many steps of a plan (a positive integer) the executor
+#: stops its own process with SIGSTOP, so a test can SIGKILL the daemon at an exact step boundary
+#: (the system-image lab's sigkill_mid_plan). Plans with fewer steps never stop.
+PAUSE_AFTER_STEP_ENV = "IPED_TEST_PAUSE_AFTER_STEP"
 
 
 class Outcome(StrEnum):
@@ -133,6 +140,8 @@ def execute(plan: Plan, backend: Backend, reporter: Reporter) -> ApplyResult:
             return ApplyResult(Outcome.FAILED, tuple(done), StepFailure(step, num, msg))
         done.append(step)
         _report(reporter, step)
+        if os.environ.get(PAUSE_AFTER_STEP_ENV) == str(len(done)):
+            os.kill(os.getpid(), signal.SIGSTOP)  # the test SIGKILLs (or SIGCONTs) us here
     return ApplyResult(Outcome.APPLIED, tuple(done))
 
 

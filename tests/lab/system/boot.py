@@ -24,7 +24,7 @@ from tests.lab import LabError, LabTimeoutError, run
 from tests.lab.firmware import enrolled_firmware
 from tests.lab.initramfs import BUSYBOX, Cpio, ModuleIndex, decompress
 from tests.lab.kernels import Kernel
-from tests.lab.system import system_cache
+from tests.lab.system import CHECKOUT, system_cache
 from tests.lab.system.image import GUEST_LAB_DIR, GUEST_RESULTS, read_file
 from tests.lab.vm import die_with_parent
 
@@ -146,6 +146,7 @@ def image_files() -> dict[str, bytes]:
 
     store = f"{GUEST_LAB_DIR}/policies"
     return {
+        **collection_files(),
         f"{GUEST_LAB_DIR}/guest_checks.py": (Path(__file__).parent / "guest_checks.py").read_bytes(),
         "/etc/iped/lab/rsa-signer.crt": RSA_SIGNER.cert.read_bytes(),
         "/etc/iped/lab/rsa-signer.key": RSA_SIGNER.key.read_bytes(),
@@ -153,7 +154,16 @@ def image_files() -> dict[str, bytes]:
         f"{store}/lab_a-1.0.0.p7s": sign_policy(policy("lab_a", "1.0.0"), RSA_SIGNER),
         f"{store}/lab_a-1.0.1.p7s": sign_policy(policy("lab_a", "1.0.1"), RSA_SIGNER),
         f"{store}/lab_b-2.0.0-untrusted.p7s": sign_policy(policy("lab_b", "2.0.0"), UNTRUSTED_SIGNER),
+        f"{store}/fleet-60001.0.0.p7s": sign_policy(policy("fleet", "60001.0.0"), RSA_SIGNER),
     }
+
+
+def collection_files() -> dict[str, bytes]:
+    """The Ansible collection iped.ipe (``ansible/ansible_collections``) under ``<lab>/ansible``."""
+    root = CHECKOUT / "ansible"
+    return {f"{GUEST_LAB_DIR}/ansible/{p.relative_to(root)}": p.read_bytes()
+            for p in sorted(root.joinpath("ansible_collections").rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc")}
 
 
 def boot_checks(rootfs: Path, series: str, workdir: Path, *, timeout: float) -> SystemRun:

@@ -43,7 +43,7 @@ CONFIG_TEMPLATE = """# written by the system-image lab checks
 [policies]
 dir = "/etc/iped/policies.d"
 active = "{active}"
-enforce = true
+enforce = {enforce}
 success_audit = false
 trust_anchors = ["/etc/iped/lab/rsa-signer.crt", "/etc/iped/lab/untrusted-signer.crt"]
 signing_key = "/etc/iped/lab/rsa-signer.key"
@@ -51,9 +51,10 @@ signing_cert = "/etc/iped/lab/rsa-signer.crt"
 
 [daemon]
 backend = "kernel"
+debounce_ms = {debounce_ms}
 
 [audit]
-source = "auto"
+source = "{audit_source}"
 """
 
 
@@ -102,8 +103,9 @@ def unit_property(name: str) -> str:
     return sh("systemctl", "show", "-P", name, "iped.service")[1].strip()
 
 
-def write_config(active: str) -> None:
-    CONFIG.write_text(CONFIG_TEMPLATE.format(active=active))
+def write_config(active: str, *, enforce: bool = True, debounce_ms: int = 200, audit_source: str = "auto") -> None:
+    CONFIG.write_text(CONFIG_TEMPLATE.format(active=active, enforce=str(enforce).lower(), debounce_ms=debounce_ms,
+                                             audit_source=audit_source))
 
 
 def declare(stored: str, as_name: str) -> None:
@@ -263,90 +265,111 @@ def wait_until(what: str, cond: Callable[[], bool], timeout: float = 60.0) -> No
         time.sleep(0.2)
 
 
-def kill_step_done(st: dict[str, tuple[str, bool]], new: int, step: int) -> bool:
-    """Whether the kernel state ``st`` shows step 1 (new_policy), 2 (update), 3 (active) or 4
-    (delete) of the round that declares ``kill_<new>``."""
-    if step == 1:
-        return f"kill_{new}" in st
-    if step == 2:
-        return st.get("kill_u", ("", False))[0] == f"1.0.{new}"
-    if step == 3:
-        return st.get(f"kill_{new}", ("", False))[1]
-    return f"kill_{new - 1}" not in st
+#: The daemon's test hook (iped.daemon.apply.PAUSE_AFTER_STEP_ENV): SIGSTOP after step N of a plan.
+PAUSE_ENV = "IPED_TEST_PAUSE_AFTER_STEP"
+PAUSE_DROP_IN = Path("/run/systemd/system/iped.service.d/lab-pause.conf")
+#: The plan each round of sigkill_mid_plan declares, in the planner's order (enforce off comes last).
+KILL_PLAN = ("new_policy", "update", "active", "delete", "enforce")
 
 
-def kill_after_write(step: int, new: int, pid: int, declare: Callable[[], None]) -> None:
-    """``declare()`` the round, then SIGKILL ``pid`` as soon as its write of ``step`` returns.
+def process_state(pid: int) -> str:
+    """The state letter of ``pid`` (/proc/PID/stat: R, S, T for stopped, ...), '' once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return ""
 
-    A write to a securityfs file raises IN_MODIFY like any other (vfs_write), so the moment the
-    daemon's write of new_policy (1), kill_u/update (2), kill_<new>/active (3) or
-    kill_<new-1>/delete (4; its watch also ends with IN_IGNORED when the policy goes) returns is
-    seen at once, not when a poller next looks.  The daemon may still get a little further.
-    """
-    from inotify_simple import INotify, flags  # the python3-inotify-simple package iped depends on
 
-    with INotify() as ino:
-        watches = {ino.add_watch(str(IPE / "new_policy"), flags.MODIFY): 1,
-                   ino.add_watch(str(IPE / "policies/kill_u/update"), flags.MODIFY): 2,
-                   ino.add_watch(str(IPE / f"policies/kill_{new - 1}/delete"), flags.MODIFY): 4}
-        declare()
-        deadline = time.monotonic() + 60
-        while True:
-            for event in ino.read(timeout=1000):
-                seen = watches.get(event.wd)
-                if seen == 1 and 3 not in watches.values():
-                    watches[ino.add_watch(str(IPE / f"policies/kill_{new}/active"), flags.MODIFY)] = 3
-                if seen == step:
-                    os.kill(pid, 9)
-                    return
-            expect(time.monotonic() < deadline, f"step {step} (kill_{new}) never written: {kernel_state()}")
+KillState = tuple[dict[str, tuple[str, bool]], bool]
+
+
+def kill_round_state(old: int, done: int) -> KillState:
+    """The kernel state (kill_* policies and enforce) after ``done`` steps of :data:`KILL_PLAN` on
+    the way from round ``old`` (kill_<old> active, kill_u 1.0.<old>, enforce 1) to ``old + 1``."""
+    new = old + 1
+    policies = {f"kill_{old}": (f"{10 + old}.0.0", done < 3), "kill_u": (f"1.0.{old}", False)}
+    if done >= 1:
+        policies[f"kill_{new}"] = (f"{10 + new}.0.0", done >= 3)
+    if done >= 2:
+        policies["kill_u"] = (f"1.0.{new}", False)
+    if done >= 4:
+        del policies[f"kill_{old}"]
+    return policies, done < 5
+
+
+def kill_state_now() -> KillState:
+    """(the kill_* policies: name -> (version, active), enforce) as the kernel holds them."""
+    return {n: v for n, v in kernel_state().items() if n.startswith("kill_")}, enforcing()
 
 
 def sigkill_mid_plan() -> str:
-    """SIGKILL the daemon once the kernel shows step k of a 4-step plan, k = 1..4.
+    """SIGKILL the daemon exactly after step k of a 5-step plan, k = 1..5, one round each.
 
-    Each round declares: a new policy (new_policy), an update of kill_u (update), the new policy
-    active (active) and the previous active one gone (delete).  The kill lands right after the
-    daemon's k-th write returns (:func:`kill_after_write`).  Right after the
-    kill the kernel must hold a state on the way from old to new with enforcement on; systemd
-    restarts the daemon (Restart=on-failure) and it must converge to the new declared state.
+    Each round declares, from kill_<k> active + kill_u 1.0.<k> + enforce on: kill_<k+1> (new_policy),
+    kill_u 1.0.<k+1> (update), kill_<k+1> active (active), kill_<k> gone (delete), enforce off
+    (enforce; the planner puts weakening last). The daemon runs with IPED_TEST_PAUSE_AFTER_STEP=k
+    (a runtime drop-in, removed again before the kill so the restart runs without it): its executor
+    stops itself with SIGSTOP right after step k, the kernel must then hold exactly the state after
+    k steps (the old or the new active policy, never neither), and after SIGKILL systemd restarts
+    iped (Restart=on-failure), which must converge to the new declared state. Enforce is then
+    declared on again for the next round.
     """
-    def declare_round(k: int) -> None:
+    def declare_round(k: int, enforce: bool) -> None:
         (POLICIES / f"kill_{k}.pol").write_text(plain_policy(f"kill_{k}", f"{10 + k}.0.0"))
         (POLICIES / "kill_u.pol").write_text(plain_policy("kill_u", f"1.0.{k}"))
         (POLICIES / f"kill_{k - 1}.pol").unlink(missing_ok=True)
-        write_config(f"kill_{k}")
+        write_config(f"kill_{k}", enforce=enforce, debounce_ms=1000)
 
-    def converged(k: int) -> bool:
-        st = kernel_state()
-        return (st.get(f"kill_{k}") == (f"{10 + k}.0.0", True) and st.get("kill_u") == (f"1.0.{k}", False)
-                and f"kill_{k - 1}" not in st)
+    def converged(k: int, enforce: bool) -> bool:
+        return kill_state_now() == ({f"kill_{k}": (f"{10 + k}.0.0", True), "kill_u": (f"1.0.{k}", False)}, enforce)
 
-    def restarted(old_pid: str) -> bool:
-        return unit_property("ActiveState") == "active" and unit_property("MainPID") not in ("0", old_pid)
+    def stopped(pid: int) -> bool:
+        return process_state(pid) == "T"
 
-    # round 0: from lab_a to kill_1 + kill_u, no kill
+    def restarted(old_pid: int) -> bool:
+        return unit_property("ActiveState") == "active" and unit_property("MainPID") not in ("0", str(old_pid))
+
+    def pause_knob(step: int | None) -> None:
+        if step is None:
+            PAUSE_DROP_IN.unlink(missing_ok=True)
+        else:
+            PAUSE_DROP_IN.parent.mkdir(parents=True, exist_ok=True)
+            PAUSE_DROP_IN.write_text(f"[Service]\nEnvironment={PAUSE_ENV}={step}\n")
+        sh("systemctl", "daemon-reload")
+
+    # setup: from lab_a to kill_1 + kill_u 1.0.1, enforce on, no kill
     for f in POLICIES.glob("lab_a.*"):
         f.unlink()
-    declare_round(1)
+    declare_round(1, enforce=True)
     sh("systemctl", "reload", "iped.service")
-    wait_until("kill_1 active", lambda: converged(1))
+    wait_until("kill_1 active", lambda: converged(1, True))
     seen: list[str] = []
-    for k in range(1, 5):
-        new = k + 1
-        pid = int(unit_property("MainPID"))
-        expect(pid > 0, f"round {k}: the daemon is not running")
-        kill_after_write(k, new, pid, functools.partial(declare_round, new))
-        at_kill = kernel_state()
-        active = [n for n, (_, a) in at_kill.items() if a]
-        expect(active in ([f"kill_{k}"], [f"kill_{new}"]), f"round {k}: after SIGKILL active {active}: {at_kill}")
-        expect(enforcing(), f"round {k}: enforce 0 after SIGKILL")
-        done = sum(1 for j in range(1, 5) if kill_step_done(at_kill, new, j))
-        seen.append(f"k={k}: {done}/4 steps done at kill")
-        wait_until(f"round {k}: restart (Restart=on-failure)", functools.partial(restarted, str(pid)))
-        wait_until(f"round {k}: convergence to kill_{new}", functools.partial(converged, new))
-    restarts = unit_property("NRestarts")
-    return f"{'; '.join(seen)}; NRestarts={restarts}"
+    try:
+        for k in range(1, len(KILL_PLAN) + 1):
+            # a daemon started with the knob; the unit itself loses it again at once
+            pause_knob(k)
+            rc, out = sh("systemctl", "restart", "iped.service")
+            expect(rc == 0, f"round {k}: systemctl restart with {PAUSE_ENV}={k}: exit {rc}\n{out}")
+            pause_knob(None)
+            pid = int(unit_property("MainPID"))
+            declare_round(k + 1, enforce=False)  # picked up by inotify, one reconcile after the debounce
+            wait_until(f"round {k}: the daemon to stop itself after step {k} ({KILL_PLAN[k - 1]})",
+                       functools.partial(stopped, pid), timeout=90)
+            at_pause = kill_state_now()
+            os.kill(pid, 9)
+            expected = kill_round_state(k, k)
+            expect(at_pause == expected, f"round {k}: after step {k} ({KILL_PLAN[k - 1]}) the kernel holds "
+                                         f"{at_pause}, expected {expected}")
+            seen.append(f"k={k} ({KILL_PLAN[k - 1]}): active "
+                        + ",".join(n for n, (_, a) in at_pause[0].items() if a) + f", enforce {int(at_pause[1])}")
+            wait_until(f"round {k}: restart after SIGKILL (Restart=on-failure)", functools.partial(restarted, pid))
+            wait_until(f"round {k}: convergence to kill_{k + 1}, enforce off",
+                       functools.partial(converged, k + 1, False))
+            write_config(f"kill_{k + 1}", enforce=True, debounce_ms=1000)
+            wait_until(f"round {k}: enforce back on", functools.partial(converged, k + 1, True))
+    finally:
+        pause_knob(None)
+    return f"{'; '.join(seen)}; NRestarts={unit_property('NRestarts')}"
 
 
 def upgrade_keeps_enforcement() -> str:
@@ -363,8 +386,9 @@ def upgrade_keeps_enforcement() -> str:
 
 
 def message_id_on_every_entry() -> str:
+    # the kernel's audit records about the daemon's writes carry its pid, not its words
     entries = [e for e in journal("_SYSTEMD_UNIT=iped.service")
-               if "iped daemon" in str(e.get("_CMDLINE", ""))]
+               if "iped daemon" in str(e.get("_CMDLINE", "")) and e.get("_TRANSPORT") not in ("audit", "kernel")]
     expect(bool(entries), "no journal entries from the daemon")
     missing = [str(e.get("MESSAGE")) for e in entries if not e.get("MESSAGE_ID")]
     expect(not missing, f"{len(missing)} of {len(entries)} daemon entries have no MESSAGE_ID, e.g.: "
@@ -372,32 +396,129 @@ def message_id_on_every_entry() -> str:
     return f"{len(entries)} entries"
 
 
+AUDIT_DENY_RULE = "op=KMODULE action=DENY"
+
+
+def follower() -> dict[str, object]:
+    _, text = sh("iped", "status", "--json")
+    return dict(json.loads(text).get("audit", {}).get("follower") or {})
+
+
+def denials() -> int:
+    decisions = follower().get("decisions")
+    return int(decisions.get("deny", 0)) if isinstance(decisions, dict) else 0
+
+
+def deny_module_load() -> None:
+    """``modprobe`` under ``audit_deny`` (declared active here if it is not yet): must be refused."""
+    if (active_policy() or ("", ""))[0] != "audit_deny":
+        (POLICIES / "audit_deny.pol").write_text(plain_policy("audit_deny", "60000.0.0") + AUDIT_DENY_RULE + "\n")
+        write_config("audit_deny")
+        sh("systemctl", "reload", "iped.service")
+        wait_until("audit_deny active", lambda: (active_policy() or ("", ""))[0] == "audit_deny")
+    rc, out = sh("modprobe", "dummy")
+    expect(rc != 0, f"modprobe dummy succeeded under {AUDIT_DENY_RULE}: {out}")
+
+
+def explain_names_rule(record: str) -> str:
+    rc, explained = sh("iped", "explain", "--policy", str(POLICIES / "audit_deny.pol"), record)
+    expect(rc == 0 and AUDIT_DENY_RULE in explained and "audit_deny.pol:3" in explained,
+           f"iped explain (exit {rc}) does not name the policy line:\n{record}\n{explained}")
+    return explained.strip().splitlines()[0]
+
+
 def audit_follower_sees_denial() -> str:
     """A policy denying module loads; ``modprobe`` is refused; the service's follower counts the
     denial (``iped status --json``) and ``iped explain`` names the rule from the kernel's record."""
-    rule = "op=KMODULE action=DENY"
-    (POLICIES / "audit_deny.pol").write_text(plain_policy("audit_deny", "60000.0.0") + rule + "\n")
-    write_config("audit_deny")
-    sh("systemctl", "reload", "iped.service")
-    wait_until("audit_deny active", lambda: (active_policy() or ("", ""))[0] == "audit_deny")
-    rc, out = sh("modprobe", "dummy")
-    expect(rc != 0, f"modprobe dummy succeeded under {rule}: {out}")
-
-    def denials() -> int:
-        _, text = sh("iped", "status", "--json")
-        follower = (json.loads(text).get("audit") or {}).get("follower") or {}
-        return int((follower.get("decisions") or {}).get("deny", 0))
-
+    deny_module_load()
     wait_until("the follower to count the denial", lambda: denials() >= 1, timeout=30)
-    _, text = sh("iped", "status", "--json")
-    source = json.loads(text)["audit"]["follower"].get("source")
+    source = follower().get("source")
     records = [ln.split("audit: ", 1)[1] for ln in sh("dmesg")[1].splitlines()
                if "type=1420" in ln and "ipe_op=KMODULE" in ln and "audit: " in ln]
     expect(bool(records), "no IPE access record (type=1420) for the module load in dmesg")
-    rc, explained = sh("iped", "explain", "--policy", str(POLICIES / "audit_deny.pol"), records[-1])
-    expect(rc == 0 and rule in explained and "audit_deny.pol:3" in explained,
-           f"iped explain (exit {rc}) does not name the policy line:\n{records[-1]}\n{explained}")
-    return f"follower source {source}; explain: {explained.strip().splitlines()[0]}"
+    return f"follower source {source}; explain: {explain_names_rule(records[-1])}"
+
+
+def audit_follower_journal_with_auditd() -> str:
+    """auditd running (it holds the audit unicast: records no longer reach the kernel log) and
+    ``[audit] source = "journal"``: the service's follower reads the denial from journald's audit
+    transport, auditd logs it too, and ``iped explain`` names the rule from auditd's record."""
+    rc, out = sh("systemctl", "start", "auditd.service")
+    expect(rc == 0, f"systemctl start auditd: exit {rc}\n{out}")
+    try:
+        # journald reads the audit multicast through systemd-journald-audit.socket (enabled in the image)
+        expect(sh("systemctl", "is-active", "systemd-journald-audit.socket")[1].strip() == "active",
+               "systemd-journald-audit.socket is not active: journald collects no audit records")
+        write_config("audit_deny", audit_source="journal")
+        rc, out = sh("systemctl", "restart", "iped.service")
+        expect(rc == 0, f"systemctl restart iped with source = journal: exit {rc}\n{out}")
+        source = str(follower().get("source"))
+        expect("journal" in source, f"follower source {source!r}, expected journal")
+        before = denials()
+        deny_module_load()
+        wait_until("the journal follower to count the denial", lambda: denials() > before, timeout=60)
+        counted = denials() - before
+        log = Path("/var/log/audit/audit.log")
+        lines = [ln for ln in (log.read_text(errors="replace") if log.exists() else "").splitlines()
+                 if "ipe_op=KMODULE" in ln and "): " in ln]
+        expect(bool(lines), f"auditd logged no IPE access record for the module load in {log}")
+        # the body only: auditd's ENRICHED format appends resolved fields after a GS (0x1d)
+        explained = explain_names_rule(lines[-1].split("): ", 1)[1].split("\x1d", 1)[0])
+    finally:
+        write_config("audit_deny")
+        sh("systemctl", "kill", "--signal=SIGTERM", "auditd.service")  # RefuseManualStop=yes
+        sh("systemctl", "restart", "iped.service")
+    return f"follower source {source}; {counted} denial(s) counted; explain: {explained}"
+
+
+#: The collection (iped.ipe) as the host copied it into the image, and the playbook run with it.
+ANSIBLE = LAB / "ansible"
+PLAYBOOK = """- hosts: localhost
+  connection: local
+  become: false
+  gather_facts: false  # the package task finds the package manager itself; saves a setup run
+  roles:
+    - role: iped.ipe.iped
+      vars:
+        iped_active: fleet
+        iped_enforce: true
+        iped_trust_anchors: [/etc/iped/lab/rsa-signer.crt]
+        iped_signing_key: /etc/iped/lab/rsa-signer.key
+        iped_signing_cert: /etc/iped/lab/rsa-signer.crt
+        iped_daemon_settings: {backend: kernel}
+        iped_audit_settings: {source: auto}
+        iped_purge_undeclared: true
+        iped_policies:
+          - {src: %s/fleet-60001.0.0.p7s, dest: fleet.p7s}
+"""
+
+
+def ansible_playbook() -> tuple[int, str, dict[str, int]]:
+    """``ansible-playbook -c local`` of :data:`PLAYBOOK`; (exit, output, the localhost recap counts)."""
+    (LAB / "site.yml").write_text(PLAYBOOK % STORE)
+    env_argv = ("env", "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "HOME=/root",  # ansible-core needs a UTF-8 locale
+                f"ANSIBLE_COLLECTIONS_PATH={ANSIBLE}", "ANSIBLE_NOCOLOR=1", "ANSIBLE_FORCE_COLOR=0",
+                "ANSIBLE_LOCALHOST_WARNING=0", "ANSIBLE_INVENTORY_UNPARSED_WARNING=0")
+    rc, out = sh(*env_argv, "ansible-playbook", "-c", "local", "-i", "localhost,", str(LAB / "site.yml"), timeout=600)
+    recap = [ln for ln in out.splitlines() if ln.startswith("localhost") and "changed=" in ln]
+    counts = {k: int(v) for k, v in (f.split("=") for f in recap[-1].split(":", 1)[1].split())} if recap else {}
+    return rc, out, counts
+
+
+def ansible_role_converges() -> str:
+    """The collection's role (iped.ipe.iped) with ``ansible-playbook -c local`` in the guest: the
+    first run places the signed ``fleet`` policy, templates iped.toml and converges the real kernel
+    (changed); the second run changes nothing (changed=0). The package is installed already, so
+    the role's install task is a no-op."""
+    rc, out, first = ansible_playbook()
+    expect(rc == 0 and first.get("failed", 1) == 0, f"first ansible-playbook run: exit {rc}\n{out[-4000:]}")
+    expect(first.get("changed", 0) > 0, f"first run changed nothing: {first}\n{out[-3000:]}")
+    now = active_policy()
+    expect(now == ("fleet", "60001.0.0"), f"after the role the kernel's active policy is {now}")
+    expect(enforcing(), "after the role enforce is 0")
+    rc, out, second = ansible_playbook()
+    expect(rc == 0 and second.get("changed") == 0, f"second run: exit {rc}, recap {second}\n{out[-4000:]}")
+    return f"first run {first}; second run {second}; active {now}"
 
 
 def purge_keeps_enforcement() -> str:
@@ -412,7 +533,8 @@ CHECKS: tuple[Callable[[], str], ...] = (
     enable_start_ready, security_exposure, status_cli, reload_nothing_to_change, reload_applied,
     reload_rejected, rollback_through_service, stop_keeps_enforcement, restart_keeps_enforcement,
     kernel_refused_start, sigkill_mid_plan, upgrade_keeps_enforcement, audit_follower_sees_denial,
-    message_id_on_every_entry, purge_keeps_enforcement,
+    audit_follower_journal_with_auditd, ansible_role_converges, message_id_on_every_entry,
+    purge_keeps_enforcement,
 )
 
 

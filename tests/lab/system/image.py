@@ -24,14 +24,18 @@ from tests.lab.kernels import Kernel
 from tests.lab.system import MIRROR, SUITE, system_cache, tree_digest
 from tests.lab.system.packages import Debs
 
-#: What the image has besides Essential + apt: systemd as PID 1 and what iped's checks use.
-INCLUDE = ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "python3", "openssl", "auditd")
+#: What the image has besides Essential + apt: systemd as PID 1 and what iped's checks use
+#: (auditd stays disabled but for its own check; ansible-core and python3-apt run the collection's
+#: role, whose package task goes through ansible's apt module).
+INCLUDE = ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "python3", "openssl", "auditd", "ansible-core",
+           "python3-apt")
 #: Where the built packages live inside the image.
 GUEST_DEBS = "/var/lib/iped-lab/debs"
 #: Where the checks, their inputs and their results live inside the image.
 GUEST_LAB_DIR = "/var/lib/iped-lab"
 GUEST_RESULTS = f"{GUEST_LAB_DIR}/results.json"
 CHECKS_UNIT = "iped-lab-checks.service"
+JOURNAL_AUDIT_SOCKET = "systemd-journald-audit.socket"
 IMAGE_SIZE = "2G"
 
 _INSTALL_HOOK = (
@@ -93,7 +97,7 @@ def build_rootfs(debs: Debs) -> Path:
 def disk_image(rootfs: Path, kernel: Kernel, dest: Path, files: Mapping[str, bytes]) -> Path:
     """An ext4 image at ``dest``: ``rootfs`` + ``kernel``'s modules + ``files`` (guest path -> bytes).
 
-    The checks unit is enabled, ``serial-getty@ttyS0`` masked (it would hang up the console
+    The checks unit and journald's audit socket are enabled, ``serial-getty@ttyS0`` masked (it would hang up the console
     the checks write to) and first-boot prompts avoided with a fixed machine-id.
     """
     with tempfile.TemporaryDirectory(prefix="iped-lab-tree-", dir=dest.parent) as tmp:
@@ -114,6 +118,11 @@ def disk_image(rootfs: Path, kernel: Kernel, dest: Path, files: Mapping[str, byt
         wants.mkdir(parents=True, exist_ok=True)
         (etc / "systemd/system" / CHECKS_UNIT).write_text(CHECKS_UNIT_TEXT)
         (wants / CHECKS_UNIT).symlink_to(f"/etc/systemd/system/{CHECKS_UNIT}")
+        # journald collects audit records (the journal audit source's input) only through this
+        # socket, which Debian does not enable and which cannot start while journald runs
+        sockets = etc / "systemd/system/sockets.target.wants"
+        sockets.mkdir(parents=True, exist_ok=True)
+        (sockets / JOURNAL_AUDIT_SOCKET).symlink_to(f"/usr/lib/systemd/system/{JOURNAL_AUDIT_SOCKET}")
         for guest_path, data in files.items():
             path = tree / guest_path.lstrip("/")
             path.parent.mkdir(parents=True, exist_ok=True)
