@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -73,8 +74,16 @@ def test_audit_file_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     import subprocess
     import sys
 
+    # distinct events (each copy's serials shifted): far more output than a pipe buffer holds, so
+    # iped is still writing when the reader goes away (copies of one stamp would be dropped as
+    # duplicates, and the little that is left could fit the pipe before the reader closes it)
+    text = Path(LOG).read_text()
+
+    def copy(k: int) -> str:
+        return re.sub(r"audit\((\d+\.\d+):(\d+)\)", lambda m: f"audit({m[1]}:{int(m[2]) + 1_000_000 * k})", text)
+
     log = tmp_path / "audit.log"
-    log.write_text(Path(LOG).read_text() * 200)
+    log.write_text("".join(copy(k) for k in range(1, 2001)))
     proc = subprocess.Popen([sys.executable, "-m", "iped", "audit", "--source", str(log)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
     assert proc.stdout is not None and proc.stderr is not None
