@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
 
-def write_atomically(path: str | Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old file or the new one, never half.
+def write_atomically(path: str | Path, data: bytes | str, mode: int = 0o666, *, sync_dir: bool = False) -> None:
+    """Replace ``path`` with ``data`` so that readers see the old file or the new one, never half.
 
-    A temporary file in the same directory (same filesystem, so the rename is atomic), fsynced before
-    ``os.replace``. On failure the temporary file is removed and the error propagates.
+    A temporary file ``.<name>.<pid>.tmp`` in the same directory (same filesystem, so the rename is
+    atomic; the plan log's start-up clean-up knows the name), created with ``mode`` (less the
+    umask) and fsynced before ``os.replace``. ``sync_dir`` also fsyncs the directory, so the rename
+    itself survives a crash (the state dir's records). On failure the temporary file is removed
+    and the error propagates. ``str`` data is written as UTF-8.
     """
     target = Path(path)
+    raw = data.encode() if isinstance(data, str) else data
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            view = memoryview(raw)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, target)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
+    if sync_dir:
+        dfd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)

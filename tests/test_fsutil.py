@@ -1,4 +1,4 @@
-"""iped.fsutil.write_atomically: the one atomic writer behind both Prometheus textfiles."""
+"""iped.fsutil.write_atomically: the one atomic writer (Prometheus textfiles, journal cursor, state dir)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ tracked.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from iped.audit.records import (
     RawRecord,
     RecordError,
 )
+from iped.fsutil import write_atomically
 
 JOURNAL_TYPES = (AUDIT_IPE_ACCESS, AUDIT_IPE_CONFIG_CHANGE, AUDIT_IPE_POLICY_LOAD, AUDIT_MAC_STATUS)
 CURSOR_FILE = "audit-journal.cursor"
@@ -70,12 +70,7 @@ class CursorStore:
 
     def save(self, cursor: str) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as fh:
-            fh.write(cursor + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        write_atomically(self.path, cursor + "\n")
 
 
 class JournalSource:

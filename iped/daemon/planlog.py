@@ -18,33 +18,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+from iped.fsutil import write_atomically
+
 _RECORD = re.compile(r"^(\d{10})\.json$")
 _TEXT = re.compile(r"^([0-9a-f]{64})\.pol$")
-_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")  # atomic_write's temp names: .<name>.<pid>.tmp
+_TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")  # fsutil.write_atomically's temp names: .<name>.<pid>.tmp
 
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so readers see the old or the new file, never a torn one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """A state-dir file replaced atomically and durably: private by default, the directory fsynced."""
+    write_atomically(path, data, mode, sync_dir=True)
 
 
 def _pid_alive(pid: int) -> bool:
