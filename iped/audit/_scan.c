@@ -46,7 +46,8 @@
 
 static PyObject *type_1420, *type_1300, *type_1327; /* the RawRecord type numbers */
 /* interned names: an Event's __dict__ keys, "__dict__" itself; and () */
-static PyObject *key_sec, *key_msec, *key_serial, *key_records, *key_complete, *key_typed, *key_dict, *no_args;
+static PyObject *key_sec, *key_msec, *key_serial, *key_records, *key_complete, *key_typed, *key_is_ipe, *key_dict,
+    *no_args;
 
 typedef struct {
     const char *p;
@@ -508,17 +509,19 @@ static PyObject *typed_of(scanner *sc, const event_match *m, int title_hit)
     return build(&PyTuple_Type, 3, items);
 }
 
-/* bulk.iter_block's Event for a whole event: object.__new__(Event) with its __dict__ set
- * (Event is a frozen dataclass: object.__setattr__, i.e. the generic setattr; typed is a
- * cached_property, so a value in __dict__ is its value) */
-static PyObject *new_event(scanner *sc, PyObject *stamp[3], PyObject *records, PyObject *typed)
+/* A complete group.Event: object.__new__(Event) with its __dict__ set (Event is a frozen
+ * dataclass: object.__setattr__, i.e. the generic setattr) -- sec, msec, serial, records,
+ * complete=True and one cached_property's value (a value in __dict__ is its value): typed for
+ * bulk.iter_block, is_ipe for the follower */
+static PyObject *complete_event(PyTypeObject *type, PyObject *const stamp[3], PyObject *records, PyObject *cached_key,
+                                PyObject *cached)
 {
     PyObject *dict = _PyDict_NewPresized(6), *ev = NULL;
 
     if (dict != NULL && PyDict_SetItem(dict, key_sec, stamp[0]) == 0 && PyDict_SetItem(dict, key_msec, stamp[1]) == 0 &&
         PyDict_SetItem(dict, key_serial, stamp[2]) == 0 && PyDict_SetItem(dict, key_records, records) == 0 &&
-        PyDict_SetItem(dict, key_complete, Py_True) == 0 && PyDict_SetItem(dict, key_typed, typed) == 0) {
-        ev = PyBaseObject_Type.tp_new(sc->event, no_args, NULL);
+        PyDict_SetItem(dict, key_complete, Py_True) == 0 && PyDict_SetItem(dict, cached_key, cached) == 0) {
+        ev = PyBaseObject_Type.tp_new(type, no_args, NULL);
         if (ev != NULL && PyObject_GenericSetAttr(ev, key_dict, dict) < 0)
             Py_CLEAR(ev);
     }
@@ -554,7 +557,7 @@ static PyObject *event_item(scanner *sc, const event_match *m)
         else if (items[6] == Py_None || m->middle.n > 0)
             items[7] = Py_NewRef(Py_None);
         else
-            items[7] = new_event(sc, stamp, items[3], items[6]);
+            items[7] = complete_event(sc->event, stamp, items[3], key_typed, items[6]);
         item = build(&PyTuple_Type, 8, items);
     }
     Py_XDECREF(stamp[0]);
@@ -661,9 +664,47 @@ static int stamp_part(const char **p, const char *e, char sep, int max, long lon
     return 1;
 }
 
+/* The int objects of the last stamp read and of the record types seen: an event's records
+ * share one stamp, and a few types make up the stream, so most records need no new int. */
+typedef struct {
+    long long v[3];
+    PyObject *o[3]; /* NULL until a stamp is read */
+} nl_stamp;
+
+static PyObject *record_types[2000]; /* 1000..2999, made on first use (kept for good) */
+
+static PyObject *type_int(long rtype)
+{
+    if (rtype < 1000 || rtype >= 3000)
+        return PyLong_FromLong(rtype);
+    PyObject **slot = &record_types[rtype - 1000];
+    if (*slot == NULL)
+        *slot = PyLong_FromLong(rtype);
+    return Py_XNewRef(*slot);
+}
+
+static PyObject *stamp_item(nl_stamp *last, int i, long long v)
+{
+    if (last->o[i] == NULL || last->v[i] != v) {
+        PyObject *o = PyLong_FromLongLong(v);
+        if (o == NULL)
+            return NULL;
+        Py_XSETREF(last->o[i], o);
+        last->v[i] = v;
+    }
+    return Py_NewRef(last->o[i]);
+}
+
+static void stamp_clear(nl_stamp *last)
+{
+    for (int i = 0; i < 3; i++)
+        Py_CLEAR(last->o[i]);
+}
+
 /* records.parse_stamped(rtype, payload decoded) for "audit(S.MS:N):[ ]body" with plain decimal
  * numbers: the RawRecord; NULL with no error set for any other form (the caller asks Python) */
-static PyObject *stamped_record(PyTypeObject *raw, long rtype, const char *p, Py_ssize_t n, long long v[3])
+static PyObject *stamped_record(PyTypeObject *raw, long rtype, const char *p, Py_ssize_t n, long long v[3],
+                                nl_stamp *last)
 {
     const char *e = p + n, *body;
     Py_ssize_t bn;
@@ -690,10 +731,10 @@ static PyObject *stamped_record(PyTypeObject *raw, long rtype, const char *p, Py
     int ascii = 1;
     for (Py_ssize_t i = 0; i < bn && ascii; i++)
         ascii = (unsigned char)body[i] < 0x80;
-    items[0] = PyLong_FromLong(rtype);
-    items[1] = PyLong_FromLongLong(v[0]);
-    items[2] = PyLong_FromLongLong(v[1]);
-    items[3] = PyLong_FromLongLong(v[2]);
+    items[0] = type_int(rtype);
+    items[1] = stamp_item(last, 0, v[0]);
+    items[2] = stamp_item(last, 1, v[1]);
+    items[3] = stamp_item(last, 2, v[2]);
     items[4] = ascii ? str_of(body, bn) : PyUnicode_DecodeUTF8(body, bn, "backslashreplace");
     PyObject *rec = build(raw, 5, items);
     if (rec == NULL && !PyErr_Occurred())
@@ -706,6 +747,7 @@ typedef struct {
     int on;            /* make runs at all */
     PyObject *run;     /* the open run (borrowed: it is in the output list), NULL if none */
     long long stamp[3];
+    nl_stamp ints;     /* the last stamp's int objects */
 } nl_runs;
 
 /* rec (stamp: its stamp, NULL when Python parsed it) into out, as a record or into a run */
@@ -717,7 +759,10 @@ static int nl_put(PyObject *out, PyObject *rec, long rtype, const long long *sta
         /* the same record twice goes to the grouper one by one: start a new run */
         int dup = 0;
         for (Py_ssize_t i = 0; i < PyList_GET_SIZE(runs->run) && !dup; i++) {
-            dup = PyObject_RichCompareBool(PyList_GET_ITEM(runs->run, i), rec, Py_EQ);
+            PyObject *item = PyList_GET_ITEM(runs->run, i);
+            if (PyLong_AsLong(PyTuple_GET_ITEM(item, 0)) != rtype) /* (an int: a C-read record) */
+                continue;
+            dup = PyObject_RichCompareBool(item, rec, Py_EQ);
             if (dup < 0)
                 return -1;
         }
@@ -764,7 +809,7 @@ static int nl_frames(const char *data, Py_ssize_t size, PyTypeObject *raw, PyObj
             Py_ssize_t n = (Py_ssize_t)length - NLMSG_HDR_LEN;
             long long stamp[3];
             int plain = 1;
-            PyObject *rec = stamped_record(raw, rtype, payload, n, stamp);
+            PyObject *rec = stamped_record(raw, rtype, payload, n, stamp, &runs->ints);
             if (rec == NULL) {
                 plain = 0;
                 if (PyErr_Occurred())
@@ -875,10 +920,172 @@ static PyObject *recv_records(PyObject *module, PyObject *const *args, Py_ssize_
         if ((unsigned int)got < want)
             break; /* drained */
     }
+    stamp_clear(&runs.ints);
     return Py_BuildValue("(NLLLLL)", out, st.enobufs, st.foreign_sender, st.malformed, st.control, st.frames);
 fail:
+    stamp_clear(&runs.ints);
     Py_DECREF(out);
     return NULL;
+}
+
+/* ---- the follower's grouping: iped.audit.group.Grouper.feed_ipe_runs's common case ---- */
+
+static scanner follow_scanner; /* access_of's last values, shared from call to call */
+
+/* a record's type or serial (a RawRecord item) as a C number; -1 for anything else */
+static long long record_num(PyObject *rec, Py_ssize_t item)
+{
+    PyObject *o = PyTuple_GET_ITEM(rec, item);
+    if (!PyLong_CheckExact(o))
+        return -1;
+    int overflow;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    return overflow || v < 0 ? -1 : v;
+}
+
+/* group._single_record */
+static int single_record(long long rtype)
+{
+    return (rtype >= 1100 && rtype <= 1199) || (rtype >= 2100 && rtype <= 2999) || rtype == 1005;
+}
+
+/* The run's place in the follower: -1 the grouper's Python path must take it (a 1404, which is
+ * IPE's only with lsm=ipe; several IPE records; an IPE record other than a leading 1420), 0 no
+ * IPE record (grouped, never returned), 1 its one IPE record is the 1420 it starts with. */
+static int run_kind(PyObject *run, Py_ssize_t n)
+{
+    int ipe = 0;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        long long t = record_num(PyList_GET_ITEM(run, j), 0);
+        if (t == 1404)
+            return -1;
+        if (t >= 1420 && t <= 1422 && (j > 0 || t != 1420 || ++ipe > 1))
+            return -1;
+    }
+    return ipe;
+}
+
+/*
+ * group_runs(runs, start, inflight, done, last_serial, track_gaps, now, Event, IpeAccess,
+ *            keys, ipe_events, accesses, uncounted) -> (stop, last_serial, records, events)
+ *
+ * Grouper.feed_run's fast case over runs[start:], one run after another, until one it does not
+ * take: a run of RawRecords ending with its EOE whose stamp is new (in neither inflight nor
+ * done), whose first record is not a single-record type and whose serial continues the last
+ * one (with track_gaps), and whose IPE records the follower can count here (run_kind >= 0).
+ * For each: done[stamp] = now, the stamp appended to keys, and when it holds an IPE record the
+ * complete Event (its is_ipe set) appended to ipe_events, with its IpeAccess (access_of) to
+ * accesses, or, for a 1420 body access_of leaves to Python, the event to uncounted. stop is the
+ * index of the run not taken (len(runs) when all were).
+ */
+static PyObject *group_runs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 13 || !PyList_Check(args[0]) || !PyDict_Check(args[2]) || !PyDict_Check(args[3]) ||
+        !PyType_Check(args[7]) || !PyType_Check(args[8]) ||
+        !PyType_IsSubtype((PyTypeObject *)args[8], &PyTuple_Type) || !PyList_Check(args[9]) ||
+        !PyList_Check(args[10]) || !PyList_Check(args[11]) || !PyList_Check(args[12])) {
+        PyErr_SetString(PyExc_TypeError, "group_runs(runs, start, inflight, done, last_serial, track_gaps, now, "
+                                         "Event, IpeAccess, keys, ipe_events, accesses, uncounted)");
+        return NULL;
+    }
+    PyObject *runs = args[0], *inflight = args[2], *done = args[3], *now = args[6];
+    PyObject *keys = args[9], *ipe_events = args[10], *accesses = args[11], *uncounted = args[12];
+    PyTypeObject *event_type = (PyTypeObject *)args[7];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    int track = PyObject_IsTrue(args[5]);
+    long long last = args[4] == Py_None ? -1 : PyLong_AsLongLong(args[4]);
+    long long records = 0, events = 0;
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_OverflowError))
+            return NULL;
+        PyErr_Clear(); /* a serial past 2**63: Python's path tracks it */
+        last = -1;
+    }
+    if (i < 0 || track < 0)
+        return PyErr_Occurred() ? NULL : PyErr_Format(PyExc_ValueError, "group_runs: bad start");
+    follow_scanner.access = (PyTypeObject *)args[8];
+    for (; i < PyList_GET_SIZE(runs); i++) {
+        PyObject *run = PyList_GET_ITEM(runs, i);
+        if (!PyList_Check(run) || PyList_GET_SIZE(run) < 2)
+            break;
+        Py_ssize_t n = PyList_GET_SIZE(run) - 1; /* the records before the EOE */
+        PyObject *first = PyList_GET_ITEM(run, 0);
+        int bad = 0;
+        for (Py_ssize_t j = 0; j <= n && !bad; j++) {
+            PyObject *rec = PyList_GET_ITEM(run, j);
+            bad = !PyTuple_Check(rec) || PyTuple_GET_SIZE(rec) != 5;
+        }
+        if (bad || record_num(PyList_GET_ITEM(run, n), 0) != 1320)
+            break;
+        long long rtype = record_num(first, 0), serial = record_num(first, 3);
+        if (rtype < 0 || rtype == 1320 || single_record(rtype) || serial < 0)
+            break;
+        if (track && (last < 0 || (serial != last && serial != last + 1)))
+            break;
+        int kind = run_kind(run, n);
+        if (kind < 0)
+            break;
+        PyObject *stamp[3] = {PyTuple_GET_ITEM(first, 1), PyTuple_GET_ITEM(first, 2), PyTuple_GET_ITEM(first, 3)};
+        PyObject *key = PyTuple_Pack(3, stamp[0], stamp[1], stamp[2]);
+        if (key == NULL)
+            return NULL;
+        PyObject_GC_UnTrack(key); /* (ints: see build()) */
+        /* new in inflight (mostly empty) and done: done[key] = now where it was not there
+         * (setdefault: the stamp's hash once) */
+        int seen = PyDict_GET_SIZE(inflight) ? PyDict_Contains(inflight, key) : 0;
+        Py_ssize_t size = PyDict_GET_SIZE(done);
+        if (seen == 0 && PyDict_SetDefault(done, key, now) == NULL)
+            seen = -1;
+        else if (seen == 0 && PyDict_GET_SIZE(done) == size)
+            seen = 1;
+        if (seen != 0 || PyList_Append(keys, key) < 0) {
+            Py_DECREF(key);
+            if (seen == 1)
+                break;
+            return NULL;
+        }
+        Py_DECREF(key);
+        if (track)
+            last = serial;
+        records += n + 1;
+        events++;
+        if (kind == 0)
+            continue;
+        PyObject *tuple = PyTuple_New(n);
+        if (tuple == NULL)
+            return NULL;
+        for (Py_ssize_t j = 0; j < n; j++)
+            PyTuple_SET_ITEM(tuple, j, Py_NewRef(PyList_GET_ITEM(run, j)));
+        /* the records and the event built of them hold no cycle (see build()): collecting
+         * them is left to their reference counts, which keeps a burst of events from making
+         * the collector walk every one of them */
+        PyObject_GC_UnTrack(tuple);
+        PyObject *ev = complete_event(event_type, stamp, tuple, key_is_ipe, Py_True);
+        Py_DECREF(tuple);
+        if (ev != NULL)
+            PyObject_GC_UnTrack(ev);
+        if (ev == NULL || PyList_Append(ipe_events, ev) < 0) {
+            Py_XDECREF(ev);
+            return NULL;
+        }
+        PyObject *body = PyTuple_GET_ITEM(first, 4), *access = Py_None;
+        Py_INCREF(access);
+        if (PyUnicode_Check(body) && PyUnicode_IS_ASCII(body)) {
+            span b = {(const char *)PyUnicode_DATA(body), PyUnicode_GET_LENGTH(body)};
+            Py_SETREF(access, access_of(&follow_scanner, b));
+        }
+        int rc = access == NULL                ? -1
+                 : access == Py_None           ? PyList_Append(uncounted, ev)
+                                               : PyList_Append(accesses, access);
+        Py_XDECREF(access);
+        Py_DECREF(ev);
+        if (rc < 0)
+            return NULL;
+    }
+    if (last < 0)
+        return Py_BuildValue("(nOLL)", i, args[4], records, events);
+    return Py_BuildValue("(nLLL)", i, last, records, events);
 }
 
 /* ---- one body: records.parse_access's common case ---- */
@@ -911,6 +1118,10 @@ static PyMethodDef scan_methods[] = {
      "recv_records(fd, RawRecord, parse_stamped, RecordError, kernel_only, max_datagrams, runs) -> (records, "
      "enobufs, foreign_sender, malformed, control, frames): iped.audit.netlink.NetlinkSource.read's loop "
      "(recvmmsg); runs: records in lists, consecutive ones of one stamp up to its EOE together."},
+    {"group_runs", (PyCFunction)(void (*)(void))group_runs, METH_FASTCALL,
+     "group_runs(runs, start, inflight, done, last_serial, track_gaps, now, Event, IpeAccess, keys, ipe_events, "
+     "accesses, uncounted) -> (stop, last_serial, records, events): iped.audit.group.Grouper.feed_ipe_runs's "
+     "common case, whole new events one after another."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -934,10 +1145,11 @@ PyMODINIT_FUNC PyInit__scan(void)
         key_records = PyUnicode_InternFromString("records");
         key_complete = PyUnicode_InternFromString("complete");
         key_typed = PyUnicode_InternFromString("typed");
+        key_is_ipe = PyUnicode_InternFromString("is_ipe");
         key_dict = PyUnicode_InternFromString("__dict__");
         no_args = PyTuple_New(0);
         if (type_1420 == NULL || type_1300 == NULL || type_1327 == NULL || key_sec == NULL || key_msec == NULL ||
-            key_serial == NULL || key_records == NULL || key_complete == NULL || key_typed == NULL ||
+            key_serial == NULL || key_records == NULL || key_complete == NULL || key_typed == NULL || key_is_ipe == NULL ||
             key_dict == NULL || no_args == NULL)
             return NULL;
     }

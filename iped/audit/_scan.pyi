@@ -1,6 +1,7 @@
 # The C block scanner (_scan.c), its items documented in iped.audit.bulk; the netlink reader of
 # iped.audit.netlink.
 from collections.abc import Callable
+from typing import Any
 
 from iped.audit.bulk import ScannedEvent
 from iped.audit.group import Event
@@ -26,3 +27,19 @@ def recv_records(
     /,
 ) -> tuple[list[RawRecord] | list[list[RawRecord]], int, int, int, int, int]: ...
 def parse_access(body: str, ipe_access: type[IpeAccess], /) -> IpeAccess | None: ...
+def group_runs(
+    runs: list[list[RawRecord]],
+    start: int,
+    inflight: dict[tuple[int, int, int], Any],
+    done: dict[tuple[int, int, int], float],
+    last_serial: int | None,
+    track_gaps: bool,
+    now: float,
+    event: type[Event],
+    ipe_access: type[IpeAccess],
+    keys: list[tuple[int, int, int]],
+    ipe_events: list[Event],
+    accesses: list[IpeAccess],
+    uncounted: list[Event],
+    /,
+) -> tuple[int, int | None, int, int]: ...

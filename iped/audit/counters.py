@@ -13,11 +13,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from iped.audit.group import Event, GroupStats
-from iped.audit.records import IpeAccess, IpeConfigChange, IpeMacStatus, IpePolicyLoad
+from iped.audit.records import IpeAccess, IpeConfigChange, IpeMacStatus, IpePolicyLoad, rule_action
+
+#: an IpeAccess's (op, hook, enforcing, rule): what the counters keep per decision
+_ACCESS_KEY = itemgetter(0, 1, 2, 8)
+AccessKey = tuple[str | None, str | None, bool | None, str | None]
 
 
 @dataclass
@@ -25,8 +30,9 @@ class AuditCounters:
     """Mutable tallies owned by one follower."""
 
     source: str = "none"
-    decisions: Counter[tuple[str, str, str, bool]] = field(default_factory=Counter)
-    rules: Counter[str] = field(default_factory=Counter)
+    #: IPE decisions by the 1420's (op, hook, enforcing, rule), as read: ``decisions`` and
+    #: ``rules`` are derived from it when asked, so counting a batch is one Counter.update
+    accesses: Counter[AccessKey] = field(default_factory=Counter)
     loads: Counter[tuple[str, int]] = field(default_factory=Counter)
     config_changes: int = 0
     enforce_changes: int = 0
@@ -43,16 +49,36 @@ class AuditCounters:
         self.events += 1
         for rec in event.ipe:
             if isinstance(rec, IpeAccess):
-                key = (rec.op or "?", rec.hook or "?", rec.action or "?", bool(rec.enforcing))
-                self.decisions[key] += 1
-                if rec.rule is not None:
-                    self.rules[rec.rule] += 1
+                self.accesses[_ACCESS_KEY(rec)] += 1
             elif isinstance(rec, IpePolicyLoad):
                 self.loads["loaded" if rec.ok else "failed", abs(rec.errno or 0)] += 1
             elif isinstance(rec, IpeConfigChange):
                 self.config_changes += 1
             elif isinstance(rec, IpeMacStatus):
                 self.enforce_changes += 1
+
+    def count_accesses(self, accesses: list[IpeAccess]) -> None:
+        """Tally events whose one IPE record is each of these accesses: what :meth:`count` does
+        for each, in one call (the follower's hot path)."""
+        self.events += len(accesses)
+        self.accesses.update(map(_ACCESS_KEY, accesses))
+
+    @property
+    def decisions(self) -> Counter[tuple[str, str, str, bool]]:
+        """Decisions by (op, hook, action, enforcing); "?" for a field the record lacks."""
+        out: Counter[tuple[str, str, str, bool]] = Counter()
+        for (op, hook, enforcing, rule), n in self.accesses.items():
+            out[op or "?", hook or "?", rule_action(rule) or "?", bool(enforcing)] += n
+        return out
+
+    @property
+    def rules(self) -> Counter[str]:
+        """Decisions per rule (the kernel's rendering of the rule)."""
+        out: Counter[str] = Counter()
+        for (_, _, _, rule), n in self.accesses.items():
+            if rule is not None:
+                out[rule] += n
+        return out
 
     @property
     def lost(self) -> dict[str, int]:
@@ -62,15 +88,16 @@ class AuditCounters:
         """JSON-friendly snapshot (what ``iped status --json`` shows under ``audit``)."""
         from iped.errnos import errno_name
 
-        allow = sum(n for (_, _, act, _), n in self.decisions.items() if act == "ALLOW")
-        deny = sum(n for (_, _, act, _), n in self.decisions.items() if act == "DENY")
+        decisions = self.decisions
+        allow = sum(n for (_, _, act, _), n in decisions.items() if act == "ALLOW")
+        deny = sum(n for (_, _, act, _), n in decisions.items() if act == "DENY")
         return {
             "source": self.source,
             "events": self.events,
             "decisions": {"allow": allow, "deny": deny},
             "decisions_by": [
                 {"op": op, "hook": hook, "action": act, "enforcing": enf, "count": n}
-                for (op, hook, act, enf), n in sorted(self.decisions.items())
+                for (op, hook, act, enf), n in sorted(decisions.items())
             ],
             "rules": dict(self.rules.most_common()),
             "loads": [

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from iped.audit.counters import AuditCounters, write_textfile
 from iped.audit.group import Event, Grouper
-from iped.audit.records import AUDIT_EOE, RawRecord, RecordError, parse_stamped
+from iped.audit.records import IpeAccess, RawRecord, RecordError, parse_stamped
 from iped.daemon.settings import AuditSettings, AuditSource
 
 if TYPE_CHECKING:
@@ -32,6 +32,10 @@ POLL_INTERVAL = 0.5
 METRICS_INTERVAL = 15.0
 #: while events keep coming, the metrics file is rewritten at most this often (seconds)
 METRICS_MIN_INTERVAL = 1.0
+#: stamps of completed events the grouper keeps to drop late duplicates (Grouper.done_max):
+#: ~260 bytes each with their ints and order entry, so ~5 MB however fast events come (bounded
+#: by the 120 s ttl alone they grew with the event rate: 225 MB after a million events)
+DONE_MAX = 16384
 
 
 class Source(Protocol):
@@ -186,7 +190,7 @@ class Follower:
         self._clock = clock
         self._counters = counters or AuditCounters()
         self._counters.source = source.name
-        self.grouper = Grouper(group_timeout, track_gaps=source.track_gaps)
+        self.grouper = Grouper(group_timeout, track_gaps=source.track_gaps, done_max=DONE_MAX)
         self._counters.group = self.grouper.stats
         self._next_metrics = 0.0
         self._last_metrics = float("-inf")
@@ -199,35 +203,40 @@ class Follower:
         count = self._counters.count
         for event in ipe:
             count(event)
+        self._publish(bool(ipe), now)
+        return ipe
+
+    def _publish(self, counted: bool, now: float) -> None:
+        """The textfile (written with an fsync) follows the counts at most once a second: new
+        counts within a second of the last write are written when that second is over."""
         if self.textfile is None:
-            return ipe
-        # the textfile (written with an fsync) follows the counts at most once a second: new
-        # counts within a second of the last write are written when that second is over
-        if ipe:
+            return
+        if counted:
             self._next_metrics = min(self._next_metrics, self._last_metrics + METRICS_MIN_INTERVAL)
         if now >= self._next_metrics:
             self._next_metrics = now + METRICS_INTERVAL
             self._last_metrics = now
             with contextlib.suppress(OSError):
                 write_textfile(self._counters, self.textfile)
-        return ipe
 
     def on_readable(self) -> list[Event]:
         now = self._clock()
         if not isinstance(self.source, _Netlink):
             # (feed_many: the grouper's common cases inline, the same events as feed() per record)
             return self._take(list(self.grouper.feed_many(self.source.read(), now)), now)
-        # netlink: an event's records arrive back to back; feed_run handles a whole one at once
-        # (the same events as feed() per record)
-        out: list[Event] = []
-        feed_run = self.grouper.feed_run
-        for run in self.source.read_runs():
-            if run[-1][0] == AUDIT_EOE:
-                eoe = run.pop()
-                feed_run(out, run, eoe, now)
-            else:
-                feed_run(out, run, None, now)
-        return self._take(out, now)
+        # netlink: an event's records arrive back to back, a run each; whole events are grouped
+        # and their 1420s read in C, and counted in one call (the same events and counts as
+        # feed() per record and count() per event)
+        ipe: list[Event] = []
+        accesses: list[IpeAccess] = []
+        uncounted: list[Event] = []
+        self.grouper.feed_ipe_runs(self.source.read_runs(), now, ipe, accesses, uncounted)
+        counters = self._counters
+        counters.count_accesses(accesses)
+        for event in uncounted:
+            counters.count(event)
+        self._publish(bool(ipe), now)
+        return ipe
 
     def on_timeout(self, now: float) -> list[Event]:
         out: list[Event] = []

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice, repeat
 from typing import Any, Generic, TypeVar, overload
 
 from iped.audit.records import (
@@ -26,12 +27,18 @@ from iped.audit.records import (
     AUDIT_IPE_ACCESS,
     IPE_TYPES,
     PARSERS,
+    IpeAccess,
     Proctitle,
     RawRecord,
     Syscall,
     TypedRecord,
     is_ipe,
 )
+
+try:
+    from iped.audit import _scan
+except ImportError:  # a checkout run without `pip install`: feed_ipe_runs in Python alone
+    _scan = None  # type: ignore[assignment]
 
 #: A gap this large is a serial reset (reboot, replayed file), not hundreds of thousands of losses.
 _MAX_GAP = 100_000
@@ -172,10 +179,16 @@ _Key = tuple[int, int, int]
 class Grouper:
     """Collect records into events. Not thread-safe; one per source."""
 
-    def __init__(self, timeout: float = 2.0, *, track_gaps: bool = False, done_ttl: float = 120.0) -> None:
+    def __init__(self, timeout: float = 2.0, *, track_gaps: bool = False, done_ttl: float = 120.0,
+                 done_max: int | None = None) -> None:
+        """``done_ttl``: how long a completed event's stamp is kept to drop its late duplicates;
+        ``done_max``: at most this many stamps are kept (the oldest forgotten first, before their
+        ``done_ttl``) -- a live source's bound on memory, which the ttl alone sets at ttl times
+        the event rate (None: no bound, for files, whose time is the records' own)."""
         self.timeout = timeout
         self.track_gaps = track_gaps
         self.done_ttl = done_ttl
+        self.done_max = done_max
         self.stats = GroupStats()
         self._inflight: dict[_Key, _Inflight] = {}
         self._done: dict[_Key, float] = {}
@@ -254,6 +267,7 @@ class Grouper:
                     out.clear()
         finally:
             stats.records += fast
+            self._bound_done()
 
     def feed_run(self, out: list[Event], run: list[RawRecord], eoe: RawRecord | None, now: float) -> None:
         """Records of one stamp that arrived back to back, then the EOE that ended them (or None).
@@ -286,6 +300,50 @@ class Grouper:
             feed_into(out, rec, now)
         if eoe is not None:
             feed_into(out, eoe, now)
+
+    def feed_ipe_runs(
+        self,
+        runs: list[list[RawRecord]],
+        now: float,
+        ipe: list[Event],
+        accesses: list[IpeAccess],
+        uncounted: list[Event],
+    ) -> None:
+        """The follower's path: runs as ``NetlinkSource.read_runs`` gives them (the records of
+        one stamp, its EOE last when it came), fed in order, the same events and stats as
+        :meth:`feed_into` record by record -- but only the IPE events are kept, appended to
+        ``ipe`` in order, and each is also appended, for the counters, either to ``accesses``
+        (its one IPE record is the 1420 it starts with: its IpeAccess) or to ``uncounted``
+        (the event itself, for ``AuditCounters.count``).
+
+        A run of a whole new event is taken by ``_scan.group_runs`` (no Python per event;
+        events without an IPE record are never built); any other run by :meth:`feed_run`.
+        """
+        done_order = self._done_order
+        slow: list[Event] = []
+        i, end = 0, len(runs)
+        while i < end:
+            if _scan is not None and now < self._next_check:
+                keys: list[_Key] = []
+                i, self._last_serial, records, events = _scan.group_runs(
+                    runs, i, self._inflight, self._done, self._last_serial, self.track_gaps, now,
+                    Event, IpeAccess, keys, ipe, accesses, uncounted,
+                )  # fmt: skip
+                self.stats.records += records
+                self.stats.events += events
+                done_order.extend(zip(repeat(now), keys))
+                if i == end:
+                    break
+            run = runs[i]
+            i += 1
+            eoe = run.pop() if run[-1][0] == AUDIT_EOE else None
+            self.feed_run(slow, run, eoe, now)
+            for event in slow:
+                if event.is_ipe:
+                    ipe.append(event)
+                    uncounted.append(event)
+            slow.clear()
+        self._bound_done()
 
     def feed_into(self, out: list[Event], rec: RawRecord, now: float) -> None:
         """Add one record: append the events it completes and any that expired by ``now``."""
@@ -373,11 +431,28 @@ class Grouper:
             when, key = order.popleft()
             if done.get(key) == when:
                 del done[key]
+        self._bound_done()
         deadline = self.deadline()
         # with nothing scheduled, look again after done_ttl anyway: the fast paths add done
         # stamps without scheduling their expiry
         self._next_check = now + self.done_ttl if deadline is None else deadline
         return out
+
+    def _bound_done(self) -> None:
+        """Keep at most ``done_max`` done stamps: once they exceed it by a quarter, forget the
+        oldest down to ``done_max`` (the order rebuilt in one step, not popped one by one)."""
+        order = self._done_order
+        if self.done_max is None or len(order) <= self.done_max + self.done_max // 4:
+            return
+        excess = len(order) - self.done_max
+        stale = list(islice(order, excess))
+        kept = list(islice(order, excess, None))
+        order.clear()
+        order.extend(kept)
+        done = self._done
+        for when, key in stale:
+            if done.get(key) == when:
+                del done[key]
 
     def deadline(self) -> float | None:
         """The ``now`` at which :meth:`expire` has something to do, or None.

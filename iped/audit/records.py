@@ -275,6 +275,14 @@ def decode_rule(rule: str) -> str:
     return " ".join(out)
 
 
+def rule_action(rule: str | None) -> str | None:
+    """A 1420 ``rule=`` text's action, ALLOW or DENY (None when it names neither)."""
+    if rule is None:
+        return None
+    _, eq, act = rule.rpartition("action=")
+    return act if eq and act in ("ALLOW", "DENY") else None
+
+
 # --------------------------------------------------------------------------------------
 # typed records
 #
@@ -298,10 +306,7 @@ class IpeAccess(NamedTuple):
     @property
     def action(self) -> str | None:
         """ALLOW or DENY: the rule's action is the decision (before enforce is applied)."""
-        if self.rule is None:
-            return None
-        _, eq, act = self.rule.rpartition("action=")
-        return act if eq and act in ("ALLOW", "DENY") else None
+        return rule_action(self.rule)
 
     @property
     def match(self) -> str | None:

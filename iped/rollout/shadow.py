@@ -169,11 +169,7 @@ class Shadow:
 
     def _count(self, rec: IpeAccess) -> None:
         """What AuditCounters.count() tallies for this event, without re-parsing the records."""
-        audit = self.counters.audit
-        audit.events += 1
-        audit.decisions[rec.op or "?", rec.hook or "?", rec.action or "?", False] += 1
-        if rec.rule is not None:
-            audit.rules[rec.rule] += 1
+        self.counters.audit.count_accesses([rec._replace(enforcing=False)])
 
     def drain(self, fan: Fanotify) -> int:
         """Handle every queued notification; returns how many executions were seen."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -255,4 +256,140 @@ def test_netlink_follower_groups_like_feed_per_record() -> None:
     assert got == [e for e in want if e.is_ipe]
     assert follower.grouper.stats == reference.stats
     assert reference.stats.serial_gaps > 0 and reference.stats.duplicates > 0 and reference.stats.incomplete_events > 0
+    follower.close()
+
+
+def _mixed_event(serial: int) -> list[bytes]:
+    """The records of one event of a kind chosen by the serial: the follower's C path takes some
+    kinds whole (a plain access event, an event with no IPE record) and leaves the rest to Python."""
+    stamp = f"audit(1700000000.{serial % 1000:03d}:{serial}): ".encode()
+    syscall = _frame(1300, stamp + f'arch=c000003e syscall=59 success=no exit=-13 pid={serial} comm="sh"'.encode())
+    eoe = _frame(1320, stamp)
+    kind = serial % 10
+    if kind == 0:  # no IPE record: grouped, never returned
+        return [_frame(1400, stamp + b'apparmor="DENIED" operation="exec"'), syscall, eoe]
+    if kind == 1:
+        body = b'policy_name="p" policy_version=1.0.0 policy_digest=sha256:00 auid=0 ses=1 lsm=ipe res=1 errno=0'
+        return [_frame(1422, stamp + body), syscall, eoe]
+    if kind == 2:  # IPE's enforce switch
+        return [_frame(1404, stamp + b"enforcing=1 old_enforcing=0 auid=0 ses=1 enabled=1 old-enabled=1 lsm=ipe res=1"),
+                eoe]  # fmt: skip
+    if kind == 3:  # another LSM's
+        return [_frame(1404, stamp + b"enforcing=1 old_enforcing=0 auid=0 ses=1 lsm=selinux res=1"), eoe]
+    decision = (
+        f'ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid={serial} comm="sh" path="/bin/ls" dev="vda1" '
+        f'ino={serial} rule="DEFAULT action=DENY"'
+    )
+    if kind == 4:  # a comm with a space is printed in hex, unquoted: Python reads it
+        decision = decision.replace('comm="sh"', "comm=7368206C")
+    if kind == 6:
+        decision = decision.replace("enforcing=1", "enforcing=0").replace("action=DENY", "action=ALLOW")
+    if kind == 7:
+        body = (b'old_active_pol_name="a" old_active_pol_version=1.0.0 old_policy_digest=sha256:00 '
+                b'new_active_pol_name="b" new_active_pol_version=1.0.1 new_policy_digest=sha256:11 auid=0 ses=1 '
+                b"lsm=ipe res=1")  # fmt: skip
+        return [_frame(1421, stamp + body), syscall, eoe]
+    access = [_frame(1420, stamp + decision.encode()), _frame(1327, stamp + b"proctitle=6C73"), eoe]
+    if kind == 5:  # two decisions in one event
+        second = decision.replace("DEFAULT action=DENY", "op=EXECUTE boot_verified=TRUE action=ALLOW")
+        access.insert(1, _frame(1420, stamp + second.encode()))
+    return access
+
+
+@pytest.mark.parametrize("c_grouping", [True, False], ids=["c", "python"])
+def test_netlink_follower_mixed_stream_like_feed_and_count(monkeypatch: pytest.MonkeyPatch, c_grouping: bool) -> None:
+    """Every kind of event the audit group carries, with records repeated, missing, reordered
+    and interleaved: the follower (C grouping of whole events and one Counter.update for their
+    1420s, or Python alone) returns the IPE events of Grouper.feed record by record, in order,
+    with its grouper stats, and the counters of AuditCounters.count per IPE event."""
+    from iped.audit import group
+    from iped.audit.follow import _Netlink
+    from iped.audit.group import Grouper
+    from iped.audit.netlink import NetlinkSource
+
+    taken = [0]
+    if c_grouping:
+        scan: Any = getattr(group, "_scan", None)
+        assert scan is not None, "the C helper is built in the test environment"
+        group_runs = scan.group_runs
+
+        def counting(*args: Any) -> tuple[int, int | None, int, int]:
+            stop, last, records, events = group_runs(*args)
+            taken[0] += events
+            return stop, last, records, events
+
+        monkeypatch.setattr(scan, "group_runs", counting)
+    else:
+        monkeypatch.setattr(group, "_scan", None)
+    frames: list[bytes] = []
+    for serial in range(1, 400):
+        if serial % 23 == 5:
+            continue  # never sent: a serial gap
+        event = _mixed_event(serial)
+        if serial % 7 == 3:
+            event.insert(1, event[0])  # a record twice
+        if serial % 13 == 4:
+            event = event[:-1]  # no EOE: flushed by the timeout
+        if serial % 31 == 2:
+            frames.extend(event[-1:])  # the EOE first: spurious, the records then time out
+            event = event[:-1]
+        if serial % 5 == 2 and frames:
+            frames[-1:-1] = event  # interleaved before the previous event's last record
+        else:
+            frames.extend(event)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+    counters = AuditCounters()
+    follower = Follower(_Netlink(counters, src=NetlinkSource.over(ours)), counters=counters, clock=lambda: 50.0)
+    got: list[Event] = []
+    with theirs:
+        for start in range(0, len(frames), 100):  # several reads, runs cut between them
+            for frame in frames[start : start + 100]:
+                theirs.send(frame)
+            got += follower.on_readable()
+        got += follower.on_timeout(100.0)
+    reference = Grouper(2.0, track_gaps=True)
+    parsed: list[RawRecord] = []
+    spare, _ = socket.socketpair()
+    with spare, _:
+        for frame in frames:
+            NetlinkSource.over(spare)._frames(frame, parsed)
+    want = [e for e in [e for rec in parsed for e in reference.feed(rec, 50.0)] + reference.expire(100.0) if e.is_ipe]
+    assert got == want
+    assert follower.grouper.stats == reference.stats
+    expected = AuditCounters(source="netlink", group=reference.stats)
+    for ipe_event in want:
+        expected.count(ipe_event)
+    assert counters.as_dict() == expected.as_dict()
+    assert prometheus_text(counters) == prometheus_text(expected)
+    kinds = {e.records[0].type for e in got}
+    assert {1420, 1421, 1422, 1404} <= kinds and counters.config_changes and counters.enforce_changes
+    assert reference.stats.serial_gaps and reference.stats.duplicates and reference.stats.incomplete_events
+    assert reference.stats.spurious_eoe
+    assert counters.rules["op=EXECUTE boot_verified=TRUE action=ALLOW"] > 0  # (the events with two decisions)
+    if c_grouping:
+        assert 50 < taken[0] < reference.stats.events  # both paths ran: the C one took whole events
+    follower.close()
+
+
+def test_follower_memory_for_done_stamps_is_bounded() -> None:
+    """However many events come within the grouper's 120 s ttl, the daemon's follower keeps at
+    most DONE_MAX (and a quarter) stamps of completed events."""
+    from iped.audit.follow import DONE_MAX, _Netlink
+    from iped.audit.netlink import NetlinkSource
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+    counters = AuditCounters()
+    follower = Follower(_Netlink(counters, src=NetlinkSource.over(ours)), counters=counters, clock=lambda: 50.0)
+    most = 0
+    with theirs:
+        for start in range(1, DONE_MAX * 2, 50):  # (150 datagrams a read: within the send buffer)
+            for serial in range(start, start + 50):
+                for frame in _access_event(serial):
+                    theirs.send(frame)
+            follower.on_readable()
+            most = max(most, len(follower.grouper._done))
+    assert counters.events >= DONE_MAX * 2 - 1
+    assert DONE_MAX <= most <= DONE_MAX * 5 // 4
     follower.close()

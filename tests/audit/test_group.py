@@ -164,3 +164,32 @@ def test_bulk_file_forgets_done_stamps(tmp_path: Path) -> None:
     g = Grouper(timeout=2.0, track_gaps=True, done_ttl=10.0)
     assert sum(1 for _ in iter_file_events(f, g)) == 3000
     assert len(g._done) <= 2 * 10 * 10 + 10
+
+
+def test_live_grouper_keeps_at_most_done_max_stamps() -> None:
+    """A live source's done stamps are bounded by ``done_max`` whatever the event rate (with the
+    120 s ttl alone, a million events in that time kept a million stamps): through the follower's
+    run path and through feed_many, the oldest are forgotten first, a duplicate of a recent event
+    is still dropped, and one of a forgotten event is read as a new (incomplete) one."""
+    for path in ("runs", "records"):
+        g = Grouper(timeout=2.0, track_gaps=True, done_ttl=120.0, done_max=100)
+        events: list[Event] = []
+        for start in range(1, 2001, 50):  # 2000 events in one second, 50 per read
+            batch = [event_records(serial, sec=1) for serial in range(start, start + 50)]
+            if path == "runs":
+                g.feed_ipe_runs([list(run) for run in batch], 1.0, events, [], [])
+            else:
+                events += g.feed_many([rec for run in batch for rec in run], 1.0)
+            assert len(g._done) <= 125  # done_max and a quarter of slack
+        assert len(events) == 2000 and len(g._done) >= 100
+        dup = list(g.feed_many(event_records(1990, sec=1), 1.0))
+        assert dup == [] and g.stats.duplicates == 4, path
+        assert list(g.feed_many(event_records(1, sec=1)[:1], 1.0)) == []  # forgotten: a new event in flight
+        assert [e.complete for e in g.expire(10.0)] == [False], path
+
+
+def test_file_grouper_keeps_stamps_for_the_ttl() -> None:
+    """Without done_max (files: the records' own time) only the ttl forgets a stamp."""
+    g = Grouper(timeout=2.0, track_gaps=True, done_ttl=120.0)
+    list(g.feed_many([rec for serial in range(1, 2001) for rec in event_records(serial, sec=1)], 1.0))
+    assert len(g._done) == 2000

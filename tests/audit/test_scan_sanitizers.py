@@ -1,10 +1,10 @@
-"""The C block scanner under AddressSanitizer and UndefinedBehaviorSanitizer.
+"""The C scanner, netlink reader and follower grouping under AddressSanitizer and UBSan.
 
 ``_scan.c`` is compiled with ``-fsanitize=address,undefined`` into a copy of the package, and
-the scanner tests (test_bulk_scan: the messy stream, the real kernel bodies, generated blocks)
-and the bulk-path tests run against it in a child interpreter with the sanitizer runtimes
-preloaded: a read past a line or the block, a use after free, a signed overflow or a bad
-shift in the scanner fails here even where the result happens to come out right.
+the scanner tests (test_bulk_scan: the messy stream, the real kernel bodies, generated blocks),
+the bulk-path tests, the netlink reader's and the follower's run against it in a child
+interpreter with the sanitizer runtimes preloaded: a read past a line or the block, a use
+after free, a signed overflow or a bad shift in the scanner fails here even where the result happens to come out right.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def test_scanner_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> None:
     assert probe.stdout.strip().startswith(str(tmp_path)), probe.stdout
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         "tests/audit/test_bulk_scan.py", "tests/audit/test_bulk.py"],
+         "tests/audit/test_bulk_scan.py", "tests/audit/test_bulk.py", "tests/audit/test_netlink_reader.py",
+         "tests/audit/test_follow.py"],
         check=False, env=env, capture_output=True, text=True, cwd=tmp_path,
     )  # fmt: skip
     report = r.stdout[-3000:] + r.stderr[-3000:]
