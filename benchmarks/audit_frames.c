@@ -13,14 +13,17 @@
  *       before it show as gaps; then an NLMSG_NOOP frame (blocking) ends the stream. Prints
  *       "sent EVENTS dropped RECORDS seconds WALL".
  *
- *   audit_frames read FD
+ *   audit_frames read FD [NAP_MS]
  *       The baseline, what auditd's own reader does before it formats anything: receive each
  *       datagram, walk its nlmsghdr frames, count the records and the EOEs, until the NLMSG_NOOP.
- *       Prints "records N events M cpu SECONDS" (CPU time from the first datagram on).
+ *       NAP_MS > 0: after each wake-up, sleep that long, then read at most 1024 datagrams (the
+ *       follower's batched run). Prints "records N events M cpu SECONDS" (CPU time from the
+ *       first datagram on).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <linux/netlink.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,30 +92,56 @@ static int send_frames(int fd, unsigned long events, double rate)
     return 0;
 }
 
-static int read_frames(int fd)
+/* the frames of one datagram counted; 1 at the NLMSG_NOOP that ends the stream */
+static int count_frames(const char *buf, int len, unsigned long *records, unsigned long *events)
+{
+    for (const struct nlmsghdr *h = (const struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+        if (h->nlmsg_type == NLMSG_NOOP)
+            return 1;
+        (*records)++;
+        *events += h->nlmsg_type == 1320;
+    }
+    return 0;
+}
+
+static int read_frames(int fd, double nap_ms)
 {
     static char buf[65536];
     unsigned long records = 0, events = 0;
     double t0 = -1;
+    struct timespec nap = {0, (long)(nap_ms * 1e6)};
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int batch = 0; /* datagrams left in this wake-up's batch (nap_ms > 0) */
 
     for (;;) {
-        ssize_t n = recv(fd, buf, sizeof(buf), 0);
+        if (nap_ms > 0 && batch == 0) {
+            /* as the follower's batched run: wait until readable, sleep, then read at most
+             * 1024 datagrams (NetlinkSource.read's max) before waiting again */
+            if (poll(&pfd, 1, -1) < 0 && errno != EINTR) {
+                perror("poll");
+                return 1;
+            }
+            nanosleep(&nap, NULL);
+            batch = 1024;
+        }
+        ssize_t n = recv(fd, buf, sizeof(buf), nap_ms > 0 ? MSG_DONTWAIT : 0);
         if (n < 0) {
+            if (errno == EAGAIN) { /* drained: wait again */
+                batch = 0;
+                continue;
+            }
             if (errno == EINTR || errno == ENOBUFS)
                 continue;
             perror("recv");
             return 1;
         }
+        if (batch > 0)
+            batch--;
         if (t0 < 0)
             t0 = now(CLOCK_PROCESS_CPUTIME_ID);
-        int len = (int)n;
-        for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
-            if (h->nlmsg_type == NLMSG_NOOP) {
-                printf("records %lu events %lu cpu %.6f\n", records, events, now(CLOCK_PROCESS_CPUTIME_ID) - t0);
-                return 0;
-            }
-            records++;
-            events += h->nlmsg_type == 1320;
+        if (count_frames(buf, (int)n, &records, &events)) {
+            printf("records %lu events %lu cpu %.6f\n", records, events, now(CLOCK_PROCESS_CPUTIME_ID) - t0);
+            return 0;
         }
     }
 }
@@ -121,8 +150,8 @@ int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "send") == 0)
         return send_frames(atoi(argv[2]), strtoul(argv[3], NULL, 10), atof(argv[4]));
-    if (argc == 3 && strcmp(argv[1], "read") == 0)
-        return read_frames(atoi(argv[2]));
-    fprintf(stderr, "usage: audit_frames send FD EVENTS RATE | audit_frames read FD\n");
+    if ((argc == 3 || argc == 4) && strcmp(argv[1], "read") == 0)
+        return read_frames(atoi(argv[2]), argc == 4 ? atof(argv[3]) : 0);
+    fprintf(stderr, "usage: audit_frames send FD EVENTS RATE | audit_frames read FD [NAP_MS]\n");
     return 2;
 }
