@@ -12,12 +12,14 @@ wall time would be.
 
 The config is etc/iped.toml with backend = emulator and the state dir, control socket and the
 checkout's etc/policies.d put under a temp dir; ``--signing`` adds a dev signing key and
-``active = "allow_all"`` (what ``iped daemon --dev`` runs: every start signs its .pol files).
+``active = "allow_all"`` (what ``iped daemon --dev`` runs: every start signs its .pol files);
+``--signed`` is the production shape instead: the policies signed offline with ``iped sign``
+(.p7s), the certificate a trust anchor, ``active = "allow_all"`` (every start verifies).
 
 ``--compare DIR`` also runs another checkout's daemon (``PYTHONPATH=DIR``, e.g. /work/main before
 a change) in the same alternation, so before and after are measured side by side.
 
-    .venv/bin/python benchmarks/bench_daemon_start.py [--runs 20] [--signing] [--compare DIR]
+    .venv/bin/python benchmarks/bench_daemon_start.py [--runs 20] [--signing | --signed] [--compare DIR]
 """
 
 from __future__ import annotations
@@ -44,11 +46,22 @@ GOAL_RSS_MB = 35.0
 BASELINE_RSS = "print(open('/proc/self/status').read().split('VmRSS:')[1].split()[0])"
 
 
-def write_config(tmp: Path, signing: bool) -> Path:
+def write_config(tmp: Path, signing: bool, signed: bool = False) -> Path:
     """etc/iped.toml made runnable unprivileged: emulator backend, paths under ``tmp``."""
     text = (ROOT / "etc" / "iped.toml").read_text()
+    policies = ROOT / "etc" / "policies.d"
+    if signed:  # the checkout's policies signed offline (`iped sign`), the certificate a trust anchor
+        from iped.daemon.devkey import ensure_dev_key
+
+        key, cert = ensure_dev_key(tmp / "offline-keys")
+        policies = tmp / "policies.d"
+        policies.mkdir()
+        for pol in sorted((ROOT / "etc" / "policies.d").glob("*.pol")):
+            out = policies / (pol.stem + ".p7s")
+            subprocess.run([str(Path(sys.executable).with_name("iped")), "sign", "--key", str(key), "--cert",
+                            str(cert), "-o", str(out), str(pol)], check=True, capture_output=True)  # fmt: skip
     subs = {
-        r'(?m)^dir = .*$': f'dir = "{ROOT / "etc" / "policies.d"}"',
+        r'(?m)^dir = .*$': f'dir = "{policies}"',
         r'(?m)^backend = .*$': 'backend = "emulator"',
         r'(?m)^state_dir = .*$': 'state_dir = "state"',
         r'(?m)^control_socket = .*$': 'control_socket = "ctl.sock"',
@@ -61,6 +74,9 @@ def write_config(tmp: Path, signing: bool) -> Path:
         subs[r'(?m)^# active = .*$'] = 'active = "allow_all"'
         subs[r'(?m)^# signing_key = .*$'] = f'signing_key = "{key}"'
         subs[r'(?m)^# signing_cert = .*$'] = f'signing_cert = "{cert}"'
+    if signed:
+        subs[r'(?m)^# active = .*$'] = 'active = "allow_all"'
+        subs[r'(?m)^trust_anchors = .*$'] = f'trust_anchors = ["{cert}"]'
     for pattern, repl in subs.items():
         text, n = re.subn(pattern, repl, text)
         assert n == 1, f"etc/iped.toml changed shape: {pattern!r} matched {n} times"
@@ -130,10 +146,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--signing", action="store_true", help="dev signing key + active policy (as --dev)")
+    ap.add_argument("--signed", action="store_true",
+                    help="policies signed offline (.p7s), their certificate a trust anchor, one active")  # fmt: skip
     ap.add_argument("--compare", metavar="DIR", type=Path, help="another checkout to run side by side")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="iped-bench-start-"))
-    config = write_config(tmp, args.signing)
+    config = write_config(tmp, args.signing, args.signed)
     env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "WATCHDOG_USEC")}
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
         notify.bind(os.fspath(tmp / "notify.sock"))
@@ -149,7 +167,8 @@ def main() -> int:
             if other_env is not None:
                 other.append(start_to_ready(config, notify, other_env))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; "
-          f"runs {args.runs}; config: example, emulator backend{', signing key + active' if args.signing else ''}")
+          f"runs {args.runs}; config: example, emulator backend{', signing key + active' if args.signing else ''}"
+          f"{', offline-signed policies + trust anchor + active' if args.signed else ''}")
     rows = [("iped daemon exec -> READY=1", daemon), ("python3 -c pass", base)]
     if other:
         rows.append((f"{args.compare} daemon", other))

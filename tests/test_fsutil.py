@@ -1,7 +1,9 @@
-"""iped.fsutil.write_atomically: the one atomic writer (Prometheus textfiles, journal cursor, state dir)."""
+"""iped.fsutil.write_atomically: the one atomic writer (textfiles, journal cursor, state dir, `iped sign`)."""
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,27 @@ def test_a_missing_directory_is_an_oserror_naming_the_path(tmp_path: Path) -> No
     with pytest.raises(FileNotFoundError) as err:
         write_atomically(tmp_path / "absent" / "iped.prom", "x\n")
     assert str(tmp_path / "absent") in str(err.value)
+
+
+def test_a_symlink_planted_at_the_temporary_name_is_never_written_through(tmp_path: Path) -> None:
+    """In a directory others can write (a textfile collector's), a symlink waiting at the
+    predictable temporary name must not redirect the write."""
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    target = tmp_path / "iped.prom"
+    (tmp_path / f".iped.prom.{os.getpid()}.tmp").symlink_to(victim)
+    write_atomically(target, "metrics\n")
+    assert victim.read_text() == "precious\n" and not victim.is_symlink()
+    assert target.read_text() == "metrics\n" and not target.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iped.prom", "victim"]
+
+
+def test_mode_is_less_the_umask_unless_exact(tmp_path: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        write_atomically(tmp_path / "private", b"x", 0o644)
+        write_atomically(tmp_path / "public", b"x", 0o644, exact_mode=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "public").stat().st_mode) == 0o644

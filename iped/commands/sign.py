@@ -14,12 +14,11 @@ it is read: the fix is ``chmod 600 KEY``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 
 from iped.commands import ExitCode, die
+from iped.fsutil import write_atomically
 
 
 def _read(path: str, what: str) -> bytes:
@@ -45,23 +44,6 @@ def check_key_mode(path: str) -> None:
             f"{path}: private key is accessible by group or others (mode {mode & 0o777:04o}); refusing to use it",
             hint=f"chmod 600 {path}",
         )
-
-
-def write_atomic(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new file, never a part."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-            os.fchmod(f.fileno(), mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(blob)
         sys.stdout.buffer.flush()
         return ExitCode.OK
-    write_atomic(out, blob)
+    write_atomically(out, blob, 0o644, exact_mode=True)  # (public data: 0644 whatever the umask)
     print(
         f"iped: signed {args.policy} -> {out} (policy_name={result.policy_name} "
         f"policy_version={result.policy_version}, {args.hash}, {len(blob)} bytes)",

@@ -20,6 +20,9 @@ from typing import Any
 
 from iped.fsutil import write_atomically
 
+#: the daemon's own drop-in dir under its state_dir: policies ``iped rollback`` rolled forward
+ROLLED_FORWARD = "rolled-forward"
+
 _RECORD = re.compile(r"^(\d{10})\.json$")
 _TEXT = re.compile(r"^([0-9a-f]{64})\.pol$")
 _TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")  # fsutil.write_atomically's temp names: .<name>.<pid>.tmp
@@ -61,7 +64,7 @@ class PlanLog:
         self.chain_file = state_dir / "chain.json"
         #: policies 'iped rollback' rolled forward: the daemon's own drop-in dir, overlaid on the
         #: configured one (iped.daemon.declared.overlay_rolled_forward)
-        self.rolled_forward = state_dir / "rolled-forward"
+        self.rolled_forward = state_dir / ROLLED_FORWARD
         self.keep = keep
 
     def ensure(self) -> None:

@@ -4,7 +4,8 @@
   (evaluation needs the text; whether this kernel would accept the signature is ``iped
   validate --trust``'s question);
 * the configuration's declared active policy: ``[policies] active`` looked up by
-  ``policy_name`` among the files of ``[policies] dir``;
+  ``policy_name`` among the files of ``[policies] dir`` and the policies ``iped rollback``
+  rolled forward, as the daemon does;
 * the kernel's active policy, read from securityfs.
 """
 
@@ -56,42 +57,74 @@ def starter_policy(name: str) -> bytes:
 
 def read_policy_file(path: str | Path) -> PolicySource:
     """Plain policy text, or the inner text of a signed blob (trust is not checked here)."""
-    from iped.pkcs7 import is_pkcs7, unverified_content
-
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
         raise PolicySourceError(f"{path}: {os.strerror(e.errno or 0)}") from None
+    return _policy_source(raw, str(path))
+
+
+def _policy_source(raw: bytes, origin: str) -> PolicySource:
+    from iped.pkcs7 import is_pkcs7, unverified_content
+
     if is_pkcs7(raw):
         inner = unverified_content(raw)
         if inner is None:
-            raise PolicySourceError(f"{path}: a PKCS#7 blob without policy text inside (DER signedData expected)")
-        return PolicySource(inner, str(path))
-    return PolicySource(raw, str(path))
+            raise PolicySourceError(f"{origin}: a PKCS#7 blob without policy text inside (DER signedData expected)")
+        return PolicySource(inner, origin)
+    return PolicySource(raw, origin)
 
 
 def declared_active(settings: Settings) -> PolicySource | None:
-    """The file in ``[policies] dir`` that declares the ``[policies] active`` policy_name, or None.
+    """The policy the daemon puts in effect as ``[policies] active``, or None when unset.
+
+    The file of ``[policies] dir`` that declares that policy_name -- read as the daemon reads
+    it (no symlink followed, nothing but a regular file, bounded size, not while open for
+    writing) -- unless ``iped rollback`` rolled it forward to a higher version (the daemon's
+    ``state_dir/rolled-forward``, overlaid on the drop-in dir as
+    ``iped.daemon.declared.overlay_rolled_forward`` does).
 
     Raises PolicySourceError when ``active`` is set but no readable file declares it.
     """
-    from iped.daemon.declared import policy_files
-    from iped.rollout import engine
+    from iped.daemon.planlog import ROLLED_FORWARD
 
     active = settings.policies.active
     if active is None:
         return None
-    for path in policy_files(settings.policies.dir):
+    declared = _declaring(settings.policies.dir, active)
+    if declared is None:
+        raise PolicySourceError(f"[policies] active = {active!r}, but no valid file in {settings.policies.dir} "
+                                f"declares policy_name={active}")  # fmt: skip
+    rolled = _declaring(settings.daemon.state_dir / ROLLED_FORWARD, active)
+    if rolled is not None and rolled[1] > declared[1]:
+        return rolled[0]
+    return declared[0]
+
+
+def _declaring(directory: Path, name: str) -> tuple[PolicySource, int] | None:
+    """The file of ``directory`` (a drop-in dir) that declares policy_name ``name``, with its
+    version as one number; None when none does (or the directory is missing)."""
+    from iped.daemon.declared import DeclError, policy_files, read_policy_file
+    from iped.rollout import engine
+
+    try:
+        paths = policy_files(directory)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise PolicySourceError(f"{directory}: {os.strerror(e.errno or 0)}") from None
+    for path in paths:
+        raw = read_policy_file(path)
+        if isinstance(raw, DeclError):
+            continue  # `iped validate` and the daemon report unreadable files; they declare nothing
         try:
-            source = read_policy_file(path)
+            source = _policy_source(raw, str(path))
             parsed = engine.parse_policy(source.text)
         except (PolicySourceError, engine.policy_error_type()):
-            continue  # `iped validate` and the daemon report broken files; they declare nothing
-        if os.fsdecode(parsed.name) == active:
-            return source
-    raise PolicySourceError(
-        f"[policies] active = {active!r}, but no valid file in {settings.policies.dir} declares policy_name={active}"
-    )
+            continue  # ... and broken ones
+        if os.fsdecode(parsed.name) == name:
+            return source, parsed.version.as_u64()
+    return None
 
 
 def kernel_active() -> PolicySource | None:
