@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import struct
 import sys
 
 from iped.commands import CliError, ExitCode
@@ -56,21 +57,19 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
 
 
 def _connect(s: socket.socket, path: str, timeout: float) -> None:
-    """connect(), waiting while the daemon's accept queue is full (EAGAIN: it is busy, not gone),
-    up to ``timeout`` seconds, retrying every 10 ms at first and every 200 ms at most."""
-    import time
+    """connect(), waiting up to ``timeout`` seconds while the daemon's accept queue is full (it
+    is busy, not gone), then leave ``s`` with that timeout for the request.
 
-    deadline = time.monotonic() + timeout
-    pause = 0.01
-    while True:
-        try:
-            s.connect(path)
-            return
-        except BlockingIOError:
-            if time.monotonic() + pause > deadline:
-                raise
-        time.sleep(pause)
-        pause = min(pause * 2, 0.2)
+    The wait is the kernel's: a blocking connect with SO_SNDTIMEO sleeps on the listener and is
+    woken as soon as the daemon accepts a connection (af_unix: unix_wait_for_peer), so a client
+    that retried on its own clock (sleep, try again) is not starved by another that reconnects
+    in a tight loop. A full queue that stays full raises BlockingIOError (EAGAIN), as before."""
+    seconds = max(timeout, 0.001)
+    s.settimeout(None)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                 struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000)))  # fmt: skip
+    s.connect(path)
+    s.settimeout(timeout)
 
 
 def dev_runtime_dir() -> str:
