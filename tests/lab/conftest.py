@@ -122,8 +122,13 @@ def _steps(result: GuestResult) -> dict[str, dict[str, Any]]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    from tests.lab.system import SUMMARY_KEY
+
     session = config.stash.get(_session_key, None)
-    if session is not None and (lines := session.summary()):
+    lines = session.summary() if session is not None else []
+    for series, system in sorted(config.stash.get(SUMMARY_KEY, {}).items()):
+        lines += [f"{series} system image: {line}" for line in system]
+    if lines:
         terminalreporter.write_sep("-", "IPE lab")
         for line in lines:
             terminalreporter.write_line(line)

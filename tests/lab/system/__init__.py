@@ -23,7 +23,13 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
+
 from tests.lab import cache_dir
+
+#: per kernel series, the finished system-image run's summary lines (test_system_image fills it,
+#: the lab's terminal summary prints it)
+SUMMARY_KEY = pytest.StashKey[dict[str, list[str]]]()
 
 #: The Debian release the image and the build chroot are made from.
 SUITE = "trixie"

@@ -17,15 +17,25 @@ from pathlib import Path
 import pytest
 
 from tests.lab import SERIES
-from tests.lab.system import guest_checks
+from tests.lab.system import SUMMARY_KEY, guest_checks
 from tests.lab.system.boot import SystemRun, boot_checks
 
 CHECK_NAMES = [check.__name__ for check in guest_checks.CHECKS]
 SystemRuns = Callable[[str], SystemRun]
 
 
+def summary(run: SystemRun) -> list[str]:
+    """What the lab's terminal summary says of one boot: checks passed, time, the footprint."""
+    ok = sum(1 for r in run.results.values() if r["ok"])
+    lines = [f"{run.release}: {ok}/{len(run.results)} in-image checks ok in {run.seconds:.0f} s"]
+    footprint = run.results.get("footprint_after_start")
+    if footprint is not None and footprint["ok"]:
+        lines.append(f"{run.release}: iped.service after start: {footprint['detail']}")
+    return lines
+
+
 @pytest.fixture(scope="session")
-def system_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemRuns]:
+def system_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemRuns]:
     """``system_runs(series)``: that kernel's boot (both start on first use; errors re-raise per test)."""
     from tests.lab.system.image import build_rootfs
     from tests.lab.system.packages import build_debs
@@ -41,7 +51,9 @@ def system_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemRuns
             built = rootfs.result()  # a build failure fails every test with its reason
             for s in SERIES:
                 runs[s] = pool.submit(boot_checks, built, s, base, timeout=timeout)
-        return runs[series].result()
+        run = runs[series].result()
+        request.config.stash.setdefault(SUMMARY_KEY, {})[series] = summary(run)
+        return run
 
     yield get
     pool.shutdown(wait=True, cancel_futures=True)
