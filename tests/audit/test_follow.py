@@ -217,48 +217,6 @@ def test_metrics_file_follows_events_at_most_once_a_second(tmp_path: Path) -> No
     follower.close()
 
 
-def test_netlink_follower_groups_like_feed_per_record() -> None:
-    """The follower's run path (read_runs + feed_run) gives the events and counters of
-    Grouper.feed record by record, on a stream with interleaved, repeated, reordered and
-    missing records."""
-    from iped.audit.follow import _Netlink
-    from iped.audit.group import Grouper
-    from iped.audit.netlink import NetlinkSource
-
-    frames: list[bytes] = []
-    for serial in range(1, 120):
-        if serial % 17 == 5:
-            continue  # never sent: a serial gap
-        event = _access_event(serial)
-        if serial % 7 == 3:
-            event.insert(1, event[0])  # a record twice
-        if serial % 11 == 4:
-            event = event[:-1]  # no EOE: flushed by the timeout
-        if serial % 5 == 2 and frames:
-            frames[-1:-1] = event  # interleaved before the previous event's last record
-        else:
-            frames.extend(event)
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
-    counters = AuditCounters()
-    follower = Follower(_Netlink(counters, src=NetlinkSource.over(ours)), counters=counters, clock=lambda: 50.0)
-    with theirs:
-        for frame in frames:
-            theirs.send(frame)
-        got = follower.on_readable() + follower.on_timeout(100.0)
-    reference = Grouper(2.0, track_gaps=True)
-    parsed: list[RawRecord] = []
-    spare, _ = socket.socketpair()
-    with spare, _:
-        for frame in frames:
-            NetlinkSource.over(spare)._frames(frame, parsed)  # (the Python frame parser on its own)
-    want = [e for rec in parsed for e in reference.feed(rec, 50.0)] + reference.expire(100.0)
-    assert got == [e for e in want if e.is_ipe]
-    assert follower.grouper.stats == reference.stats
-    assert reference.stats.serial_gaps > 0 and reference.stats.duplicates > 0 and reference.stats.incomplete_events > 0
-    follower.close()
-
-
 def _mixed_event(serial: int) -> list[bytes]:
     """The records of one event of a kind chosen by the serial: the follower's C path takes some
     kinds whole (a plain access event, an event with no IPE record) and leaves the rest to Python."""
