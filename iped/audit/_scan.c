@@ -1149,8 +1149,8 @@ PyMODINIT_FUNC PyInit__scan(void)
         key_dict = PyUnicode_InternFromString("__dict__");
         no_args = PyTuple_New(0);
         if (type_1420 == NULL || type_1300 == NULL || type_1327 == NULL || key_sec == NULL || key_msec == NULL ||
-            key_serial == NULL || key_records == NULL || key_complete == NULL || key_typed == NULL || key_is_ipe == NULL ||
-            key_dict == NULL || no_args == NULL)
+            key_serial == NULL || key_records == NULL || key_complete == NULL || key_typed == NULL ||
+            key_is_ipe == NULL || key_dict == NULL || no_args == NULL)
             return NULL;
     }
     return PyModule_Create(&scan_module);
