@@ -20,12 +20,13 @@ Everything is cached under ``<lab cache>/system`` keyed by a hash of its inputs.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
 
-from tests.lab import cache_dir
+from tests.lab import LabError, cache_dir
 
 #: per kernel series, the finished system-image run's summary lines (test_system_image fills it,
 #: the lab's terminal summary prints it)
@@ -54,3 +55,10 @@ def tree_digest(paths: Iterable[Path], base: Path, *extra: str) -> str:
         digest.update(path.read_bytes() if not path.is_symlink() else str(path.readlink()).encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def build_failed(log: Path, kept: Path, what: str, returncode: int) -> LabError:
+    """An mmdebstrap build that failed: its log kept as ``kept``, the error with the log's tail."""
+    shutil.copy2(log, kept)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+    return LabError(f"{what} failed (exit {returncode}); log {kept}:\n{tail}")

@@ -19,9 +19,9 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.lab import LabError, run
+from tests.lab import run
 from tests.lab.kernels import Kernel
-from tests.lab.system import MIRROR, SUITE, system_cache, tree_digest
+from tests.lab.system import MIRROR, SUITE, build_failed, system_cache, tree_digest
 from tests.lab.system.packages import Debs
 
 #: What the image has besides Essential + apt: systemd as PID 1 and what iped's checks use
@@ -83,10 +83,7 @@ def build_rootfs(debs: Debs) -> Path:
             check=False, timeout=1800, output=log, what="building the trixie root filesystem",
         )
         if result.returncode != 0:
-            kept = target.parent / "rootfs-failed.log"
-            shutil.copy2(log, kept)
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-            raise LabError(f"mmdebstrap failed (exit {result.returncode}); log {kept}:\n{tail}")
+            raise build_failed(log, target.parent / "rootfs-failed.log", "mmdebstrap", result.returncode)
         partial.replace(target)
     for old in target.parent.glob("rootfs-*.tar"):
         if old != target:

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.lab import Completed, LabError, run
-from tests.lab.system import CHECKOUT, MIRROR, SUITE, system_cache, tree_digest
+from tests.lab.system import CHECKOUT, MIRROR, SUITE, build_failed, system_cache, tree_digest
 
 INOTIFY_SIMPLE_VERSION = "2.0.1"
 INOTIFY_SIMPLE_SHA256 = "f010bbbd8283bd71a9f4eb2de94765804ede24bd47320b0e6ef4136e541cdc2c"
@@ -167,10 +167,8 @@ def _build(stage: Path, target: Path) -> None:
             check=False, timeout=1800, output=log, what="building the .deb files in a trixie chroot",
         )
         if result.returncode != 0:
-            kept = target.parent / "debs-failed.log"
-            shutil.copy2(log, kept)
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-            raise LabError(f"mmdebstrap/dpkg-buildpackage failed (exit {result.returncode}); log {kept}:\n{tail}")
+            raise build_failed(log, target.parent / "debs-failed.log", "mmdebstrap/dpkg-buildpackage",
+                               result.returncode)
         shutil.copy2(log, out / "build.log")
         try:
             os.replace(out, target)
