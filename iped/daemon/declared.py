@@ -340,10 +340,11 @@ def overlay_rolled_forward(decl: DeclaredState, directory: Path, load: Loader) -
     A rolled-forward ``NAME`` is in effect while the drop-in dir declares ``NAME`` at a lower
     version (it replaces that file's policy); once the drop-in dir declares ``NAME`` at the same
     or a higher version, or no longer declares it at all, it is superseded: ignored, and removed
-    by the next reconcile. While the drop-in file of ``NAME`` is invalid it is neither (that file's
-    error rejects the plan anyway). So config management keeps owning the drop-in dir: it is never
-    written, a rollback does not fight the next deployment of the old file, and the next higher
-    version deployed there wins.
+    by the next reconcile whose plan is not rejected (a rejected plan changes nothing on disk: a
+    drop-in file moved out and back must find its rollback still there). While the drop-in file
+    of ``NAME`` is invalid it is neither (that file's error rejects the plan anyway). So config
+    management keeps owning the drop-in dir: it is never written, a rollback does not fight the
+    next deployment of the old file, and the next higher version deployed there wins.
     """
     try:
         paths = policy_files(directory)
