@@ -30,7 +30,7 @@ from pathlib import Path
 
 from iped.emulator.policy_parser import Version
 from iped.errnos import describe_errno, errno_name
-from iped.policyfile import MAX_POLICY_BYTES, PolicyProblem, SigningMaterial, Stage, check_policy
+from iped.policyfile import MAX_POLICY_BYTES, PolicyProblem, SigningMaterial, Stage, check_policy, size_problem
 
 #: Files in the drop-in dir that are never policies: editor, package-manager and Ansible temporaries.
 IGNORED_PATTERNS = (".*", "*~", "*.dpkg-*", "*.rpm*", ".ansible_tmp*", "*.swp", "*.tmp")
@@ -136,10 +136,9 @@ def _not_a_policy_file(path: Path, st: os.stat_result) -> DeclError | None:
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _FILE_TYPES if test(st.st_mode)), "a special file")
         return DeclError(str(path), None, errno.EINVAL, f"not a regular file ({kind}); not opened", plain=True)
-    if st.st_size > MAX_POLICY_BYTES:
-        return DeclError(str(path), None, errno.EMSGSIZE,
-                         f"{st.st_size} bytes; the kernel takes a policy (its signed PKCS#7 blob) of at most "
-                         f"{MAX_POLICY_BYTES} bytes, so the file is not read")
+    too_large = size_problem(st.st_size)
+    if too_large is not None:
+        return DeclError(str(path), None, too_large.errno, f"{too_large.reason}, so the file is not read")
     return None
 
 
