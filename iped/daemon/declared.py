@@ -51,10 +51,18 @@ class DeclError:
     errno: int
     reason: str
     plain: bool = False  # not the kernel's word (a filesystem or config error): no IPE meaning attached
+    #: what the errno stands for here when neither the kernel's IPE meaning nor strerror() fits
+    #: (ENOENT for a policy no file declares is not "No such file or directory")
+    meaning: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        said = f"{errno_name(self.errno)} ({os.strerror(self.errno)})" if self.plain else describe_errno(self.errno)
+        if self.meaning is not None:
+            said = f"{errno_name(self.errno)} ({self.meaning})"
+        elif self.plain:
+            said = f"{errno_name(self.errno)} ({os.strerror(self.errno)})"
+        else:
+            said = describe_errno(self.errno)
         return f"{where}: {said}: {self.reason}"
 
     def as_dict(self) -> dict[str, object]:
@@ -263,7 +271,9 @@ def _decl_error(path: Path, p: PolicyProblem) -> DeclError:
         tok = f" (token {p.token!r})" if p.token else ""
     else:
         tok = " (not a policy: its first line is no policy_name=... policy_version=... header; content not shown)"
-    return DeclError(str(path), p.line, p.errno, f"{_STAGE_PREFIX.get(p.stage, '')}{p.reason}{tok}")
+    # signing happens here, not in the kernel: the kernel's meaning of its errno does not apply
+    return DeclError(str(path), p.line, p.errno, f"{_STAGE_PREFIX.get(p.stage, '')}{p.reason}{tok}",
+                     plain=p.stage is Stage.SIGNING)
 
 
 def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = None) -> DeclaredPolicy | DeclError:
@@ -311,16 +321,19 @@ def scan_declared(directory: Path, *, active: str | None, enforce: bool, success
             continue
         if got.name in seen:
             errors.append(DeclError(str(path), 1, errno.EEXIST,
-                                    f"policy name {got.name!r} is also declared by {seen[got.name]}; "
-                                    "each name may come from one file only"))
+                                    f"two files declare policy_name={got.name}: {seen[got.name]} and {path}; "
+                                    "each name may come from one file only (a .p7s signed from a .pol replaces "
+                                    "it: remove the .pol, or sign outside the drop-in dir)",
+                                    meaning="one policy name declared twice"))
             continue
         seen[got.name] = path
         policies.append(got)
     # a broken file named after the active policy already explains why it is missing
     if active is not None and active not in seen and not any(_declares(Path(e.file), active) for e in errors):
+        empty = "; it holds no policy file (*.pol, *.p7s)" if not paths and not errors else ""
         errors.append(DeclError(str(directory), None, errno.ENOENT,
-                                f"active = {active!r} but no file in the directory declares policy_name={active}",
-                                plain=True))
+                                f"active = {active!r} but no file in the directory declares policy_name={active}"
+                                f"{empty}", plain=True, meaning="the active policy is declared by no file"))
     return DeclaredState(tuple(policies), active, enforce, success_audit, protect, tuple(errors))
 
 
@@ -361,7 +374,8 @@ def overlay_rolled_forward(decl: DeclaredState, directory: Path, load: Loader) -
             errors.append(got)
             continue
         if got.name in taken:
-            errors.append(DeclError(str(path), 1, errno.EEXIST, f"policy {got.name!r} is rolled forward twice"))
+            errors.append(DeclError(str(path), 1, errno.EEXIST, f"policy {got.name!r} is rolled forward twice",
+                                    meaning="one policy name declared twice"))
             continue
         taken.add(got.name)
         own = policies.get(got.name)
