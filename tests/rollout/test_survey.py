@@ -114,3 +114,19 @@ def test_no_records_is_no_data_not_go(tmp_path: Path, capsys: pytest.CaptureFixt
     allow.write_bytes(ALLOW_ALL)
     assert main(["survey", "--policy", str(allow), "--source", str(empty), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["verdict"] == "no-data"
+
+
+@pytest.mark.parametrize("verb", ["survey", "shadow"])
+def test_configuration_errors_are_one_line_each(
+    verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: survey and shadow printed ``cannot read the configuration X:`` and then the
+    problems on lines of their own; every error line must stand alone (README: one line each)."""
+    broken = tmp_path / "iped.toml"
+    broken.write_text('[policies]\nenforce = "yes"\nactive = 3\n')
+    for config, problems in ((tmp_path / "missing.toml", 1), (broken, 2)):
+        assert main([verb, "--config", str(config)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == problems, lines
+        for line in lines:
+            assert line.startswith(f"iped: error: cannot read the configuration: {config}:"), line
