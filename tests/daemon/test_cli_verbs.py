@@ -53,7 +53,7 @@ def test_forced_kernel_backend_without_ipe_explains(site: Site) -> None:
     assert r.returncode == 1 and "backend = kernel, but /sys/kernel/security/ipe does not exist" in r.stderr
 
 
-@pytest.mark.parametrize("verb", ["status", "reload"])
+@pytest.mark.parametrize("verb", ["status", "reload", "plan", "rollback"])
 def test_bad_config_is_said_not_daemon_unreachable(
     verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -152,4 +152,4 @@ def test_configuration_errors_are_one_line_each(
         lines = capsys.readouterr().err.splitlines()
         assert len(lines) == problems, lines
         for line in lines:
-            assert line.startswith(f"iped: error: cannot read the configuration: {config}:"), line
+            assert line.startswith("iped: error: cannot read the configuration: ") and f"{config}:" in line, line
