@@ -78,6 +78,9 @@ def test_no_configuration_on_the_host_says_what_to_do(
     absent = str(tmp_path / "etc" / "iped.toml")  # this host's /etc/iped, as on a fresh machine
     monkeypatch.setattr(client, "DEFAULT_CONFIG", absent)
     monkeypatch.setattr(runtime, "DEFAULT_CONFIG", absent)
+    assert main(["check-config", absent]) == 1  # its default FILE, as on a fresh machine
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "name the FILE to check" in err and "--dev" in err
     monkeypatch.setattr(client, "DEFAULT_SOCKET", str(tmp_path / "control.sock"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no dev daemon's socket either
     assert main(["status"]) == 3
