@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 DEFAULT_CONFIG = "/etc/iped/iped.toml"
 DEFAULT_SOCKET = "/run/iped/control.sock"
+#: what to do on a host without DEFAULT_CONFIG (iped not installed, or a first try from a checkout)
+NO_CONFIG_HINT = "give --config FILE, or try iped from its source checkout: 'iped daemon --dev' (packaging/dev.sh run)"
 
 
 class DaemonUnreachableError(CliError):
@@ -89,14 +91,26 @@ def dev_socket_path() -> str:
     return os.path.join(dev_runtime_dir(), "control.sock")
 
 
-def socket_from_config(config: str) -> str | None:
-    """``[daemon] control_socket`` from iped.toml, read without validation (fast path)."""
+def socket_from_config(config: str, *, given: bool = False) -> str | None:
+    """``[daemon] control_socket`` from iped.toml, read without validation (fast path).
+
+    ``given`` (``--config``): a file that cannot be read or is not TOML is a usage error (exit 2),
+    never a silent fall-back to the default socket and a misleading "daemon unreachable".
+    """
+    import errno
     import tomllib
 
     try:
         with open(config, "rb") as f:
             data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
+    except OSError as e:
+        if given:
+            name = errno.errorcode.get(e.errno or 0, "error")
+            raise CliError(f"--config {config}: {name}: {e.strerror or e}", code=ExitCode.USAGE) from None
+        return None
+    except tomllib.TOMLDecodeError as e:
+        if given:
+            raise CliError(f"--config {config}: not TOML: {e}", code=ExitCode.USAGE) from None
         return None
     daemon = data.get("daemon")
     value = daemon.get("control_socket") if isinstance(daemon, dict) else None
@@ -114,7 +128,7 @@ def find_socket(explicit: str | None, config: str | None) -> str:
     if explicit:
         return explicit
     if config:
-        return socket_from_config(config) or DEFAULT_SOCKET
+        return socket_from_config(config, given=True) or DEFAULT_SOCKET
     if os.path.exists(DEFAULT_CONFIG):
         configured = socket_from_config(DEFAULT_CONFIG)
         if configured is not None and os.path.exists(configured):
@@ -142,7 +156,12 @@ def ask(args: Any, op: str, timeout: float, **params: Any) -> Any:
     Raises DaemonUnreachableError (exit 3) when no daemon answers, CliError (exit 1) for an
     error reply (``ERRNO_NAME: message``).
     """
-    reply = request(find_socket(args.socket, args.config), op, timeout=timeout, **params)
+    try:
+        reply = request(find_socket(args.socket, args.config), op, timeout=timeout, **params)
+    except DaemonUnreachableError as e:
+        if e.hint is None and not args.socket and not args.config and not os.path.exists(DEFAULT_CONFIG):
+            e.hint = f"no {DEFAULT_CONFIG} on this host either: {NO_CONFIG_HINT}"
+        raise
     if not reply.get("ok"):
         raise CliError(f"{reply.get('errno_name')}: {reply.get('error')}")
     return reply["result"]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import iped
 from iped.backend import Backend, select_backend
-from iped.commands import CliError
-from iped.daemon.client import DEFAULT_CONFIG, dev_runtime_dir, dev_socket_path
+from iped.commands import CliError, ExitCode
+from iped.daemon.client import DEFAULT_CONFIG, NO_CONFIG_HINT, dev_runtime_dir, dev_socket_path
 from iped.daemon.log import Reporter
 from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
@@ -41,6 +41,16 @@ def load_for_command(config: str | None, *, dev: bool = False) -> Settings:
     invalid configuration, one per line, each with its file:line."""
     from iped.config import ConfigError
 
+    if not dev and config is None and not Path(DEFAULT_CONFIG).exists():
+        raise CliError(f"{DEFAULT_CONFIG}: ENOENT: no configuration file (iped is not set up on this host)",
+                       hint=NO_CONFIG_HINT)
+    if not dev and config is not None:
+        try:  # as status and reload say it: the command line named a file that cannot be read
+            with open(config, "rb"):
+                pass
+        except OSError as e:
+            name = errno.errorcode.get(e.errno or 0, "error")
+            raise CliError(f"--config {config}: {name}: {e.strerror or e}", code=ExitCode.USAGE) from None
     try:
         if dev:
             return dev_settings(Path(config) if config else None)

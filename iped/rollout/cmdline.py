@@ -90,8 +90,9 @@ def declared_policy(args: argparse.Namespace) -> PolicySource | None:
         return None
     try:
         settings = load_for_command(args.config)
-    except CliError as e:
-        die(f"cannot read the configuration {args.config or DEFAULT_CONFIG}:\n{e}", code=ExitCode.USAGE)
+    except CliError as e:  # one problem per line, each FILE:LINE: every error line stands alone
+        die("\n".join(f"cannot read the configuration: {problem}" for problem in str(e).splitlines()),
+            code=ExitCode.USAGE)
     try:
         return declared_active(settings)
     except PolicySourceError as e:

@@ -35,6 +35,26 @@ def parse_policy(text: bytes) -> ParsedPolicy:
     return _parse(text)
 
 
+def fixed_action(parsed: ParsedPolicy, op: str) -> tuple[str, bool] | None:
+    """The action ``parsed`` takes for ``op`` whatever the file, and whether the op has rules.
+
+    When every rule of the op carries the action of the op's default (or of the global default
+    when the op has none) no property of the file can change the decision: an allow-everything
+    policy allows a file whose properties cannot be read. None when properties can matter (or
+    the op is unknown).
+    """
+    from iped.emulator.policy_parser import Op
+
+    try:
+        table = parsed.table(Op(op))
+    except ValueError:
+        return None
+    default = table.default if table.default is not None else parsed.global_default
+    if default is None or any(rule.action != default for rule in table.rules):
+        return None
+    return str(default), bool(table.rules)
+
+
 def policy_error_type() -> type[Exception]:
     """The parser's exception class, for ``except`` clauses that must not import it eagerly."""
     from iped.emulator.policy_parser import PolicyError

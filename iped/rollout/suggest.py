@@ -239,7 +239,7 @@ def render(base_text: bytes, parsed: ParsedPolicy, rules: Iterable[SuggestedRule
 
 def _flag_for(v: Verdict, info: FileInfo | None) -> Flagged | None:
     """Why no rule is suggested for a denial (None: a rule can be)."""
-    if v.action is None:
+    if v.action is None or v.problem is not None:  # no properties to build a rule from
         return Flagged(v, "unknown", f"its file's properties cannot be read now ({v.problem})")
     if v.match == "rule":
         return Flagged(v, "explicit_deny", f"the base denies it on purpose, line {v.line}: {decode_rule(v.rule or '')}")

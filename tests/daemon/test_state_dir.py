@@ -96,3 +96,26 @@ def test_texts_are_pruned_to_what_chain_and_plans_reference(site: Site) -> None:
     got = service.rollback(rec, dry_run=True)
     assert got.content_digest == hashlib.sha256(policy_text("base", "1.0.10")).hexdigest()
     assert rec.plan_log.load_text(got.content_digest) is not None
+
+
+def test_a_rejected_plan_keeps_the_rolled_forward_policy(site: Site) -> None:
+    """Issue 20: the drop-in file of a rolled-back policy moved out and straight back. While it
+    is gone the plan is rejected (ENOENT: the active policy is declared by no file); that rejected
+    plan must change nothing on disk either -- the rolled-forward file stays, and once the file is
+    back the rolled-forward content is still in effect (not ESTALE: the drop-in's lower version)."""
+    rec = reconciler(site)
+    assert rec.reconcile("startup").outcome == "applied"
+    site.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
+    assert rec.reconcile("reload").outcome == "applied"
+    rolled = service.rollback(rec, dry_run=False)
+    assert rolled.record is not None and rolled.record.outcome == "applied", rolled.record
+    target = Path(rolled.target)
+    assert target.exists() and rolled.new_version == "1.1.1"
+    moved = site.root / "base.pol.away"
+    (site.policies / "base.pol").rename(moved)
+    assert rec.reconcile("inotify").outcome == "rejected"
+    assert target.exists(), "a rejected plan removed the rolled-forward policy"
+    moved.rename(site.policies / "base.pol")
+    record = rec.reconcile("inotify")
+    assert record.outcome == "unchanged", record.as_dict()
+    assert record.active_after is not None and str(record.active_after.version) == "1.1.1"

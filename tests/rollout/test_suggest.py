@@ -9,7 +9,7 @@ import pytest
 
 from iped.cli import main
 from iped.emulator.policy_parser import parse_policy
-from iped.rollout.facts import load_facts
+from iped.rollout.facts import FactsResolver, load_facts
 from iped.rollout.observe import observe
 from iped.rollout.policies import next_version, starter_policy
 from iped.rollout.suggest import Suggestion, insertion_line, suggest
@@ -132,3 +132,15 @@ def test_starter_is_the_base_when_nothing_is_declared(tmp_path: Path, capsys: py
     )
     assert main(["suggest", "--name", "../x", "--source", str(period.log)]) == 2
     assert "--name" in capsys.readouterr().err
+
+
+def test_denials_of_files_that_cannot_be_resolved_are_flagged_unknown(tmp_path: Path) -> None:
+    """Under BASE no property can change EXECUTE's or KMODULE's decision (every rule denies, as the
+    defaults do): the denial is known, but with no properties to build a rule from it is flagged."""
+    period = write_period(tmp_path)
+    obs = observe(str(period.log))
+    result = suggest(BASE, "base.pol", obs, FactsResolver({}), obs.records)
+    assert result.base.unknown == [] and result.rules == ()
+    kinds = {f.verdict.observation.program: f.kind for f in result.flagged}
+    assert kinds["/usr/bin/ls"] == "unknown" and kinds["<no file>"] == "no_file"
+    assert result.replay.unexpected == ()
