@@ -49,3 +49,16 @@ def test_forced_kernel_backend_without_ipe_explains(site: Site) -> None:
     site.config.write_text(site.config.read_text().replace('backend = "emulator"', 'backend = "kernel"'))
     r = iped("apply", "--once", "--config", str(site.config))
     assert r.returncode == 1 and "backend = kernel, but /sys/kernel/security/ipe does not exist" in r.stderr
+
+
+def test_rollback_json_error_is_a_json_object_on_stdout(site: Site) -> None:
+    r = iped("rollback", "--config", str(site.config), "--json")  # nothing applied yet: nothing is active
+    assert r.returncode == 1
+    assert json.loads(r.stdout) == {"ok": False, "errno": 2, "errno_name": "ENOENT",
+                                    "error": "no policy is active; nothing to roll back"}
+    assert r.stderr == "iped: error: ENOENT: no policy is active; nothing to roll back\n"
+    site.config.write_text(site.config.read_text().replace('backend = "emulator"', 'backend = "emu"'))
+    r = iped("rollback", "--config", str(site.config), "--json")  # refused before any rollback: still JSON
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1 and doc["ok"] is False and doc["errno_name"] is None
+    assert f"{site.config}:8: daemon.backend:" in doc["error"]

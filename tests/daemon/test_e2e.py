@@ -426,3 +426,25 @@ def test_dev_mode_quick_start(tmp_path: Path) -> None:
     assert proc.stderr is not None
     banner = proc.stderr.read()
     assert "iped status" in banner and str(sock) in banner
+
+
+def test_rollback_json_error_from_the_daemon(quiet_daemon: DaemonProc) -> None:
+    r = iped("rollback", "--socket", str(quiet_daemon.site.socket), "--json")  # base 1.0.0 has no earlier content
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert (doc["ok"], doc["errno"], doc["errno_name"]) == (False, 2, "ENOENT")
+    assert doc["error"].startswith("no earlier content of 'base'")
+    assert r.stderr.startswith("iped: error: ENOENT: no earlier content of 'base'")
+
+
+def test_rollback_dry_run_writes_nothing_and_says_so(quiet_daemon: DaemonProc) -> None:
+    s = quiet_daemon.site
+    s.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
+    assert iped("reload", "--socket", str(s.socket)).returncode == 0
+    rolled = s.state / "rolled-forward" / "base.pol"
+    r = iped("rollback", "--socket", str(s.socket), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("rollback base: 1.1.0 -> 1.1.1 with the content of sha256:")
+    assert f"would be written to {rolled} (--dry-run: nothing written, nothing applied)" in r.stdout
+    assert ", written to" not in r.stdout and not rolled.exists()
+    assert quiet_daemon.status()["active"]["version"] == "1.1.0"

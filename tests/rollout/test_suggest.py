@@ -139,6 +139,13 @@ def test_cli_writes_a_policy_that_validates(tmp_path: Path, capsys: pytest.Captu
     assert doc["rules"][1]["needed_by"][0]["by"] == ["/usr/bin/bash"]
 
 
+def test_starter_json_is_a_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["suggest", "--starter", "--name", "web", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema_version"] == 1 and doc["starter"] is True
+    assert doc["policy"] == {"name": "web", "version": "0.0.1", "text": starter_policy("web").decode()}
+
+
 def test_starter_is_the_base_when_nothing_is_declared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["suggest", "--starter", "--name", "web"]) == 0
     starter = capsys.readouterr().out.encode()
