@@ -59,10 +59,12 @@ def _from_daemon(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _result(args: argparse.Namespace) -> dict[str, Any]:
-    from iped.daemon.client import DaemonUnreachableError
+    from iped.daemon.client import DaemonForbiddenError, DaemonUnreachableError
 
     try:
         return _from_daemon(args)
+    except DaemonForbiddenError:
+        raise  # a daemon runs: a local run beside it would only fail later, on root's files
     except DaemonUnreachableError:
         return _local(args)
 

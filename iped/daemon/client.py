@@ -29,6 +29,14 @@ class DaemonUnreachableError(CliError):
         super().__init__(f"daemon unreachable: {message}", code=ExitCode.UNREACHABLE)
 
 
+class DaemonForbiddenError(DaemonUnreachableError):
+    """A daemon listens, but this user may not talk to it (EACCES on the socket): no verb may
+    fall back to a local run, which would fail later on files only root can read."""
+
+    def __init__(self, path: str | os.PathLike[str], strerror: str) -> None:
+        super().__init__(f"{os.fspath(path)}: EACCES ({strerror}): needs root or the control group")
+
+
 def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
     """Send one JSON-line request and wait for its reply line. Raises DaemonUnreachableError."""
     try:
@@ -48,8 +56,7 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
         raise DaemonUnreachableError(f"{path}: the daemon's accept queue stayed full for {timeout:g} s "
                                      "(it is busy or stopped)") from None
     except PermissionError as e:
-        raise DaemonUnreachableError(
-            f"{path}: {e.strerror} (root, or membership in the control group, is needed)") from None
+        raise DaemonForbiddenError(path, e.strerror or "Permission denied") from None
     except OSError as e:
         raise DaemonUnreachableError(f"{path}: {e}") from None
     reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])

@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request, start_daemon, wait_for
@@ -448,3 +453,28 @@ def test_rollback_dry_run_writes_nothing_and_says_so(quiet_daemon: DaemonProc) -
     assert f"would be written to {rolled} (--dry-run: nothing written, nothing applied)" in r.stdout
     assert ", written to" not in r.stdout and not rolled.exists()
     assert quiet_daemon.status()["active"]["version"] == "1.1.0"
+
+
+def _iped_as_nobody(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``iped ARGS --socket control.sock`` as uid nobody, group 54321 (not the control group), run
+    in the socket's directory (tmp_path's parents are 0700)."""
+    import subprocess
+
+    cmd = ["setpriv", "--reuid=nobody", "--regid=54321", "--clear-groups",
+           sys.executable, "-m", "iped", *args, "--socket", sock.name]
+    return subprocess.run(cmd, cwd=sock.parent, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_plan_and_rollback_refused_on_the_socket_say_so_instead_of_running_locally(daemon: DaemonProc) -> None:
+    sock = daemon.site.socket
+    for verb in (("plan",), ("rollback", "--config", str(daemon.site.config))):
+        r = _iped_as_nobody(sock, *verb)
+        assert r.returncode == 3, r.stderr
+        assert r.stderr == (f"iped: error: daemon unreachable: {sock.name}: EACCES (Permission denied): "
+                            "needs root or the control group\n"), r.stderr
+    os.chmod(sock, 0o666)  # the socket's mode out of the way: the daemon's own peer check refuses
+    r = _iped_as_nobody(sock, "plan")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("iped: error: EACCES: uid ") and "needs root or the control group" in r.stderr
+    assert daemon.status()["counters"]["reconciles"] == 1
