@@ -431,6 +431,9 @@ def test_dev_mode_quick_start(tmp_path: Path) -> None:
     assert proc.stderr is not None
     banner = proc.stderr.read()
     assert "iped status" in banner and str(sock) in banner
+    # the run's throw-away signing key goes with it: no private key left in /tmp after each run
+    assert proc.returncode == 0
+    assert not key.exists() and not key.with_suffix(".crt").exists() and not key.parent.exists()
 
 
 def test_rollback_json_error_from_the_daemon(quiet_daemon: DaemonProc) -> None:
