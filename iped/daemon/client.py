@@ -174,37 +174,7 @@ def render_record(rec: dict[str, Any]) -> str:
 
 
 def render_status(st: dict[str, Any]) -> str:
-    b = st.get("backend", {})
-    lines = [
-        f"backend:       {str(b.get('kind', '?')).upper()}  -- {b.get('reason', '')}",
-        f"enforce:       {int(bool(st.get('enforce')))}   success_audit: {int(bool(st.get('success_audit')))}",
-        f"ready:         {st.get('ready')}   in sync: {st.get('in_sync')}   pid {st.get('pid')}",
-        f"status:        {st.get('status_line', '?')}",
-        f"config:        {st.get('config')}   policies: {st.get('declared', {}).get('dir')}",
-        "policies:",
-    ]
-    for p in st.get("policies", []):
-        flag = "*" if p.get("active") else " "
-        lines.append(f"  {flag} {p['name']:<24} {p['version']:<12} sha256:{(p.get('blob_digest') or 'unsigned')[:16]}"
-                     f"  {p.get('source') or '(not declared)'}")
-    if st.get("drift"):
-        lines.append("drift (declared vs kernel):")
-        lines += [f"  - {d}" for d in st["drift"]]
-    errs = st.get("declared", {}).get("errors") or []
-    for e in errs:
-        lines.append(f"  ! {e.get('message')}")
-    plans = st.get("last_plans") or []
-    if plans:
-        lines.append("last plans:")
-        for r in plans:
-            lines.append(f"  #{r.get('seq')} {r.get('time')} {r.get('trigger')}: {r.get('outcome')} "
-                         f"({len(r.get('steps') or [])} steps)")
-    c = st.get("counters", {})
-    lines.append("counters:      " + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
-    audit = st.get("audit") or {}
-    if audit.get("follower"):
-        lines.append("audit:         " + " ".join(f"{k}={v}" for k, v in sorted(audit["follower"].items())
-                                                  if not isinstance(v, dict)))
-    elif audit.get("error"):
-        lines.append(f"audit:         {audit['error']}")
-    return "\n".join(lines)
+    """``iped status`` for people (:mod:`iped.daemon.status_text`)."""
+    from iped.daemon.status_text import render
+
+    return render(st)

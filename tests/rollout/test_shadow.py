@@ -140,7 +140,7 @@ def test_cli_shadow_of_the_declared_policy_feeds_audit(mnt: Path, tmp_path: Path
         assert "evaluating executions" in proc.stderr.readline()  # marks are in place
         subprocess.run([str(mnt / "prog")], check=True)
         assert proc.wait(timeout=20) == 0
-        assert "1 executions seen, 0 allowed, 1 would be denied" in proc.stderr.read()
+        assert "1 execution seen, 0 allowed, 1 would be denied" in proc.stderr.read()
     finally:
         proc.kill()
         proc.wait()
