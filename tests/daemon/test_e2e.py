@@ -481,3 +481,36 @@ def test_plan_and_rollback_refused_on_the_socket_say_so_instead_of_running_local
     assert r.returncode == 1 and r.stdout == ""
     assert r.stderr.startswith("iped: error: EACCES: uid ") and "needs root or the control group" in r.stderr
     assert daemon.status()["counters"]["reconciles"] == 1
+
+
+def test_emulator_start_whose_declared_policy_is_rejected_exits_78_as_on_a_kernel(site: Site) -> None:
+    site.put("base.pol", b"policy_name=base policy_version=1.0.0\nDEFAULT action=MAYBE\n")
+    r = iped("daemon", "--config", str(site.config), timeout=30)  # never READY: it must end by itself
+    assert r.returncode == 78, r.stderr
+    assert re.search(r"FAILED: declared active policy 'base' not activated, rejected: .*base\.pol:2: EBADMSG",
+                     r.stderr), r.stderr
+
+
+def test_signing_cert_added_to_a_running_emulator_daemon_is_trusted_by_plan_and_reload(site: Site) -> None:
+    """The emulator's keyring holds the configured certificates, re-read with the configuration:
+    a plan that says would-apply is what the reload does (it applied nothing: 4 ENOKEY)."""
+    signed = site.config.read_text()
+    (site.policies / "base.pol").unlink()
+    site.debounce_ms = 60000  # only the explicit plan and reload act
+    site.active = None
+    site.write_config()
+    site.config.write_text("".join(line for line in site.config.read_text().splitlines(keepends=True)
+                                   if not line.startswith("signing_")))
+    d = start_daemon(site)
+    try:
+        site.config.write_text(signed.replace("debounce_ms = 50", "debounce_ms = 60000"))
+        site.put("base.pol", policy_text("base", "1.0.0"))
+        r = iped("plan", "--socket", str(site.socket))
+        assert r.returncode == 0 and "would-apply" in r.stdout, r.stdout + r.stderr
+        r = iped("reload", "--socket", str(site.socket))
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = d.status()
+        assert st["active"]["name"] == "base"
+        assert "its keyring holds the configured trust_anchors and signing_cert" in st["backend"]["reason"]
+    finally:
+        d.stop()
