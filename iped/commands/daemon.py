@@ -21,9 +21,13 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="configuration (default /etc/iped/iped.toml)")
+    parser.description = (f"{parser.description}. The backend is the configuration's [daemon] backend: kernel, "
+                          "emulator, or auto (the kernel when /sys/kernel/security/ipe exists, else the emulator); "
+                          "there is no --backend option. --dev forces the emulator.")
+    parser.add_argument("--config", metavar="FILE",
+                        help="configuration (default /etc/iped/iped.toml); its [daemon] backend picks the backend")
     parser.add_argument("--dev", action="store_true",
-                        help="development mode: emulator, example config from the checkout, temp state")
+                        help="development mode: emulator backend, example config from the checkout, temp state")
 
 
 def _dev_banner(socket: str) -> str:

@@ -62,3 +62,15 @@ def test_rollback_json_error_is_a_json_object_on_stdout(site: Site) -> None:
     doc = json.loads(r.stdout)
     assert r.returncode == 1 and doc["ok"] is False and doc["errno_name"] is None
     assert f"{site.config}:8: daemon.backend:" in doc["error"]
+
+
+def test_daemon_help_and_docs_say_how_the_backend_is_chosen(capsys: pytest.CaptureFixture[str]) -> None:
+    from iped.cli import main
+
+    assert main(["daemon", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[daemon] backend: kernel, emulator, or auto" in text and "there is no --backend option" in text
+    assert main(["daemon", "--backend", "emulator"]) == 2
+    assert "unrecognized arguments: --backend" in capsys.readouterr().err
+    doc = " ".join((ROOT / "docs" / "daemon.md").read_text().split())
+    assert "The backend is chosen by `[daemon] backend` in iped.toml" in doc and "no `--backend` option" in doc
