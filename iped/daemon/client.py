@@ -31,6 +31,14 @@ class DaemonUnreachableError(CliError):
         super().__init__(f"daemon unreachable: {message}", code=ExitCode.UNREACHABLE)
 
 
+class DaemonForbiddenError(DaemonUnreachableError):
+    """A daemon listens, but this user may not talk to it (EACCES on the socket): no verb may
+    fall back to a local run, which would fail later on files only root can read."""
+
+    def __init__(self, path: str | os.PathLike[str], strerror: str) -> None:
+        super().__init__(f"{os.fspath(path)}: EACCES ({strerror}): needs root or the control group")
+
+
 def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
     """Send one JSON-line request and wait for its reply line. Raises DaemonUnreachableError."""
     try:
@@ -50,8 +58,7 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
         raise DaemonUnreachableError(f"{path}: the daemon's accept queue stayed full for {timeout:g} s "
                                      "(it is busy or stopped)") from None
     except PermissionError as e:
-        raise DaemonUnreachableError(
-            f"{path}: {e.strerror} (root, or membership in the control group, is needed)") from None
+        raise DaemonForbiddenError(path, e.strerror or "Permission denied") from None
     except OSError as e:
         raise DaemonUnreachableError(f"{path}: {e}") from None
     reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
@@ -186,37 +193,7 @@ def render_record(rec: dict[str, Any]) -> str:
 
 
 def render_status(st: dict[str, Any]) -> str:
-    b = st.get("backend", {})
-    lines = [
-        f"backend:       {str(b.get('kind', '?')).upper()}  -- {b.get('reason', '')}",
-        f"enforce:       {int(bool(st.get('enforce')))}   success_audit: {int(bool(st.get('success_audit')))}",
-        f"ready:         {st.get('ready')}   in sync: {st.get('in_sync')}   pid {st.get('pid')}",
-        f"status:        {st.get('status_line', '?')}",
-        f"config:        {st.get('config')}   policies: {st.get('declared', {}).get('dir')}",
-        "policies:",
-    ]
-    for p in st.get("policies", []):
-        flag = "*" if p.get("active") else " "
-        lines.append(f"  {flag} {p['name']:<24} {p['version']:<12} sha256:{(p.get('blob_digest') or 'unsigned')[:16]}"
-                     f"  {p.get('source') or '(not declared)'}")
-    if st.get("drift"):
-        lines.append("drift (declared vs kernel):")
-        lines += [f"  - {d}" for d in st["drift"]]
-    errs = st.get("declared", {}).get("errors") or []
-    for e in errs:
-        lines.append(f"  ! {e.get('message')}")
-    plans = st.get("last_plans") or []
-    if plans:
-        lines.append("last plans:")
-        for r in plans:
-            lines.append(f"  #{r.get('seq')} {r.get('time')} {r.get('trigger')}: {r.get('outcome')} "
-                         f"({len(r.get('steps') or [])} steps)")
-    c = st.get("counters", {})
-    lines.append("counters:      " + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
-    audit = st.get("audit") or {}
-    if audit.get("follower"):
-        lines.append("audit:         " + " ".join(f"{k}={v}" for k, v in sorted(audit["follower"].items())
-                                                  if not isinstance(v, dict)))
-    elif audit.get("error"):
-        lines.append(f"audit:         {audit['error']}")
-    return "\n".join(lines)
+    """``iped status`` for people (:mod:`iped.daemon.status_text`)."""
+    from iped.daemon.status_text import render
+
+    return render(st)

@@ -117,12 +117,36 @@ def dev_reloader(settings: Settings) -> Settings:
     )
 
 
-def make_backend(settings: Settings) -> Backend:
-    """The configured backend; the emulator trusts the anchors and the local signing cert."""
+def configured_certs(settings: Settings) -> list[bytes]:
+    """The certificates the emulator's keyring holds: the trust anchors and the local signing cert."""
     certs = [p.read_bytes() for p in settings.policies.trust_anchors if p.exists()]
     if settings.policies.signing_cert is not None and settings.policies.signing_cert.exists():
         certs.append(settings.policies.signing_cert.read_bytes())
-    return select_backend(settings, certs)
+    return certs
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The configured backend; the emulator trusts the anchors and the local signing cert."""
+    return select_backend(settings, configured_certs(settings))
+
+
+def trust_configured_certs(backend: Backend, settings: Settings) -> None:
+    """On the emulator, add the certificates ``settings`` configures to its keyring (nothing on a
+    kernel, whose keyrings iped never changes). Called on every reload of the configuration, so
+    a signing_cert added to a running daemon's iped.toml is trusted by the plan and the reload
+    alike, as at start; certificates are never removed (as from a kernel's keyring). A file that
+    cannot be read or parsed is skipped: the load it would verify fails with ENOKEY and says so."""
+    from iped.backend import EmulatorBackend
+
+    if not isinstance(backend, EmulatorBackend):
+        return
+    for path in (*settings.policies.trust_anchors, settings.policies.signing_cert):
+        if path is None:
+            continue
+        try:
+            backend.emulator.trust(path.read_bytes())
+        except (OSError, ValueError):
+            continue
 
 
 def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None, *,

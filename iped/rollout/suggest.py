@@ -222,13 +222,16 @@ def insertion_line(parsed: ParsedPolicy) -> int:
 
 
 def render(base_text: bytes, parsed: ParsedPolicy, rules: Iterable[SuggestedRule], flagged: Iterable[Flagged]) -> bytes:
-    """The base text with the rule and flag blocks inserted and a higher policy_version."""
+    """The base text with the rule and flag blocks inserted and a higher policy_version.
+
+    With no rule to add, the base itself: a new version that allows nothing more would only be
+    a needless kernel update (the flagged accesses are on stderr and in JSON either way)."""
     block: list[str] = []
     for rule in rules:
         block += _rule_block(rule)
-    block += _flag_block(flagged)
     if not block:
         return base_text
+    block += _flag_block(flagged)
     lines = split_lines(base_text)
     at = insertion_line(parsed)
     if at > 0 and not lines[at - 1].endswith((b"\n", b"\r")):

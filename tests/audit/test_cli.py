@@ -95,6 +95,8 @@ def test_audit_file_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("cut", ['rule="DEFAULT op=EXECUTE act', "", 'rule="op=EXECUTE'])
+
+
 def test_explain_says_a_truncated_denial_is_incomplete(cut: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 20: a 1420 record cut inside (or before) its rule= was explained as "allowed"."""
     rec = ('type=1420 msg=audit(1.000:5): ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=8 comm="sh" '
@@ -119,3 +121,34 @@ def _human_line_of(record: str) -> str:
     events = [*grouper.feed(parse_log_line(record), 1.0), *grouper.flush()]
     (obj,) = [o for e in events for o in event_objects(e)]
     return human_line(obj)
+
+
+def test_audit_of_a_file_that_holds_no_audit_record_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["audit", "--source", "/bin/true"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("iped: error: /bin/true: no audit record in it (not an auditd log, 'ausearch --raw' "
+                            "output, kmsg audit lines or a 'journalctl -o export' stream)\n")
+
+
+def test_audit_that_prints_nothing_says_what_it_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "audit.log"
+    empty.write_text("")
+    assert cli(["audit", "--source", str(empty)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"iped: audit: {empty}: 0 records read, 0 IPE events, none matched\n"
+    assert cli(["audit", "--source", LOG, "--since", "4102444800", "--denials"]) == 0  # the year 2100
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(rf"iped: audit: {re.escape(LOG)}: \d+ records read, 14 IPE events, none matched "
+                        r"\(--since 4102444800, --denials\)\n", captured.err), captured.err
+
+
+def test_audit_of_the_journal_that_prints_nothing_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("systemd.journal")
+    assert cli(["audit", "--source", "journal", "--since", "4102444800"]) == 0  # nothing there yet
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.search(r"^iped: audit: journal: \d+ records read, \d+ IPE events, none matched \(--since 4102444800\)$",
+                     captured.err, re.M), captured.err
