@@ -30,6 +30,7 @@ def _local(args: argparse.Namespace) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from iped.daemon.client import ask, print_json
+    from iped.textsafe import escape_controls
 
     result: dict[str, object] | None = None
     if not args.no_daemon:
@@ -40,12 +41,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"plan ({'from the daemon' if result['daemon'] else 'computed locally'}, backend {result['backend']}):"
-              f" {result['outcome']}")
+        print(escape_controls(f"plan ({'from the daemon' if result['daemon'] else 'computed locally'}, "
+                              f"backend {result['backend']}): {result['outcome']}"))
         steps: list[dict[str, str]] = result["steps"]  # type: ignore[assignment]
         errors: list[dict[str, str]] = result["errors"]  # type: ignore[assignment]
         for s in steps:
-            print(f"  - {s['description']}")
+            print(escape_controls(f"  - {s.get('description') if isinstance(s, dict) else s}"))
         for problem in errors:
-            print(f"  rejected: {problem['message']}")
+            print(escape_controls(f"  rejected: {problem.get('message') if isinstance(problem, dict) else problem}"))
     return outcome_exit(result["outcome"])

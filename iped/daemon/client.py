@@ -29,9 +29,36 @@ class DaemonUnreachableError(CliError):
         super().__init__(f"daemon unreachable: {message}", code=ExitCode.UNREACHABLE)
 
 
-def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
-    """Send one JSON-line request and wait for its reply line. Raises DaemonUnreachableError."""
+class UntrustedSocketError(DaemonUnreachableError):
+    """The socket, or a directory on the way to it, can be changed by a user iped does not trust:
+    whatever answers there may be anyone, so it is not asked (exit code 3)."""
+
+
+class MalformedReplyError(CliError):
+    """A reply that is not what the daemon sends: said in one line, never a crash (exit code 1)."""
+
+    def __init__(self, path: str | os.PathLike[str], why: str) -> None:
+        super().__init__(f"{os.fspath(path)}: malformed reply: {why} (not iped's daemon, or a bug in it; "
+                         "nothing was taken from it)")
+
+
+def check_socket(path: str | os.PathLike[str]) -> None:
+    """Refuse a socket that someone other than root (or this user, for their own dev daemon)
+    could have put there: the socket and every directory on the way (:mod:`iped.trustpath`)."""
+    from iped.trustpath import UntrustedPathError, check_path
+
     try:
+        check_path(path, "the daemon's replies")
+    except UntrustedPathError as e:
+        raise UntrustedSocketError(f"{e.filename}: {e.why}; refusing to talk to a daemon there "
+                                   f"(hint: {e.fix})") from None
+
+
+def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
+    """Send one JSON-line request and wait for its reply line. Raises DaemonUnreachableError
+    (UntrustedSocketError: the socket is not root's), MalformedReplyError."""
+    try:
+        check_socket(path)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
             _connect(s, os.fspath(path), timeout)
@@ -52,7 +79,12 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
             f"{path}: {e.strerror} (root, or membership in the control group, is needed)") from None
     except OSError as e:
         raise DaemonUnreachableError(f"{path}: {e}") from None
-    reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
+    try:
+        reply = json.loads(buf.split(b"\n", 1)[0])
+    except (ValueError, RecursionError) as e:
+        raise MalformedReplyError(path, f"not JSON ({type(e).__name__})") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise MalformedReplyError(path, 'not a JSON object with a boolean "ok"')
     return reply
 
 
@@ -136,68 +168,117 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+#: the fields each op's result must have, with their JSON types, before a verb reads them
+RESULT_FIELDS: dict[str, dict[str, type]] = {
+    "status": {},
+    "reload": {"outcome": str},
+    "plan": {"outcome": str, "backend": str, "steps": list, "errors": list},
+    "rollback": {"name": str, "from_version": str, "new_version": str, "content_digest": str, "target": str,
+                 "record": dict},
+}
+
+
 def ask(args: Any, op: str, timeout: float, **params: Any) -> Any:
     """The daemon's result for one request of a verb with :func:`add_socket_arguments`.
 
-    Raises DaemonUnreachableError (exit 3) when no daemon answers, CliError (exit 1) for an
-    error reply (``ERRNO_NAME: message``).
+    Raises DaemonUnreachableError (exit 3) when no daemon answers, or the socket is not root's;
+    CliError (exit 1) for an error reply (``ERRNO_NAME: message``) or a malformed one. Says on
+    stderr which socket it used when it is neither the system one nor the one given.
     """
-    reply = request(find_socket(args.socket, args.config), op, timeout=timeout, **params)
-    if not reply.get("ok"):
-        raise CliError(f"{reply.get('errno_name')}: {reply.get('error')}")
-    return reply["result"]
+    path = find_socket(args.socket, args.config)
+    if not args.socket and path != DEFAULT_SOCKET:
+        from iped.textsafe import escape_controls
+
+        print(f"iped: using the control socket {escape_controls(path)} (not the system one, {DEFAULT_SOCKET})",
+              file=sys.stderr, flush=True)
+    reply = request(path, op, timeout=timeout, **params)
+    if not reply["ok"]:
+        from iped.textsafe import escape_controls
+
+        raise CliError(escape_controls(f"{reply.get('errno_name')}: {reply.get('error')}"))
+    result = reply.get("result")
+    if op not in RESULT_FIELDS:
+        return result
+    if not isinstance(result, dict):
+        raise MalformedReplyError(path, f"the {op!r} result is not a JSON object")
+    for key, kind in RESULT_FIELDS[op].items():
+        if not isinstance(result.get(key), kind):
+            raise MalformedReplyError(path, f"the {op!r} result has no {key!r} "
+                                            f"{'string' if kind is str else kind.__name__}")
+    return result
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """A reply's JSON object, or an empty one where a forged or broken reply has something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def _objs(value: Any) -> list[dict[str, Any]]:
+    return [_obj(v) for v in value] if isinstance(value, list) else []
+
+
+def _safe_lines(lines: list[str]) -> str:
+    """The lines of a text output, each with the control characters the daemon's reply carried
+    (from names, paths, messages) escaped: what reaches the terminal is never an instruction to it."""
+    from iped.textsafe import escape_controls
+
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 def render_record(rec: dict[str, Any]) -> str:
     """A plan record (reload/apply result) for people."""
+    rec = _obj(rec)
     out = [f"{rec.get('outcome', '?')}" + (f" (plan #{rec['seq']})" if rec.get("seq") else "")]
     for e in rec.get("errors") or []:
-        out.append(f"  rejected: {e.get('message', e)}")
-    done = int(rec.get("done") or 0)
-    for i, s in enumerate(rec.get("steps") or []):
-        mark = "done" if i < done else ("FAILED" if rec.get("failure") and i == done else "skipped")
+        out.append(f"  rejected: {e.get('message', e) if isinstance(e, dict) else e}")
+    done = rec["done"] if isinstance(rec.get("done"), int) else 0
+    failure = _obj(rec.get("failure"))
+    for i, s in enumerate(_objs(rec.get("steps"))):
+        mark = "done" if i < done else ("FAILED" if failure and i == done else "skipped")
         out.append(f"  [{mark}] {s.get('description')}")
-    if rec.get("failure"):
-        out.append(f"  error: {rec['failure'].get('message')}")
+    if failure:
+        out.append(f"  error: {failure.get('message')}")
         out.append("  the policies before the failed step are in place; the active policy is unchanged "
                    "unless the activation itself completed")
     if rec.get("outcome") == "rejected":
         out.append("  nothing was written to the kernel")
-    return "\n".join(out)
+    return _safe_lines(out)
 
 
 def render_status(st: dict[str, Any]) -> str:
-    b = st.get("backend", {})
+    st = _obj(st)
+    b = _obj(st.get("backend"))
     lines = [
         f"backend:       {str(b.get('kind', '?')).upper()}  -- {b.get('reason', '')}",
         f"enforce:       {int(bool(st.get('enforce')))}   success_audit: {int(bool(st.get('success_audit')))}",
         f"ready:         {st.get('ready')}   in sync: {st.get('in_sync')}   pid {st.get('pid')}",
         f"status:        {st.get('status_line', '?')}",
-        f"config:        {st.get('config')}   policies: {st.get('declared', {}).get('dir')}",
+        f"config:        {st.get('config')}   policies: {_obj(st.get('declared')).get('dir')}",
         "policies:",
     ]
-    for p in st.get("policies", []):
+    for p in _objs(st.get("policies")):
         flag = "*" if p.get("active") else " "
-        lines.append(f"  {flag} {p['name']:<24} {p['version']:<12} sha256:{(p.get('blob_digest') or 'unsigned')[:16]}"
+        digest = str(p.get("blob_digest") or "unsigned")[:16]
+        lines.append(f"  {flag} {p.get('name')!s:<24} {p.get('version')!s:<12} sha256:{digest}"
                      f"  {p.get('source') or '(not declared)'}")
-    if st.get("drift"):
+    if st.get("drift") and isinstance(st["drift"], list):
         lines.append("drift (declared vs kernel):")
         lines += [f"  - {d}" for d in st["drift"]]
-    errs = st.get("declared", {}).get("errors") or []
-    for e in errs:
+    for e in _objs(_obj(st.get("declared")).get("errors")):
         lines.append(f"  ! {e.get('message')}")
-    plans = st.get("last_plans") or []
+    plans = _objs(st.get("last_plans"))
     if plans:
         lines.append("last plans:")
         for r in plans:
+            steps = r.get("steps")
             lines.append(f"  #{r.get('seq')} {r.get('time')} {r.get('trigger')}: {r.get('outcome')} "
-                         f"({len(r.get('steps') or [])} steps)")
-    c = st.get("counters", {})
+                         f"({len(steps) if isinstance(steps, list) else 0} steps)")
+    c = _obj(st.get("counters"))
     lines.append("counters:      " + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
-    audit = st.get("audit") or {}
-    if audit.get("follower"):
+    audit = _obj(st.get("audit"))
+    if isinstance(audit.get("follower"), dict):
         lines.append("audit:         " + " ".join(f"{k}={v}" for k, v in sorted(audit["follower"].items())
                                                   if not isinstance(v, dict)))
     elif audit.get("error"):
         lines.append(f"audit:         {audit['error']}")
-    return "\n".join(lines)
+    return _safe_lines(lines)

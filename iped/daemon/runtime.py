@@ -70,8 +70,7 @@ def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Set
     from iped.daemon.devkey import ensure_dev_key
 
     key, cert = ensure_dev_key(work / "keys")
-    runtime = Path(dev_runtime_dir())
-    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    control_socket = _dev_control_socket(work)
     policies_dir = base.policies.dir if base.policies.dir.is_dir() else etc / "policies.d"
     if config == etc / "iped.toml":
         policies_dir = etc / "policies.d"
@@ -80,11 +79,41 @@ def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Set
                                      signing_key=key, signing_cert=cert,
                                      trust_anchors=tuple(p for p in base.policies.trust_anchors if p.exists())),
         daemon=dataclasses.replace(base.daemon, backend=BackendKind.EMULATOR, state_dir=work / "state",
-                                   control_socket=Path(dev_socket_path()), control_group=None),
+                                   control_socket=control_socket, control_group=None),
         audit=dataclasses.replace(base.audit, prometheus_textfile=None),
         path=config,
         dev=True,
     )
+
+
+def _dev_control_socket(work: Path) -> Path:
+    """The well-known :func:`dev_socket_path` when its directory is this user's own; else (another
+    user created it first: a socket there could be swapped, a lock there held) one in the private
+    ``work`` dir, said on stderr, so that no other user can answer for or stop this daemon."""
+    import os
+    import stat
+    import sys
+
+    from iped.trustpath import UntrustedPathError, check_path
+
+    runtime = Path(dev_runtime_dir())
+    try:
+        try:
+            runtime.mkdir(mode=0o700)
+        except FileExistsError:
+            st = os.lstat(runtime)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                what = "is not a directory" if not stat.S_ISDIR(st.st_mode) else f"belongs to uid {st.st_uid}"
+                raise UntrustedPathError(os.fspath(runtime), f"{what}, not to this user (uid {os.geteuid()})",
+                                         f"remove it if you did not create it: rm -r {runtime}") from None
+        check_path(runtime, "the dev daemon's control socket")
+    except UntrustedPathError as e:
+        private = work / "run"
+        private.mkdir(mode=0o700, exist_ok=True)
+        print(f"iped: warning: not using {e}; the control socket is {private / 'control.sock'} instead "
+              "('iped status --socket' it)", file=sys.stderr, flush=True)
+        return private / "control.sock"
+    return Path(dev_socket_path())
 
 
 def _dev_active(config: Path, declared: str | None) -> str | None:
