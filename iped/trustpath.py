@@ -40,6 +40,14 @@ class UntrustedPathError(OSError):
         return f"{self.filename}: {self.why} (hint: {self.fix})"
 
 
+def error_line(e: OSError) -> str:
+    """One line for a failed check or read: the path, then what is wrong (and for a plain
+    filesystem error its errno name)."""
+    if isinstance(e, UntrustedPathError):
+        return str(e)
+    return f"{e.filename}: {errno.errorcode.get(e.errno or 0, e.errno)}: {e.strerror or e}"
+
+
 def trusted_uids() -> frozenset[int]:
     """root and the user iped runs as (a user's own dev daemon and CLI trust that user)."""
     return frozenset({0, os.geteuid()})
@@ -157,7 +165,7 @@ def check_stat(path: str, st: os.stat_result, what: str, *, private: bool = Fals
         _owner_problem(path, st, trusted, what)
     mode = st.st_mode & 0o7777
     if private and mode & 0o077:
-        raise UntrustedPathError(path, f"{what} is readable or writable by group or others (mode {mode:04o}); "
+        raise UntrustedPathError(path, f"{what} is accessible by group or others (mode {mode:04o}); "
                                        "refusing to use it", f"chmod 600 {path}")
     if stat.S_ISSOCK(st.st_mode):
         if mode & 0o002:
@@ -190,3 +198,19 @@ def read_trusted(path: str | os.PathLike[str], what: str, *, private: bool = Fal
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+#: how the signing key is named in errors (``iped sign``, check-config, the daemon, rollback)
+PRIVATE_KEY = "private key"
+
+
+def read_private_key(path: str | os.PathLike[str]) -> bytes:
+    """The signing key, under the one rule for it everywhere (``iped sign``, ``check-config``, the
+    daemon's signing, ``rollback``): the trusted-path rule, and no access at all by group or
+    others -- a key others can read signs policies the kernel trusts in their name."""
+    return read_trusted(path, PRIVATE_KEY, private=True)
+
+
+def check_private_key(path: str | os.PathLike[str]) -> None:
+    """:func:`read_private_key`'s rule without reading the key (a dry run says it too)."""
+    check_path(path, PRIVATE_KEY, private=True)

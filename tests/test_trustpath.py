@@ -109,7 +109,7 @@ def test_private_refuses_any_group_or_other_access(tmp_path: Path) -> None:
     key = tmp_path / "k"
     key.write_text("k")
     key.chmod(0o640)
-    with pytest.raises(UntrustedPathError, match=r"readable or writable by group or others \(mode 0640\)"):
+    with pytest.raises(UntrustedPathError, match=r"accessible by group or others \(mode 0640\)"):
         check_path(key, "the signing key", private=True)
     key.chmod(0o600)
     check_path(key, "the signing key", private=True)

@@ -138,10 +138,39 @@ def dev_reloader(settings: Settings) -> Settings:
 
 def make_backend(settings: Settings) -> Backend:
     """The configured backend; the emulator trusts the anchors and the local signing cert."""
-    certs = [p.read_bytes() for p in settings.policies.trust_anchors if p.exists()]
-    if settings.policies.signing_cert is not None and settings.policies.signing_cert.exists():
-        certs.append(settings.policies.signing_cert.read_bytes())
+    from iped.trustpath import error_line, read_trusted
+
+    pol = settings.policies
+    try:  # the emulator's keyring: taken under the same owner/mode rule as the daemon's signing
+        certs = [read_trusted(p, "a trust anchor") for p in pol.trust_anchors if p.exists()]
+        if pol.signing_cert is not None and pol.signing_cert.exists():
+            certs.append(read_trusted(pol.signing_cert, "the signing certificate"))
+    except OSError as e:
+        raise CliError(error_line(e)) from None
     return select_backend(settings, certs)
+
+
+def untrusted_paths(settings: Settings, plan_log: PlanLog) -> list[str]:
+    """Why each path the daemon keeps its own authority in cannot be trusted (none: empty): the
+    state_dir (its rolled-forward policies are declarations, its texts what rollback re-signs)
+    and the Prometheus textfile dir (the fleet's view of this host). One line each."""
+    from iped.trustpath import UntrustedPathError, check_path
+
+    checks: list[tuple[Path, str, bool]] = [
+        (plan_log.root, "the state_dir", False), (plan_log.plans, "the plan records", False),
+        (plan_log.texts, "the policy texts rollback re-signs", False),
+        (plan_log.rolled_forward, "declared (rolled-forward) policies", False)]
+    if settings.audit.prometheus_textfile is not None:  # the collector's user may own it
+        checks.append((settings.audit.prometheus_textfile.parent, "the daemon's metrics", True))
+    problems = []
+    for path, what, any_owner in checks:
+        try:
+            check_path(path, what, any_owner=any_owner)
+        except UntrustedPathError as e:
+            problems.append(str(e))
+        except OSError:
+            continue  # not there (yet): the daemon creates it, or says so when it writes
+    return problems
 
 
 def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None, *,
@@ -159,6 +188,9 @@ def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | N
             raise CliError(f"state_dir {plan_log.root}: {errno_name(e.errno or errno.EIO)}: {e.strerror or e}"
                            f"{f' ({e.filename})' if e.filename else ''}: plan records and rollback history "
                            "live there", hint="make it a writable directory or set [daemon] state_dir") from None
+        problems = untrusted_paths(settings, plan_log)
+        if problems:
+            raise CliError("\n".join(problems))
     try:
         backend = backend or make_backend(settings)
     except RuntimeError as e:  # backend = kernel without IPE

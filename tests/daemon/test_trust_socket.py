@@ -142,7 +142,7 @@ def test_a_daemon_lock_others_can_open_is_refused(tmp_path: Path) -> None:
     lock = run / "control.sock.lock"
     lock.write_text("")
     lock.chmod(0o644)  # anyone may open it, and flock needs no more than that
-    with pytest.raises(DaemonLockError, match=r"the daemon lock is readable or writable by group or others"):
+    with pytest.raises(DaemonLockError, match=r"the daemon lock is accessible by group or others"):
         acquire(run / "control.sock")
     run.chmod(0o777)
     lock.chmod(0o600)
