@@ -183,10 +183,11 @@ def ask(args: Any, op: str, timeout: float, **params: Any) -> Any:
 
     Raises DaemonUnreachableError (exit 3) when no daemon answers, or the socket is not root's;
     CliError (exit 1) for an error reply (``ERRNO_NAME: message``) or a malformed one. Says on
-    stderr which socket it used when it is neither the system one nor the one given.
+    stderr which socket it used when it found one other than the system one (neither
+    ``--socket`` nor ``--config`` named it).
     """
     path = find_socket(args.socket, args.config)
-    if not args.socket and path != DEFAULT_SOCKET:
+    if not args.socket and not args.config and path != DEFAULT_SOCKET:  # found, not given: say which
         from iped.textsafe import escape_controls
 
         print(f"iped: using the control socket {escape_controls(path)} (not the system one, {DEFAULT_SOCKET})",
@@ -229,7 +230,8 @@ def render_record(rec: dict[str, Any]) -> str:
     """A plan record (reload/apply result) for people."""
     rec = _obj(rec)
     out = [f"{rec.get('outcome', '?')}" + (f" (plan #{rec['seq']})" if rec.get("seq") else "")]
-    for e in rec.get("errors") or []:
+    errors = rec.get("errors")
+    for e in errors if isinstance(errors, list) else []:
         out.append(f"  rejected: {e.get('message', e) if isinstance(e, dict) else e}")
     done = rec["done"] if isinstance(rec.get("done"), int) else 0
     failure = _obj(rec.get("failure"))
