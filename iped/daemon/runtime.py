@@ -179,18 +179,21 @@ def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | N
     the state dir cannot take the records of what it does (``writes_state``; checked before the
     kernel is touched, so an unusable state dir is never mistaken for a kernel error)."""
     plan_log = PlanLog(settings.daemon.state_dir, settings.daemon.history)
+    problems: list[str] = []
     if writes_state:
         try:
-            plan_log.prepare()
+            plan_log.ensure()  # (creates what is missing; nothing in it is read or removed before the check)
+            problems = untrusted_paths(settings, plan_log)
+            if not problems:
+                plan_log.prepare()
         except OSError as e:
             from iped.errnos import errno_name
 
             raise CliError(f"state_dir {plan_log.root}: {errno_name(e.errno or errno.EIO)}: {e.strerror or e}"
                            f"{f' ({e.filename})' if e.filename else ''}: plan records and rollback history "
                            "live there", hint="make it a writable directory or set [daemon] state_dir") from None
-        problems = untrusted_paths(settings, plan_log)
-        if problems:
-            raise CliError("\n".join(problems))
+    if problems:
+        raise CliError("\n".join(problems))
     try:
         backend = backend or make_backend(settings)
     except RuntimeError as e:  # backend = kernel without IPE
