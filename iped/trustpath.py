@@ -124,6 +124,7 @@ def check_path(path: str | os.PathLike[str], what: str, *, private: bool = False
     cur_st = os.lstat(current)
     _check_ancestor(current, cur_st, trusted, what)
     links = 0
+    final_checked = False
     while pending:
         name = pending.pop()
         if name == ".":
@@ -131,6 +132,7 @@ def check_path(path: str | os.PathLike[str], what: str, *, private: bool = False
         if name == "..":
             current = os.path.dirname(current)  # current has no links in it: lexical is right
             cur_st = os.lstat(current)
+            final_checked = False
             continue
         candidate = os.path.join(current, name)
         st = os.lstat(candidate)
@@ -150,9 +152,10 @@ def check_path(path: str | os.PathLike[str], what: str, *, private: bool = False
             _check_ancestor(candidate, st, trusted, what)
         else:
             check_stat(candidate, st, what, private=private, owners=trusted, any_owner=any_owner)
+            final_checked = True
         current, cur_st = candidate, st
-    if current == "/":
-        check_stat("/", cur_st, what, private=private, owners=trusted, any_owner=any_owner)
+    if not final_checked:  # "/" itself, or a path that ends in ".." (through a link's target)
+        check_stat(current, cur_st, what, private=private, owners=trusted, any_owner=any_owner)
     return os.stat(current)
 
 

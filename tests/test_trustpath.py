@@ -128,3 +128,12 @@ def test_any_owner_still_refuses_a_directory_others_can_write(tmp_path: Path) ->
     d.chmod(0o777)
     with pytest.raises(UntrustedPathError, match="writable by every user"):
         check_path(d, "the Prometheus textfile dir", any_owner=True)
+
+
+def test_a_link_to_dotdot_checks_the_directory_it_lands_in(tmp_path: Path) -> None:
+    open_dir = tmp_path / "open"
+    (open_dir / "sub").mkdir(parents=True)
+    open_dir.chmod(0o1777)  # fine on the way (sticky, root's), not as the path itself
+    (tmp_path / "up").symlink_to("open/sub/..")  # lands in open/
+    with pytest.raises(UntrustedPathError, match=f"^{open_dir}: writable by every user"):
+        check_path(tmp_path / "up", "the state_dir")
