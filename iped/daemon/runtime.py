@@ -162,15 +162,15 @@ def untrusted_paths(settings: Settings, plan_log: PlanLog) -> list[str]:
         (plan_log.rolled_forward, "declared (rolled-forward) policies", False)]
     if settings.audit.prometheus_textfile is not None:  # the collector's user may own it
         checks.append((settings.audit.prometheus_textfile.parent, "the daemon's metrics", True))
-    problems = []
+    problems: dict[str, str] = {}  # by the path at fault: a state_dir others can write is one problem
     for path, what, any_owner in checks:
         try:
             check_path(path, what, any_owner=any_owner)
         except UntrustedPathError as e:
-            problems.append(str(e))
+            problems.setdefault(e.filename, str(e))
         except OSError:
             continue  # not there (yet): the daemon creates it, or says so when it writes
-    return problems
+    return list(problems.values())
 
 
 def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None, *,

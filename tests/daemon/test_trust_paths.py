@@ -215,3 +215,15 @@ def test_a_prometheus_textfile_dir_others_can_write_is_refused(own_site: Site, t
     assert code == 1 and f"audit.prometheus_textfile: {prom}: writable by every user (mode 0777)" in err
     with pytest.raises(CliError, match=f"^{prom}: writable by every user"):
         reconciler(own_site)
+
+
+def test_the_daemon_does_not_start_on_a_state_dir_others_can_write(own_site: Site) -> None:
+    from tests.daemon.conftest import iped
+
+    own_site.state.mkdir()
+    own_site.state.chmod(0o777)
+    r = iped("daemon", "--config", str(own_site.config), timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == (f"iped: error: {own_site.state}: writable by every user (mode 0777): they can change what "
+                        f"iped would take as the state_dir (hint: chmod go-w {own_site.state})\n")
+    assert not own_site.socket.exists() and not any((own_site.state / "plans").iterdir())
