@@ -39,9 +39,37 @@ class DaemonForbiddenError(DaemonUnreachableError):
         super().__init__(f"{os.fspath(path)}: EACCES ({strerror}): needs root or the control group")
 
 
-def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
-    """Send one JSON-line request and wait for its reply line. Raises DaemonUnreachableError."""
+class UntrustedSocketError(DaemonUnreachableError):
+    """The socket, or a directory on the way to it, can be changed by a user iped does not trust:
+    whatever answers there may be anyone, so it is not asked (exit code 3)."""
+
+
+class MalformedReplyError(CliError):
+    """A reply that is not what the daemon sends: said in one line, never a crash (exit code 1)."""
+
+    def __init__(self, path: str | os.PathLike[str], why: str) -> None:
+        super().__init__(f"{os.fspath(path)}: malformed reply: {why} (not iped's daemon, or a bug in it; "
+                         "nothing was taken from it)")
+
+
+def check_socket(path: str | os.PathLike[str]) -> None:
+    """Refuse a socket that someone other than root (or this user, for their own dev daemon)
+    could have put there: the socket and every directory on the way (:mod:`iped.trustpath`)."""
+    from iped.trustpath import UntrustedPathError, check_path
+
     try:
+        check_path(path, "the daemon's replies")
+    except UntrustedPathError as e:
+        untrusted = UntrustedSocketError(f"{e.filename}: {e.why}; refusing to talk to a daemon there")
+        untrusted.hint = e.fix
+        raise untrusted from None
+
+
+def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
+    """Send one JSON-line request and wait for its reply line. Raises DaemonUnreachableError
+    (UntrustedSocketError: the socket is not root's), MalformedReplyError."""
+    try:
+        check_socket(path)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
             _connect(s, os.fspath(path), timeout)
@@ -61,7 +89,12 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
         raise DaemonForbiddenError(path, e.strerror or "Permission denied") from None
     except OSError as e:
         raise DaemonUnreachableError(f"{path}: {e}") from None
-    reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
+    try:
+        reply = json.loads(buf.split(b"\n", 1)[0])
+    except (ValueError, RecursionError) as e:
+        raise MalformedReplyError(path, f"not JSON ({type(e).__name__})") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise MalformedReplyError(path, 'not a JSON object with a boolean "ok"')
     return reply
 
 
@@ -157,39 +190,96 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def ask(args: Any, op: str, timeout: float, **params: Any) -> Any:
-    """The daemon's result for one request of a verb with :func:`add_socket_arguments`.
+#: the fields each op's result must have, with their JSON types, before a verb reads them
+RESULT_FIELDS: dict[str, dict[str, type]] = {
+    "status": {},
+    "reload": {"outcome": str},
+    "plan": {"outcome": str, "backend": str, "steps": list, "errors": list},
+    "rollback": {"name": str, "from_version": str, "new_version": str, "content_digest": str, "target": str,
+                 "record": dict},
+}
 
-    Raises DaemonUnreachableError (exit 3) when no daemon answers, CliError (exit 1) for an
-    error reply (``ERRNO_NAME: message``).
-    """
+
+def ask_reply(args: Any, op: str, timeout: float, **params: Any) -> tuple[str, dict[str, Any]]:
+    """The socket used and the daemon's reply (``ok`` true or false) for one request of a verb with
+    :func:`add_socket_arguments`. Raises DaemonUnreachableError (exit 3) when no daemon answers, or
+    the socket is not root's; MalformedReplyError. Says on stderr which socket it used when it found
+    one other than the system one (neither ``--socket`` nor ``--config`` named it)."""
+    path = find_socket(args.socket, args.config)
+    if not args.socket and not args.config and path != DEFAULT_SOCKET:  # found, not given: say which
+        from iped.textsafe import escape_controls
+
+        print(f"iped: using the control socket {escape_controls(path)} (not the system one, {DEFAULT_SOCKET})",
+              file=sys.stderr, flush=True)
     try:
-        reply = request(find_socket(args.socket, args.config), op, timeout=timeout, **params)
+        return path, request(path, op, timeout=timeout, **params)
     except DaemonUnreachableError as e:
         if e.hint is None and not args.socket and not args.config and not os.path.exists(DEFAULT_CONFIG):
             e.hint = f"no {DEFAULT_CONFIG} on this host either: {NO_CONFIG_HINT}"
         raise
-    if not reply.get("ok"):
-        raise CliError(f"{reply.get('errno_name')}: {reply.get('error')}")
-    return reply["result"]
+
+
+def checked_result(path: str, op: str, result: Any) -> Any:
+    """A successful reply's result, with the fields the verb reads (:data:`RESULT_FIELDS`) checked:
+    a forged or broken reply is a MalformedReplyError, never a crash."""
+    if op not in RESULT_FIELDS:
+        return result
+    if not isinstance(result, dict):
+        raise MalformedReplyError(path, f"the {op!r} result is not a JSON object")
+    for key, kind in RESULT_FIELDS[op].items():
+        if not isinstance(result.get(key), kind):
+            raise MalformedReplyError(path, f"the {op!r} result has no {key!r} "
+                                            f"{'string' if kind is str else kind.__name__}")
+    return result
+
+
+def ask(args: Any, op: str, timeout: float, **params: Any) -> Any:
+    """The daemon's result for one request (:func:`ask_reply`, :func:`checked_result`); an error
+    reply is a CliError (exit 1, ``ERRNO_NAME: message``)."""
+    path, reply = ask_reply(args, op, timeout, **params)
+    if not reply["ok"]:
+        from iped.textsafe import escape_controls
+
+        raise CliError(escape_controls(f"{reply.get('errno_name')}: {reply.get('error')}"))
+    return checked_result(path, op, reply.get("result"))
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    """A reply's JSON object, or an empty one where a forged or broken reply has something else."""
+    return value if isinstance(value, dict) else {}
+
+
+def _objs(value: Any) -> list[dict[str, Any]]:
+    return [_obj(v) for v in value] if isinstance(value, list) else []
+
+
+def _safe_lines(lines: list[str]) -> str:
+    """The lines of a text output, each with the control characters the daemon's reply carried
+    (from names, paths, messages) escaped: what reaches the terminal is never an instruction to it."""
+    from iped.textsafe import escape_controls
+
+    return "\n".join(escape_controls(line) for line in lines)
 
 
 def render_record(rec: dict[str, Any]) -> str:
     """A plan record (reload/apply result) for people."""
+    rec = _obj(rec)
     out = [f"{rec.get('outcome', '?')}" + (f" (plan #{rec['seq']})" if rec.get("seq") else "")]
-    for e in rec.get("errors") or []:
-        out.append(f"  rejected: {e.get('message', e)}")
-    done = int(rec.get("done") or 0)
-    for i, s in enumerate(rec.get("steps") or []):
-        mark = "done" if i < done else ("FAILED" if rec.get("failure") and i == done else "skipped")
+    errors = rec.get("errors")
+    for e in errors if isinstance(errors, list) else []:
+        out.append(f"  rejected: {e.get('message', e) if isinstance(e, dict) else e}")
+    done = rec["done"] if isinstance(rec.get("done"), int) else 0
+    failure = _obj(rec.get("failure"))
+    for i, s in enumerate(_objs(rec.get("steps"))):
+        mark = "done" if i < done else ("FAILED" if failure and i == done else "skipped")
         out.append(f"  [{mark}] {s.get('description')}")
-    if rec.get("failure"):
-        out.append(f"  error: {rec['failure'].get('message')}")
+    if failure:
+        out.append(f"  error: {failure.get('message')}")
         out.append("  the policies before the failed step are in place; the active policy is unchanged "
                    "unless the activation itself completed")
     if rec.get("outcome") == "rejected":
         out.append("  nothing was written to the kernel")
-    return "\n".join(out)
+    return _safe_lines(out)
 
 
 def render_status(st: dict[str, Any]) -> str:
