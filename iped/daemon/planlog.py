@@ -12,9 +12,11 @@ history, not truth: the daemon always re-derives the plan from the kernel and th
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +68,33 @@ class PlanLog:
         #: configured one (iped.daemon.declared.overlay_rolled_forward)
         self.rolled_forward = state_dir / ROLLED_FORWARD
         self.keep = keep
+        #: ``flock`` on this file serialises writers of the state dir: concurrent ``apply --once``
+        #: runs (and a daemon) each take the next sequence number and extend the chain in turn
+        self.lock_file = state_dir / ".lock"
+        self._lock_fd = -1
+        self._lock_depth = 0
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the state dir's writer lock (re-entrant within this object: a second ``flock`` on
+        a new descriptor of the same file would wait for the first forever)."""
+        if self._lock_depth == 0:
+            self.ensure()
+            fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
+            self._lock_fd = fd
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0:
+                os.close(self._lock_fd)  # closing the descriptor releases the flock
+                self._lock_fd = -1
 
     def ensure(self) -> None:
         for d in (self.root, self.plans, self.texts):
@@ -96,15 +125,18 @@ class PlanLog:
             return []
 
     def record(self, record: dict[str, Any]) -> int:
-        """Keep one plan record; returns its sequence number. Prunes to the newest ``keep``."""
-        self.ensure()
-        ids = self._ids()
-        seq = (ids[-1] + 1) if ids else 1
-        record = {"seq": seq, **record}
-        atomic_write(self.plans / f"{seq:010d}.json", json.dumps(record, indent=1, sort_keys=True).encode())
-        for old in [*ids, seq][: -self.keep]:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.plans / f"{old:010d}.json")
+        """Keep one plan record; returns its sequence number. Prunes to the newest ``keep``.
+
+        Under :meth:`locked`: without it two writers read the same last number and the second
+        rename replaced the first one's record."""
+        with self.locked():
+            ids = self._ids()
+            seq = (ids[-1] + 1) if ids else 1
+            record = {"seq": seq, **record}
+            atomic_write(self.plans / f"{seq:010d}.json", json.dumps(record, indent=1, sort_keys=True).encode())
+            for old in [*ids, seq][: -self.keep]:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.plans / f"{old:010d}.json")
         return seq
 
     def recent(self, n: int | None = None) -> list[dict[str, Any]]:
@@ -143,30 +175,31 @@ class PlanLog:
 
     def extend_chain(self, deployed: list[tuple[str, str]]) -> None:
         """Append (name, text digest) deployments; a digest equal to the name's last is no change."""
-        chains = self._chains()
-        changed = False
-        for name, digest in deployed:
-            links = chains.setdefault(name, [])
-            if not links or links[-1] != digest:
-                links.append(digest)
-                del links[: -self.keep]
-                changed = True
-        if changed:
-            self.ensure()
-            atomic_write(self.chain_file, json.dumps(chains, indent=1, sort_keys=True).encode())
+        with self.locked():
+            chains = self._chains()
+            changed = False
+            for name, digest in deployed:
+                links = chains.setdefault(name, [])
+                if not links or links[-1] != digest:
+                    links.append(digest)
+                    del links[: -self.keep]
+                    changed = True
+            if changed:
+                atomic_write(self.chain_file, json.dumps(chains, indent=1, sort_keys=True).encode())
 
     def prune_texts(self) -> None:
         """Remove texts neither the rollback chain nor a kept plan record references."""
-        keep = {d for links in self._chains().values() for d in links}.union(*map(_digests, self.recent()))
-        try:
-            names = os.listdir(self.texts)
-        except FileNotFoundError:
-            return
-        for name in names:
-            m = _TEXT.match(name)
-            if m and m.group(1) not in keep:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.texts / name)
+        with self.locked():  # (a text another writer saved is referenced once its chain is extended)
+            keep = {d for links in self._chains().values() for d in links}.union(*map(_digests, self.recent()))
+            try:
+                names = os.listdir(self.texts)
+            except FileNotFoundError:
+                return
+            for name in names:
+                m = _TEXT.match(name)
+                if m and m.group(1) not in keep:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.texts / name)
 
     def load_text(self, digest: str) -> bytes | None:
         try:

@@ -191,11 +191,14 @@ class Reconciler:
         self.counters[str(result.outcome)] += 1
         self._remove_superseded()
         try:  # the kernel's outcome stands whatever happens to the records of it
-            new_texts = self._keep_history(decl, before, result.done)
-            if result.outcome != Outcome.UNCHANGED or record_unchanged:
-                record = replace(record, seq=self.plan_log.record(record.as_dict()))
-            if new_texts:
-                self.plan_log.prune_texts()
+            # one writer at a time: another 'apply --once' pruning texts between this one's
+            # save_text and extend_chain would remove the text just saved
+            with self.plan_log.locked():
+                new_texts = self._keep_history(decl, before, result.done)
+                if result.outcome != Outcome.UNCHANGED or record_unchanged:
+                    record = replace(record, seq=self.plan_log.record(record.as_dict()))
+                if new_texts:
+                    self.plan_log.prune_texts()
         except OSError as e:
             self.reporter.log("error", f"state_dir {self.plan_log.root}: {errno_name(e.errno or errno.EIO)}: "
                                        f"{e.strerror or e}: plan records and rollback history are not kept")

@@ -14,6 +14,7 @@ this is impossible by design (the key is not on the host): the error says what t
 from __future__ import annotations
 
 import errno
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -106,8 +107,14 @@ def write(rec: Reconciler, plan: RollbackPlan) -> None:
         pol = rec.settings.policies
         assert pol.signing_key is not None and pol.signing_cert is not None
         data = sign_policy(plan.text, pol.signing_key.read_bytes(), pol.signing_cert.read_bytes())
-    plan.target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for other in (SIGNED_SUFFIX, PLAIN_SUFFIX):  # one file per name: the other format's goes
-        if other != plan.target.suffix:
-            plan.target.with_suffix(other).unlink(missing_ok=True)
-    atomic_write(plan.target, data, 0o600)
+    try:
+        plan.target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for other in (SIGNED_SUFFIX, PLAIN_SUFFIX):  # one file per name: the other format's goes
+            if other != plan.target.suffix:
+                plan.target.with_suffix(other).unlink(missing_ok=True)
+        atomic_write(plan.target, data, 0o600)
+    except OSError as e:  # ENOSPC, EROFS, EACCES: say which and where, not "internal error"
+        number = e.errno or errno.EIO
+        # (the reply carries the errno's name; the message names the file, not a temp file's name)
+        raise RollbackError(number, f"cannot write the rolled-forward policy {plan.target}: "
+                                    f"{e.strerror or os.strerror(number)}; the kernel is untouched") from None
