@@ -16,7 +16,8 @@ import fcntl
 import json
 import os
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ ROLLED_FORWARD = "rolled-forward"
 
 _RECORD = re.compile(r"^(\d{10})\.json$")
 _TEXT = re.compile(r"^([0-9a-f]{64})\.pol$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 _TEMP = re.compile(r"^\..+\.(\d+)\.tmp$")  # fsutil.write_atomically's temp names: .<name>.<pid>.tmp
 
 
@@ -43,6 +45,20 @@ def _pid_alive(pid: int) -> bool:
     except OSError:
         return True  # someone else's process: alive
     return True
+
+
+def _parse_chains(raw: bytes) -> dict[str, list[str]] | str:
+    """``chain.json``'s content, or why it is not a chain (a torn or garbled file)."""
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        return f"not JSON: {e}"
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not an object"
+    for name, links in data.items():
+        if not isinstance(links, list) or not all(isinstance(d, str) and _DIGEST.fullmatch(d) for d in links):
+            return f"the links of {name!r} are not a list of SHA-256 digests"
+    return data
 
 
 def _digests(value: Any) -> set[str]:
@@ -73,6 +89,10 @@ class PlanLog:
         self.lock_file = state_dir / ".lock"
         self._lock_fd = -1
         self._lock_depth = 0
+        #: what went wrong with the history and what was done about it (newest last; ``iped status``)
+        self.problems: list[str] = []
+        #: told each problem as it is found (the reconciler's reporter: a log line)
+        self.on_problem: Callable[[str], None] | None = None
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -161,13 +181,62 @@ class PlanLog:
         return True
 
     def _chains(self) -> dict[str, list[str]]:
+        """The rollback chain; a corrupt ``chain.json`` is kept aside and rebuilt (:meth:`_repair_chain`).
+        Raises OSError when it cannot be read (EACCES, EIO): never taken for "no history"."""
         try:
-            data = json.loads(self.chain_file.read_bytes())
-        except (OSError, ValueError):
+            raw = self.chain_file.read_bytes()
+        except FileNotFoundError:
             return {}
-        if not isinstance(data, dict):
+        chains = _parse_chains(raw)
+        return chains if isinstance(chains, dict) else self._repair_chain()
+
+    def _repair_chain(self) -> dict[str, list[str]]:
+        """Move the corrupt ``chain.json`` aside (never deleted) and rebuild the chain from the
+        deployed texts in ``texts/``: each policy's texts in the order of their versions (the
+        kernel only ever updates to a higher one), the newest ``keep``. Reported as a problem."""
+        with self.locked():
+            try:  # another writer may have repaired it meanwhile
+                raw = self.chain_file.read_bytes()
+            except FileNotFoundError:
+                return {}
+            why = _parse_chains(raw)
+            if isinstance(why, dict):
+                return why
+            aside = self.root / f"chain.json.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{os.getpid()}"
+            os.replace(self.chain_file, aside)
+            chains = self._chains_from_texts()
+            atomic_write(self.chain_file, json.dumps(chains, indent=1, sort_keys=True).encode())
+        links = sum(map(len, chains.values()))
+        self._problem(f"rollback history {self.chain_file} was corrupt ({why}): kept aside as {aside}, rebuilt "
+                      f"from {self.texts} ({links} texts of {len(chains)} policies, ordered by version)")
+        return chains
+
+    def _chains_from_texts(self) -> dict[str, list[str]]:
+        from iped.emulator.policy_parser import PolicyError, parse_policy
+
+        found: dict[str, list[tuple[int, float, str]]] = {}
+        try:
+            names = os.listdir(self.texts)
+        except FileNotFoundError:
             return {}
-        return {k: [d for d in v if isinstance(d, str)] for k, v in data.items() if isinstance(v, list)}
+        for entry in names:
+            m = _TEXT.match(entry)
+            if not m:
+                continue
+            path = self.texts / entry
+            try:
+                policy = parse_policy(path.read_bytes())
+                mtime = path.stat().st_mtime
+            except (OSError, PolicyError):
+                continue  # unreadable: it cannot be rolled back to anyway
+            name = policy.name.decode("utf-8", "surrogateescape")
+            found.setdefault(name, []).append((policy.version.as_u64(), mtime, m.group(1)))
+        return {name: [d for _, _, d in sorted(texts)][-self.keep :] for name, texts in found.items()}
+
+    def _problem(self, message: str) -> None:
+        self.problems = [*self.problems[-4:], message]
+        if self.on_problem is not None:
+            self.on_problem(message)
 
     def chain(self, name: str) -> list[str]:
         """The text digests deployed as policy ``name``, oldest first (the newest ``keep``)."""

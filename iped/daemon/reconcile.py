@@ -131,6 +131,11 @@ class Reconciler:
         # (path, content sha256, key material) -> result: unchanged files are not re-signed or
         # re-verified on every scan; any change to the bytes or the keys misses the cache.
         self._file_cache: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
+        # the history's problems (a corrupt chain.json rebuilt) are log lines: those found while
+        # the state dir was prepared, and every later one as it is found
+        for message in plan_log.problems:
+            reporter.log("error", message)
+        plan_log.on_problem = lambda message: reporter.log("error", message)
 
     # -- declared state ---------------------------------------------------------------
     def scan(self) -> DeclaredState:

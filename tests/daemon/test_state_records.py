@@ -3,6 +3,7 @@ chain.json is reported and rebuilt, and a rollback that cannot write names the e
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import subprocess
@@ -11,8 +12,17 @@ from pathlib import Path
 
 import pytest
 
+from iped.config import load_settings
+from iped.daemon import runtime, service
 from iped.daemon.planlog import PlanLog
-from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text
+from iped.daemon.reconcile import Reconciler
+from tests.daemon.conftest import ROOT, DaemonProc, RecordingReporter, Site, iped, policy_text
+
+
+def reconciler(site: Site, reporter: RecordingReporter) -> Reconciler:
+    settings = load_settings(site.config)
+    return runtime.make_reconciler(settings, reporter)
+
 
 WRITERS = 8
 RECORDS_EACH = 12
@@ -70,3 +80,35 @@ def test_rollback_that_cannot_write_names_the_errno_and_the_path(quiet_daemon: D
     assert name in r.stderr and str(target / "base.pol") in r.stderr, r.stderr
     assert "internal error" not in r.stderr
     assert quiet_daemon.status()["active"]["version"] == "1.1.0"  # the kernel is untouched
+
+
+def test_corrupt_chain_is_reported_kept_aside_and_rebuilt(site: Site) -> None:
+    """A torn chain.json: the next deployment must not reset the rollback history to one link."""
+    reporter = RecordingReporter()
+    rec = reconciler(site, reporter=reporter)
+    rec.reconcile("startup")
+    versions = ["1.0.1", "1.0.2", "1.0.3"]
+    for v in versions:
+        site.put("base.pol", policy_text("base", v, f"# content {v}"))
+        assert rec.reconcile("reload").outcome == "applied"
+    before = rec.plan_log.chain("base")
+    assert len(before) == 4
+    torn = rec.plan_log.chain_file.read_bytes()[:40]
+    rec.plan_log.chain_file.write_bytes(torn)
+
+    rec = reconciler(site, reporter=reporter)  # what the daemon and every writing verb build at start
+    site.put("base.pol", policy_text("base", "1.0.4", "# content 1.0.4"))
+    assert rec.reconcile("reload").outcome == "applied"
+
+    new = hashlib.sha256(policy_text("base", "1.0.4", "# content 1.0.4")).hexdigest()
+    assert rec.plan_log.chain("base") == [*before, new]
+    errors = [m for level, m, _ in reporter.messages if level == "error"]
+    assert len(errors) == 1 and "was corrupt" in errors[0] and str(rec.plan_log.chain_file) in errors[0], errors
+    aside = list(rec.plan_log.root.glob("chain.json.corrupt-*"))
+    assert [p.read_bytes() for p in aside] == [torn] and str(aside[0]) in errors[0]
+    st = service.status(rec)
+    assert st["history"]["problems"] == [errors[0]]
+    assert "WARNING" in st["status_line"] and "was corrupt" in st["status_line"]
+    got = service.rollback(rec, dry_run=True)  # rollback still finds the earlier content
+    assert got.content_digest == before[-1]
+
