@@ -19,6 +19,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from iped.commands import ExitCode, die
+from iped.textsafe import escape_controls
 
 if TYPE_CHECKING:
     from iped.audit.records import RawRecord
@@ -90,7 +91,7 @@ def _explain_records(args: argparse.Namespace) -> int:
     if not objs:
         die("no IPE audit record (1420/1421/1422/1404 lsm=ipe) in the input")
     for obj in objs:
-        print(json.dumps(obj, ensure_ascii=False) if args.json else obj["explanation"])
+        print(json.dumps(obj, ensure_ascii=False) if args.json else escape_controls(obj["explanation"]))
     if index is None and any(o["kind"] == "access" for o in objs) and not args.json:
         print("iped: no policy to locate rules in (give --policy FILE)", file=sys.stderr)
     return ExitCode.OK
@@ -128,7 +129,7 @@ def _explain_path(args: argparse.Namespace) -> int:
 
         print(json.dumps(asdict(result), ensure_ascii=False))
     else:
-        print("\n".join(result.lines()))
+        print("\n".join(map(escape_controls, result.lines())))
     return ExitCode.OK
 
 

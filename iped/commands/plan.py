@@ -40,12 +40,14 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
+        from iped.textsafe import escape_controls
+
         print(f"plan ({'from the daemon' if result['daemon'] else 'computed locally'}, backend {result['backend']}):"
               f" {result['outcome']}")
         steps: list[dict[str, str]] = result["steps"]  # type: ignore[assignment]
         errors: list[dict[str, str]] = result["errors"]  # type: ignore[assignment]
-        for s in steps:
-            print(f"  - {s['description']}")
+        for s in steps:  # (policy names and paths: escaped)
+            print(f"  - {escape_controls(s['description'])}")
         for problem in errors:
-            print(f"  rejected: {problem['message']}")
+            print(f"  rejected: {escape_controls(problem['message'])}")
     return outcome_exit(result["outcome"])

@@ -43,8 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(res)
     else:
-        print(f"rollback {res['name']}: {res['from_version']} -> {res['new_version']} with the content of "
-              f"sha256:{res['content_digest'][:16]}, written to {res['target']}")
+        from iped.textsafe import escape_controls
+
+        print(escape_controls(f"rollback {res['name']}: {res['from_version']} -> {res['new_version']} with the "
+                              f"content of sha256:{res['content_digest'][:16]}, written to {res['target']}"))
         if res["record"].get("outcome") != "dry-run":
             print(render_record(res["record"]))
     return outcome_exit(res["record"].get("outcome"))

@@ -42,5 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False))
     else:
-        print("\n".join(report.lines()))
+        from iped.textsafe import escape_controls
+
+        print("\n".join(map(escape_controls, report.lines())))
     return ExitCode.FAILED if report.breaks else ExitCode.OK

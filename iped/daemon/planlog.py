@@ -212,7 +212,7 @@ class PlanLog:
         return chains
 
     def _chains_from_texts(self) -> dict[str, list[str]]:
-        from iped.emulator.policy_parser import PolicyError, parse_policy
+        from iped.emulator.policy_parser import PolicyError, name_str, parse_policy
 
         found: dict[str, list[tuple[int, float, str]]] = {}
         try:
@@ -229,7 +229,7 @@ class PlanLog:
                 mtime = path.stat().st_mtime
             except (OSError, PolicyError):
                 continue  # unreadable: it cannot be rolled back to anyway
-            name = policy.name.decode("utf-8", "surrogateescape")
+            name = name_str(policy.name)
             found.setdefault(name, []).append((policy.version.as_u64(), mtime, m.group(1)))
         return {name: [d for _, _, d in sorted(texts)][-self.keep :] for name, texts in found.items()}
 

@@ -109,5 +109,8 @@ def policy_file(path: str) -> PolicySource:
 
 
 def say(message: str) -> None:
-    """Progress and notes for people: stderr, so stdout stays the report (or the policy)."""
-    print(f"iped: {message}", file=sys.stderr, flush=True)
+    """Progress and notes for people: stderr, so stdout stays the report (or the policy); paths
+    and comms in it escaped (:func:`iped.textsafe.escape_controls`)."""
+    from iped.textsafe import escape_controls
+
+    print(f"iped: {escape_controls(message)}", file=sys.stderr, flush=True)
