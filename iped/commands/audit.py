@@ -26,6 +26,7 @@ from iped.commands import ExitCode, die
 
 if TYPE_CHECKING:
     from iped.audit.explain import PolicyIndex
+    from iped.audit.files import Unproven
     from iped.audit.group import Event
 
 
@@ -126,13 +127,14 @@ _FILE_BATCH = 512
 def _from_file(path: str, printer: _Printer) -> int:
     from itertools import islice
 
-    from iped.audit.files import iter_file_events
+    from iped.audit.files import Unproven, iter_file_events
     from iped.audit.group import Grouper
 
     grouper = Grouper(2.0)
+    unproven = Unproven()
     try:
         # auditd logs take the bulk path (iped.audit.bulk); other formats feed the records
-        events = iter_file_events(path, grouper)
+        events = iter_file_events(path, grouper, unproven)
         while batch := list(islice(events, _FILE_BATCH)):
             printer.events(batch)
     except BrokenPipeError:
@@ -140,7 +142,25 @@ def _from_file(path: str, printer: _Printer) -> int:
     except OSError as exc:
         die(f"{path}: {exc.strerror}")
     printer.events(grouper.flush())
+    report_unproven(path, unproven, printer.json)
     return ExitCode.OK
+
+
+def report_unproven(source: str, unproven: Unproven, as_json: bool) -> None:
+    """Say that lines of ``source`` were not read as the kernel's: on stderr, and with ``--json``
+    one object of kind ``unproven`` after the records (docs/audit.md)."""
+    from iped.textsafe import escape_controls
+
+    if not unproven.lines:
+        return
+    note = unproven.note(source)
+    print(f"iped: {escape_controls(note)}", file=sys.stderr, flush=True)
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps({"schema_version": 1, "kind": "unproven", "source": source,
+                                     "lines": unproven.lines, "first": unproven.first, "explanation": note}) + "\n")
+        sys.stdout.flush()
 
 
 def _live(kind: str, args: argparse.Namespace, printer: _Printer) -> int:

@@ -49,6 +49,8 @@ def read_observations(args: argparse.Namespace) -> Observations:
     except (OSError, ImportError) as e:
         message, hint = _source_error(args.source, e)
         die(message, hint=hint)
+    if observations.unproven.lines:
+        say(observations.unproven.note(args.source))
     if not observations.records:
         say(f"no IPE access record in {args.source}: was a policy active, with success_audit=1 to see allowed ones?")
     return observations
