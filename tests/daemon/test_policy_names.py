@@ -38,6 +38,28 @@ def test_non_utf8_name_loads_reads_back_and_stays_in_sync(site: Site) -> None:
     assert update.outcome == "applied" and [s.kind for s in update.steps] == ["update"]
 
 
+def test_securityfs_read_back_of_a_non_utf8_name_matches_the_declared_one(tmp_path: Path) -> None:
+    """The real backend on a tree laid out as the kernel lays it out (corpus n-ff: the directory
+    and the ``name`` file hold the raw bytes): the read-back name is the name validate gives."""
+    import hashlib
+    import os
+
+    from iped.backend import SecurityfsBackend
+    from iped.commands.validate import check_blob
+
+    text = odd_policy(ODD)
+    node = os.path.join(os.fsencode(tmp_path), b"policies", ODD)
+    os.makedirs(node)
+    for leaf, data in ((b"name", ODD), (b"version", b"1.0.0"), (b"active", b"0"), (b"policy", text)):
+        Path(os.fsdecode(os.path.join(node, leaf))).write_bytes(data)
+    for switch in ("enforce", "success_audit"):
+        (tmp_path / switch).write_bytes(b"1")
+    (loaded,) = read_actual(SecurityfsBackend(root=tmp_path)).policies
+    declared = check_blob("odd.pol", text, None)
+    assert declared.valid and loaded.name == declared.policy_name
+    assert loaded.text_digest == hashlib.sha256(text).hexdigest()
+
+
 def test_validate_and_the_daemon_agree_on_a_non_utf8_name(site: Site) -> None:
     path = site.put("odd.pol", odd_policy(ODD))
     checked = json.loads(iped("validate", "--json", str(path)).stdout)
