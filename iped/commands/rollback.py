@@ -30,7 +30,9 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
     try:
         return service.rollback(rec, bool(args.dry_run)).as_dict()
     except RollbackError as e:
-        die(e.message)
+        from iped.errnos import errno_name
+
+        die(f"{errno_name(e.errno)}: {e.message}")  # as the daemon's error reply reads
 
 
 def run(args: argparse.Namespace) -> int:

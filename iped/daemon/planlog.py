@@ -125,18 +125,19 @@ class PlanLog:
         is), temp files of writers that died are gone, texts/ holds only what is referenced.
         Raises OSError, with the reason, when the dir cannot be used."""
         self.ensure()
-        probe = self.root / ".probe"
-        atomic_write(probe, b"")
-        os.unlink(probe)
-        for d in (self.root, self.plans, self.texts, self.rolled_forward):
-            if not d.is_dir():
-                continue
-            for name in os.listdir(d):
-                m = _TEMP.match(name)
-                if m and not _pid_alive(int(m.group(1))):
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(d / name)
-        self.prune_texts()
+        with self.locked():  # (concurrent starts: one writer's unlink of .probe is not another's ENOENT)
+            probe = self.root / ".probe"
+            atomic_write(probe, b"")
+            os.unlink(probe)
+            for d in (self.root, self.plans, self.texts, self.rolled_forward):
+                if not d.is_dir():
+                    continue
+                for name in os.listdir(d):
+                    m = _TEMP.match(name)
+                    if m and not _pid_alive(int(m.group(1))):
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(d / name)
+            self.prune_texts()
 
     def _ids(self) -> list[int]:
         try:

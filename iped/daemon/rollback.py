@@ -69,8 +69,13 @@ def prepare(rec: Reconciler) -> RollbackPlan:
                             "[policies] signing_key and signing_cert. Without a key on this host: sign the "
                             f"previous policy text with policy_version above {cur.version} elsewhere and drop "
                             f"the .p7s into {pol.dir}, replacing the current file, then 'iped reload'.")
-    target_digest = next((d for d in reversed(rec.plan_log.chain(cur.name))
-                          if d != cur.text_digest and rec.plan_log.load_text(d) is not None), None)
+    try:
+        target_digest = next((d for d in reversed(rec.plan_log.chain(cur.name))
+                              if d != cur.text_digest and rec.plan_log.load_text(d) is not None), None)
+    except OSError as e:  # never taken for "no history": say what cannot be read
+        number = e.errno or errno.EIO
+        raise RollbackError(number, f"cannot read the rollback history {e.filename or rec.plan_log.chain_file}: "
+                                    f"{e.strerror or os.strerror(number)}") from None
     if target_digest is None:
         raise RollbackError(errno.ENOENT, f"no earlier content of {cur.name!r} in {rec.plan_log.chain_file} "
                                           "(it keeps the last [daemon] history deployments of each policy)")

@@ -112,3 +112,4 @@ def test_corrupt_chain_is_reported_kept_aside_and_rebuilt(site: Site) -> None:
     got = service.rollback(rec, dry_run=True)  # rollback still finds the earlier content
     assert got.content_digest == before[-1]
 
+
