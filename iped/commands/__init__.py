@@ -87,12 +87,14 @@ def add_deprecated_alias(parser: Any, old: str, new: str, *, dest: str | None = 
     own, so the verb can refuse it beside ``new``), None when not given."""
     import argparse
 
+    said = old if old.startswith("-") else f"{parser.prog.rsplit(' ', 1)[-1]} {old}"  # check-config FILE
+
     class _Deprecated(argparse.Action):
         def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                      option_string: str | None = None) -> None:
             if values is None:  # an optional positional that was not given
                 return
-            warn(f"{old} is deprecated, use {new}")
+            warn(f"{said} is deprecated, use {new}")
             if self.dest != argparse.SUPPRESS:
                 setattr(namespace, self.dest, values if takes_value else const)
 

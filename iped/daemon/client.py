@@ -245,8 +245,8 @@ def ask_unless_no_daemon(args: Any, op: str, timeout: float, **params: Any) -> t
     except NoDaemonError as e:
         from iped.textsafe import escape_controls
 
-        print(f"iped: no daemon listening on {escape_controls(e.path)} ({e.strerror}): computing locally "
-              "(--no-daemon: without asking)", file=sys.stderr, flush=True)
+        print(f"iped: no daemon listening on {escape_controls(e.path)} ({e.strerror}): computing locally",
+              file=sys.stderr, flush=True)
         return None
 
 
