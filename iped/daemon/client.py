@@ -31,6 +31,17 @@ class DaemonUnreachableError(CliError):
         super().__init__(f"daemon unreachable: {message}", code=ExitCode.UNREACHABLE)
 
 
+class NoDaemonError(DaemonUnreachableError):
+    """Nothing listens on the socket (it does not exist: ENOENT; nobody accepts on it: ECONNREFUSED):
+    the one failure after which a verb that can run without a daemon computes locally
+    (:func:`ask_unless_no_daemon`)."""
+
+    def __init__(self, path: str | os.PathLike[str], strerror: str) -> None:
+        super().__init__(f"{os.fspath(path)}: no daemon listening ({strerror})")
+        self.path = os.fspath(path)
+        self.strerror = strerror
+
+
 class DaemonForbiddenError(DaemonUnreachableError):
     """A daemon listens, but this user may not talk to it (EACCES on the socket): no verb may
     fall back to a local run, which would fail later on files only root can read."""
@@ -81,7 +92,7 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
                     raise DaemonUnreachableError(f"{path}: daemon closed the connection without a reply")
                 buf += chunk
     except (FileNotFoundError, ConnectionRefusedError) as e:
-        raise DaemonUnreachableError(f"{path}: no daemon listening ({e.strerror})") from None
+        raise NoDaemonError(path, e.strerror or type(e).__name__) from None
     except BlockingIOError:
         raise DaemonUnreachableError(f"{path}: the daemon's accept queue stayed full for {timeout:g} s "
                                      "(it is busy or stopped)") from None
@@ -219,6 +230,33 @@ def ask_reply(args: Any, op: str, timeout: float, **params: Any) -> tuple[str, d
         raise
 
 
+def ask_unless_no_daemon(args: Any, op: str, timeout: float, **params: Any) -> tuple[str, dict[str, Any]] | None:
+    """The one no-daemon rule of the verbs that can run without a daemon (``plan``, ``rollback``;
+    README "Command-line conventions"): ask the daemon (:func:`ask_reply`), and return None --
+    compute locally -- only with ``--no-daemon`` or when nothing listens on the socket (ENOENT,
+    ECONNREFUSED), which is then said on stderr. Everything else stays the verb's answer: an error
+    reply (returned, ``ok`` false), a malformed one, and a socket that is there but refused
+    (EACCES), untrusted, or too busy to accept (raised, exit 3): a daemon may be running, and a
+    local run beside it would answer for a state that is not the one in force."""
+    if getattr(args, "no_daemon", False):
+        return None
+    try:
+        return ask_reply(args, op, timeout, **params)
+    except NoDaemonError as e:
+        from iped.textsafe import escape_controls
+
+        print(f"iped: no daemon listening on {escape_controls(e.path)} ({e.strerror}): computing locally",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def reply_error(reply: dict[str, Any]) -> CliError:
+    """An error reply (``ok`` false) as the verb's one-line error (exit 1, ``ERRNO_NAME: message``)."""
+    from iped.textsafe import escape_controls
+
+    return CliError(escape_controls(f"{reply.get('errno_name')}: {reply.get('error')}"))
+
+
 def checked_result(path: str, op: str, result: Any) -> Any:
     """A successful reply's result, with the fields the verb reads (:data:`RESULT_FIELDS`) checked:
     a forged or broken reply is a MalformedReplyError, never a crash."""
@@ -238,9 +276,7 @@ def ask(args: Any, op: str, timeout: float, **params: Any) -> Any:
     reply is a CliError (exit 1, ``ERRNO_NAME: message``)."""
     path, reply = ask_reply(args, op, timeout, **params)
     if not reply["ok"]:
-        from iped.textsafe import escape_controls
-
-        raise CliError(escape_controls(f"{reply.get('errno_name')}: {reply.get('error')}"))
+        raise reply_error(reply)
     return checked_result(path, op, reply.get("result"))
 
 
