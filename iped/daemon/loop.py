@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from iped.daemon import metrics, service
+from iped.daemon.actual import ActualState
 from iped.daemon.apply import Outcome
 from iped.daemon.connections import Clients, Source
 from iped.daemon.control import AccessPolicy, ControlServer, PeerCred, resolve_group
-from iped.daemon.declared import is_being_written, is_ignored
+from iped.daemon.declared import DeclaredState, is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
+from iped.daemon.plan import Plan
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.daemon.settings import AuditSource, Settings
 from iped.daemon.throttle import Throttle
@@ -165,11 +167,23 @@ class Daemon:
         return {"pong": True, "pid": os.getpid()}
 
     def _op_status(self, req: dict[str, Any], cred: PeerCred) -> Any:
+        self._refresh_after_fix("status")
         return self.status()
 
     def _op_plan(self, req: dict[str, Any], cred: PeerCred) -> Any:
         self._refresh_settings()  # a plan after an edit of iped.toml must plan what the file says now
-        return service.plan(self.rec).as_dict()
+        computed = self.rec.compute()
+        self._refresh_after_fix("plan", computed)
+        return service.PlanPreview(self.rec.backend.kind, computed[1], computed[2]).as_dict()
+
+    def _refresh_after_fix(self, trigger: str,
+                           computed: tuple[DeclaredState, ActualState, Plan] | None = None) -> None:
+        """A rejected state put right with no reconcile since is reported as in sync (service.refresh)."""
+        record = service.refresh(self.rec, trigger, computed)
+        if record is not None:
+            self.reporter.log("notice", f"declared state in effect again ({trigger}): {service.health(self.rec).line}")
+            self._update_readiness(record)
+            metrics.after_reconcile(self, record)
 
     def _op_reload(self, req: dict[str, Any], cred: PeerCred) -> Any:
         return self.reload("reload", record_unchanged=True).as_dict()
