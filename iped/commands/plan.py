@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 
 from iped.commands import CliError, outcome_exit
 
@@ -34,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
     result: dict[str, object] | None = None
     if not args.no_daemon:
         with contextlib.suppress(CliError):  # no daemon, or it would not answer: compute here
-            result = {**ask(args, "plan", 60), "daemon": True}
+            # the configuration to plan: the daemon's own, or a staged one (config management
+            # judging what it is about to install)
+            staged = {"config": os.path.abspath(args.config)} if args.config else {}
+            result = {**ask(args, "plan", 60, **staged), "daemon": True}
     if result is None:
         result = _local(args)
     if args.json:

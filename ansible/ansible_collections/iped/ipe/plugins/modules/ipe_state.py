@@ -31,6 +31,15 @@ options:
     type: str
     choices: [auto, daemon, once]
     default: auto
+  staged:
+    description:
+      - A staged C(iped.toml) (its C([policies] dir) a staged drop-in directory) to judge instead of converging.
+      - The module then only runs C(iped plan --json --config STAGED) against the live kernel (through the
+        daemon, or in this process with O(method=once)) and reports that plan, in check mode and for real alike:
+        V(changed) with the diff when installing the staged state would change the kernel, V(ok) when it would
+        not, failed with the reasons when it is rejected. Nothing is written anywhere.
+      - Used by the role iped.ipe.iped to judge the complete declared state before any file in /etc changes.
+    type: path
 extends_documentation_fragment:
   - iped.ipe.iped
 attributes:
@@ -51,6 +60,10 @@ EXAMPLES = r"""
 - name: Converge IPE now
   iped.ipe.ipe_state:
     config: /etc/iped/iped.toml
+
+- name: Judge a staged declared state without installing it
+  iped.ipe.ipe_state:
+    staged: /tmp/iped-stage/iped.toml
 
 - name: Converge without a daemon (first boot, rescue)
   iped.ipe.ipe_state:
@@ -91,12 +104,14 @@ from ansible_collections.iped.ipe.plugins.module_utils.iped import (
     METHODS,
     converge,
     iped_executable,
+    judge,
 )
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(COMMON_ARGUMENT_SPEC, method={"type": "str", "choices": list(METHODS), "default": "auto"}),
+        argument_spec=dict(COMMON_ARGUMENT_SPEC, method={"type": "str", "choices": list(METHODS), "default": "auto"},
+                           staged={"type": "path"}),
         supports_check_mode=True,
     )
     p = module.params
@@ -105,7 +120,10 @@ def main():
     def run(argv):
         return module.run_command(argv, check_rc=False)
 
-    result = converge(run, iped, p["config"], p["socket"], p["method"], module.check_mode)
+    if p["staged"]:
+        result = judge(run, iped, p["staged"], p["socket"], p["method"])
+    else:
+        result = converge(run, iped, p["config"], p["socket"], p["method"], module.check_mode)
     if not module._diff:
         result.pop("diff", None)
     if result.pop("failed"):
