@@ -12,7 +12,7 @@ short_description: The iped daemon's view of IPE as facts
 description:
   - Runs C(iped status --json) and returns the document as C(ansible_facts.ipe)
     (backend, enforce, success_audit, active policy, loaded policies, declared state, in_sync, drift).
-  - When no daemon answers (first boot, rescue, O(method=once) converges), runs C(iped status --json --no-daemon),
+  - When no daemon answers (first boot, rescue, converging with C(iped apply --once)), runs C(iped status --json --no-daemon),
     which reads the kernel's (or emulator's) state and the declared files directly; then C(ansible_facts.ipe.daemon)
     is V(false) and C(status_line) says so.
   - Never changes anything and never reports V(changed).

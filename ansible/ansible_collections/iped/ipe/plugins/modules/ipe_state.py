@@ -35,9 +35,9 @@ options:
     description:
       - A staged C(iped.toml) (its C([policies] dir) a staged drop-in directory) to judge instead of converging.
       - The module then only runs C(iped plan --json --config STAGED) against the live kernel (through the
-        daemon, or in this process with O(method=once)) and reports that plan, in check mode and for real alike:
-        V(changed) with the diff when installing the staged state would change the kernel, V(ok) when it would
-        not, failed with the reasons when it is rejected. Nothing is written anywhere.
+        daemon, or in this process with O(method=once)) and reports that plan, in check mode and for real alike.
+        It is V(changed) with the diff when installing the staged state would change the kernel, V(ok) when it
+        would not, and fails with the reasons when the staged state is rejected. Nothing is written anywhere.
       - Used by the role iped.ipe.iped to judge the complete declared state before any file in /etc changes.
     type: path
 extends_documentation_fragment:
