@@ -215,3 +215,26 @@ def test_a_run_after_a_rejection_is_fixed_reports_in_sync(slow_daemon: DaemonPro
     facts = task_result(doc, "Read IPE state")["ansible_facts"]["ipe"]
     assert facts["in_sync"] and facts["drift"] == []
     assert os.environ.get(STATE_ENV) is None
+
+
+def test_a_converge_that_fails_after_the_swap_puts_the_files_back(site: Site, home: Path, tmp_path: Path) -> None:
+    """The judge accepts, the files are swapped in, then the kernel refuses a write mid-apply
+    (the emulator's second activation fails with EIO): the play fails, the previous files are put
+    back (same digest), and the previously active policy stays active."""
+    from tests.daemon.conftest import start_daemon
+
+    site.debounce_ms = SLOW_DEBOUNCE_MS
+    site.write_config()
+    d = start_daemon(site, extra_env={"IPED_EMULATOR_FAULT": "active:2:EIO"})  # the 1st: base at startup
+    try:
+        before = tree_digest(site.config, site.policies)
+        src = tmp_path / "app.pol"
+        src.write_bytes(policy_text("app", "2.0.0"))
+        rc, doc = play(playbook(tmp_path / "site.yml", site, [{"src": str(src)}], active="app"), home)
+        assert rc != 0
+        converge = task_result(doc, "Converge now")
+        assert converge.get("failed") and converge["kernel_error"], converge
+        assert tree_digest(site.config, site.policies) == before
+        assert d.status()["active"]["name"] == "base"
+    finally:
+        d.stop()
