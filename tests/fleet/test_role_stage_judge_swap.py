@@ -232,9 +232,9 @@ def test_a_converge_that_fails_after_the_swap_puts_the_files_back(site: Site, ho
         src.write_bytes(policy_text("app", "2.0.0"))
         rc, doc = play(playbook(tmp_path / "site.yml", site, [{"src": str(src)}], active="app"), home)
         assert rc != 0
+        assert tree_digest(site.config, site.policies) == before
         converge = task_result(doc, "Converge now")
         assert converge.get("failed") and converge["kernel_error"], converge
-        assert tree_digest(site.config, site.policies) == before
         assert d.status()["active"]["name"] == "base"
     finally:
         d.stop()
