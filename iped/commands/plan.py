@@ -8,6 +8,7 @@ the emulator); otherwise computes against the configured backend directly, with 
 from __future__ import annotations
 
 import argparse
+import os
 
 from iped.commands import outcome_exit
 
@@ -36,7 +37,10 @@ def _from_daemon(args: argparse.Namespace) -> dict[str, object] | None:
     an error: a local run would only fail later, on files only root can read."""
     from iped.daemon.client import ask_unless_no_daemon, checked_result, reply_error
 
-    asked = ask_unless_no_daemon(args, "plan", 60)
+    # the configuration to plan: the daemon's own, or a staged one (config management judging
+    # what it is about to install)
+    staged = {"config": os.path.abspath(args.config)} if args.config else {}
+    asked = ask_unless_no_daemon(args, "plan", 60, **staged)
     if asked is None:
         return None
     path, reply = asked

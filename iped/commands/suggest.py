@@ -77,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(starter.decode())
         return ExitCode.OK
     text, origin = _base(args)
-    observations = cmdline.read_observations(args)
+    if args.collection:  # one policy for the whole wave: every host's accesses
+        from iped.rollout.fleet import fleet_observations
+
+        observations = fleet_observations(cmdline.fleet_hosts(args), cmdline.since_of(args))
+    else:
+        observations = cmdline.read_observations(args)
     try:
         result = suggest(text, origin, observations, cmdline.resolver(args), observations.records)
     except engine.policy_error_type() as e:

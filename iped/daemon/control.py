@@ -44,7 +44,7 @@ MAX_PENDING_OUTPUT = 64 * 1024
 ANSWER_BATCH = 16
 #: the arguments each op takes besides "op", with their JSON type
 OP_ARGUMENTS: dict[str, dict[str, type]] = {
-    "status": {}, "plan": {}, "ping": {}, "reload": {}, "rollback": {"dry_run": bool},
+    "status": {}, "plan": {"config": str}, "ping": {}, "reload": {}, "rollback": {"dry_run": bool},
 }
 
 
