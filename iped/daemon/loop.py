@@ -22,7 +22,7 @@ from iped.daemon import metrics, service
 from iped.daemon.apply import Outcome
 from iped.daemon.connections import Clients, Source
 from iped.daemon.control import AccessPolicy, ControlServer, PeerCred, resolve_group
-from iped.daemon.declared import is_being_written, is_ignored
+from iped.daemon.dropin import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler

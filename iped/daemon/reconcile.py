@@ -16,19 +16,12 @@ from typing import Any
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, LoadedPolicy, read_actual
 from iped.daemon.apply import ApplyResult, Outcome, StepFailure, execute, state_after
-from iped.daemon.declared import (
-    DeclaredPolicy,
-    DeclaredState,
-    DeclError,
-    fs_error,
-    load_policy_file,
-    overlay_rolled_forward,
-    read_policy_file,
-    scan_declared,
-)
+from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, fs_error
+from iped.daemon.dropin import read_policy_file
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, make_plan
 from iped.daemon.planlog import PlanLog
+from iped.daemon.scan import declare, load_policy_file
 from iped.daemon.settings import PolicySettings, Settings
 from iped.errnos import errno_name
 from iped.policyfile import SigningMaterial
@@ -163,9 +156,7 @@ class Reconciler:
             fresh[key] = got
             return got
 
-        decl = scan_declared(pol.dir, active=pol.active, enforce=pol.enforce, success_audit=pol.success_audit,
-                             signing=signing, protect=pol.protect, loader=loader)
-        overlaid = overlay_rolled_forward(decl, self.plan_log.rolled_forward, loader)
+        overlaid = declare(pol, self.plan_log.rolled_forward, loader)
         decl, self.superseded = overlaid.state, overlaid.superseded
         self._file_cache = fresh
         if self.config_error:
