@@ -15,7 +15,7 @@ from typing import Any
 
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, LoadedPolicy, read_actual
-from iped.daemon.apply import ApplyResult, Outcome, StepFailure, execute, state_after
+from iped.daemon.apply import ApplyResult, Outcome, StepFailure, StepObserver, execute, state_after
 from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, fs_error
 from iped.daemon.dropin import read_policy_file
 from iped.daemon.log import Reporter
@@ -127,6 +127,8 @@ class Reconciler:
         self.config_error: list[str] = []
         #: rolled-forward files the drop-in dir superseded at the last scan (removed by reconcile)
         self.superseded: tuple[Path, ...] = ()
+        #: told of every step of a plan done (None in iped itself; the tests' entry point sets it)
+        self.after_step: StepObserver | None = None
         # (path, content sha256, key material) -> result: unchanged files are not re-signed or
         # re-verified on every scan; any change to the bytes or the keys misses the cache.
         self._file_cache: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
@@ -181,7 +183,7 @@ class Reconciler:
         t0 = time.monotonic()
         decl, before, plan = self.compute()
         self.declared = decl
-        result: ApplyResult = execute(plan, self.backend, self.reporter)
+        result: ApplyResult = execute(plan, self.backend, self.reporter, self.after_step)
         failed = result.outcome == Outcome.FAILED
         after = read_actual(self.backend) if failed else state_after(before, result.done)
         record = PlanRecord(
