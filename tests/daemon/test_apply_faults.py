@@ -68,9 +68,8 @@ class Bench:
         self.site.write_config()
 
 
-def bench(site: Site, monkeypatch: pytest.MonkeyPatch, *, enforce: bool) -> Bench:
+def bench(site: Site, *, enforce: bool) -> Bench:
     """base 1.0.0 active, old 1.0.0 loaded, enforce as given, success_audit off."""
-    monkeypatch.delenv(FAULT_ENV, raising=False)
     site.put("old.pol", policy_text("old", "1.0.0"))
     site.enforce = enforce
     site.write_config()
@@ -115,9 +114,9 @@ MATRIX = [(kind, mode) for kind in SUFFIX if kind != StepKind.ENFORCE for mode i
 
 
 @pytest.mark.parametrize(("kind", "mode"), MATRIX, ids=[f"{k}-{m}" for k, m in MATRIX])
-def test_each_step_kind_failing_stops_the_plan(site: Site, monkeypatch: pytest.MonkeyPatch, kind: StepKind,
+def test_each_step_kind_failing_stops_the_plan(site: Site, kind: StepKind,
                                                mode: FaultMode) -> None:
-    b = bench(site, monkeypatch, enforce=False)
+    b = bench(site, enforce=False)
     b.declare_every_step()
     record = b.reconciler(Fault(SUFFIX[kind], 1, ERRNO[kind], mode)).reconcile("test")
     assert [s.kind for s in record.steps] == [StepKind.ENFORCE, StepKind.UPDATE, StepKind.LOAD, StepKind.ACTIVATE,
@@ -127,8 +126,8 @@ def test_each_step_kind_failing_stops_the_plan(site: Site, monkeypatch: pytest.M
 
 @pytest.mark.parametrize("mode", list(FaultMode))
 @pytest.mark.parametrize("value", [True, False], ids=["enforce-on", "enforce-off"])
-def test_enforce_step_failing(site: Site, monkeypatch: pytest.MonkeyPatch, value: bool, mode: FaultMode) -> None:
-    b = bench(site, monkeypatch, enforce=not value)
+def test_enforce_step_failing(site: Site, value: bool, mode: FaultMode) -> None:
+    b = bench(site, enforce=not value)
     if value:
         b.declare_every_step()  # enforce on is the plan's first step
     else:
@@ -138,8 +137,8 @@ def test_enforce_step_failing(site: Site, monkeypatch: pytest.MonkeyPatch, value
     assert read_actual(b.backend).enforce is (value if mode == FaultMode.GARBAGE else not value)
 
 
-def test_garbage_read_back_is_named_in_the_failure(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    b = bench(site, monkeypatch, enforce=False)
+def test_garbage_read_back_is_named_in_the_failure(site: Site) -> None:
+    b = bench(site, enforce=False)
     b.declare_every_step()
     record = b.reconciler(Fault("new_policy", 1, 0, FaultMode.GARBAGE)).reconcile("test")
     assert record.failure is not None

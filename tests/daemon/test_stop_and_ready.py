@@ -30,7 +30,7 @@ from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
 from tests.daemon.conftest import Site, notifications, request, wait_for
 from tests.daemon.test_loop import CountingBackend
-from tests.helpers.iped_with_hooks import FAULT_ENV, Fault, FaultyEmulatorBackend
+from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 
 
 class RecordingBackend(CountingBackend):
@@ -55,8 +55,7 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Notifier]]:
 
 
 def test_no_ready_while_the_kernel_refuses_the_declared_policy(
-        site: Site, monkeypatch: pytest.MonkeyPatch, notify_socket: tuple[socket.socket, Notifier]) -> None:
-    monkeypatch.delenv(FAULT_ENV, raising=False)
+        site: Site, notify_socket: tuple[socket.socket, Notifier]) -> None:
     rx, notifier = notify_socket
     settings = load_settings(site.config)
     emulator = runtime.make_backend(settings)
@@ -93,8 +92,7 @@ def restored_signals() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restored_signals")
-def test_sigterm_leaves_enforce_and_the_active_policy(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(FAULT_ENV, raising=False)
+def test_sigterm_leaves_enforce_and_the_active_policy(site: Site) -> None:
     settings = load_settings(site.config)
     assert settings.policies.enforce is True
     backend = RecordingBackend(runtime.make_backend(settings))
