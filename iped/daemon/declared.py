@@ -14,6 +14,7 @@ import errno
 import fnmatch
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,6 +98,10 @@ class DeclaredState:
         state came from :func:`iped.daemon.scan.declare`); None: no active policy is set, or no
         valid file declares it (``errors`` says why)."""
         return self.get(self.active) if self.active is not None else None
+
+
+#: reads and checks one drop-in file (the scan's and the overlay's; :mod:`iped.daemon.scan` has two)
+Loader = Callable[[Path], "DeclaredPolicy | DeclError"]
 
 
 def fs_error(path: Path | str, e: OSError, what: str) -> DeclError:

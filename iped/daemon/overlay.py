@@ -4,16 +4,12 @@ drop-in dir until it catches up (:func:`overlay_rolled_forward`)."""
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, fs_error, untrusted
+from iped.daemon.declared import DeclaredState, DeclError, Loader, fs_error, untrusted
 from iped.daemon.dropin import declares, policy_files
 from iped.trustpath import UntrustedPathError, check_path
-
-#: reads and checks one file (the scan's loader)
-Loader = Callable[[Path], "DeclaredPolicy | DeclError"]
 
 
 @dataclass(frozen=True, slots=True)

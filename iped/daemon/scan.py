@@ -14,9 +14,9 @@ import errno
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, fs_error, untrusted
+from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, Loader, fs_error, untrusted
 from iped.daemon.dropin import declares, policy_files, read_policy_file
-from iped.daemon.overlay import Loader, Overlaid, overlay_rolled_forward
+from iped.daemon.overlay import Overlaid, overlay_rolled_forward
 from iped.policyfile import PolicyProblem, SigningMaterial, Stage, check_policy
 from iped.trustpath import UntrustedPathError, check_path
 
