@@ -2,15 +2,15 @@
 
 Both implement :class:`Backend` with paths relative to the IPE root (``new_policy``,
 ``policies/<name>/active``), so the daemon cannot tell them apart. A write is exactly one
-``write()`` of the whole buffer and raises ``OSError`` with the kernel's errno.
+``write()`` of the whole buffer and raises ``OSError`` with the kernel's errno. Faults are
+scripted by the tests' own entry point (tests/helpers/iped_with_hooks.py), never by the shipped
+package: no environment variable changes what a backend does.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,23 +18,6 @@ from iped.daemon.settings import BackendKind, Settings
 
 IPE_ROOT = Path("/sys/kernel/security/ipe")
 SECURITYFS = Path("/sys/kernel/security")
-
-#: Test-only fault injection for the emulator backend: ``<path-suffix>:<nth>:<WHAT>`` scripts the
-#: nth write (1-based, counted per process) to a path ending in ``<path-suffix>``: WHAT is an errno
-#: name or number (the write fails with it, e.g. ``active:1:EIO``), ``nochange`` (the write
-#: "succeeds" but changes nothing) or ``garbage`` (the write happens, the next read returns bytes
-#: no kernel shows). Ignored by the kernel backend. Documented in docs/daemon.md.
-FAULT_ENV = "IPED_EMULATOR_FAULT"
-
-#: Test-only, inert unless set: a file where the emulator backend keeps its state between
-#: processes -- every write the emulator accepted, one JSON line each, replayed when a backend is
-#: made. So ``iped apply --once`` and ``iped status --no-daemon`` (or a daemon restart) see one
-#: emulated kernel, as they would see the real one; without it each process starts a fresh
-#: emulator. Ignored by the kernel backend. Documented in docs/daemon.md.
-STATE_ENV = "IPED_EMULATOR_STATE"
-
-#: what a ``garbage`` fault's next read returns: neither a version nor a 0/1 flag
-GARBAGE = b"\xffgarbage\n"
 
 
 class Backend(Protocol):
@@ -80,74 +63,21 @@ class SecurityfsBackend:
         return sorted(os.listdir(self.root / path))
 
 
-class FaultMode(StrEnum):
-    """What a scripted write does instead of its normal effect."""
-
-    ERRNO = "errno"  # fails with the fault's errno
-    NO_CHANGE = "nochange"  # returns its length, changes nothing
-    GARBAGE = "garbage"  # happens; the next read returns GARBAGE
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """A parsed :data:`FAULT_ENV` value."""
-
-    suffix: str
-    nth: int
-    errno: int = 0
-    mode: FaultMode = FaultMode.ERRNO
-
-    @staticmethod
-    def parse(spec: str) -> Fault:
-        suffix, nth, what = spec.rsplit(":", 2)
-        if what in (FaultMode.NO_CHANGE, FaultMode.GARBAGE):
-            return Fault(suffix, int(nth), 0, FaultMode(what))
-        num = getattr(errno, what, None) if not what.isdigit() else int(what)
-        if not isinstance(num, int):
-            raise ValueError(f"{FAULT_ENV}: unknown errno {what!r}")
-        return Fault(suffix, int(nth), num)
-
-
 class EmulatorBackend:
     """Adapter over ``iped.emulator.Emulator``: the same surface as securityfs, in process."""
 
     kind = "emulator"
 
-    def __init__(self, emulator: Any, reason: str, fault: Fault | None = None,
-                 journal: Path | None = None) -> None:
+    def __init__(self, emulator: Any, reason: str) -> None:
         self.emulator = emulator
         self.reason = reason
-        self._fault = fault
-        self._fault_count = 0
-        self._garble_next_read = False
-        self._journal = journal
 
     def read(self, path: str) -> bytes:
-        if self._garble_next_read:
-            self._garble_next_read = False
-            return GARBAGE
         data = self.emulator.read(path)
         return data if isinstance(data, bytes) else str(data).encode()
 
     def write(self, path: str, data: bytes) -> int:
-        f = self._fault
-        if f is not None and path.endswith(f.suffix):
-            self._fault_count += 1
-            if self._fault_count == f.nth:
-                match f.mode:
-                    case FaultMode.ERRNO:
-                        raise OSError(f.errno, os.strerror(f.errno), path)
-                    case FaultMode.NO_CHANGE:
-                        return len(data)
-                    case FaultMode.GARBAGE:
-                        self._garble_next_read = True
-        written = int(self.emulator.write(path, data))
-        if self._journal is not None:  # only what the emulator accepted: a replay must not fail
-            import json
-
-            with self._journal.open("a", encoding="ascii") as out:
-                out.write(json.dumps({"path": path, "data": data.hex()}) + "\n")
-        return written
+        return int(self.emulator.write(path, data))
 
     def listdir(self, path: str) -> list[str]:
         return sorted(str(x) for x in self.emulator.listdir(path))
@@ -215,25 +145,7 @@ def make_emulator_backend(extra_certs: list[bytes], reason: str) -> EmulatorBack
     emu = Emulator()
     for cert in extra_certs:
         emu.trust(cert)
-    spec = os.environ.get(FAULT_ENV)
-    journal = Path(os.environ[STATE_ENV]) if os.environ.get(STATE_ENV) else None
-    if journal is not None:
-        reason += f"; state kept in {journal} ({STATE_ENV})"
-        _replay(emu, journal)
-    return EmulatorBackend(emu, f"{reason}; {EMULATOR_DIFFERENCES}", Fault.parse(spec) if spec else None, journal)
-
-
-def _replay(emu: Any, journal: Path) -> None:
-    """The writes an earlier process's emulator accepted, in order (:data:`STATE_ENV`)."""
-    import json
-
-    try:
-        lines = journal.read_text(encoding="ascii").splitlines()
-    except FileNotFoundError:
-        return
-    for line in lines:
-        entry = json.loads(line)
-        emu.write(entry["path"], bytes.fromhex(entry["data"]))
+    return EmulatorBackend(emu, f"{reason}; {EMULATOR_DIFFERENCES}")
 
 
 def select_backend(settings: Settings, extra_certs: list[bytes]) -> Backend:

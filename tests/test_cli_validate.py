@@ -231,7 +231,8 @@ def big_policy(size: int) -> bytes:
 def test_validate_and_the_daemon_apply_one_size_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 20: a 157,952-byte policy passed ``iped validate`` (config management's ``validate:``)
     and the daemon then refused it (EMSGSIZE: the kernel takes at most 65535 bytes)."""
-    from iped.daemon.declared import DeclError, read_policy_file
+    from iped.daemon.declared import DeclError
+    from iped.daemon.dropin import read_policy_file
     from iped.policyfile import MAX_POLICY_BYTES
 
     big = write(tmp_path, "big.pol", big_policy(157_952))

@@ -1,7 +1,8 @@
 """The iped daemon: declared state (config + drop-in policies) -> kernel state, in one select loop.
 
 Modules, one concern each: ``settings`` (every configuration key, declared once), ``declared`` (the
-drop-in dir scan), ``actual`` (the securityfs snapshot), ``plan`` (pure planner), ``apply``
+declared-state model), ``dropin`` (safe reading of a drop-in file), ``scan`` (the drop-in dir
+scan), ``overlay`` (the rollback overlay), ``actual`` (the securityfs snapshot), ``plan`` (pure planner), ``apply``
 (executor), ``reconcile`` (one reconcile and its record), ``service`` (plan, reload, rollback and
 status, shared by the loop and the command line's no-daemon paths), ``planlog`` (plan records and
 deployed texts in ``state_dir``), ``rollback`` (roll forward to earlier content), ``control``

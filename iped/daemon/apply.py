@@ -8,8 +8,6 @@ the failed step came after the activation. The result says which step failed and
 from __future__ import annotations
 
 import errno
-import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -21,10 +19,9 @@ from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, StepKind
 from iped.errnos import describe_errno, errno_name
 
-#: Test hook, inert unless set: after this many steps of a plan (a positive integer) the executor
-#: stops its own process with SIGSTOP, so a test can SIGKILL the daemon at an exact step boundary
-#: (the system-image lab's sigkill_mid_plan). Plans with fewer steps never stop.
-PAUSE_AFTER_STEP_ENV = "IPED_TEST_PAUSE_AFTER_STEP"
+#: told the number of steps done after each step that ran (and was read back and reported); the
+#: tests' entry point (tests/helpers/iped_with_hooks.py) stops the process there
+StepObserver = Callable[[int], None]
 
 
 class Outcome(StrEnum):
@@ -119,8 +116,8 @@ def _report(reporter: Reporter, step: Step) -> None:
             reporter.log("notice", step.describe(), "setting_changed")
 
 
-def execute(plan: Plan, backend: Backend, reporter: Reporter) -> ApplyResult:
-    """Run ``plan``; a rejected plan writes nothing."""
+def execute(plan: Plan, backend: Backend, reporter: Reporter, after_step: StepObserver | None = None) -> ApplyResult:
+    """Run ``plan``; a rejected plan writes nothing. ``after_step`` is told of every step done."""
     if plan.rejected:
         for e in plan.errors:
             reporter.plan_rejected(str(e))
@@ -140,8 +137,8 @@ def execute(plan: Plan, backend: Backend, reporter: Reporter) -> ApplyResult:
             return ApplyResult(Outcome.FAILED, tuple(done), StepFailure(step, num, msg))
         done.append(step)
         _report(reporter, step)
-        if os.environ.get(PAUSE_AFTER_STEP_ENV) == str(len(done)):
-            os.kill(os.getpid(), signal.SIGSTOP)  # the test SIGKILLs (or SIGCONTs) us here
+        if after_step is not None:
+            after_step(len(done))
     return ApplyResult(Outcome.APPLIED, tuple(done))
 
 

@@ -24,7 +24,8 @@ from iped.daemon.actual import ActualState
 from iped.daemon.apply import Outcome
 from iped.daemon.connections import Clients, Source
 from iped.daemon.control import AccessPolicy, ControlServer, PeerCred, resolve_group
-from iped.daemon.declared import DeclaredState, is_being_written, is_ignored
+from iped.daemon.declared import DeclaredState
+from iped.daemon.dropin import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.plan import Plan

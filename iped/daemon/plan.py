@@ -151,7 +151,7 @@ def make_plan(decl: DeclaredState, actual: ActualState) -> Plan:
                 errors.append(_anti_rollback_update(str(p.source), p.name, cur.version, p.version))
     cur_active = actual.active
     active_after = cur_active.name if cur_active else None
-    target = decl.get(decl.active) if decl.active else None
+    target = decl.find_active()
     if target is not None and (cur_active is None or cur_active.name != target.name):
         if cur_active is not None:
             declared_cur = decl.get(cur_active.name)

@@ -81,7 +81,7 @@ class PlanLog:
         self.texts = state_dir / "texts"
         self.chain_file = state_dir / "chain.json"
         #: policies 'iped rollback' rolled forward: the daemon's own drop-in dir, overlaid on the
-        #: configured one (iped.daemon.declared.overlay_rolled_forward)
+        #: configured one (iped.daemon.overlay.overlay_rolled_forward)
         self.rolled_forward = state_dir / ROLLED_FORWARD
         self.keep = keep
         #: ``flock`` on this file serialises writers of the state dir: concurrent ``apply --once``

@@ -15,20 +15,13 @@ from typing import Any
 
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, LoadedPolicy, read_actual
-from iped.daemon.apply import ApplyResult, Outcome, StepFailure, execute, state_after
-from iped.daemon.declared import (
-    DeclaredPolicy,
-    DeclaredState,
-    DeclError,
-    fs_error,
-    load_policy_file,
-    overlay_rolled_forward,
-    read_policy_file,
-    scan_declared,
-)
+from iped.daemon.apply import ApplyResult, Outcome, StepFailure, StepObserver, execute, state_after
+from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, fs_error
+from iped.daemon.dropin import read_policy_file
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, make_plan
 from iped.daemon.planlog import PlanLog
+from iped.daemon.scan import declare, load_policy_file
 from iped.daemon.settings import PolicySettings, Settings
 from iped.errnos import errno_name
 from iped.policyfile import SigningMaterial
@@ -134,6 +127,8 @@ class Reconciler:
         self.config_error: list[str] = []
         #: rolled-forward files the drop-in dir superseded at the last scan (removed by reconcile)
         self.superseded: tuple[Path, ...] = ()
+        #: told of every step of a plan done (None in iped itself; the tests' entry point sets it)
+        self.after_step: StepObserver | None = None
         # (path, content sha256, key material) -> result: unchanged files are not re-signed or
         # re-verified on every scan; any change to the bytes or the keys misses the cache.
         self._file_cache: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
@@ -163,9 +158,7 @@ class Reconciler:
             fresh[key] = got
             return got
 
-        decl = scan_declared(pol.dir, active=pol.active, enforce=pol.enforce, success_audit=pol.success_audit,
-                             signing=signing, protect=pol.protect, loader=loader)
-        overlaid = overlay_rolled_forward(decl, self.plan_log.rolled_forward, loader)
+        overlaid = declare(pol, self.plan_log.rolled_forward, loader)
         decl, self.superseded = overlaid.state, overlaid.superseded
         self._file_cache = fresh
         if self.config_error:
@@ -192,7 +185,7 @@ class Reconciler:
         t0 = time.monotonic()
         decl, before, plan = computed if computed is not None else self.compute()
         self.declared = decl
-        result: ApplyResult = execute(plan, self.backend, self.reporter)
+        result: ApplyResult = execute(plan, self.backend, self.reporter, self.after_step)
         failed = result.outcome == Outcome.FAILED
         after = read_actual(self.backend) if failed else state_after(before, result.done)
         record = PlanRecord(

@@ -5,7 +5,7 @@ the policy text that was active before (kept in the state dir's ``texts/``), giv
 above the current one, and write it to the daemon's own rolled-forward dir in the state dir, in
 the format of the file that declares the policy (``*.pol`` as text; ``*.p7s`` re-signed with the
 local key). The scan overlays it on that file until the drop-in dir declares a version as high
-(:func:`iped.daemon.declared.overlay_rolled_forward`), so the declared state says the same as
+(:func:`iped.daemon.overlay.overlay_rolled_forward`), so the declared state says the same as
 the kernel after the reconcile that follows -- and the drop-in dir, config management's, is
 never written (under the unit's ProtectSystem=strict it cannot be). Without a local signing key
 this is impossible by design (the key is not on the host): the error says what to do instead.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from iped.daemon.actual import read_actual
-from iped.daemon.declared import PLAIN_SUFFIX, SIGNED_SUFFIX
+from iped.daemon.dropin import PLAIN_SUFFIX, SIGNED_SUFFIX
 from iped.daemon.plan import next_version
 from iped.daemon.planlog import atomic_write
 from iped.daemon.reconcile import Reconciler

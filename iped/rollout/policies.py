@@ -78,54 +78,33 @@ def _policy_source(raw: bytes, origin: str) -> PolicySource:
 def declared_active(settings: Settings) -> PolicySource | None:
     """The policy the daemon puts in effect as ``[policies] active``, or None when unset.
 
-    The file of ``[policies] dir`` that declares that policy_name -- read as the daemon reads
-    it (no symlink followed, nothing but a regular file, bounded size, not while open for
-    writing) -- unless ``iped rollback`` rolled it forward to a higher version (the daemon's
-    ``state_dir/rolled-forward``, overlaid on the drop-in dir as
-    ``iped.daemon.declared.overlay_rolled_forward`` does).
+    The daemon's own answer (:meth:`iped.daemon.declared.DeclaredState.find_active` on the
+    declaration :func:`iped.daemon.scan.declare` builds): the file of ``[policies] dir`` that
+    declares that policy_name, read as the daemon reads it (owner and mode of the directory, no
+    symlink followed, nothing but a regular file, bounded size, not while open for writing),
+    unless ``iped rollback`` rolled it forward to a higher version (``state_dir/rolled-forward``).
+    Only the text matters here: plain text is not signed, and a signer is not checked against
+    the trust anchors.
 
-    Raises PolicySourceError when ``active`` is set but no readable file declares it.
+    Raises PolicySourceError when ``active`` is set but no valid file declares it, saying why.
     """
+    from iped.daemon.dropin import declares
     from iped.daemon.planlog import ROLLED_FORWARD
+    from iped.daemon.scan import UNDECLARED_ACTIVE, declare, load_for_reading
 
-    active = settings.policies.active
-    if active is None:
+    pol = settings.policies
+    if pol.active is None:
         return None
-    declared = _declaring(settings.policies.dir, active)
-    if declared is None:
-        raise PolicySourceError(f"[policies] active = {active!r}, but no valid file in {settings.policies.dir} "
-                                f"declares policy_name={active}")  # fmt: skip
-    rolled = _declaring(settings.daemon.state_dir / ROLLED_FORWARD, active)
-    if rolled is not None and rolled[1] > declared[1]:
-        return rolled[0]
-    return declared[0]
-
-
-def _declaring(directory: Path, name: str) -> tuple[PolicySource, int] | None:
-    """The file of ``directory`` (a drop-in dir) that declares policy_name ``name``, with its
-    version as one number; None when none does (or the directory is missing)."""
-    from iped.daemon.declared import DeclError, policy_files, read_policy_file
-    from iped.emulator.policy_parser import name_str
-    from iped.rollout import engine
-
-    try:
-        paths = policy_files(directory)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        raise PolicySourceError(f"{directory}: {os.strerror(e.errno or 0)}") from None
-    for path in paths:
-        raw = read_policy_file(path)
-        if isinstance(raw, DeclError):
-            continue  # `iped validate` and the daemon report unreadable files; they declare nothing
-        try:
-            source = _policy_source(raw, str(path))
-            parsed = engine.parse_policy(source.text)
-        except (PolicySourceError, engine.policy_error_type()):
-            continue  # ... and broken ones
-        if name_str(parsed.name) == name:
-            return source, parsed.version.as_u64()
-    return None
+    rolled_forward = settings.daemon.state_dir / ROLLED_FORWARD
+    state = declare(pol, rolled_forward, load_for_reading).state
+    found = state.find_active()
+    if found is None:
+        # the problems that explain it: a directory refused, or a broken file named after the policy
+        why = [str(e) for e in state.errors if e.meaning != UNDECLARED_ACTIVE
+               and (Path(e.file) in (pol.dir, rolled_forward) or declares(Path(e.file), pol.active))]
+        raise PolicySourceError(f"[policies] active = {pol.active!r}, but no valid file in {pol.dir} declares "
+                                f"policy_name={pol.active}" + "".join(f"; {w}" for w in why))
+    return PolicySource(found.text, str(found.source))
 
 
 def kernel_active() -> PolicySource | None:

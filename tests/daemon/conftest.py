@@ -18,6 +18,7 @@ import pytest
 
 from iped.daemon.devkey import ensure_dev_key
 from iped.daemon.log import StderrReporter
+from tests.helpers.iped_with_hooks import HOOK_ENVS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,10 +117,18 @@ def site(tmp_path: Path, dev_keys: tuple[Path, Path]) -> Site:
     return make_site(tmp_path, dev_keys)
 
 
+def iped_argv(env: dict[str, str]) -> list[str]:
+    """How to run iped: ``python -m iped``, or the tests' entry point when ``env`` asks for one
+    of its hooks (tests/helpers/iped_with_hooks.py; the package itself reads no such switch)."""
+    hooked = any(env.get(name) for name in HOOK_ENVS)
+    return [sys.executable, "-m", "tests.helpers.iped_with_hooks" if hooked else "iped"]
+
+
 def iped(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
          preexec: Callable[[], None] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=ROOT, env={**os.environ, **(env or {})}, preexec_fn=preexec, check=False)
+    full = {**os.environ, **(env or {})}
+    return subprocess.run([*iped_argv(full), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=ROOT, env=full, preexec_fn=preexec, check=False)
 
 
 def request(sock: Path, op: str, **args: Any) -> dict[str, Any]:
@@ -191,10 +200,10 @@ def start_daemon(site: Site, stderr: Any = subprocess.PIPE, preexec: Callable[[]
     """``iped daemon --config``, answering ping; ``stderr``: where its log goes; ``preexec``: run in
     the child before exec (e.g. a lower RLIMIT_NOFILE; the suite starts no threads); ``wrapper``:
     the command that execs the daemon's argv (e.g. ``unshare --mount``); ``extra_env``: added to
-    its environment."""
+    its environment (a hook's variable runs it through the tests' entry point, :func:`iped_argv`)."""
     env = {**os.environ, **site.env, **(extra_env or {})}
     env.pop("NOTIFY_SOCKET", None)
-    proc = subprocess.Popen([*wrapper, sys.executable, "-m", "iped", "daemon", "--config", str(site.config)],
+    proc = subprocess.Popen([*wrapper, *iped_argv(env), "daemon", "--config", str(site.config)],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True,
                             preexec_fn=preexec)  # noqa: PLW1509
     d = DaemonProc(site, proc)

@@ -1,6 +1,6 @@
 """The executor's failure paths, step kind by step kind, on a scripted emulator backend.
 
-Each step kind is made to fail three ways (:class:`iped.backend.FaultMode`): the write fails with
+Each step kind is made to fail three ways (:class:`tests.helpers.iped_with_hooks.FaultMode`): the write fails with
 an errno, the write "succeeds" but changes nothing (only the read-back can tell), or the write
 happens and securityfs reads back garbage. Every time the plan stops at that step with outcome
 ``failed`` (exit 4), nothing after it runs, the record's after-state is what securityfs holds,
@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
 
-from iped.backend import FAULT_ENV, EmulatorBackend, Fault, FaultMode
+from iped.backend import EmulatorBackend
 from iped.commands import ExitCode, outcome_exit
 from iped.config import load_settings
 from iped.daemon import runtime
@@ -26,7 +29,8 @@ from iped.daemon.apply import Outcome, state_after
 from iped.daemon.log import NullReporter
 from iped.daemon.plan import StepKind
 from iped.daemon.reconcile import PlanRecord, Reconciler
-from tests.daemon.conftest import Site, iped, policy_text, start_daemon
+from tests.daemon.conftest import ROOT, Site, iped, policy_text, start_daemon
+from tests.helpers.iped_with_hooks import FAULT_ENV, Fault, FaultMode, FaultyEmulatorBackend
 
 #: the securityfs file each step kind writes, as a FAULT_ENV path suffix
 SUFFIX = {StepKind.ENFORCE: "enforce", StepKind.LOAD: "new_policy", StepKind.UPDATE: "update",
@@ -46,7 +50,7 @@ class Bench:
 
     def reconciler(self, fault: Fault) -> Reconciler:
         """A reconciler on the same emulator, with ``fault`` scripted into its backend."""
-        scripted = EmulatorBackend(self.backend.emulator, "scripted faults", fault)
+        scripted = FaultyEmulatorBackend(self.backend.emulator, "scripted faults", fault)
         return runtime.make_reconciler(load_settings(self.site.config), NullReporter(), scripted)
 
     def declare_every_step(self) -> None:
@@ -64,9 +68,8 @@ class Bench:
         self.site.write_config()
 
 
-def bench(site: Site, monkeypatch: pytest.MonkeyPatch, *, enforce: bool) -> Bench:
+def bench(site: Site, *, enforce: bool) -> Bench:
     """base 1.0.0 active, old 1.0.0 loaded, enforce as given, success_audit off."""
-    monkeypatch.delenv(FAULT_ENV, raising=False)
     site.put("old.pol", policy_text("old", "1.0.0"))
     site.enforce = enforce
     site.write_config()
@@ -111,9 +114,9 @@ MATRIX = [(kind, mode) for kind in SUFFIX if kind != StepKind.ENFORCE for mode i
 
 
 @pytest.mark.parametrize(("kind", "mode"), MATRIX, ids=[f"{k}-{m}" for k, m in MATRIX])
-def test_each_step_kind_failing_stops_the_plan(site: Site, monkeypatch: pytest.MonkeyPatch, kind: StepKind,
+def test_each_step_kind_failing_stops_the_plan(site: Site, kind: StepKind,
                                                mode: FaultMode) -> None:
-    b = bench(site, monkeypatch, enforce=False)
+    b = bench(site, enforce=False)
     b.declare_every_step()
     record = b.reconciler(Fault(SUFFIX[kind], 1, ERRNO[kind], mode)).reconcile("test")
     assert [s.kind for s in record.steps] == [StepKind.ENFORCE, StepKind.UPDATE, StepKind.LOAD, StepKind.ACTIVATE,
@@ -123,8 +126,8 @@ def test_each_step_kind_failing_stops_the_plan(site: Site, monkeypatch: pytest.M
 
 @pytest.mark.parametrize("mode", list(FaultMode))
 @pytest.mark.parametrize("value", [True, False], ids=["enforce-on", "enforce-off"])
-def test_enforce_step_failing(site: Site, monkeypatch: pytest.MonkeyPatch, value: bool, mode: FaultMode) -> None:
-    b = bench(site, monkeypatch, enforce=not value)
+def test_enforce_step_failing(site: Site, value: bool, mode: FaultMode) -> None:
+    b = bench(site, enforce=not value)
     if value:
         b.declare_every_step()  # enforce on is the plan's first step
     else:
@@ -134,8 +137,8 @@ def test_enforce_step_failing(site: Site, monkeypatch: pytest.MonkeyPatch, value
     assert read_actual(b.backend).enforce is (value if mode == FaultMode.GARBAGE else not value)
 
 
-def test_garbage_read_back_is_named_in_the_failure(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    b = bench(site, monkeypatch, enforce=False)
+def test_garbage_read_back_is_named_in_the_failure(site: Site) -> None:
+    b = bench(site, enforce=False)
     b.declare_every_step()
     record = b.reconciler(Fault("new_policy", 1, 0, FaultMode.GARBAGE)).reconcile("test")
     assert record.failure is not None
@@ -181,3 +184,12 @@ def test_apply_once_exit_4_on_garbage_read_back(site: Site) -> None:
     rec = json.loads(r.stdout)
     assert rec["failure"]["step"]["kind"] == "load" and rec["failure"]["errno_name"] == "EIO"
     assert "internal error" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_shipped_iped_has_no_fault_switch(site: Site) -> None:
+    """Only the tests' entry point scripts faults: ``python -m iped`` with the variable set applies."""
+    env = {**os.environ, FAULT_ENV: "new_policy:1:garbage"}
+    r = subprocess.run([sys.executable, "-m", "iped", "apply", "--once", "--config", str(site.config), "--json"],
+                       capture_output=True, text=True, timeout=60, cwd=ROOT, env=env, check=False)
+    assert r.returncode == ExitCode.OK, r.stdout + r.stderr
+    assert json.loads(r.stdout)["outcome"] == "applied"

@@ -1,15 +1,18 @@
-"""The executor's test hook IPED_TEST_PAUSE_AFTER_STEP (iped.daemon.apply.PAUSE_AFTER_STEP_ENV).
+"""The tests' pause hook IPED_TEST_PAUSE_AFTER_STEP (tests/helpers/iped_with_hooks.py, through
+the executor's step observer).
 
 The system-image lab SIGKILLs the daemon at exact step boundaries with it. Here, through the real
-CLI (``iped apply --once`` on the emulator): set to N, the process stops itself (SIGSTOP) right
-after step N was written and reported, and nothing after it has run; continued, it finishes the
-plan. Unset, or larger than the plan, it changes nothing.
+CLI run by the tests' entry point (``iped apply --once`` on the emulator): set to N, the process
+stops itself (SIGSTOP) right after step N was written and reported, and nothing after it has run;
+continued, it finishes the plan. Unset, or larger than the plan, it changes nothing. The shipped
+``iped`` has no such switch: set for ``python -m iped``, it changes nothing either.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from iped.daemon.apply import PAUSE_AFTER_STEP_ENV
 from tests.daemon.conftest import ROOT, Site, policy_text
+from tests.helpers.iped_with_hooks import PAUSE_AFTER_STEP_ENV
 
 
 def three_step_site(site: Site) -> Site:
@@ -27,14 +30,17 @@ def three_step_site(site: Site) -> Site:
     return site
 
 
-def apply_once(site: Site, log: Path, pause: str | None) -> subprocess.Popen[bytes]:
+HOOKED = (sys.executable, "-m", "tests.helpers.iped_with_hooks")
+
+
+def apply_once(site: Site, log: Path, pause: str | None, entry: tuple[str, ...] = HOOKED,
+               cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != PAUSE_AFTER_STEP_ENV}
     if pause is not None:
         env[PAUSE_AFTER_STEP_ENV] = pause
     with log.open("wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "iped", "apply", "--once", "--json",
-                                 "--config", str(site.config)],
-                                cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=out)
+        return subprocess.Popen([*entry, "apply", "--once", "--json", "--config", str(site.config)],
+                                cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=out)
 
 
 def wait_stopped_or_exited(proc: subprocess.Popen[bytes]) -> bool:
@@ -55,6 +61,24 @@ def test_stops_after_step_n_and_finishes_when_continued(site: Site, tmp_path: Pa
     three_step_site(site)
     log = tmp_path / "stderr.log"
     proc = apply_once(site, log, str(pause_after))
+    finish_after_pause(proc, log, pause_after)
+
+
+def test_the_copy_the_system_lab_runs_pauses_outside_the_checkout(site: Site, tmp_path: Path) -> None:
+    """The system-image lab copies the entry point into the guest as ``hooked/iped`` and runs it by
+    path with the installed package (tests/lab/system/boot.py, guest_checks.sigkill_mid_plan):
+    it needs nothing from the checkout but ``iped``."""
+    three_step_site(site)
+    hooked = tmp_path / "hooked" / "iped"
+    hooked.parent.mkdir()
+    shutil.copyfile(ROOT / "tests" / "helpers" / "iped_with_hooks.py", hooked)
+    log = tmp_path / "stderr.log"
+    proc = apply_once(site, log, "2", entry=(sys.executable, str(hooked)), cwd=tmp_path)
+    finish_after_pause(proc, log, 2)
+
+
+def finish_after_pause(proc: subprocess.Popen[bytes], log: Path, pause_after: int) -> None:
+    """``proc`` stopped itself after step ``pause_after`` of three; continued, it applies all."""
     try:
         assert wait_stopped_or_exited(proc), f"exited {proc.returncode} without stopping:\n{log.read_text()}"
         assert len(steps_reported(log)) == pause_after, log.read_text()
@@ -76,6 +100,21 @@ def test_inert_unless_set_to_a_reached_step(site: Site, tmp_path: Path, pause: s
     proc = apply_once(site, log, pause)
     try:
         assert not wait_stopped_or_exited(proc), f"stopped with {PAUSE_AFTER_STEP_ENV}={pause}"
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()
+    assert len(steps_reported(log)) == 3
+
+
+def test_the_shipped_iped_has_no_pause_switch(site: Site, tmp_path: Path) -> None:
+    """Only the tests' entry point pauses: ``python -m iped`` with the variable set runs through."""
+    three_step_site(site)
+    log = tmp_path / "stderr.log"
+    proc = apply_once(site, log, "1", entry=(sys.executable, "-m", "iped"))
+    try:
+        assert not wait_stopped_or_exited(proc), f"python -m iped stopped with {PAUSE_AFTER_STEP_ENV}=1"
     finally:
         if proc.returncode is None:
             proc.kill()

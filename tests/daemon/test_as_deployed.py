@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from iped.backend import Backend, EmulatorBackend, Fault
+from iped.backend import Backend, EmulatorBackend
 from iped.config import load_settings
 from iped.daemon import runtime
 from iped.daemon.actual import read_actual
@@ -29,6 +29,7 @@ from iped.daemon.notify import Notifier
 from iped.daemon.settings import AuditSource
 from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text, start_daemon, wait_for
+from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 
 UNIT = ROOT / "systemd" / "iped.service"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace (unshare --mount) needs root")
@@ -119,7 +120,7 @@ def test_declared_policy_refused_at_start_fails_the_start_at_once(site: Site, tm
     settings = load_settings(site.config)
     settings = dataclasses.replace(settings, audit=dataclasses.replace(settings.audit, source=AuditSource.NONE))
     assert isinstance(emulator, EmulatorBackend)
-    refusing = PosingAsKernel(EmulatorBackend(emulator.emulator, "refuses the next load",
+    refusing = PosingAsKernel(FaultyEmulatorBackend(emulator.emulator, "refuses the next load",
                                               Fault("new_policy", 1, errno.ENOKEY)))
     rx = notify_socket(tmp_path / "notify.sock")
     pid = os.fork()

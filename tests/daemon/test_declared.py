@@ -6,7 +6,7 @@ import dataclasses
 import errno
 from pathlib import Path
 
-from iped.daemon.declared import is_ignored, policy_files
+from iped.daemon.dropin import is_ignored, policy_files
 from iped.daemon.log import NullReporter
 from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler

@@ -9,8 +9,8 @@ import pwd
 from pathlib import Path
 from typing import Any
 
-from iped.backend import STATE_ENV
 from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request
+from tests.helpers.iped_with_hooks import STATE_ENV
 
 
 def stage(site: Site, root: Path, active: str, *policies: tuple[str, str]) -> Path:

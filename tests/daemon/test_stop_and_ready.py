@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from iped.backend import FAULT_ENV, Backend, EmulatorBackend, Fault
+from iped.backend import Backend, EmulatorBackend
 from iped.config import load_settings
 from iped.daemon import runtime
 from iped.daemon.actual import read_actual
@@ -30,6 +30,7 @@ from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
 from tests.daemon.conftest import Site, notifications, request, wait_for
 from tests.daemon.test_loop import CountingBackend
+from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 
 
 class RecordingBackend(CountingBackend):
@@ -54,14 +55,13 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Notifier]]:
 
 
 def test_no_ready_while_the_kernel_refuses_the_declared_policy(
-        site: Site, monkeypatch: pytest.MonkeyPatch, notify_socket: tuple[socket.socket, Notifier]) -> None:
-    monkeypatch.delenv(FAULT_ENV, raising=False)
+        site: Site, notify_socket: tuple[socket.socket, Notifier]) -> None:
     rx, notifier = notify_socket
     settings = load_settings(site.config)
     emulator = runtime.make_backend(settings)
     assert isinstance(emulator, EmulatorBackend)
     # the kernel refuses the first load of the declared active policy: a signer it does not trust
-    kernel = CountingBackend(EmulatorBackend(emulator.emulator, "scripted", Fault("new_policy", 1, errno.ENOKEY)))
+    kernel = CountingBackend(FaultyEmulatorBackend(emulator.emulator, "scripted", Fault("new_policy", 1, errno.ENOKEY)))
     d = Daemon(runtime.make_reconciler(settings, NullReporter(), kernel), notifier, NullReporter())
     try:
         assert d.reload("startup", record_unchanged=True).outcome == "failed"
@@ -92,8 +92,7 @@ def restored_signals() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restored_signals")
-def test_sigterm_leaves_enforce_and_the_active_policy(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(FAULT_ENV, raising=False)
+def test_sigterm_leaves_enforce_and_the_active_policy(site: Site) -> None:
     settings = load_settings(site.config)
     assert settings.policies.enforce is True
     backend = RecordingBackend(runtime.make_backend(settings))

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from iped.backend import EmulatorBackend, Fault
+from iped.backend import EmulatorBackend
 from iped.config import load_settings
 from iped.daemon import runtime
 from iped.daemon.log import NullReporter
@@ -35,6 +35,7 @@ from iped.daemon.settings import AuditSource
 from tests.daemon.conftest import ROOT, Site, iped, policy_text, start_daemon, wait_for
 from tests.daemon.test_as_deployed import PosingAsKernel
 from tests.fleet.conftest import SLOW_DEBOUNCE_MS
+from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 
 RULES = ROOT / "prometheus" / "iped-alerts.rules.yml"
 PROMTOOL = shutil.which("promtool")
@@ -105,8 +106,8 @@ def written_not_ready(site: Site, tmp: Path) -> str:
     settings = dataclasses.replace(settings, audit=dataclasses.replace(settings.audit, source=AuditSource.NONE))
     emulator = runtime.make_backend(settings)
     assert isinstance(emulator, EmulatorBackend)
-    refusing = PosingAsKernel(EmulatorBackend(emulator.emulator, "refuses the load", Fault("new_policy", 1,
-                                                                                          errno.ENOKEY)))
+    refusing = PosingAsKernel(FaultyEmulatorBackend(emulator.emulator, "refuses the load",
+                                                    Fault("new_policy", 1, errno.ENOKEY)))
     pid = os.fork()
     if pid == 0:  # the suite runs no threads, so fork is safe
         code = 70

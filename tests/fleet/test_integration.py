@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import DaemonProc, Site, policy_text
-from tests.fleet.conftest import COLLECTION, IPED, SLOW_DEBOUNCE_MS, require_ok, run_ansible
+from tests.fleet.conftest import COLLECTION, IPED, ROOT, SLOW_DEBOUNCE_MS, require_ok, run_ansible
 
 
 def tampered_signature(site: Site) -> bytes:
@@ -23,9 +24,13 @@ def test_ipe_state_target(slow_daemon: DaemonProc, home: Path, tmp_path: Path) -
     bad = tmp_path / "tampered.p7s"
     bad.write_bytes(tampered_signature(site))
     home.mkdir()
+    # iped through the tests' entry point: the kernel error is injected with its IPED_EMULATOR_FAULT
+    hooked = home / "iped-with-hooks"
+    hooked.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT}/tests/helpers/iped_with_hooks.py" "$@"\n')
+    hooked.chmod(0o755)
     (home / "iped-integration.yml").write_text(
         f'iped_command: "{IPED}"\niped_config: "{site.config}"\niped_policies_dir: "{site.policies}"\n'
-        f'iped_socket: "{site.socket}"\niped_bad_signature: "{bad}"\n')
+        f'iped_socket: "{site.socket}"\niped_bad_signature: "{bad}"\niped_hooked_command: "{hooked}"\n')
     out = require_ok(run_ansible("ansible-test", "integration", "--local", "--python", "3.11", "ipe_state",
                                  home=home, cwd=COLLECTION))
     assert re.search(r"ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0", out), out[-3000:]

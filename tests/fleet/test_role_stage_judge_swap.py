@@ -11,14 +11,15 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from iped.backend import STATE_ENV
 from iped.daemon.devkey import ensure_dev_key
 from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import DaemonProc, Site, iped, policy_text
 from tests.fleet.conftest import BIN, IPED, ROOT, SLOW_DEBOUNCE_MS, ansible_env
+from tests.helpers.iped_with_hooks import STATE_ENV
 
 #: the suite's JSON stdout callback (ansible-core has none)
 CALLBACKS = Path(__file__).with_name("callback_plugins")
@@ -36,7 +37,7 @@ def tree_digest(*roots: Path) -> str:
 
 def playbook(path: Path, site: Site, policies: list[dict[str, str]], *, active: str = "base",
              enforce: bool = True, purge: bool = True, method: str = "auto", config: Path | None = None,
-             policies_dir: Path | None = None) -> Path:
+             policies_dir: Path | None = None, command: Path | str = IPED) -> Path:
     items = "".join(f'\n          - src: "{p["src"]}"' + (f'\n            dest: "{p["dest"]}"' if "dest" in p else "")
                     for p in policies)
     path.write_text(f"""---
@@ -48,7 +49,7 @@ def playbook(path: Path, site: Site, policies: list[dict[str, str]], *, active: 
       vars:
         iped_install_package: false
         iped_manage_service: false
-        iped_command: "{IPED}"
+        iped_command: "{command}"
         iped_config_path: "{config or site.config}"
         iped_policies_dir: "{policies_dir or site.policies}"
         iped_active: {active}
@@ -170,7 +171,10 @@ def test_once_without_a_daemon_reads_the_state_directly(slow_daemon: DaemonProc,
     emulated = tmp_path / "emulated-kernel.jsonl"  # the emulator's state between processes
     src = tmp_path / "app.pol"
     src.write_bytes(policy_text("app", "2.0.0"))
-    book = playbook(tmp_path / "site.yml", site, [{"src": str(src)}], active="app", method="once")
+    hooked = tmp_path / "iped-with-hooks"  # the tests' entry point, which keeps the emulator's state
+    hooked.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{ROOT}/tests/helpers/iped_with_hooks.py" "$@"\n')
+    hooked.chmod(0o755)
+    book = playbook(tmp_path / "site.yml", site, [{"src": str(src)}], active="app", method="once", command=hooked)
     rc, doc = play(book, home, **{STATE_ENV: str(emulated)})
     assert rc == 0, failures(doc)
     facts = task_result(doc, "Read IPE state")["ansible_facts"]["ipe"]

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iped.daemon.declared import DeclaredPolicy, DeclError, load_policy_file
+from iped.daemon.declared import DeclaredPolicy, DeclError
 from iped.daemon.devkey import ensure_dev_key
+from iped.daemon.scan import load_policy_file
 from iped.pkcs7 import SignatureError, check_signature, parse_message, sign_policy, verify_policy
 from iped.policyfile import CheckedPolicy, PolicyProblem, SigningMaterial, check_policy
 

@@ -18,8 +18,9 @@ import pytest
 
 from iped.config import load_settings
 from iped.daemon import runtime, service
-from iped.daemon.declared import DeclError, writer_in_proc
+from iped.daemon.declared import DeclError
 from iped.daemon.devkey import ensure_dev_key
+from iped.daemon.dropin import writer_in_proc
 from iped.daemon.log import Reporter
 from iped.daemon.reconcile import PlanRecord, Reconciler
 from tests.daemon.conftest import RecordingReporter, Site, make_site, policy_text, request, start_daemon, wait_for

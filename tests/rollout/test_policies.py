@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-from iped.daemon.settings import DaemonSettings, PolicySettings, Settings
+from iped.daemon.devkey import ensure_dev_key
+from iped.daemon.log import NullReporter
+from iped.daemon.runtime import make_reconciler
+from iped.daemon.settings import BackendKind, DaemonSettings, PolicySettings, Settings
 from iped.rollout.policies import PolicySourceError, declared_active
 
 from .streams import ALLOW_ALL, BASE
@@ -51,4 +55,56 @@ def test_the_drop_in_dir_is_read_as_the_daemon_reads_it(tmp_path: Path) -> None:
         being_written.flush()
         with pytest.raises(PolicySourceError, match="declares policy_name=site"):
             declared_active(settings)
+    assert declared_active(settings).origin == str(policies / "site.pol")  # type: ignore[union-attr]
+
+
+def _signed_settings(tmp_path: Path) -> tuple[Settings, Path, Path]:
+    """Settings the daemon can act on too: a local key signs the plain-text files."""
+    settings, policies, rolled = _settings(tmp_path)
+    key, cert = ensure_dev_key(tmp_path / "keys")
+    pol = dataclasses.replace(settings.policies, signing_key=key, signing_cert=cert)
+    daemon = dataclasses.replace(settings.daemon, backend=BackendKind.EMULATOR)
+    return dataclasses.replace(settings, policies=pol, daemon=daemon), policies, rolled
+
+
+def _daemon_active(settings: Settings) -> Path | None:
+    """The file of the active policy in the reconciler's declared state (what it plans from)."""
+    found = make_reconciler(settings, NullReporter(), writes_state=False).scan().find_active()
+    return None if found is None else found.source
+
+
+@pytest.mark.parametrize("rolled_version", ["1.0.1", "0.9.0"])
+def test_survey_and_daemon_name_one_active_file_whatever_the_rolled_forward_version(
+        tmp_path: Path, rolled_version: str) -> None:
+    """One answer to "which file is the active policy": a rolled-forward policy above the drop-in
+    file's version is in effect for both, one below it is superseded for both."""
+    settings, policies, rolled = _signed_settings(tmp_path)
+    (policies / "site.pol").write_bytes(BASE)
+    rolled.mkdir(parents=True)
+    (rolled / "site.pol").write_bytes(ALLOW_ALL.replace(b"1.0.0", rolled_version.encode()))
+    expected = rolled / "site.pol" if rolled_version == "1.0.1" else policies / "site.pol"
+    assert _daemon_active(settings) == expected
+    assert declared_active(settings).origin == str(expected)  # type: ignore[union-attr]
+
+
+def test_a_drop_in_dir_others_can_write_declares_nothing_for_the_survey_either(tmp_path: Path) -> None:
+    """The daemon takes no declaration from a directory anyone may write to (iped.trustpath); the
+    survey used to read its files all the same and evaluate a policy the daemon refuses."""
+    settings, policies, _ = _signed_settings(tmp_path)
+    (policies / "site.pol").write_bytes(BASE)
+    policies.chmod(0o777)
+    assert _daemon_active(settings) is None
+    with pytest.raises(PolicySourceError, match=r"declares policy_name=site; .*policies\.d: EPERM"):
+        declared_active(settings)
+
+
+def test_a_rolled_forward_dir_others_can_write_is_not_overlaid_for_the_survey_either(tmp_path: Path) -> None:
+    """A rollback written where anyone could have written it is not taken by the daemon: the
+    drop-in file stays in effect, for the survey too (it used to take the rolled-forward file)."""
+    settings, policies, rolled = _signed_settings(tmp_path)
+    (policies / "site.pol").write_bytes(BASE)
+    rolled.mkdir(parents=True)
+    (rolled / "site.pol").write_bytes(ALLOW_ALL.replace(b"1.0.0", b"1.0.1"))
+    rolled.chmod(0o777)
+    assert _daemon_active(settings) == policies / "site.pol"
     assert declared_active(settings).origin == str(policies / "site.pol")  # type: ignore[union-attr]

@@ -148,6 +148,8 @@ def image_files() -> dict[str, bytes]:
     return {
         **collection_files(),
         f"{GUEST_LAB_DIR}/guest_checks.py": (Path(__file__).parent / "guest_checks.py").read_bytes(),
+        # sigkill_mid_plan runs the installed iped through the tests' entry point (its pause hook)
+        f"{GUEST_LAB_DIR}/hooked/iped": (CHECKOUT / "tests" / "helpers" / "iped_with_hooks.py").read_bytes(),
         "/etc/iped/lab/rsa-signer.crt": RSA_SIGNER.cert.read_bytes(),
         "/etc/iped/lab/rsa-signer.key": RSA_SIGNER.key.read_bytes(),
         "/etc/iped/lab/untrusted-signer.crt": UNTRUSTED_SIGNER.cert.read_bytes(),

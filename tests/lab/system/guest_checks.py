@@ -279,9 +279,12 @@ def wait_until(what: str, cond: Callable[[], bool], timeout: float = 60.0) -> No
         time.sleep(0.2)
 
 
-#: The daemon's test hook (iped.daemon.apply.PAUSE_AFTER_STEP_ENV): SIGSTOP after step N of a plan.
+#: The tests' pause hook (tests/helpers/iped_with_hooks.py): SIGSTOP after step N of a plan. The
+#: installed iped has no such switch: the drop-in runs the installed package through that entry
+#: point, copied into the image as HOOKED_IPED (named iped, so "iped daemon" stays in its cmdline).
 PAUSE_ENV = "IPED_TEST_PAUSE_AFTER_STEP"
 PAUSE_DROP_IN = Path("/run/systemd/system/iped.service.d/lab-pause.conf")
+HOOKED_IPED = LAB / "hooked" / "iped"
 #: The plan each round of sigkill_mid_plan declares, in the planner's order (enforce off comes last).
 KILL_PLAN = ("new_policy", "update", "active", "delete", "enforce")
 
@@ -321,9 +324,10 @@ def sigkill_mid_plan() -> str:
 
     Each round declares, from kill_<k> active + kill_u 1.0.<k> + enforce on: kill_<k+1> (new_policy),
     kill_u 1.0.<k+1> (update), kill_<k+1> active (active), kill_<k> gone (delete), enforce off
-    (enforce; the planner puts weakening last). The daemon runs with IPED_TEST_PAUSE_AFTER_STEP=k
-    (a runtime drop-in, removed again before the kill so the restart runs without it): its executor
-    stops itself with SIGSTOP right after step k, the kernel must then hold exactly the state after
+    (enforce; the planner puts weakening last). The daemon runs through the tests' entry point
+    (HOOKED_IPED, the installed package with the pause hook) with IPED_TEST_PAUSE_AFTER_STEP=k (a
+    runtime drop-in, removed again before the kill so the restart runs the unit's own ExecStart):
+    it stops itself with SIGSTOP right after step k, the kernel must then hold exactly the state after
     k steps (the old or the new active policy, never neither), and after SIGKILL systemd restarts
     iped (Restart=on-failure), which must converge to the new declared state. Enforce is then
     declared on again for the next round.
@@ -348,7 +352,8 @@ def sigkill_mid_plan() -> str:
             PAUSE_DROP_IN.unlink(missing_ok=True)
         else:
             PAUSE_DROP_IN.parent.mkdir(parents=True, exist_ok=True)
-            PAUSE_DROP_IN.write_text(f"[Service]\nEnvironment={PAUSE_ENV}={step}\n")
+            PAUSE_DROP_IN.write_text(f"[Service]\nEnvironment={PAUSE_ENV}={step}\n"
+                                     f"ExecStart=\nExecStart=/usr/bin/python3 {HOOKED_IPED} daemon\n")
         sh("systemctl", "daemon-reload")
 
     # setup: from lab_a to kill_1 + kill_u 1.0.1, enforce on, no kill

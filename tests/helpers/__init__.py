@@ -1,0 +1,1 @@
+"""Helpers the tests share (and that the labs copy into their guests)."""
