@@ -49,7 +49,8 @@ _shtab_iped_policy_files() {
   case "$1" in */*) ;; *) compgen -G "/etc/iped/policies.d/$1*.pol"; compgen -G "/etc/iped/policies.d/$1*.p7s" ;; esac
 }
 """
-_ZSH_POLICIES = "_files -g '*.(pol|p7s)' ; _files -W /etc/iped/policies.d -g '*.(pol|p7s)'"
+# a {...} action is shell code to zsh's _arguments: both lists are offered
+_ZSH_POLICIES = "{_files -g '*.(pol|p7s)'; _files -W /etc/iped/policies.d -g '*.(pol|p7s)'}"
 _POLICY_COMPLETE = {"bash": "_shtab_iped_policy_files", "zsh": _ZSH_POLICIES}
 
 

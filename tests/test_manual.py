@@ -162,10 +162,15 @@ def test_bash_completion_offers_the_drop_in_policies(tmp_path: Path) -> None:
         assert sorted(w for w in done.stdout.splitlines() if w) == want
 
 
-def test_zsh_completion_parses() -> None:
+def test_zsh_completion_parses_and_is_found_by_compinit(tmp_path: Path) -> None:
     if shutil.which("zsh") is None:
         pytest.skip("zsh is not installed")
     subprocess.run(["zsh", "-n", str(GENERATED / "_iped")], check=True)
+    # compinit picks it up from a directory on $fpath (the packages put it on the default one)
+    found = subprocess.run(["zsh", "-fc", f"fpath=({GENERATED} $fpath); autoload -Uz compinit; "
+                            f"compinit -u -d {tmp_path}/zcompdump; print -r -- $_comps[iped]"],
+                           capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "_iped", found
     text = (GENERATED / "_iped").read_text(encoding="utf-8")
     assert text.startswith("#compdef iped")
     for verb in Verb:
