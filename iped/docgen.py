@@ -35,6 +35,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from iped import __version__
 from iped.cli import Verb, build_parser, load_verb
 from iped.commands import EXIT_MEANINGS, ExitCode
+from iped.daemon.loop import EXIT_START_REFUSED
 
 #: the files written by :func:`write_all`, relative to the output directory
 OUTPUTS = ("iped.8", "iped.toml.5", "iped.bash", "_iped")
@@ -161,6 +162,9 @@ def iped_8() -> str:
         out.append(".RE")
     out.append(".SH EXIT STATUS")
     out += [f".TP\n.B {int(code)}\n{_roff(EXIT_MEANINGS[code])}" for code in ExitCode]
+    out.append(f".TP\n.B {EXIT_START_REFUSED}\n" + _roff(
+        "iped daemon only: its declared active policy was rejected, or refused by the kernel, at start "
+        "(sysexits' EX_CONFIG); the kernel is left as it was and the unit does not restart on it"))
     out.append(".SH FILES")
     out += [f".TP\n.I {_roff(path)}\n{_roff(what)}" for path, what in _files()]
     out += [".SH SEE ALSO", ".BR iped.toml (5),", ".BR systemctl (1),", ".BR journalctl (1)", ".PP",
