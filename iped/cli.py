@@ -88,7 +88,7 @@ class _Parser(argparse.ArgumentParser):
     ``--since -7d`` (the documented form) reads ``-7d`` as the option's value."""
 
     def error(self, message: str) -> NoReturn:
-        raise CliError(message, hint=f"see '{self.prog} --help'", code=ExitCode.USAGE)
+        raise CliError(_with_suggestion(message), hint=f"see '{self.prog} --help'", code=ExitCode.USAGE)
 
     def _parse_optional(self, arg_string: str) -> Any:
         # argparse takes every "-x..." for an option unless it looks like a negative number;
@@ -96,6 +96,21 @@ class _Parser(argparse.ArgumentParser):
         if _RELATIVE_TIME.fullmatch(arg_string):
             return None
         return super()._parse_optional(arg_string)
+
+
+def _with_suggestion(message: str) -> str:
+    """argparse's "invalid choice: 'stauts' (choose from ...)" with the nearest choice named
+    (a mistyped verb, or a value of an option with choices); other messages unchanged."""
+    import re
+
+    m = re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)$", message)
+    if m is None:
+        return message
+    from iped.didyoumean import did_you_mean
+
+    # the choices are quoted up to Python 3.12, bare from 3.12.8/3.13.1 on
+    hint = did_you_mean(m.group(1), (c.strip("'") for c in m.group(2).split(", ")))
+    return message[: m.end(1) + 1] + hint + message[m.end(1) + 1 :] if hint else message
 
 
 def _selected_verb(argv: list[str]) -> Verb | None:

@@ -206,6 +206,33 @@ def _line_for(loc: tuple[str | int, ...], lines: dict[tuple[str, ...], int]) -> 
     return 1
 
 
+_BOOLEAN_HINT = " (a boolean is written true or false, unquoted)"
+
+
+def _did_you_mean_key(loc: tuple[str | int, ...]) -> str:
+    """"; did you mean 'enforce'?" for an unknown section or key, from the settings dataclasses."""
+    from iped.didyoumean import did_you_mean
+
+    if len(loc) == 1:
+        return did_you_mean(str(loc[0]), SECTIONS)
+    if len(loc) == 2 and loc[0] in SECTIONS:
+        return did_you_mean(str(loc[1]), (f.name for f in dataclasses.fields(SECTIONS[str(loc[0])])))
+    return ""
+
+
+def _toml_error_hint(source: str, line: int) -> str:
+    """A TOML syntax error on a boolean key's line (``enforce = yes``): say how TOML writes one."""
+    section: tuple[str, ...] = ()
+    for n, text in enumerate(source.splitlines(), 1):
+        if m := _SECTION.match(text):
+            section = tuple(m.group(1).split("."))
+        elif n == line and (m := _KEY.match(text)) and len(section) == 1 and section[0] in SECTIONS:
+            cls = SECTIONS[section[0]]
+            if get_type_hints(cls).get(m.group(1).strip('"')) is bool:
+                return _BOOLEAN_HINT
+    return ""
+
+
 def _problems_from(err: ValidationError, path: Path, source: str) -> list[ConfigProblem]:
     lines = key_lines(source)
     out = []
@@ -214,7 +241,11 @@ def _problems_from(err: ValidationError, path: Path, source: str) -> list[Config
         key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in loc).replace(".[", "[")
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (typo? see docs/daemon.md for the keys iped.toml accepts)"
+            hint = _did_you_mean_key(loc)
+            msg = f"unknown key{hint} (see docs/daemon.md for the keys iped.toml accepts)" if hint else (
+                "unknown key (typo? see docs/daemon.md for the keys iped.toml accepts)")
+        elif e["type"] == "bool_type":
+            msg += _BOOLEAN_HINT
         out.append(ConfigProblem(path, _line_for(loc, lines), key or "(top)", msg))
     return sorted(out, key=lambda p: p.line)
 
@@ -225,7 +256,8 @@ def parse_config(source: str, path: Path) -> Settings:
         data: dict[str, Any] = tomllib.loads(source)
     except tomllib.TOMLDecodeError as e:
         m = re.search(r"line (\d+)", str(e))
-        raise ConfigError([ConfigProblem(path, int(m.group(1)) if m else 1, "(toml)", str(e))]) from None
+        line = int(m.group(1)) if m else 1
+        raise ConfigError([ConfigProblem(path, line, "(toml)", str(e) + _toml_error_hint(source, line))]) from None
     values = plain_values(data)
     if values is None:
         from pydantic import ValidationError

@@ -56,10 +56,20 @@ def test_no_verb_is_a_one_line_usage_error(capsys: pytest.CaptureFixture[str]) -
 
 def test_unknown_verb_and_option_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["frobnicate"]) == ExitCode.USAGE
-    assert "invalid choice" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "invalid choice" in err and "did you mean" not in err
     assert main(["validate", "--no-such-option", "x"]) == ExitCode.USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--no-such-option" in err
+
+
+def test_mistyped_verb_or_choice_names_the_nearest(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["stauts"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("iped: error: argument VERB: invalid choice: 'stauts'; did you mean 'status'? (choose from ")
+    assert main(["validate", "--format", "tetx", "x.pol"]) == ExitCode.USAGE
+    assert "invalid choice: 'tetx'; did you mean 'text'?" in capsys.readouterr().err
 
 
 def test_help_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:

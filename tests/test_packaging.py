@@ -374,7 +374,10 @@ def test_debs_built_in_a_trixie_chroot() -> None:
                  "./usr/lib/tmpfiles.d/iped.conf", "./usr/lib/sysusers.d/iped.conf", "./usr/bin/iped",
                  "/dist-packages/iped/cli.py", "/dist-packages/iped/py.typed",
                  # compiled for trixie's Python, not the host's
-                 "/dist-packages/iped/audit/_scan.cpython-313-x86_64-linux-gnu.so"):
+                 "/dist-packages/iped/audit/_scan.cpython-313-x86_64-linux-gnu.so",
+                 # generated from the argparse table and the settings (iped/docgen.py)
+                 "./usr/share/man/man8/iped.8.gz", "./usr/share/man/man5/iped.toml.5.gz",
+                 "./usr/share/bash-completion/completions/iped", "./usr/share/zsh/vendor-completions/_iped"):
         assert path in contents, f"{path} not in {debs.iped.name}"
     assert "/dist-packages/iped/lab" not in contents and "/dist-packages/tests" not in contents, contents
     assert dpkg_deb("-I", str(debs.iped), "conffiles").split() == ["/etc/iped/iped.toml"]
@@ -385,6 +388,24 @@ def test_debs_built_in_a_trixie_chroot() -> None:
     upgrade = dpkg_deb("-f", str(debs.iped_upgrade), "Version").strip()
     assert subprocess.run(["dpkg", "--compare-versions", upgrade, "gt", PYPROJECT["project"]["version"]],
                           check=False).returncode == 0
+
+
+@pytest.mark.lab
+def test_lintian_is_clean_on_the_built_debs() -> None:
+    """lintian (trixie's, in the build chroot, on every .deb built there): no error and no warning;
+    an override needs its written reason in debian/*.lintian-overrides."""
+    from tests.lab.system.packages import build_debs
+
+    report = build_debs().iped.parent / "lintian.txt"
+    text = report.read_text()
+    findings = [line for line in text.splitlines() if re.match(r"[EW]: ", line)]
+    assert not findings, "\n".join(findings)
+    assert "command not found" not in text and "Traceback" not in text, text
+    for overrides in DEBIAN.glob("*.lintian-overrides"):
+        for line in overrides.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                before = overrides.read_text().split(line)[0].rstrip().splitlines()
+                assert before and before[-1].startswith("#"), f"{overrides.name}: '{line}' has no reason above it"
 
 
 def test_srpm_builds_and_rpmlint_is_clean(tmp_path: Path) -> None:

@@ -36,7 +36,25 @@ class AuditSource(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class PolicySettings:
-    """``[policies]``: what the daemon makes true in the kernel."""
+    """``[policies]``: what the daemon makes true in the kernel.
+
+    Keys (the meanings iped.toml(5) prints; ``tests/test_manual.py`` wants one per field):
+
+    dir: the drop-in directory: ``*.p7s`` pre-signed PKCS#7 policies (production) and ``*.pol``
+        plain text the daemon signs with signing_key. Dotfiles, ``*~``, ``*.swp``, ``*.dpkg-*``,
+        ``*.rpm*`` and ``.ansible_tmp*`` are ignored.
+    active: the policy_name that must be active. Unset: iped loads and updates policies but never
+        activates one.
+    enforce: false is IPE's permissive mode: denials are audited, not blocked.
+    success_audit: audit ALLOW decisions too, not only denials.
+    trust_anchors: certificates (PEM or DER) allowed to sign policies; they must match what the
+        kernel trusts (its builtin, secondary or platform keyring).
+    signing_key: a local private key with which the daemon signs ``*.pol`` files (owner-only
+        permissions); its certificate must be trusted by the kernel.
+    signing_cert: the certificate of signing_key; it is a trust anchor too.
+    protect: glob patterns of loaded policies that are never deleted, even when no file declares
+        them.
+    """
 
     dir: Path = Path("/etc/iped/policies.d")
     active: str | None = field(default=None, metadata={"min_length": 1})
@@ -50,7 +68,19 @@ class PolicySettings:
 
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
-    """``[daemon]``: where the daemon keeps its records and listens."""
+    """``[daemon]``: where the daemon keeps its records and listens (changes need a restart).
+
+    Keys:
+
+    backend: where securityfs writes go. auto: the kernel when /sys/kernel/security/ipe exists
+        (securityfs is mounted if needed), else the emulator; kernel or emulator force one.
+    state_dir: plan records, the rollback chain and deployed texts; must be a writable directory
+        (checked at start).
+    control_socket: the JSON-lines control socket (mode 0660), at most 107 bytes once resolved.
+    control_group: members of this group may read the status (not change state).
+    history: plan records kept; also the deployments kept per policy for rollback.
+    debounce_ms: quiet time after file events before reconciling, in milliseconds.
+    """
 
     backend: BackendKind = BackendKind.AUTO
     state_dir: Path = Path("/var/lib/iped")
@@ -63,7 +93,19 @@ class DaemonSettings:
 
 @dataclass(frozen=True, slots=True)
 class AuditSettings:
-    """``[audit]``: read by the audit follower (iped.audit.follow.make_follower)."""
+    """``[audit]``: where the daemon's audit follower reads IPE records, and where it writes its
+    counters; changes need a restart.
+
+    Read by the audit follower (iped.audit.follow.make_follower).
+
+    Keys:
+
+    source: where IPE audit records are read from. auto: netlink (needs CAP_AUDIT_READ), else the
+        journal; with the emulator backend, the emulator's own records. none: no follower.
+    receive_buffer: the netlink socket's receive buffer (SO_RCVBUF), in bytes.
+    prometheus_textfile: where the daemon's state and audit counters are written for
+        node_exporter's textfile collector. Unset: not written.
+    """
 
     source: AuditSource = AuditSource.AUTO
     receive_buffer: int = field(default=1 << 20, metadata={"ge": 4096})  # netlink SO_RCVBUF, bytes

@@ -267,7 +267,22 @@ def parse_property(tok: bytes, lineno: int) -> Prop:
                 return Prop(ptype, digest_parse(tok[len(prefix) :]))
             except DigestError as e:
                 raise _fail(e.errno, lineno, tok, e.reason) from None
-    raise _fail(errno.EBADMSG, lineno, tok, "unknown property (or TRUE/FALSE not in upper case)")
+    raise _fail(errno.EBADMSG, lineno, tok,
+                "unknown property (or TRUE/FALSE not in upper case)" + _property_hint(tok))
+
+
+def _property_hint(tok: bytes) -> str:
+    """iped's "did you mean" for an unknown property (the human text only; the errno is the
+    kernel's): the nearest flag property, or a digest property's prefix with the token's value."""
+    from iped.didyoumean import closest
+
+    word = tok.decode("utf-8", "replace")
+    value = word.partition("=")[2]
+    # a digest property is compared with the token's own value, and named by its prefix
+    candidates = {p.value: p.value for p in PropType if not p.takes_digest}
+    candidates |= {p.value + value: p.value + "..." for p in PropType if p.takes_digest and value}
+    best = closest(word, candidates)
+    return f"; did you mean '{candidates[best]}'?" if best is not None else ""
 
 
 @dataclass

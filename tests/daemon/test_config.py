@@ -43,7 +43,8 @@ def test_every_error_has_file_line_and_key(tmp_path: Path) -> None:
         tmp_path,
     )
     f = tmp_path / "iped.toml"
-    assert got[0] == f"{f}:3: policies.enforce: Input should be a valid boolean"
+    assert got[0] == (f"{f}:3: policies.enforce: Input should be a valid boolean "
+                      "(a boolean is written true or false, unquoted)")
     assert got[1].startswith(f"{f}:4: policies.bogus: unknown key")
     assert got[2] == f"{f}:7: daemon.history: Input should be a valid integer"
     assert got[3].startswith(f"{f}:8: daemon.backend: Input should be 'auto', 'kernel' or 'emulator'")
@@ -53,8 +54,29 @@ def test_every_error_has_file_line_and_key(tmp_path: Path) -> None:
 
 def test_unknown_section_points_at_header(tmp_path: Path) -> None:
     got = problems('[policies]\nactive = "a"\n\n[deamon]\nbackend = "auto"\n', tmp_path)
-    assert got == [f"{tmp_path / 'iped.toml'}:4: deamon: unknown key (typo? see docs/daemon.md for the keys "
-                   "iped.toml accepts)"]
+    assert got == [f"{tmp_path / 'iped.toml'}:4: deamon: unknown key; did you mean 'daemon'? (see docs/daemon.md "
+                   "for the keys iped.toml accepts)"]
+
+
+def test_unknown_key_names_the_nearest_known_one(tmp_path: Path) -> None:
+    got = problems("[policies]\nenforse = true\nbogus = 1\n[audit]\nprometheus_textfil = \"x\"\n", tmp_path)
+    f = tmp_path / "iped.toml"
+    assert got == [
+        f"{f}:2: policies.enforse: unknown key; did you mean 'enforce'? (see docs/daemon.md for the keys iped.toml "
+        "accepts)",
+        f"{f}:3: policies.bogus: unknown key (typo? see docs/daemon.md for the keys iped.toml accepts)",
+        f"{f}:5: audit.prometheus_textfil: unknown key; did you mean 'prometheus_textfile'? (see docs/daemon.md for "
+        "the keys iped.toml accepts)",
+    ]
+
+
+def test_a_bare_yes_for_a_boolean_says_how_toml_writes_one(tmp_path: Path) -> None:
+    got = problems("[policies]\nenforce = yes\n", tmp_path)
+    assert len(got) == 1 and got[0].startswith(f"{tmp_path / 'iped.toml'}:2: (toml): ")
+    assert got[0].endswith(" (a boolean is written true or false, unquoted)")
+    # the same syntax error on a key that is not a boolean gets no such hint
+    got = problems('[daemon]\nbackend = yes\n', tmp_path)
+    assert len(got) == 1 and got[0].endswith("(at line 2, column 11)")
 
 
 def test_list_item_error_names_index(tmp_path: Path) -> None:

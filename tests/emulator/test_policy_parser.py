@@ -271,6 +271,19 @@ def test_error_location() -> None:
     assert "EBADMSG" in str(e.value)
 
 
+@pytest.mark.parametrize(("token", "hint"), [
+    (b"boot_verfied=TRUE", "; did you mean 'boot_verified=TRUE'?"),
+    (b"dmverity_signature=true", "; did you mean 'dmverity_signature=TRUE'?"),
+    (b"fsverity_digets=sha256:" + b"0" * 64, "; did you mean 'fsverity_digest=...'?"),
+    (b"xyzzy", ""),
+])
+def test_unknown_property_names_the_nearest_but_keeps_the_kernels_errno(token: bytes, hint: str) -> None:
+    with pytest.raises(PolicyError) as e:
+        parse_policy(_hdr(b"DEFAULT action=ALLOW\nop=EXECUTE " + token + b" action=DENY\n"))
+    assert (e.value.errno, e.value.line, e.value.token) == (errno.EBADMSG, 3, token)
+    assert e.value.reason == "unknown property (or TRUE/FALSE not in upper case)" + hint
+
+
 def test_first_failing_line_wins() -> None:
     text = _hdr(b"op=EXECUTE fsverity_digest=sha256:0 action=ALLOW\nop=BAD action=ALLOW\n")
     with pytest.raises(PolicyError) as e:

@@ -68,8 +68,9 @@ def test_check_config_reports_every_problem_at_its_line(tmp_path: Path, site: Si
                    f"signing_cert = \"{site.cert}\"\n[daemon]\nhistroy = 3\n")
     assert main(["check-config", "--config", str(bad)]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"{bad}:2: policies.enforce: Input should be a valid boolean",
-        f"{bad}:6: daemon.histroy: unknown key (typo? see docs/daemon.md for the keys iped.toml accepts)",
+        f"{bad}:2: policies.enforce: Input should be a valid boolean (a boolean is written true or false, unquoted)",
+        f"{bad}:6: daemon.histroy: unknown key; did you mean 'history'? (see docs/daemon.md for the keys iped.toml "
+        "accepts)",
     ]
     bad.write_text(f"[policies]\nsigning_key = \"missing.key\"\nsigning_cert = \"{site.cert}\"\n"
                    "trust_anchors = [\"notacert.pem\"]\n")

@@ -175,6 +175,26 @@ def status_cli() -> str:
     return out.strip().splitlines()[0] if out.strip() else ""
 
 
+def man_pages_and_completion() -> str:
+    """What apt installed for people: ``man iped``, ``man iped.toml``, bash and zsh completion."""
+    for page, want in (("iped", "EXIT STATUS"), ("iped.toml", "debounce_ms")):
+        # --warnings: groff's complaints go to stderr, which must stay empty
+        rc, out = sh("sh", "-c", f"MANWIDTH=80 man --warnings {page} 2>/tmp/man.err; echo rc=$?; cat /tmp/man.err")
+        expect(rc == 0 and want in out and out.rstrip().endswith("rc=0"), f"man {page}:\n{out[-2000:]}")
+    # bash: loaded on demand by bash-completion from /usr/share/bash-completion/completions/iped
+    bash = ("source /usr/share/bash-completion/bash_completion; "
+            "if declare -F _comp_load >/dev/null; then _comp_load iped; else __load_completion iped; fi; "
+            'complete -p iped; COMP_WORDS=(iped sta); COMP_CWORD=1; COMP_LINE="iped sta"; COMP_POINT=8; '
+            '_shtab_iped iped sta iped; echo "candidates: ${COMPREPLY[*]}"')
+    rc, out = sh("bash", "-c", bash)
+    expect(rc == 0 and "-F _shtab_iped iped" in out and out.strip().endswith("candidates: status"),
+           f"bash completion of 'iped sta': exit {rc}: {out!r}")
+    # zsh: compinit finds _iped in /usr/share/zsh/vendor-completions (on the default fpath)
+    rc, zout = sh("zsh", "-fc", "autoload -Uz compinit && compinit -u -d /tmp/zcompdump && print -r -- $_comps[iped]")
+    expect(rc == 0 and zout.strip() == "_iped", f"zsh: _comps[iped] is {zout!r} (exit {rc})")
+    return f"man iped, man iped.toml; bash 'iped sta' -> status; zsh _comps[iped] -> {zout.strip()}"
+
+
 def reload_nothing_to_change() -> str:
     rc, out = sh("systemctl", "reload", "iped.service")
     expect(rc == 0, f"systemctl reload with nothing to change: exit {rc}\n{out}"
@@ -549,7 +569,8 @@ def purge_keeps_enforcement() -> str:
 
 
 CHECKS: tuple[Callable[[], str], ...] = (
-    enable_start_ready, footprint_after_start, security_exposure, status_cli, reload_nothing_to_change, reload_applied,
+    enable_start_ready, footprint_after_start, security_exposure, status_cli, man_pages_and_completion,
+    reload_nothing_to_change, reload_applied,
     reload_rejected, rollback_through_service, stop_keeps_enforcement, restart_keeps_enforcement,
     kernel_refused_start, sigkill_mid_plan, upgrade_keeps_enforcement, audit_follower_sees_denial,
     audit_follower_journal_with_auditd, ansible_role_converges, message_id_on_every_entry,

@@ -26,9 +26,10 @@ from tests.lab.system.packages import Debs
 
 #: What the image has besides Essential + apt: systemd as PID 1 and what iped's checks use
 #: (auditd stays disabled but for its own check; ansible-core and python3-apt run the collection's
-#: role, whose package task goes through ansible's apt module).
+#: role, whose package task goes through ansible's apt module; man-db, bash-completion and zsh read
+#: the man pages and completions the package ships).
 INCLUDE = ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "python3", "openssl", "auditd", "ansible-core",
-           "python3-apt")
+           "python3-apt", "man-db", "bash-completion", "zsh")
 #: Where the built packages live inside the image.
 GUEST_DEBS = "/var/lib/iped-lab/debs"
 #: Where the checks, their inputs and their results live inside the image.

@@ -39,7 +39,7 @@ INOTIFY_SIMPLE_SHA256 = "f010bbbd8283bd71a9f4eb2de94765804ede24bd47320b0e6ef4136
 UPGRADE_SUFFIX = "+lab1"
 #: Files of the checkout a source package is made of (packaging/debian becomes debian/).
 SOURCE_FILES = ("pyproject.toml", "setup.py", "README.md")
-SOURCE_DIRS = ("iped", "systemd", "etc", "docs")
+SOURCE_DIRS = ("iped", "systemd", "etc", "docs", "prometheus", "packaging/generated")
 SPEC = CHECKOUT / "packaging" / "rpm" / "iped.spec"
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.egg-info")
 
@@ -57,6 +57,9 @@ for src in $sdist iped; do
     (cd $src && apt-get build-dep -y -q ./ >/dev/null && dpkg-buildpackage -us -uc -b)
 done
 mv ./*.deb out/
+# lintian on the built packages, kept beside them (tests/test_packaging.py wants no E: or W: line)
+apt-get install -y -q --no-install-recommends lintian >/dev/null
+lintian --tag-display-limit 0 out/*.deb > out/lintian.txt 2>&1 || true
 # the upgrade: the same files under a higher version, as a rebuilt package would be
 deb=$(ls out/iped_*.deb)
 dpkg-deb -R "$deb" upgrade
