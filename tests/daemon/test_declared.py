@@ -5,7 +5,11 @@ from __future__ import annotations
 import dataclasses
 import errno
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from iped.backend import Backend, EmulatorBackend, make_emulator_backend
 from iped.daemon.declared import is_ignored, policy_files
 from iped.daemon.log import NullReporter
 from iped.daemon.planlog import PlanLog
@@ -15,13 +19,16 @@ from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import policy_text
 
 
-def reconciler(tmp_path: Path, keys: tuple[Path, Path], with_key: bool = True) -> Reconciler:
+def reconciler(tmp_path: Path, keys: tuple[Path, Path], with_key: bool = True,
+               backend: Backend | None = None) -> Reconciler:  # fmt: skip
+    """A reconciler on ``tmp_path/p``; ``backend``: a fresh emulator's unless given."""
     d = tmp_path / "p"
-    d.mkdir(exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     pol = PolicySettings(dir=d, active=None, signing_key=keys[0] if with_key else None,
                          signing_cert=keys[1] if with_key else None,
                          trust_anchors=() if with_key else (keys[1],))
-    return Reconciler(Settings(policies=pol), None, PlanLog(tmp_path / "s"), NullReporter())  # type: ignore[arg-type]
+    backend = backend if backend is not None else make_emulator_backend([], "test")
+    return Reconciler(Settings(policies=pol), backend, PlanLog(tmp_path / "s"), NullReporter())
 
 
 def test_ignored_names() -> None:
@@ -189,3 +196,84 @@ def test_empty_drop_in_dir_is_not_a_missing_directory(tmp_path: Path, dev_keys: 
     assert err.errno == errno.ENOENT and "no file in the directory declares policy_name=allow_all" in str(err)
     assert "No such file or directory" not in str(err)
     assert "it holds no policy file" in str(err)
+
+
+def _kernel_holding(keys: tuple[Path, Path], *blobs: bytes) -> EmulatorBackend:
+    """An emulator trusting the dev certificate that has taken ``blobs`` (new_policy, verified)."""
+    backend = make_emulator_backend([keys[1].read_bytes()], "test")
+    for blob in blobs:
+        backend.write("new_policy", blob)
+    return backend
+
+
+def _count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The blobs iped's verifier is asked about from now on (the real verifier still runs)."""
+    import iped.pkcs7
+
+    seen: list[bytes] = []
+    real = iped.pkcs7.verify_policy
+
+    def counting(blob: bytes, *args: Any, **kwargs: Any) -> Any:
+        seen.append(blob)
+        return real(blob, *args, **kwargs)
+
+    monkeypatch.setattr(iped.pkcs7, "verify_policy", counting)
+    return seen
+
+
+def test_a_blob_the_kernel_holds_is_not_verified_again(tmp_path: Path, dev_keys: tuple[Path, Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The production start: a .p7s whose bytes the kernel already holds (policies/NAME/pkcs7
+    reads back the same blob) is declared from the kernel's read-back, the crypto stack never
+    asked; name, version and text are the kernel's, parsed here."""
+    from iped.daemon.reconcile import KERNEL_VERIFIED
+
+    blob = sign_policy(policy_text("a", "1.2.3"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    rec = reconciler(tmp_path, dev_keys, with_key=False, backend=_kernel_holding(dev_keys, blob))
+    (rec.settings.policies.dir / "a.p7s").write_bytes(blob)
+    seen = _count_verifications(monkeypatch)
+    got = rec.scan()
+    assert got.errors == () and seen == []
+    (a,) = got.policies
+    assert (a.name, str(a.version), a.text, a.blob, a.signer) == ("a", "1.2.3", policy_text("a", "1.2.3"), blob,
+                                                                  KERNEL_VERIFIED)  # fmt: skip
+    _, _, plan = rec.compute()
+    assert plan.steps == ()  # nothing to write: the kernel holds exactly what is declared
+
+
+def test_a_blob_the_kernel_does_not_hold_is_verified_first(tmp_path: Path, dev_keys: tuple[Path, Path],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Anything but the kernel's own bytes is verified here, every time: a blob with one signature
+    byte flipped (the kernel holds the good one) is refused, as is a good blob by a signer outside
+    the anchors; and when the kernel's read-back cannot be had, the held blob is verified too."""
+    text = policy_text("a", "1.2.3")
+    good = sign_policy(text, dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    tampered = good[:-1] + bytes([good[-1] ^ 1])
+    rec = reconciler(tmp_path, dev_keys, with_key=False, backend=_kernel_holding(dev_keys, good))
+    path = rec.settings.policies.dir / "a.p7s"
+    path.write_bytes(tampered)
+    seen = _count_verifications(monkeypatch)
+    got = rec.scan()
+    assert got.policies == () and seen == [tampered]
+    assert got.errors[0].errno in (errno.EBADMSG, errno.EKEYREJECTED), got.errors
+
+    # the kernel holds nothing: a good blob is verified (and taken), not trusted
+    seen.clear()
+    rec = reconciler(tmp_path / "empty", dev_keys, with_key=False)
+    (rec.settings.policies.dir / "a.p7s").write_bytes(good)
+    assert rec.scan().policies[0].signer != "" and seen == [good]
+
+    # the read-back of the pkcs7 node fails: verified here, as if the kernel held nothing
+    class Unreadable(EmulatorBackend):
+        def read(self, path: str) -> bytes:
+            if path.endswith("/pkcs7"):
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return super().read(path)
+
+    kernel = _kernel_holding(dev_keys, good)
+    seen.clear()
+    rec = reconciler(tmp_path / "unreadable", dev_keys, with_key=False,
+                     backend=Unreadable(kernel.emulator, "test"))  # fmt: skip
+    (rec.settings.policies.dir / "a.p7s").write_bytes(good)
+    got = rec.scan()
+    assert seen == [good] and [p.name for p in got.policies] == ["a"]
