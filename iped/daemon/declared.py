@@ -30,7 +30,15 @@ from pathlib import Path
 
 from iped.emulator.policy_parser import Version
 from iped.errnos import describe_errno, errno_name
-from iped.policyfile import MAX_POLICY_BYTES, PolicyProblem, SigningMaterial, Stage, check_policy, size_problem
+from iped.policyfile import (
+    MAX_POLICY_BYTES,
+    CheckedPolicy,
+    PolicyProblem,
+    SigningMaterial,
+    Stage,
+    check_policy,
+    size_problem,
+)
 
 #: Files in the drop-in dir that are never policies: editor, package-manager and Ansible temporaries.
 IGNORED_PATTERNS = (".*", "*~", "*.dpkg-*", "*.rpm*", ".ansible_tmp*", "*.swp", "*.tmp")
@@ -276,6 +284,48 @@ def _decl_error(path: Path, p: PolicyProblem) -> DeclError:
                      plain=p.stage is Stage.SIGNING)
 
 
+def _check_policy_small(raw: bytes, signing: SigningMaterial) -> CheckedPolicy | PolicyProblem:
+    """``check_policy(raw, signing, sign_text=True)``; when that needs the crypto stack (a blob to
+    verify, text to sign) and this process has not loaded it, in a short-lived child: the stack
+    (cryptography + asn1crypto, ~14 MB) would otherwise stay resident for the daemon's life after
+    one verification. The child is forked (it inherits the state, nothing is re-read) and sends
+    the result back pickled; a child that dies or sends nothing is a failed verification (fail
+    closed: the plan is rejected, nothing reaches the kernel)."""
+    import sys
+
+    from iped.pkcs7 import is_pkcs7
+
+    needs_crypto = is_pkcs7(raw) or signing.key_pem is not None
+    if not needs_crypto or "cryptography" in sys.modules or "asn1crypto" in sys.modules:
+        return check_policy(raw, signing, sign_text=True)
+    import pickle
+
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: verify, answer, exit without running the parent's cleanup
+        code = 1
+        try:
+            os.close(rfd)
+            data = memoryview(pickle.dumps(check_policy(raw, signing, sign_text=True)))
+            while data:
+                data = data[os.write(wfd, data) :]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks = []
+    with open(rfd, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not chunks:
+        return PolicyProblem(Stage.SIGNATURE, errno.EBADMSG,
+                             f"verification failed unexpectedly (its process ended with status {status})",
+                             signed=True)  # fmt: skip
+    got: CheckedPolicy | PolicyProblem = pickle.loads(b"".join(chunks))  # (our own child's answer)
+    return got
+
+
 def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = None) -> DeclaredPolicy | DeclError:
     """Read and check one file (:func:`iped.policyfile.check_policy`); plain text is signed with
     the local key of ``signing``, and every blob verified against its anchors."""
@@ -284,7 +334,7 @@ def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = N
         if isinstance(read, DeclError):
             return read
         raw = read
-    got = check_policy(raw, signing, sign_text=True)
+    got = _check_policy_small(raw, signing)
     if isinstance(got, PolicyProblem):
         return _decl_error(path, got)
     assert got.blob is not None and got.signer is not None  # sign_text: every accepted file is signed

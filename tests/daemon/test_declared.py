@@ -277,3 +277,47 @@ def test_a_blob_the_kernel_does_not_hold_is_verified_first(tmp_path: Path, dev_k
     (rec.settings.policies.dir / "a.p7s").write_bytes(good)
     got = rec.scan()
     assert seen == [good] and [p.name for p in got.policies] == ["a"]
+
+
+SCAN_IN_A_FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+from iped.backend import make_emulator_backend
+from iped.daemon.log import NullReporter
+from iped.daemon.planlog import PlanLog
+from iped.daemon.reconcile import Reconciler
+from iped.daemon.settings import PolicySettings, Settings
+
+pol = PolicySettings(dir=Path(sys.argv[1]), active=None, trust_anchors=(Path(sys.argv[2]),))
+rec = Reconciler(Settings(policies=pol), make_emulator_backend([], "test"), PlanLog(Path(sys.argv[3])), NullReporter())
+got = rec.scan()
+print(json.dumps({
+    "policies": [p.name for p in got.policies],
+    "errors": [[Path(e.file).name, e.errno] for e in got.errors],
+    "crypto": sorted(m for m in sys.modules if m.split(".")[0] in ("cryptography", "asn1crypto")),
+}))
+"""
+
+
+def test_verifying_leaves_the_crypto_stack_out_of_the_daemon(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    """A scan that must verify (the kernel holds nothing) verifies in a short-lived child: in a
+    fresh daemon-like process the good blob is taken, the tampered one refused, and neither
+    cryptography nor asn1crypto is left loaded (they were resident for the daemon's life)."""
+    import json
+    import subprocess
+    import sys
+
+    good = sign_policy(policy_text("a", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    bad = sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "a.p7s").write_bytes(good)
+    (d / "b.p7s").write_bytes(bad[:-1] + bytes([bad[-1] ^ 1]))
+    proc = subprocess.run([sys.executable, "-c", SCAN_IN_A_FRESH_PROCESS, str(d), str(dev_keys[1]), str(tmp_path / "s")],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["policies"] == ["a"]
+    assert [name for name, _ in got["errors"]] == ["b.p7s"]
+    assert got["errors"][0][1] in (errno.EBADMSG, errno.EKEYREJECTED)
+    assert got["crypto"] == []
