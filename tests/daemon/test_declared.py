@@ -313,8 +313,8 @@ def test_verifying_leaves_the_crypto_stack_out_of_the_daemon(tmp_path: Path, dev
     d.mkdir()
     (d / "a.p7s").write_bytes(good)
     (d / "b.p7s").write_bytes(bad[:-1] + bytes([bad[-1] ^ 1]))
-    proc = subprocess.run([sys.executable, "-c", SCAN_IN_A_FRESH_PROCESS, str(d), str(dev_keys[1]), str(tmp_path / "s")],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    argv = [sys.executable, "-c", SCAN_IN_A_FRESH_PROCESS, str(d), str(dev_keys[1]), str(tmp_path / "s")]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["policies"] == ["a"]
