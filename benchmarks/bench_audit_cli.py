@@ -184,7 +184,7 @@ def cache_stats(log: str) -> None:
     for name, table in renderer.cache_stats().items():
         hit = 1 - table["misses"] / table["lookups"] if table["lookups"] else 0.0
         print(f"  renderer {name:<9}: {table['size']:>5} kept, bound {table['bound']}, hit rate {hit:6.1%}")
-    print(f"  grouper done stamps: at most {most_done} kept, bound {_DONE_MAX} (+1/4)")
+    print(f"  grouper done stamps: at most {most_done} kept, bound {_DONE_MAX} (+1/4, checked once per block)")
     fields = ", ".join(f"{name} {hits / lookups:.0%}" for name, (lookups, hits) in _scan.cache_stats().items()
                        if lookups)  # fmt: skip
     print(f"  C scanner, last value per field (bound 1 each), hit rates: {fields}")
