@@ -284,6 +284,13 @@ def _decl_error(path: Path, p: PolicyProblem) -> DeclError:
                      plain=p.stage is Stage.SIGNING)
 
 
+def crypto_loaded() -> bool:
+    """Has this process loaded the crypto stack (the emulator's keyring does, to trust anchors)?"""
+    import sys
+
+    return "cryptography" in sys.modules or "asn1crypto" in sys.modules
+
+
 def _check_policy_small(raw: bytes, signing: SigningMaterial) -> CheckedPolicy | PolicyProblem:
     """``check_policy(raw, signing, sign_text=True)``; when that needs the crypto stack (a blob to
     verify, text to sign) and this process has not loaded it, in a short-lived child: the stack
@@ -291,17 +298,23 @@ def _check_policy_small(raw: bytes, signing: SigningMaterial) -> CheckedPolicy |
     one verification. The child is forked (it inherits the state, nothing is re-read) and sends
     the result back pickled; a child that dies or sends nothing is a failed verification (fail
     closed: the plan is rejected, nothing reaches the kernel)."""
-    import sys
-
     from iped.pkcs7 import is_pkcs7
 
     needs_crypto = is_pkcs7(raw) or signing.key_pem is not None
-    if not needs_crypto or "cryptography" in sys.modules or "asn1crypto" in sys.modules:
+    if not needs_crypto or crypto_loaded():
         return check_policy(raw, signing, sign_text=True)
     import pickle
 
-    rfd, wfd = os.pipe()
-    pid = os.fork()
+    try:
+        rfd, wfd = os.pipe()
+    except OSError:  # no fd to spare: verify here (resident after, but verified)
+        return check_policy(raw, signing, sign_text=True)
+    try:
+        pid = os.fork()
+    except OSError:  # (EAGAIN: a task limit; EPERM: a syscall filter) verify here instead
+        os.close(rfd)
+        os.close(wfd)
+        return check_policy(raw, signing, sign_text=True)
     if pid == 0:  # the child: verify, answer, exit without running the parent's cleanup
         code = 1
         try:

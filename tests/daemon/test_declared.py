@@ -321,3 +321,28 @@ def test_verifying_leaves_the_crypto_stack_out_of_the_daemon(tmp_path: Path, dev
     assert [name for name, _ in got["errors"]] == ["b.p7s"]
     assert got["errors"][0][1] in (errno.EBADMSG, errno.EKEYREJECTED)
     assert got["crypto"] == []
+
+
+def test_verification_happens_in_process_when_no_child_can_be_made(tmp_path: Path, dev_keys: tuple[Path, Path],
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """fork refused (EAGAIN at a task limit, EPERM under a syscall filter): the blob is verified in
+    the daemon itself, never taken unverified -- the tampered one refused, the good one taken."""
+    import sys
+
+    from iped.daemon import declared
+
+    def no_fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(declared.os, "fork", no_fork)
+    # (as in a daemon that has not loaded the crypto stack: the child path is the one asked for)
+    monkeypatch.setattr(declared, "crypto_loaded", lambda: False)
+    good = sign_policy(policy_text("a", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    bad = sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    rec = reconciler(tmp_path, dev_keys, with_key=False)
+    (rec.settings.policies.dir / "a.p7s").write_bytes(good)
+    (rec.settings.policies.dir / "b.p7s").write_bytes(bad[:-1] + bytes([bad[-1] ^ 1]))
+    got = rec.scan()
+    assert [p.name for p in got.policies] == ["a"]
+    assert [Path(e.file).name for e in got.errors] == ["b.p7s"]
+    assert got.errors[0].errno in (errno.EBADMSG, errno.EKEYREJECTED)
