@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 from pathlib import Path
 from typing import Any
 
@@ -323,18 +324,17 @@ def test_verifying_leaves_the_crypto_stack_out_of_the_daemon(tmp_path: Path, dev
     assert got["crypto"] == []
 
 
-def test_verification_happens_in_process_when_no_child_can_be_made(tmp_path: Path, dev_keys: tuple[Path, Path],
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_verification_happens_in_process_when_no_child_can_be_made(
+    tmp_path: Path, dev_keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """fork refused (EAGAIN at a task limit, EPERM under a syscall filter): the blob is verified in
     the daemon itself, never taken unverified -- the tampered one refused, the good one taken."""
-    import sys
-
     from iped.daemon import declared
 
     def no_fork() -> int:
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(declared.os, "fork", no_fork)
+    monkeypatch.setattr(os, "fork", no_fork)
     # (as in a daemon that has not loaded the crypto stack: the child path is the one asked for)
     monkeypatch.setattr(declared, "crypto_loaded", lambda: False)
     good = sign_policy(policy_text("a", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
