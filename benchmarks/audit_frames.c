@@ -2,7 +2,7 @@
  * audit_frames -- the C side of bench_follower.py: a paced source of IPE audit records in the
  * kernel's netlink framing, and the baseline reader.
  *
- *   audit_frames send FD EVENTS RATE
+ *   audit_frames send FD EVENTS RATE [distinct]
  *       Write EVENTS IPE access events -- 1420, SYSCALL, PROCTITLE, EOE, the shape the kernel
  *       gives an audited execve with success_audit=1 -- to the datagram socket FD, one record per
  *       datagram as the kernel multicasts them (struct nlmsghdr, then "audit(S.MS:N): body"),
@@ -11,7 +11,8 @@
  *       when the reader's receive buffer is full. RATE 0: as fast as the reader takes them
  *       (blocking, nothing dropped). The last event is always sent whole, so the serials dropped
  *       before it show as gaps; then an NLMSG_NOOP frame (blocking) ends the stream. Prints
- *       "sent EVENTS dropped RECORDS seconds WALL".
+ *       "sent EVENTS dropped RECORDS seconds WALL". "distinct": every event names another rule (a
+ *       fsverity_digest= rule per file), path, comm and exe (bench_follower.py --soak).
  *
  *   audit_frames read FD [NAP_MS]
  *       The baseline, what auditd's own reader does before it formats anything: receive each
@@ -46,9 +47,19 @@ static const char *const bodies[4] = {
     "proctitle=6C73002D6C",
     "",
 };
+/* "distinct": every event another rule (a fsverity_digest= rule per file), path, comm and exe */
+static const char *const distinct_bodies[4] = {
+    "ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=%1$lu comm=\"c%1$lu\" path=\"/usr/bin/t%1$lu\" dev=\"vda1\" "
+    "ino=%1$lu rule=\"op=EXECUTE fsverity_digest=\"sha256\":%1$064lx action=ALLOW\"",
+    "arch=c000003e syscall=59 success=yes exit=0 a0=55e a1=55f a2=560 a3=8 items=2 ppid=1 pid=%1$lu auid=1000 "
+    "uid=1000 gid=1000 euid=1000 suid=1000 fsuid=1000 egid=1000 sgid=1000 fsgid=1000 tty=pts0 ses=3 "
+    "comm=\"c%1$lu\" exe=\"/usr/bin/t%1$lu\" subj=unconfined key=(null)",
+    "proctitle=6C73002D6C",
+    "",
+};
 static const unsigned short types[4] = {1420, 1300, 1327, 1320};
 
-static int send_frames(int fd, unsigned long events, double rate)
+static int send_frames(int fd, unsigned long events, double rate, int distinct)
 {
     char buf[1024];
     unsigned long dropped = 0, serial = 1000;
@@ -70,7 +81,10 @@ static int send_frames(int fd, unsigned long events, double rate)
             char *p = buf + NLMSG_HDRLEN;
             int n = snprintf(p, sizeof(buf) - NLMSG_HDRLEN, "audit(%lu.%03lu:%lu): ", 1700000000 + i / 1000, i % 1000,
                              serial);
-            n += snprintf(p + n, sizeof(buf) - NLMSG_HDRLEN - (size_t)n, bodies[r], i, i);
+            if (distinct)
+                n += snprintf(p + n, sizeof(buf) - NLMSG_HDRLEN - (size_t)n, distinct_bodies[r], i);
+            else
+                n += snprintf(p + n, sizeof(buf) - NLMSG_HDRLEN - (size_t)n, bodies[r], i, i);
             memset(h, 0, sizeof(*h));
             h->nlmsg_len = NLMSG_HDRLEN + (unsigned)n;
             h->nlmsg_type = types[r];
@@ -148,10 +162,11 @@ static int read_frames(int fd, double nap_ms)
 
 int main(int argc, char **argv)
 {
-    if (argc == 5 && strcmp(argv[1], "send") == 0)
-        return send_frames(atoi(argv[2]), strtoul(argv[3], NULL, 10), atof(argv[4]));
+    if ((argc == 5 || argc == 6) && strcmp(argv[1], "send") == 0)
+        return send_frames(atoi(argv[2]), strtoul(argv[3], NULL, 10), atof(argv[4]),
+                           argc == 6 && strcmp(argv[5], "distinct") == 0);
     if ((argc == 3 || argc == 4) && strcmp(argv[1], "read") == 0)
         return read_frames(atoi(argv[2]), argc == 4 ? atof(argv[3]) : 0);
-    fprintf(stderr, "usage: audit_frames send FD EVENTS RATE | audit_frames read FD [NAP_MS]\n");
+    fprintf(stderr, "usage: audit_frames send FD EVENTS RATE [distinct] | audit_frames read FD [NAP_MS]\n");
     return 2;
 }

@@ -29,7 +29,14 @@ its 1420 when records were dropped), counted as a serial gap, or an EOE with not
 grouper keeps a bounded number of done stamps, whatever the rate) and the range of events per
 CPU second over the runs without loss. The goal: >= 100,000 events/s on one core, every run.
 
+``--soak N`` instead runs N events (e.g. 10,000,000) whose every one names another rule (a
+``fsverity_digest=`` rule per file), path and process through the follower and the renderer of
+``iped audit --follow --json``, sampling VmRSS every ``--soak-every`` events: it must stay
+flat after warm-up (every table bounded), and the renderer's tables, bounds and hit rates are
+printed.
+
 Usage: .venv/bin/python benchmarks/bench_follower.py [--events N] [--rates 25000,50000,...,0] [--nap-ms MS]
+       .venv/bin/python benchmarks/bench_follower.py --soak 10000000 [--soak-every 1000000]
 """
 
 from __future__ import annotations
@@ -100,10 +107,73 @@ def channel() -> tuple[socket.socket, socket.socket]:
     return send, recv
 
 
-def start_sender(exe: Path, sock: socket.socket, events: int, rate: int) -> subprocess.Popen[str]:
+def start_sender(exe: Path, sock: socket.socket, events: int, rate: int,
+                 distinct: bool = False) -> subprocess.Popen[str]:  # fmt: skip
     fd = sock.fileno()
-    return subprocess.Popen([str(exe), "send", str(fd), str(events), str(rate)], pass_fds=[fd],
+    mode = ["distinct"] if distinct else []
+    return subprocess.Popen([str(exe), "send", str(fd), str(events), str(rate), *mode], pass_fds=[fd],
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def vm_rss_mb() -> float:
+    """This process's resident size now (VmRSS), MB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def soak(exe: Path, events: int, every: int) -> int:
+    """``events`` events, each naming another rule, path and process, unpaced (nothing dropped)
+    through the daemon's follower, each IPE event then rendered as ``iped audit --follow --json``
+    renders it (JsonLines, to nowhere): VmRSS sampled every ``every`` events. Flat after warm-up:
+    the largest sample after the first ``every`` events at most 4 MB over that first sample."""
+    from iped.audit import counters as counters_module
+    from iped.audit.follow import DONE_MAX
+    from iped.audit.render import JsonLines
+
+    send, recv = channel()
+    counters = AuditCounters()
+    src = NetlinkSource.over(recv)
+    follower = Follower(_Netlink(counters, src=src), counters=counters)
+    printer = JsonLines(None)
+    sel = selectors.DefaultSelector()
+    sel.register(follower.fileno(), selectors.EVENT_READ)
+    sender = start_sender(exe, send, events, 0, distinct=True)
+    send.close()
+    samples: list[tuple[int, float]] = []
+    next_sample = every
+    t0 = time.process_time()
+    while src.stats.control == 0:
+        timeout = follower.timeout()
+        if sel.select(1.0 if timeout is None else min(timeout, 1.0)):
+            for event in follower.on_readable():
+                printer.lines(event)
+        for event in follower.on_timeout(time.monotonic()):
+            printer.lines(event)
+        if counters.events >= next_sample:
+            samples.append((counters.events, vm_rss_mb()))
+            print(f"  {counters.events:>11,} events: VmRSS {samples[-1][1]:6.1f} MB, "
+                  f"{len(counters.accesses)} rule tallies, {len(follower.grouper._done)} done stamps", flush=True)
+            next_sample += every
+    cpu = time.process_time() - t0
+    sent_of(sender)
+    follower.close()
+    stats = printer.cache_stats()
+    print(f"soak: {counters.events:,} events in {cpu:.1f} CPU s ({counters.events / cpu:,.0f}/CPU s); bounds: "
+          f"rule tallies {counters_module.ACCESS_KEYS_MAX} (+1/4), done stamps {DONE_MAX} (+1/4)")
+    for name, table in stats.items():
+        hit = 1 - table["misses"] / table["lookups"] if table["lookups"] else 0.0
+        print(f"  --follow renderer {name}: {table['size']} kept (bound {table['bound']}), hit rate {hit:.1%}")
+    if len(samples) < 2:
+        print("soak: too few samples to judge (raise --soak or lower --soak-every)")
+        return 1
+    warm, rest = samples[0][1], [mb for _, mb in samples[1:]]
+    flat = max(rest) - warm <= 4.0
+    print(f"soak: VmRSS {warm:.1f} MB after warm-up ({samples[0][0]:,} events), at most {max(rest):.1f} MB after: "
+          f"{'flat (OK)' if flat else 'GROWING'}; goal <= 64 MB: {'OK' if max(rest) <= 64 else 'OVER'}")
+    return 0 if flat else 1
 
 
 def sent_of(proc: subprocess.Popen[str]) -> Sent:
@@ -169,7 +239,13 @@ def main() -> int:
                     help="offered events/s, comma-separated; 0 = as fast as the reader takes them")  # fmt: skip
     ap.add_argument("--nap-ms", type=float, default=5.0,
                     help="the batched run: the follower reads this long after each wake-up")  # fmt: skip
+    ap.add_argument("--soak", type=int, metavar="N",
+                    help="instead: N events, every one another rule, path and process, VmRSS sampled (e.g. 10000000)")
+    ap.add_argument("--soak-every", type=int, default=1_000_000, metavar="K", help="--soak: sample every K events")
     args = ap.parse_args()
+    if args.soak:
+        with tempfile.TemporaryDirectory() as tmp:
+            return soak(build(Path(tmp)), args.soak, args.soak_every)
     rates = [int(r) for r in args.rates.split(",")]
     print(f"{os.cpu_count()} CPUs; {args.events} events per rate, 4 records each (1420, SYSCALL, PROCTITLE, EOE)")
     lossless: dict[str, list[float]] = {"iped": [], "baseline": []}

@@ -83,9 +83,34 @@ _VERB_HELP: dict[Verb, str] = {
 _RELATIVE_TIME = re.compile(r"-\d+[smhd]")
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's formatter without ``import shutil`` (and the bz2/lzma it pulls: a fifth of
+    ``iped status``'s own start-up): ``add_argument`` makes one to check every option, though
+    only ``--help`` prints. The width as ``shutil.get_terminal_size`` gives it."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:  # fmt: skip
+        if width is None:
+            try:
+                columns = int(os.environ.get("COLUMNS", "0"))
+            except ValueError:
+                columns = 0
+            if columns <= 0:
+                try:
+                    columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+                except (AttributeError, ValueError, OSError):
+                    columns = 0
+            width = (columns if columns > 0 else 80) - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2 through :class:`CliError`, and
     ``--since -7d`` (the documented form) reads ``-7d`` as the option's value."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         raise CliError(_with_suggestion(message), hint=f"see '{self.prog} --help'", code=ExitCode.USAGE)
@@ -180,13 +205,16 @@ def _run(argv: list[str]) -> int:
     selected = _selected_verb(argv)
     module = load_verb(selected) if selected is not None else None
     args = build_parser(selected, module).parse_args(argv)
-    import logging  # here, not at the top: `iped status` pays for no import it does not use
+    if getattr(module, "LOGS", True):
+        # here, not at the top, and not for a verb that never logs (LOGS = False: `iped status`,
+        # where logging and what it imports were a third of the start-up Python does not pay)
+        import logging
 
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="iped: %(levelname)s: %(message)s",
-        stream=sys.stderr,
-    )
+        logging.basicConfig(
+            level=logging.DEBUG if args.debug else logging.WARNING,
+            format="iped: %(levelname)s: %(message)s",
+            stream=sys.stderr,
+        )
     assert module is not None  # parse_args() requires a verb and only known verbs parse
     code = module.run(args)
     sys.stdout.flush()

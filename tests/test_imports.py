@@ -18,8 +18,8 @@ print(json.dumps(sorted(m for m in sys.modules if any(m == h or m.startswith(h +
 """
 
 
-def heavy_modules_after(setup: str) -> list[str]:
-    code = PROBE.format(setup=setup, heavy=HEAVY)
+def heavy_modules_after(setup: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    code = PROBE.format(setup=setup, heavy=heavy)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     result: list[str] = json.loads(proc.stdout.splitlines()[-1])
@@ -66,3 +66,16 @@ def test_validate_does_load_what_it_needs(tmp_path: object) -> None:
         "    main(['validate', '/dev/null'])\n"
     )
     assert "iped.emulator.policy_parser" in heavy_modules_after(setup)
+
+
+def test_status_sets_up_no_logging_and_imports_no_shutil() -> None:
+    """``iped status`` (daemon there or not) pays for neither logging nor argparse's shutil (and
+    the bz2/lzma it pulls): together they were most of its start-up beyond Python's own."""
+    setup = (
+        "import contextlib, io\n"
+        "from iped.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    main(['status', '--socket', '/nonexistent/iped.sock'])\n"
+        "    main(['status', '--json', '--socket', '/nonexistent/iped.sock'])\n"
+    )
+    assert heavy_modules_after(setup, ("logging", "shutil", "lzma", "bz2")) == []

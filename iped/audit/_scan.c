@@ -162,11 +162,18 @@ static int same_str(PyObject *o, const char *p, Py_ssize_t n)
     return o != NULL && PyUnicode_GET_LENGTH(o) == n && memcmp(PyUnicode_DATA(o), p, (size_t)n) == 0;
 }
 
+/* hits and lookups of the last-value caches below, every scanner together (cache_stats()):
+ * each keeps one value per field, so they are bounded whatever the input */
+static unsigned long long str_hits[N_STR], str_lookups[N_STR], int_hits[N_INT], int_lookups[N_INT];
+
 /* [p, p+n) as a str, the field's last one if equal */
 static PyObject *cached_str(scanner *sc, int slot, const char *p, Py_ssize_t n)
 {
-    if (same_str(sc->str[slot], p, n))
+    str_lookups[slot]++;
+    if (same_str(sc->str[slot], p, n)) {
+        str_hits[slot]++;
         return Py_NewRef(sc->str[slot]);
+    }
     PyObject *o = str_of(p, n);
     if (o != NULL)
         Py_XSETREF(sc->str[slot], Py_NewRef(o));
@@ -175,8 +182,11 @@ static PyObject *cached_str(scanner *sc, int slot, const char *p, Py_ssize_t n)
 
 static PyObject *cached_int(scanner *sc, int slot, long long v)
 {
-    if (sc->num[slot] != NULL && sc->num_v[slot] == v)
+    int_lookups[slot]++;
+    if (sc->num[slot] != NULL && sc->num_v[slot] == v) {
+        int_hits[slot]++;
         return Py_NewRef(sc->num[slot]);
+    }
     PyObject *o = PyLong_FromLongLong(v);
     if (o != NULL) {
         Py_XSETREF(sc->num[slot], Py_NewRef(o));
@@ -1107,7 +1117,29 @@ static PyObject *parse_access(PyObject *module, PyObject *const *args, Py_ssize_
     return access_of(&body_scanner, body);
 }
 
+/* cache_stats() -> {field: (lookups, hits)} of the last-value caches since the module was loaded */
+static PyObject *cache_stats(PyObject *module, PyObject *unused)
+{
+    static const char *const str_names[N_STR] = {"op", "hook", "access_comm", "path", "dev",
+                                                 "rule", "arch", "syscall_comm", "exe", "proctitle"};
+    static const char *const int_names[N_INT] = {"sec", "syscall", "exit", "ppid", "uid", "auid", "ses"};
+    (void)module;
+    (void)unused;
+    PyObject *out = PyDict_New();
+    for (int i = 0; out != NULL && i < N_STR + N_INT; i++) {
+        int is_str = i < N_STR;
+        PyObject *v = Py_BuildValue("(KK)", is_str ? str_lookups[i] : int_lookups[i - N_STR],
+                                    is_str ? str_hits[i] : int_hits[i - N_STR]);
+        if (v == NULL || PyDict_SetItemString(out, is_str ? str_names[i] : int_names[i - N_STR], v) < 0)
+            Py_CLEAR(out);
+        Py_XDECREF(v);
+    }
+    return out;
+}
+
 static PyMethodDef scan_methods[] = {
+    {"cache_stats", cache_stats, METH_NOARGS,
+     "cache_stats() -> {field: (lookups, hits)}: the scanners' last-value caches (one value per field)."},
     {"scan_block", (PyCFunction)(void (*)(void))scan_block, METH_FASTCALL,
      "scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event) -> list | None: the items of "
      "iped.audit.bulk.scan_block_py(text), or None for text it leaves to Python."},

@@ -269,6 +269,7 @@ def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[l
     stats.records += n_records
     if pending:
         feed_lines(grouper, pending, out, strip)
+    grouper._bound_done()  # (the fast case above adds done stamps without looking at done_max)
     yield out
 
 

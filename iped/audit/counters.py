@@ -23,6 +23,13 @@ from iped.audit.records import IpeAccess, IpeConfigChange, IpeMacStatus, IpePoli
 #: an IpeAccess's (op, hook, enforcing, rule): what the counters keep per decision
 _ACCESS_KEY = itemgetter(0, 1, 2, 8)
 AccessKey = tuple[str | None, str | None, bool | None, str | None]
+#: distinct (op, hook, enforcing, rule) tallies kept: a policy of one fsverity_digest= rule per
+#: file, over policy versions, names rules without end. Past this many (and a quarter), the
+#: least-hit are folded into one tally per (op, hook, enforcing, action), whose rule is
+#: :data:`OTHER_RULES` + the action: decisions stay exact, rule hits exact for the rules kept
+ACCESS_KEYS_MAX = 4096
+#: the rule text of a folded tally (``OTHER_RULES action=DENY``)
+OTHER_RULES = "(other rules)"
 
 
 @dataclass
@@ -50,6 +57,8 @@ class AuditCounters:
         for rec in event.ipe:
             if isinstance(rec, IpeAccess):
                 self.accesses[_ACCESS_KEY(rec)] += 1
+                if len(self.accesses) > ACCESS_KEYS_MAX + ACCESS_KEYS_MAX // 4:
+                    self._fold()
             elif isinstance(rec, IpePolicyLoad):
                 self.loads["loaded" if rec.ok else "failed", abs(rec.errno or 0)] += 1
             elif isinstance(rec, IpeConfigChange):
@@ -62,6 +71,26 @@ class AuditCounters:
         for each, in one call (the follower's hot path)."""
         self.events += len(accesses)
         self.accesses.update(map(_ACCESS_KEY, accesses))
+        if len(self.accesses) > ACCESS_KEYS_MAX + ACCESS_KEYS_MAX // 4:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Keep the :data:`ACCESS_KEYS_MAX` most-hit tallies; fold the others by action."""
+        accesses = self.accesses
+        ranked = sorted(accesses.items(), key=itemgetter(1), reverse=True)
+        kept: Counter[AccessKey] = Counter()
+        folded: Counter[AccessKey] = Counter()
+        for key, n in ranked:
+            op, hook, enforcing, rule = key
+            if len(kept) < ACCESS_KEYS_MAX and (rule is None or not rule.startswith(OTHER_RULES)):
+                kept[key] = n
+            else:
+                act = rule_action(rule)
+                folded[op, hook, enforcing, OTHER_RULES if act is None else f"{OTHER_RULES} action={act}"] += n
+        # (a folded tally takes a kept one's place: the table holds at most the kept, the folded
+        # by op, hook, enforcing and action, and what a quarter of the bound lets in between)
+        kept.update(folded)
+        self.accesses = kept
 
     @property
     def decisions(self) -> Counter[tuple[str, str, str, bool]]:

@@ -154,8 +154,10 @@ def _finish(rtype: int, text: str, start: int, close: int) -> RawRecord:
     return RawRecord(rtype, stamp[0], stamp[1], stamp[2], body)
 
 
-#: type name -> number, filled as names are met (a log uses a handful of names)
+#: type name -> number, filled as names are met (a log uses a handful of names), up to
+#: _TYPE_CACHE_MAX (numbers may be spelt with any number of leading zeros: no end to the names)
 _TYPE_CACHE: dict[str, int] = {}
+_TYPE_CACHE_MAX = 1024
 
 
 def parse_log_line(line: str) -> RawRecord:
@@ -229,7 +231,9 @@ def _parse_typed_line(line: str, tpos: int, stamp: str) -> RawRecord:
     name = line[tpos + 5 : sp]
     rtype = _TYPE_CACHE.get(name)
     if rtype is None:
-        rtype = _TYPE_CACHE[name] = type_number(name)
+        rtype = type_number(name)
+        if len(_TYPE_CACHE) < _TYPE_CACHE_MAX:
+            _TYPE_CACHE[name] = rtype
     if stamp:
         if not line.startswith(stamp, sp + 1):
             raise RecordError(f"no {stamp} stamp after the type")

@@ -20,9 +20,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from iped.audit.explain import PolicyIndex, RuleVerdict, access_target, explain_access, explain_load, rule_verdict
+from iped.audit.explain import PolicyIndex, access_target, explain_access, explain_load, rule_verdict
 from iped.audit.group import Event
-from iped.audit.records import IpeAccess, IpeConfigChange, IpeMacStatus, IpePolicyLoad, Proctitle, Syscall
+from iped.audit.records import (
+    IpeAccess,
+    IpeConfigChange,
+    IpeMacStatus,
+    IpePolicyLoad,
+    Proctitle,
+    Syscall,
+    decode_rule,
+    rule_action,
+)
 from iped.textsafe import escape_controls
 
 SCHEMA_VERSION = 1
@@ -175,18 +184,42 @@ def stamp_texts(sec: int, msec: int, ts: float) -> tuple[str, str]:
 class JsonLines:
     """``json_line`` of each object of ``event_objects(event, index)``, faster (see the module docstring).
 
-    Keeps what it encoded: one entry per distinct (op, hook, enforcing, rule) -- bounded by the
-    policy's rules and defaults -- the current second's text, and up to :data:`_KEPT` string
-    values and process parts (then that table starts afresh).
+    Keeps what it encoded, each table bounded whatever the input (a full table starts afresh,
+    so memory stays flat when every event differs, e.g. a policy of one ``fsverity_digest=``
+    rule per file): up to :data:`_KEPT_VERDICTS` rule verdicts by (op, hook, enforcing, rule),
+    the few rule-independent parts of a matched rule's verdict by (op, hook, enforcing,
+    action), the current second's text, and up to :data:`_KEPT` string values and process
+    parts. A verdict not kept is put together from those parts (:meth:`_rule_verdict`), so
+    a rule seen once costs little more than one seen before.
     """
 
     def __init__(self, index: PolicyIndex | None) -> None:
         self.index = index
         self._verdicts: dict[tuple[str | None, str | None, bool | None, str | None], _Verdict] = {}
+        self._frames: dict[tuple[str | None, str | None, bool | None, str], tuple[str, str, str]] = {}
         self._second = -1
         self._second_text = ""
         self._strings: dict[str | None, str] = {}
         self._processes: dict[tuple[object, ...], tuple[str, str]] = {}
+        # misses per table (lookups are derived from the accesses rendered: see cache_stats)
+        self._accesses = 0
+        self._misses = {"verdicts": 0, "strings": 0, "processes": 0}
+
+    def cache_stats(self) -> dict[str, dict[str, int]]:
+        """Each table's size, bound, lookups and misses (for the benchmarks' report)."""
+        misses = self._misses
+        lookups = {
+            "verdicts": self._accesses,
+            # comm, path and dev per access, exe and comm per process part built
+            "strings": 3 * self._accesses + 2 * misses["processes"],
+            "processes": self._accesses,
+        }
+        sizes = {"verdicts": len(self._verdicts), "strings": len(self._strings), "processes": len(self._processes)}
+        bounds = {"verdicts": _KEPT_VERDICTS, "strings": _KEPT, "processes": _KEPT}
+        return {
+            name: {"size": sizes[name], "bound": bounds[name], "lookups": lookups[name], "misses": misses[name]}
+            for name in sizes
+        }
 
     def lines(self, event: Event) -> list[tuple[IpeAccess | None, str]]:
         """``(the access record or None, its line)`` for each object of the event, in order."""
@@ -206,9 +239,14 @@ class JsonLines:
     def _access(self, event: Event, rec: IpeAccess, sc: Syscall | None, pt: Proctitle | None) -> str:
         """The line of an event whose one IPE record is ``rec``."""
         op, hook, enforcing, pid, comm, path, dev, ino, rule = rec
+        self._accesses += 1
         verdict = self._verdicts.get((op, hook, enforcing, rule))
         if verdict is None:
-            verdict = self._verdicts[op, hook, enforcing, rule] = self._verdict(rec)
+            verdicts = self._verdicts
+            if len(verdicts) >= _KEPT_VERDICTS:
+                verdicts.clear()
+            self._misses["verdicts"] += 1
+            verdict = verdicts[op, hook, enforcing, rule] = self._rule_verdict(rec) or self._verdict(rec)
         sec, msec = event.sec, event.msec
         ts = sec + msec / 1000.0  # (Event.timestamp, without the property call)
         if int(ts) != self._second:
@@ -236,6 +274,7 @@ class JsonLines:
         strings = self._strings
         if len(strings) >= _KEPT:
             strings.clear()
+        self._misses["strings"] += 1
         encoded = strings[value] = _encode_str(value)
         return encoded
 
@@ -249,6 +288,7 @@ class JsonLines:
         if parts is None:
             if len(self._processes) >= _KEPT:
                 self._processes.clear()
+            self._misses["processes"] += 1
             argv = "null" if pt is None else json_line(list(pt.argv))
             text = self._text
             parts = self._processes[key] = (
@@ -258,12 +298,53 @@ class JsonLines:
             )
         return f"{parts[0]}{'null' if pid is None else int.__repr__(pid)}{parts[1]}"
 
+    def _rule_verdict(self, rec: IpeAccess) -> _Verdict | None:
+        """:meth:`_verdict` of a record whose rule matched (not a DEFAULT) and names its action,
+        from the parts that depend only on (op, hook, enforcing, action), kept, and the rule's
+        own text (:func:`rule_verdict`'s formulas, in pieces); None for any other record."""
+        op, hook, enforcing, rule = rec[0], rec[1], rec[2], rec[8]
+        if rule is None or rule.startswith("DEFAULT "):
+            return None
+        action = rule_action(rule)
+        if action is None:
+            return None
+        frame = self._frames.get((op, hook, enforcing, action))
+        if frame is None:
+            blocked = action == "DENY" and enforcing is not False
+            outcome = (
+                "blocked" if blocked else "would be blocked (permissive: enforcing=0)" if action == "DENY"
+                else "allowed"
+            )  # fmt: skip
+            if len(self._frames) >= _KEPT:
+                self._frames.clear()
+            frame = self._frames[op, hook, enforcing, action] = (
+                f'"decision": {_value(action)}, "enforcing": {_value(enforcing)}, "blocked": {_value(blocked)}, '
+                f'"op": {_value(op)}, "hook": {_value(hook)}, ',
+                _encode_str(f"{op} of ")[:-1],
+                f" via {hook} {outcome}: matched the rule ",
+            )
+        fields, head, via = frame
+        rule_text = decode_rule(rule) if "digest=" in rule or "roothash=" in rule else rule
+        index = self.index
+        loc = index.locate(rule) if index is not None else None
+        if loc is not None:
+            policy = json_line({"file": loc.file, "line": loc.line, "kind": loc.kind})
+            where = f" at {loc}"
+        else:
+            policy = "null"
+            where = "" if index is None else f" (not in {index.file}: the active policy differs from this file)"
+        return _Verdict(
+            fields,
+            f'"rule": {_encode_str(rule)}, "rule_text": {_encode_str(rule_text)}, "match": "rule", '
+            f'"policy": {policy}, "explanation": {head}',
+            _encode_str(f"{via}{rule_text!r}{where}")[1:],
+        )
+
     def _verdict(self, rec: IpeAccess) -> _Verdict:
         v = rule_verdict(rec, self.index)
         loc = v.location
         policy = "null" if loc is None else json_line({"file": loc.file, "line": loc.line, "kind": loc.kind})
         return _Verdict(
-            v,
             f'"decision": {_value(v.decision)}, "enforcing": {_value(rec.enforcing)}, "blocked": {_value(v.blocked)}, '
             f'"op": {_value(rec.op)}, "hook": {_value(rec.hook)}, ',
             f'"rule": {_value(rec.rule)}, "rule_text": {_value(v.rule_text)}, "match": {_value(v.match)}, '
@@ -274,6 +355,9 @@ class JsonLines:
 
 #: distinct strings and process parts kept encoded (then the table starts afresh)
 _KEPT = 4096
+#: rule verdicts kept encoded: a policy's rules and defaults, up to this many (then the table
+#: starts afresh; ~1 KB each, so at most ~4 MB however many distinct rules a log names)
+_KEPT_VERDICTS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +366,6 @@ class _Verdict:
     separator after them), from ``rule`` to the explanation's opening quote and its text up to
     the file's name, and the explanation's rest with its closing quote."""
 
-    verdict: RuleVerdict
     fields: str
     rule: str
     tail: str

@@ -142,6 +142,11 @@ class _Printer:
 
 #: events of a file printed per write (a write per line cost ~1 s per 250k events)
 _FILE_BATCH = 512
+#: stamps of a file's completed events kept to drop late duplicates (Grouper.done_max): the
+#: 120 s ttl on the records' own time alone kept every event of a busy two minutes (~260
+#: bytes each: 65 MB for 250k events); a duplicate more than this many events late is read
+#: as a new, incomplete event
+_DONE_MAX = 16384
 
 
 def _from_file(path: str, printer: _Printer) -> int:
@@ -150,7 +155,7 @@ def _from_file(path: str, printer: _Printer) -> int:
     from iped.audit.files import Unproven, iter_file_events
     from iped.audit.group import Grouper
 
-    grouper = Grouper(2.0)
+    grouper = Grouper(2.0, done_max=_DONE_MAX)
     unproven = Unproven()
     try:
         # auditd logs take the bulk path (iped.audit.bulk); other formats feed the records

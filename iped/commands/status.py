@@ -12,6 +12,10 @@ import argparse
 
 from iped.commands import ExitCode
 
+#: nothing on this verb's path logs (the client reports through CliError): the CLI skips
+#: setting logging up, which costs more than the rest of the verb's own imports
+LOGS = False
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from iped.daemon.client import add_socket_arguments

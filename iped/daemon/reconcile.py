@@ -87,6 +87,49 @@ class FailedRead:
                 "failure": {"errno": self.errno, "message": self.message}}
 
 
+#: the signer a blob the kernel already holds is recorded with (iped did not parse its certificate)
+KERNEL_VERIFIED = "(verified by the kernel, which holds this exact blob)"
+
+
+def held_blobs(backend: Backend) -> dict[bytes, str]:
+    """The PKCS#7 blobs the kernel holds (``policies/NAME/pkcs7``), by content: {blob: NAME}.
+    Empty when securityfs cannot be read: every file is then verified here."""
+    out: dict[bytes, str] = {}
+    try:
+        names = backend.listdir("policies")
+    except OSError:
+        return out
+    for name in names:
+        try:
+            out[backend.read(f"policies/{name}/pkcs7")] = name
+        except OSError:
+            continue  # a boot policy (ENOENT), or gone while we looked
+    return out
+
+
+def held_by_kernel(backend: Backend, held: dict[bytes, str], path: Path, raw: bytes) -> DeclaredPolicy | None:
+    """The declared policy of a signed file whose bytes the kernel already holds, without
+    verifying the signature here: the kernel verified exactly these bytes against its keyrings
+    when it took them (``policies/NAME/pkcs7`` reads back the blob as written), so importing
+    the crypto stack would only repeat its verdict. The name, version and text are the
+    kernel's read-back (``policies/NAME/policy``: the signed content), parsed here as any file
+    is. None -- verify as usual -- when no policy holds these bytes, the text cannot be read
+    or does not parse, or it names another policy than its directory."""
+    from iped.policyfile import CheckedPolicy, SigningMaterial, check_policy
+
+    name = held.get(raw)
+    if name is None:
+        return None
+    try:
+        text = backend.read(f"policies/{name}/policy")
+    except OSError:
+        return None
+    got = check_policy(text, SigningMaterial(None, None, None))
+    if not isinstance(got, CheckedPolicy) or got.signed or got.name != name:
+        return None
+    return DeclaredPolicy(got.name, got.version, got.text, raw, path, KERNEL_VERIFIED)
+
+
 def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> SigningMaterial | DeclError:
     """Read anchors and the signing key (:mod:`iped.trustpath`'s rule: the key private, all of
     them changeable by root or iped's user only); the signing cert is an anchor too (we trust what
@@ -146,13 +189,19 @@ class Reconciler:
         if isinstance(signing, DeclError):
             return replace(base, errors=(signing,))
         fresh: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
+        held: dict[bytes, str] | None = None  # the kernel's blobs, read at the first signed file
 
         def loader(path: Path) -> DeclaredPolicy | DeclError:
+            nonlocal held
             raw = read_policy_file(path)
             if isinstance(raw, DeclError):
                 return raw
             key = (str(path), hashlib.sha256(raw).digest(), signing)
             got = self._file_cache.get(key)
+            if got is None and raw[:1] == b"\x30":  # (DER: a signed blob; see held_by_kernel)
+                if held is None:
+                    held = held_blobs(self.backend)
+                got = held_by_kernel(self.backend, held, path, raw)
             if got is None:  # the result is computed from exactly the bytes the key names
                 got = load_policy_file(path, signing, raw)
             fresh[key] = got

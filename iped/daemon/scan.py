@@ -11,13 +11,14 @@ overlaid (:mod:`iped.daemon.overlay`).
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, Loader, fs_error, untrusted
 from iped.daemon.dropin import declares, policy_files, read_policy_file
 from iped.daemon.overlay import Overlaid, overlay_rolled_forward
-from iped.policyfile import PolicyProblem, SigningMaterial, Stage, check_policy
+from iped.policyfile import CheckedPolicy, PolicyProblem, SigningMaterial, Stage, check_policy
 from iped.trustpath import UntrustedPathError, check_path
 
 if TYPE_CHECKING:
@@ -43,6 +44,61 @@ def _decl_error(path: Path, p: PolicyProblem) -> DeclError:
                      plain=p.stage is Stage.SIGNING)
 
 
+def crypto_loaded() -> bool:
+    """Has this process loaded the crypto stack (the emulator's keyring does, to trust anchors)?"""
+    import sys
+
+    return "cryptography" in sys.modules or "asn1crypto" in sys.modules
+
+
+def _check_policy_small(raw: bytes, signing: SigningMaterial) -> CheckedPolicy | PolicyProblem:
+    """``check_policy(raw, signing, sign_text=True)``; when that needs the crypto stack (a blob to
+    verify, text to sign) and this process has not loaded it, in a short-lived child: the stack
+    (cryptography + asn1crypto, ~14 MB) would otherwise stay resident for the daemon's life after
+    one verification. The child is forked (it inherits the state, nothing is re-read) and sends
+    the result back pickled; a child that dies or sends nothing is a failed verification (fail
+    closed: the plan is rejected, nothing reaches the kernel)."""
+    from iped.pkcs7 import is_pkcs7
+
+    needs_crypto = is_pkcs7(raw) or signing.key_pem is not None
+    if not needs_crypto or crypto_loaded():
+        return check_policy(raw, signing, sign_text=True)
+    import pickle
+
+    try:
+        rfd, wfd = os.pipe()
+    except OSError:  # no fd to spare: verify here (resident after, but verified)
+        return check_policy(raw, signing, sign_text=True)
+    try:
+        pid = os.fork()
+    except OSError:  # (EAGAIN: a task limit; EPERM: a syscall filter) verify here instead
+        os.close(rfd)
+        os.close(wfd)
+        return check_policy(raw, signing, sign_text=True)
+    if pid == 0:  # the child: verify, answer, exit without running the parent's cleanup
+        code = 1
+        try:
+            os.close(rfd)
+            data = memoryview(pickle.dumps(check_policy(raw, signing, sign_text=True)))
+            while data:
+                data = data[os.write(wfd, data) :]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    chunks = []
+    with open(rfd, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            chunks.append(chunk)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not chunks:
+        return PolicyProblem(Stage.SIGNATURE, errno.EBADMSG,
+                             f"verification failed unexpectedly (its process ended with status {status})",
+                             signed=True)  # fmt: skip
+    got: CheckedPolicy | PolicyProblem = pickle.loads(b"".join(chunks))  # (our own child's answer)
+    return got
+
+
 def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = None) -> DeclaredPolicy | DeclError:
     """Read and check one file (:func:`iped.policyfile.check_policy`); plain text is signed with
     the local key of ``signing``, and every blob verified against its anchors."""
@@ -51,7 +107,7 @@ def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = N
         if isinstance(read, DeclError):
             return read
         raw = read
-    got = check_policy(raw, signing, sign_text=True)
+    got = _check_policy_small(raw, signing)
     if isinstance(got, PolicyProblem):
         return _decl_error(path, got)
     assert got.blob is not None and got.signer is not None  # sign_text: every accepted file is signed

@@ -351,3 +351,54 @@ def test_follower_memory_for_done_stamps_is_bounded() -> None:
     assert counters.events >= DONE_MAX * 2 - 1
     assert DONE_MAX <= most <= DONE_MAX * 5 // 4
     follower.close()
+
+
+def test_counters_keep_at_most_access_keys_max_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream whose every decision names another rule (one fsverity_digest= rule per file):
+    through the follower's path (C grouping, count_accesses) and count() per event, the tallies
+    stay within ACCESS_KEYS_MAX (and a quarter); the least-hit rules are folded by action, so
+    the decisions and their total stay exact, and a rule hit often keeps its own count."""
+    from iped.audit import counters as counters_module
+    from iped.audit.follow import _Netlink
+    from iped.audit.netlink import NetlinkSource
+
+    monkeypatch.setattr(counters_module, "ACCESS_KEYS_MAX", 40)
+    hot = 'op=EXECUTE fsverity_digest="sha256":' + "ab" * 32 + " action=ALLOW"
+
+    def rule(serial: int) -> str:
+        if serial % 4 == 0:
+            return hot
+        return f'op=EXECUTE fsverity_digest="sha256":{serial:064x} action={"DENY" if serial % 3 == 0 else "ALLOW"}'
+
+    def event(serial: int) -> list[bytes]:
+        stamp = f"audit(1700000000.{serial % 1000:03d}:{serial}): ".encode()
+        body = (
+            f'ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid={serial} comm="sh" path="/bin/t{serial}" '
+            f'dev="vda1" ino={serial} rule="{rule(serial)}"'
+        ).encode()
+        return [_frame(1420, stamp + body), _frame(1327, stamp + b"proctitle=6C73"), _frame(1320, stamp)]
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+    counters = AuditCounters()
+    follower = Follower(_Netlink(counters, src=NetlinkSource.over(ours)), counters=counters, clock=lambda: 50.0)
+    one_by_one = AuditCounters()
+    got: list[Event] = []
+    with theirs:
+        for start in range(1, 1001, 50):
+            for serial in range(start, start + 50):
+                for frame in event(serial):
+                    theirs.send(frame)
+            got += follower.on_readable()
+            assert len(counters.accesses) <= 50, len(counters.accesses)
+    for e in got:
+        one_by_one.count(e)
+        assert len(one_by_one.accesses) <= 50
+    follower.close()
+    assert len(got) == 1000
+    deny = sum(1 for s in range(1, 1001) if rule(s).endswith("DENY"))
+    for c in (counters, one_by_one):
+        assert c.as_dict()["decisions"] == {"allow": 1000 - deny, "deny": deny}
+        assert sum(c.rules.values()) == 1000
+        assert c.rules[hot] == 250
+        assert c.rules["(other rules) action=DENY"] > 0 and c.rules["(other rules) action=ALLOW"] > 0

@@ -193,3 +193,18 @@ def test_file_grouper_keeps_stamps_for_the_ttl() -> None:
     g = Grouper(timeout=2.0, track_gaps=True, done_ttl=120.0)
     list(g.feed_many([rec for serial in range(1, 2001) for rec in event_records(serial, sec=1)], 1.0))
     assert len(g._done) == 2000
+
+
+def test_file_grouper_with_done_max_keeps_at_most_that_many(tmp_path: Path) -> None:
+    """``iped audit --source FILE``'s grouper (done_max set) keeps at most done_max stamps through
+    the bulk path too, whose fast case adds stamps inline: 3000 events in one second kept 3000."""
+    f = tmp_path / "audit.log"
+    with f.open("w") as fh:
+        for serial in range(1, 3001):
+            fh.writelines(r.to_log_line() + "\n" for r in event_records(serial, sec=1))
+    g = Grouper(timeout=2.0, track_gaps=True, done_ttl=120.0, done_max=100)
+    n = 0
+    for _ in iter_file_events(f, g):
+        n += 1
+        assert len(g._done) <= 125 + 2000  # (a block's worth of events between two checks)
+    assert n == 3000 and 100 <= len(g._done) <= 125

@@ -199,3 +199,14 @@ def test_c_access_parser_matches_python_on_kernel_bodies() -> None:
             assert c == _parse_access_re(body) and type(c) is IpeAccess
         assert parse_access(body) == _parse_access_re(body)
     assert typed >= len(bodies) * 0.8
+
+
+def test_type_name_cache_is_bounded() -> None:
+    """Type numbers spelt with ever more leading zeros are all read, and the name cache of
+    parse_log_line stays within its bound (each spelling was kept)."""
+    from iped.audit import records
+
+    for zeros in range(3000):
+        rec = records.parse_log_line(f"type={'0' * zeros}1420 msg=audit(1700000000.001:{zeros + 1}): x=1")
+        assert rec.type == 1420
+    assert len(records._TYPE_CACHE) <= records._TYPE_CACHE_MAX

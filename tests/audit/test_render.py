@@ -193,3 +193,41 @@ def test_stamp_texts_are_the_reference_formulas() -> None:
         for msec in [0, 1, 5, 10, 100, 120, 999, 1000, 1234, rng.randrange(1000), rng.randrange(1000)]:
             ts = sec + msec / 1000.0
             assert stamp_texts(sec, msec, ts) == (f"{round(ts * 1000) % 1000:03d}", repr(round(ts, 3))), (sec, msec)
+
+
+def test_tables_stay_bounded_when_every_event_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log whose every event names another rule, path and process (a policy of one
+    fsverity_digest= rule per file): each table the renderer keeps stays within its bound, and
+    every line is still the reference's -- rules located in the policy and not, permissive and
+    enforcing, ALLOW and DENY, a digest algorithm printed as hex (an odd byte in it)."""
+    from iped.audit import render
+
+    monkeypatch.setattr(render, "_KEPT_VERDICTS", 16)
+    monkeypatch.setattr(render, "_KEPT", 8)
+    located = "fd88f2b8824e197f850bf4c5109bea5cf0ee38104f710843bb72da796ba5af9e"
+    records = []
+    for n in range(300):
+        stamp = (1700000000 + n // 50, n % 1000, n + 1)
+        digest = located if n % 10 == 0 else f"{n:064x}"
+        alg = audit_untrusted(b"sha\x07256").decode() if n % 13 == 0 else '"sha256"'
+        action = "DENY" if n % 3 == 0 else "ALLOW"
+        rule = f"op=EXECUTE fsverity_digest={alg}:{digest} action={action}"
+        body = (
+            f'ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing={n % 2} pid={n} comm="c{n}" path="/bin/t{n}" '
+            f'dev="vda1" ino={n} rule="{rule}"'
+        )
+        records.append(RawRecord(1420, *stamp, body))
+        sc = SYSCALL.format(ok="yes", exit=0, pid=n, auid=n, comm=f'"c{n}"')
+        records.append(RawRecord(1300, *stamp, sc))
+        records.append(RawRecord(1327, *stamp, "proctitle=" + f"/bin/t{n}".encode().hex().upper()))
+        records.append(RawRecord(1320, *stamp, ""))
+    events = _group(records)
+    for index in (PolicyIndex.from_file(POLICY), None):
+        fast = JsonLines(index)
+        for event in events:
+            assert [line for _, line in fast.lines(event)] == [json_line(o) for o in event_objects(event, index)]
+            stats = fast.cache_stats()
+            assert all(table["size"] <= table["bound"] for table in stats.values()), stats
+        stats = fast.cache_stats()
+        assert stats["verdicts"]["lookups"] == 300 and stats["verdicts"]["misses"] > 250
+        assert stats["processes"]["misses"] == 300

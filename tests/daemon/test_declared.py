@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from iped.backend import Backend, EmulatorBackend, make_emulator_backend
 from iped.daemon.dropin import is_ignored, policy_files
 from iped.daemon.log import NullReporter
 from iped.daemon.planlog import PlanLog
@@ -15,13 +20,16 @@ from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import policy_text
 
 
-def reconciler(tmp_path: Path, keys: tuple[Path, Path], with_key: bool = True) -> Reconciler:
+def reconciler(tmp_path: Path, keys: tuple[Path, Path], with_key: bool = True,
+               backend: Backend | None = None) -> Reconciler:  # fmt: skip
+    """A reconciler on ``tmp_path/p``; ``backend``: a fresh emulator's unless given."""
     d = tmp_path / "p"
-    d.mkdir(exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
     pol = PolicySettings(dir=d, active=None, signing_key=keys[0] if with_key else None,
                          signing_cert=keys[1] if with_key else None,
                          trust_anchors=() if with_key else (keys[1],))
-    return Reconciler(Settings(policies=pol), None, PlanLog(tmp_path / "s"), NullReporter())  # type: ignore[arg-type]
+    backend = backend if backend is not None else make_emulator_backend([], "test")
+    return Reconciler(Settings(policies=pol), backend, PlanLog(tmp_path / "s"), NullReporter())
 
 
 def test_ignored_names() -> None:
@@ -189,3 +197,152 @@ def test_empty_drop_in_dir_is_not_a_missing_directory(tmp_path: Path, dev_keys: 
     assert err.errno == errno.ENOENT and "no file in the directory declares policy_name=allow_all" in str(err)
     assert "No such file or directory" not in str(err)
     assert "it holds no policy file" in str(err)
+
+
+def _kernel_holding(keys: tuple[Path, Path], *blobs: bytes) -> EmulatorBackend:
+    """An emulator trusting the dev certificate that has taken ``blobs`` (new_policy, verified)."""
+    backend = make_emulator_backend([keys[1].read_bytes()], "test")
+    for blob in blobs:
+        backend.write("new_policy", blob)
+    return backend
+
+
+def _count_verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The blobs iped's verifier is asked about from now on (the real verifier still runs)."""
+    import iped.pkcs7
+
+    seen: list[bytes] = []
+    real = iped.pkcs7.verify_policy
+
+    def counting(blob: bytes, *args: Any, **kwargs: Any) -> Any:
+        seen.append(blob)
+        return real(blob, *args, **kwargs)
+
+    monkeypatch.setattr(iped.pkcs7, "verify_policy", counting)
+    return seen
+
+
+def test_a_blob_the_kernel_holds_is_not_verified_again(tmp_path: Path, dev_keys: tuple[Path, Path],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """The production start: a .p7s whose bytes the kernel already holds (policies/NAME/pkcs7
+    reads back the same blob) is declared from the kernel's read-back, the crypto stack never
+    asked; name, version and text are the kernel's, parsed here."""
+    from iped.daemon.reconcile import KERNEL_VERIFIED
+
+    blob = sign_policy(policy_text("a", "1.2.3"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    rec = reconciler(tmp_path, dev_keys, with_key=False, backend=_kernel_holding(dev_keys, blob))
+    (rec.settings.policies.dir / "a.p7s").write_bytes(blob)
+    seen = _count_verifications(monkeypatch)
+    got = rec.scan()
+    assert got.errors == () and seen == []
+    (a,) = got.policies
+    assert (a.name, str(a.version), a.text, a.blob, a.signer) == ("a", "1.2.3", policy_text("a", "1.2.3"), blob,
+                                                                  KERNEL_VERIFIED)  # fmt: skip
+    _, _, plan = rec.compute()
+    assert plan.steps == ()  # nothing to write: the kernel holds exactly what is declared
+
+
+def test_a_blob_the_kernel_does_not_hold_is_verified_first(tmp_path: Path, dev_keys: tuple[Path, Path],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """Anything but the kernel's own bytes is verified here, every time: a blob with one signature
+    byte flipped (the kernel holds the good one) is refused, as is a good blob by a signer outside
+    the anchors; and when the kernel's read-back cannot be had, the held blob is verified too."""
+    text = policy_text("a", "1.2.3")
+    good = sign_policy(text, dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    tampered = good[:-1] + bytes([good[-1] ^ 1])
+    rec = reconciler(tmp_path, dev_keys, with_key=False, backend=_kernel_holding(dev_keys, good))
+    path = rec.settings.policies.dir / "a.p7s"
+    path.write_bytes(tampered)
+    seen = _count_verifications(monkeypatch)
+    got = rec.scan()
+    assert got.policies == () and seen == [tampered]
+    assert got.errors[0].errno in (errno.EBADMSG, errno.EKEYREJECTED), got.errors
+
+    # the kernel holds nothing: a good blob is verified (and taken), not trusted
+    seen.clear()
+    rec = reconciler(tmp_path / "empty", dev_keys, with_key=False)
+    (rec.settings.policies.dir / "a.p7s").write_bytes(good)
+    assert rec.scan().policies[0].signer != "" and seen == [good]
+
+    # the read-back of the pkcs7 node fails: verified here, as if the kernel held nothing
+    class Unreadable(EmulatorBackend):
+        def read(self, path: str) -> bytes:
+            if path.endswith("/pkcs7"):
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return super().read(path)
+
+    kernel = _kernel_holding(dev_keys, good)
+    seen.clear()
+    rec = reconciler(tmp_path / "unreadable", dev_keys, with_key=False,
+                     backend=Unreadable(kernel.emulator, "test"))  # fmt: skip
+    (rec.settings.policies.dir / "a.p7s").write_bytes(good)
+    got = rec.scan()
+    assert seen == [good] and [p.name for p in got.policies] == ["a"]
+
+
+SCAN_IN_A_FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+from iped.backend import make_emulator_backend
+from iped.daemon.log import NullReporter
+from iped.daemon.planlog import PlanLog
+from iped.daemon.reconcile import Reconciler
+from iped.daemon.settings import PolicySettings, Settings
+
+pol = PolicySettings(dir=Path(sys.argv[1]), active=None, trust_anchors=(Path(sys.argv[2]),))
+rec = Reconciler(Settings(policies=pol), make_emulator_backend([], "test"), PlanLog(Path(sys.argv[3])), NullReporter())
+got = rec.scan()
+print(json.dumps({
+    "policies": [p.name for p in got.policies],
+    "errors": [[Path(e.file).name, e.errno] for e in got.errors],
+    "crypto": sorted(m for m in sys.modules if m.split(".")[0] in ("cryptography", "asn1crypto")),
+}))
+"""
+
+
+def test_verifying_leaves_the_crypto_stack_out_of_the_daemon(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    """A scan that must verify (the kernel holds nothing) verifies in a short-lived child: in a
+    fresh daemon-like process the good blob is taken, the tampered one refused, and neither
+    cryptography nor asn1crypto is left loaded (they were resident for the daemon's life)."""
+    import json
+    import subprocess
+    import sys
+
+    good = sign_policy(policy_text("a", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    bad = sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "a.p7s").write_bytes(good)
+    (d / "b.p7s").write_bytes(bad[:-1] + bytes([bad[-1] ^ 1]))
+    argv = [sys.executable, "-c", SCAN_IN_A_FRESH_PROCESS, str(d), str(dev_keys[1]), str(tmp_path / "s")]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["policies"] == ["a"]
+    assert [name for name, _ in got["errors"]] == ["b.p7s"]
+    assert got["errors"][0][1] in (errno.EBADMSG, errno.EKEYREJECTED)
+    assert got["crypto"] == []
+
+
+def test_verification_happens_in_process_when_no_child_can_be_made(
+    tmp_path: Path, dev_keys: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fork refused (EAGAIN at a task limit, EPERM under a syscall filter): the blob is verified in
+    the daemon itself, never taken unverified -- the tampered one refused, the good one taken."""
+    from iped.daemon import scan
+
+    def no_fork() -> int:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    # (as in a daemon that has not loaded the crypto stack: the child path is the one asked for)
+    monkeypatch.setattr(scan, "crypto_loaded", lambda: False)
+    good = sign_policy(policy_text("a", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    bad = sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
+    rec = reconciler(tmp_path, dev_keys, with_key=False)
+    (rec.settings.policies.dir / "a.p7s").write_bytes(good)
+    (rec.settings.policies.dir / "b.p7s").write_bytes(bad[:-1] + bytes([bad[-1] ^ 1]))
+    got = rec.scan()
+    assert [p.name for p in got.policies] == ["a"]
+    assert [Path(e.file).name for e in got.errors] == ["b.p7s"]
+    assert got.errors[0].errno in (errno.EBADMSG, errno.EKEYREJECTED)
