@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from iped.daemon.settings import BackendKind, Settings
+from iped.settings import BackendKind, Settings
 
 IPE_ROOT = Path("/sys/kernel/security/ipe")
 SECURITYFS = Path("/sys/kernel/security")

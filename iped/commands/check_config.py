@@ -21,7 +21,7 @@ from iped.commands import ExitCode
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from iped.config import ConfigProblem
-    from iped.daemon.settings import Settings
+    from iped.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

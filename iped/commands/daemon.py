@@ -33,13 +33,13 @@ def _dev_banner(socket: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from iped.daemon import runtime
-    from iped.daemon.client import DEFAULT_CONFIG
     from iped.daemon.lock import DaemonLockError
     from iped.daemon.lock import acquire as acquire_daemon_lock
     from iped.daemon.log import make_reporter
     from iped.daemon.loop import Daemon
     from iped.daemon.notify import Notifier
-    from iped.daemon.settings import Settings
+    from iped.paths import DEFAULT_CONFIG
+    from iped.settings import Settings
 
     reporter = make_reporter()
     settings = runtime.load_for_command(args.config, dev=args.dev)

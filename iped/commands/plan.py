@@ -14,7 +14,7 @@ from iped.commands import CliError, outcome_exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from iped.daemon.client import add_socket_arguments
+    from iped.commands.remote import add_socket_arguments
 
     add_socket_arguments(parser)
     parser.add_argument("--no-daemon", action="store_true", help="compute against the backend even if a daemon runs")
@@ -29,7 +29,7 @@ def _local(args: argparse.Namespace) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import ask, print_json
+    from iped.commands.remote import ask, print_json
 
     result: dict[str, object] | None = None
     if not args.no_daemon:

@@ -15,7 +15,7 @@ from iped.commands import die, outcome_exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from iped.daemon.client import add_socket_arguments
+    from iped.commands.remote import add_socket_arguments
 
     add_socket_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="show what would be written, change nothing")
@@ -34,7 +34,8 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import DaemonUnreachableError, ask, print_json, render_record
+    from iped.commands.remote import ask, print_json, render_record
+    from iped.daemon.client import DaemonUnreachableError
 
     try:
         res = ask(args, "rollback", 120, dry_run=bool(args.dry_run))

@@ -20,7 +20,7 @@ import json
 import sys
 
 from iped.commands import ExitCode, die
-from iped.rollout import cmdline
+from iped.commands import rollout_cli as cmdline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,13 +11,13 @@ from iped.commands import ExitCode
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from iped.daemon.client import add_socket_arguments
+    from iped.commands.remote import add_socket_arguments
 
     add_socket_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import ask, print_json, render_status
+    from iped.commands.remote import ask, print_json, render_status
 
     result = ask(args, "status", 30)
     if args.json:

@@ -18,7 +18,7 @@ import argparse
 import json
 
 from iped.commands import ExitCode, die
-from iped.rollout import cmdline
+from iped.commands import rollout_cli as cmdline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

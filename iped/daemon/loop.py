@@ -26,9 +26,9 @@ from iped.daemon.declared import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
-from iped.daemon.settings import AuditSource, Settings
 from iped.daemon.throttle import Throttle
 from iped.errnos import describe_errno
+from iped.settings import AuditSource, Settings
 
 
 class Follower(Protocol):

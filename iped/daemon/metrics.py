@@ -28,8 +28,8 @@ from typing import Any, Protocol
 
 from iped.daemon.log import Reporter
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
-from iped.daemon.settings import Settings
 from iped.fsutil import write_atomically
+from iped.settings import Settings
 
 #: outcomes after which the kernel is in the declared state
 IN_SYNC_OUTCOMES = frozenset({"applied", "unchanged"})

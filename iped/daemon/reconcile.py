@@ -29,9 +29,9 @@ from iped.daemon.declared import (
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, make_plan
 from iped.daemon.planlog import PlanLog
-from iped.daemon.settings import PolicySettings, Settings
 from iped.errnos import errno_name
 from iped.policyfile import SigningMaterial
+from iped.settings import PolicySettings, Settings
 
 
 def loaded_dict(p: LoadedPolicy | None) -> dict[str, Any] | None:

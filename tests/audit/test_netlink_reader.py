@@ -14,11 +14,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iped.audit import netlink
+from iped.audit import native, netlink
 from iped.audit.netlink import NetlinkSource
 from iped.audit.records import RawRecord
 
 _HDR = struct.Struct("=IHHII")
+
+
+@pytest.fixture(autouse=True)
+def c_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C reader must be built: without it ``read()`` *is* ``read_py()`` and nothing is compared."""
+    assert native.BUILT, "iped.audit._scan is not built"
+    monkeypatch.setattr(netlink, "use_c_reader", True)
 
 
 def frame(rtype: int, payload: bytes, length: int | None = None) -> bytes:

@@ -26,8 +26,8 @@ from iped.daemon.actual import read_actual
 from iped.daemon.log import LEVEL_MESSAGE_IDS, MESSAGE_IDS, NullReporter
 from iped.daemon.loop import EXIT_START_REFUSED, Daemon
 from iped.daemon.notify import Notifier
-from iped.daemon.settings import AuditSource
 from iped.pkcs7 import sign_policy
+from iped.settings import AuditSource
 from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text, start_daemon, wait_for
 
 UNIT = ROOT / "systemd" / "iped.service"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from iped.config import ConfigError, key_lines, load_settings, parse_config
-from iped.daemon.settings import AuditSource, BackendKind
+from iped.settings import AuditSource, BackendKind
 
 
 def problems(text: str, tmp_path: Path) -> list[str]:

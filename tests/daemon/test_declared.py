@@ -10,8 +10,8 @@ from iped.daemon.declared import is_ignored, policy_files
 from iped.daemon.log import NullReporter
 from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
-from iped.daemon.settings import PolicySettings, Settings
 from iped.pkcs7 import sign_policy
+from iped.settings import PolicySettings, Settings
 from tests.daemon.conftest import policy_text
 
 

@@ -13,7 +13,7 @@ from iped.daemon import runtime, service
 from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon, SettingsLoader
 from iped.daemon.notify import Notifier
-from iped.daemon.settings import AuditSource, Settings
+from iped.settings import AuditSource, Settings
 from tests.daemon.conftest import Site, policy_text
 
 

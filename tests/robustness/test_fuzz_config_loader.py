@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iped.config import SECTIONS, ConfigError, load_settings, parse_config
-from iped.daemon.settings import Settings
+from iped.settings import Settings
 
 SCALE = 100 if os.environ.get("IPED_FUZZ_LONG") == "1" else 1
 FUZZ = settings(max_examples=60 * SCALE, deadline=None)

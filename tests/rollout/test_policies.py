@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from iped.daemon.settings import DaemonSettings, PolicySettings, Settings
 from iped.rollout.policies import PolicySourceError, declared_active
+from iped.settings import DaemonSettings, PolicySettings, Settings
 
 from .streams import ALLOW_ALL, BASE
 
