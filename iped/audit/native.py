@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = ["BUILT", "_scan"]  # callers bind _scan
+
 try:
-    from iped.audit import _scan as _scan  # (re-exported: the callers bind it)
+    from iped.audit import _scan
 except ImportError:  # a checkout run without `pip install`: the Python paths alone
     _scan = None  # type: ignore[assignment]
 
