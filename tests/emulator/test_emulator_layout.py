@@ -108,6 +108,7 @@ def test_each_module_imports_alone_in_a_fresh_interpreter(name: str) -> None:
 #: modules that are not named after their C file; every other one is security/ipe/<name>.c
 COUNTERPARTS = {
     "types": "security/ipe/hooks.h",
+    "state": "security/ipe/ipe.h",
     "keyring": "certs/system_keyring.c",
     "securityfs": "security/inode.c",
     "kstrtox": "lib/kstrtox.c",
