@@ -134,7 +134,7 @@ def test_bad_arguments() -> None:
     from iped.audit import _scan
 
     with pytest.raises(TypeError):
-        _scan.recv_records(0, int, print, ValueError, True, 1, False)  # type: ignore[arg-type]
+        _scan.recv_records(0, int, print, ValueError, True, 1, False)  # type: ignore[arg-type, type-var]
     with pytest.raises(OSError):
         _scan.recv_records(10_000, RawRecord, RawRecord, ValueError, True, 1, False)  # type: ignore[arg-type]
 
