@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from iped.commands import CliError, outcome_exit
+from iped.commands import outcome_exit
+from iped.errors import UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     result: dict[str, object] | None = None
     if not args.no_daemon:
-        with contextlib.suppress(CliError):  # no daemon, or it would not answer: compute here
+        with contextlib.suppress(UserError):  # no daemon (unreachable), or an error reply: compute here
             result = {**ask(args, "plan", 60), "daemon": True}
     if result is None:
         result = _local(args)

@@ -152,3 +152,17 @@ def test_rolled_forward_overlay_precedence(tmp_path: Path, dev_keys: tuple[Path,
     a = decl.get("a")
     assert a is not None and a.source == etc / "a.pol"
     assert set(rec.superseded) == {rolled / "a.pol", rolled / "gone.pol"}
+
+
+def test_no_trust_anchors_and_no_signing_key_trusts_no_signer(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    """An empty anchor set is an empty keyring, not "trust not checked": a .p7s from any signer
+    is ENOKEY, and nothing is declared from it (never ``None``'s embedded-certificate check)."""
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "b.p7s").write_bytes(sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(),
+                                          dev_keys[1].read_bytes()))
+    pol = PolicySettings(dir=d, active="b", signing_key=None, signing_cert=None, trust_anchors=())
+    rec = Reconciler(Settings(policies=pol), None, PlanLog(tmp_path / "s"), NullReporter())  # type: ignore[arg-type]
+    got = rec.scan()
+    assert got.policies == ()
+    assert [(Path(e.file).name, e.errno) for e in got.errors] == [("b.p7s", errno.ENOKEY)]
