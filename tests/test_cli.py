@@ -15,7 +15,8 @@ from iped.commands import CliError, ExitCode
 
 def run_iped(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m iped ARGS`` in a real process."""
-    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, check=False,
+                          timeout=120)
 
 
 def test_every_verb_has_help_and_a_module_name() -> None:

@@ -45,7 +45,8 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
 
 
 def iped(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, check=False,
+                          timeout=120)
 
 
 def test_valid_plain_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -215,5 +216,6 @@ def test_ansible_style_validate(tmp_path: Path) -> None:
 
 
 def test_stdin(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "iped", "validate", "-"], input=GOOD, capture_output=True, check=False)
+    proc = subprocess.run([sys.executable, "-m", "iped", "validate", "-"], input=GOOD, capture_output=True, check=False,
+                          timeout=120)
     assert proc.returncode == 0 and proc.stdout == b"-: OK policy_name=good policy_version=1.0.2\n"

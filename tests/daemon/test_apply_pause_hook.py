@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from iped.daemon.apply import PAUSE_AFTER_STEP_ENV
-from tests.daemon.conftest import ROOT, Site, policy_text
+from tests.daemon.conftest import ROOT, Site, policy_text, wait_child
 
 
 def three_step_site(site: Site) -> Site:
@@ -39,7 +39,7 @@ def apply_once(site: Site, log: Path, pause: str | None) -> subprocess.Popen[byt
 
 def wait_stopped_or_exited(proc: subprocess.Popen[bytes]) -> bool:
     """True when ``proc`` stopped itself, False when it exited (then it is reaped)."""
-    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    status = wait_child(proc.pid, 60, os.WUNTRACED)
     if os.WIFSTOPPED(status):
         return True
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -63,7 +63,7 @@ def test_stops_after_step_n_and_finishes_when_continued(site: Site, tmp_path: Pa
     finally:
         if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=30)
     assert proc.returncode == 0, log.read_text()
     record = json.loads(out)
     assert len(record["steps"]) == 3 and len(steps_reported(log)) == 3
@@ -79,6 +79,6 @@ def test_inert_unless_set_to_a_reached_step(site: Site, tmp_path: Path, pause: s
     finally:
         if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=30)
     assert proc.returncode == 0, log.read_text()
     assert len(steps_reported(log)) == 3

@@ -17,7 +17,7 @@ def test_status_imports_nothing_heavy(tmp_path: Path) -> None:
             "heavy = [m for m in ('pydantic', 'cryptography', 'iped.emulator', 'systemd', 'pyudev', "
             "'iped.config', 'iped.daemon.loop') if m in sys.modules]; print(rc, heavy)")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "none.sock")], capture_output=True, text=True,
-                       cwd=ROOT, check=False)
+                       cwd=ROOT, check=False, timeout=120)
     assert r.stdout.strip() == "3 []", r.stdout + r.stderr
 
 

@@ -93,7 +93,7 @@ def test_core_modules_do_not_import_pydantic() -> None:
 
     code = ("import sys, iped.daemon.loop, iped.daemon.reconcile, iped.backend, iped.commands.status;"
             "print('pydantic' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.strip() == "False"
 
 
@@ -114,7 +114,7 @@ def test_shipped_config_on_a_fresh_install_changes_nothing(tmp_path: Path) -> No
         .replace('"/run/iped/control.sock"', f'"{tmp_path / "control.sock"}"')
     )
     r = subprocess.run([sys.executable, "-m", "iped", "apply", "--once", "--config", str(config)],
-                       capture_output=True, text=True, check=False)  # fmt: skip
+                       capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
     assert r.returncode == 9, r.stdout + r.stderr
 
 

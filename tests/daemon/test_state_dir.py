@@ -113,4 +113,4 @@ def test_rollback_after_the_plan_log_rotated_and_the_daemon_restarted(site: Site
     restarted = runtime.make_reconciler(rec.settings, RecordingReporter(), rec.backend)
     assert restarted.plan_log.load_text(first) == policy_text("base", "1.0.0")
     got = service.rollback(restarted, dry_run=False)
-    assert got.content_digest == first and got.record.outcome == "applied"
+    assert got.content_digest == first and got.record is not None and got.record.outcome == "applied"

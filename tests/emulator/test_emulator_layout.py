@@ -101,7 +101,7 @@ def test_each_module_imports_alone_in_a_fresh_interpreter(name: str) -> None:
         f"import sys, iped.emulator.{name}; "
         f"print(sorted(m for m in {sorted(HOST_IO)!r} if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.strip() == "[]"
 
 
