@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from iped.daemon import metrics, service
 from iped.daemon.apply import Outcome
 from iped.daemon.connections import Clients, Source
-from iped.daemon.control import AccessPolicy, ControlServer, PeerCred, resolve_group
+from iped.daemon.control import OPS, AccessPolicy, ControlServer, PeerCred, resolve_group
 from iped.daemon.declared import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
@@ -74,8 +74,7 @@ class Daemon:
                                     f"root may use {self.settings.daemon.control_socket}")
         self.server = ControlServer(
             self.settings.daemon.control_socket,
-            {"status": self._op_status, "reload": self._op_reload, "plan": self._op_plan, "ping": self._op_ping,
-             "rollback": self._op_rollback},
+            {op: getattr(self, f"_op_{op}") for op in OPS},  # one handler per declared op
             AccessPolicy(frozenset({0, os.geteuid()}), gid), gid)
         self.clients = Clients(self.sel, self.server, reporter)
         self.throttle = Throttle(reporter)
