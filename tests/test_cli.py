@@ -145,3 +145,14 @@ def test_explain_reads_records_with_source_like_audit(tmp_path: Path, capsys: py
     assert "ESTALE" in by_source
     assert main(["explain", "--file", str(log)]) == 0  # the old name still works
     assert capsys.readouterr().out == by_source
+
+
+def test_every_outcome_has_its_exit_code() -> None:
+    """The README's exit-code table, from the one Outcome vocabulary: nothing falls to 'failed' unnoticed."""
+    from iped.commands import OUTCOME_EXIT, outcome_exit
+    from iped.outcome import Outcome
+
+    assert set(OUTCOME_EXIT) == set(Outcome)
+    assert [outcome_exit(str(o)) for o in Outcome] == [ExitCode.OK, ExitCode.UNCHANGED, ExitCode.FAILED,
+                                                       ExitCode.APPLY_FAILED, ExitCode.OK, ExitCode.OK]
+    assert outcome_exit("something new") == ExitCode.FAILED

@@ -31,7 +31,9 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("iped.emulator",),  # the kernel's IPE, file for file
     ("iped.pkcs7",),
     ("iped.config",),  # iped.toml -> Settings (pydantic at the edge)
-    ("iped.settings", "iped.paths", "iped.errors", "iped.fsutil", "iped.errnos", "iped.textsafe", "iped"),
+    # the vocabulary every floor shares
+    ("iped.settings", "iped.paths", "iped.errors", "iped.outcome", "iped.fsutil", "iped.errnos", "iped.textsafe",
+     "iped"),
 )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 
 from iped.errors import UserError
+from iped.outcome import Outcome
 
 # typing costs milliseconds at start-up and is only needed by the type checker.
 TYPE_CHECKING = False
@@ -43,8 +44,10 @@ class ExitCode(enum.IntEnum):
 
 #: what a reconcile's outcome means as the exit code of ``reload``, ``apply --once``,
 #: ``rollback`` (``dry-run``) and ``plan`` (``would-apply``): the README's exit-code table
-OUTCOME_EXIT = {"applied": ExitCode.OK, "would-apply": ExitCode.OK, "dry-run": ExitCode.OK,
-                "rejected": ExitCode.FAILED, "failed": ExitCode.APPLY_FAILED, "unchanged": ExitCode.UNCHANGED}
+OUTCOME_EXIT: dict[str, ExitCode] = {
+    Outcome.APPLIED: ExitCode.OK, Outcome.WOULD_APPLY: ExitCode.OK, Outcome.DRY_RUN: ExitCode.OK,
+    Outcome.REJECTED: ExitCode.FAILED, Outcome.FAILED: ExitCode.APPLY_FAILED, Outcome.UNCHANGED: ExitCode.UNCHANGED,
+}
 
 
 def outcome_exit(outcome: object) -> ExitCode:

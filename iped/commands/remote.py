@@ -11,6 +11,7 @@ import sys
 
 from iped.commands import CliError
 from iped.daemon.client import find_socket, request
+from iped.outcome import Outcome
 
 # typing costs milliseconds at start-up and is only needed by the type checker.
 TYPE_CHECKING = False
@@ -54,7 +55,7 @@ def render_record(rec: dict[str, Any]) -> str:
         out.append(f"  error: {rec['failure'].get('message')}")
         out.append("  the policies before the failed step are in place; the active policy is unchanged "
                    "unless the activation itself completed")
-    if rec.get("outcome") == "rejected":
+    if rec.get("outcome") == Outcome.REJECTED:
         out.append("  nothing was written to the kernel")
     return "\n".join(out)
 

@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from iped.commands import die, outcome_exit
+from iped.outcome import Outcome
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +47,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"rollback {res['name']}: {res['from_version']} -> {res['new_version']} with the content of "
               f"sha256:{res['content_digest'][:16]}, written to {res['target']}")
-        if res["record"].get("outcome") != "dry-run":
+        if res["record"].get("outcome") != Outcome.DRY_RUN:
             print(render_record(res["record"]))
     return outcome_exit(res["record"].get("outcome"))

@@ -12,7 +12,6 @@ import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import TypeVar
 
 from iped.backend import Backend
@@ -20,20 +19,12 @@ from iped.daemon.actual import ActualState, LoadedPolicy, parse_version_text
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, StepKind
 from iped.errnos import describe_errno, errno_name
+from iped.outcome import Outcome
 
 #: Test hook, inert unless set: after this many steps of a plan (a positive integer) the executor
 #: stops its own process with SIGSTOP, so a test can SIGKILL the daemon at an exact step boundary
 #: (the system-image lab's sigkill_mid_plan). Plans with fewer steps never stop.
 PAUSE_AFTER_STEP_ENV = "IPED_TEST_PAUSE_AFTER_STEP"
-
-
-class Outcome(StrEnum):
-    """How a reconcile ended (the CLI's exit code: iped.commands.outcome_exit)."""
-
-    APPLIED = "applied"
-    UNCHANGED = "unchanged"
-    REJECTED = "rejected"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)

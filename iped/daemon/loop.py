@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from iped.daemon import metrics, service
-from iped.daemon.apply import Outcome
 from iped.daemon.connections import Clients, Source
 from iped.daemon.control import OPS, AccessPolicy, ControlServer, PeerCred, resolve_group
 from iped.daemon.declared import is_being_written, is_ignored
@@ -28,6 +27,7 @@ from iped.daemon.notify import Notifier
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.daemon.throttle import Throttle
 from iped.errnos import describe_errno
+from iped.outcome import Outcome
 from iped.settings import AuditSource, Settings
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, LoadedPolicy, read_actual
-from iped.daemon.apply import ApplyResult, Outcome, StepFailure, execute, state_after
+from iped.daemon.apply import ApplyResult, StepFailure, execute, state_after
 from iped.daemon.declared import (
     DeclaredPolicy,
     DeclaredState,
@@ -30,6 +30,7 @@ from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, make_plan
 from iped.daemon.planlog import PlanLog
 from iped.errnos import errno_name
+from iped.outcome import RECONCILE_OUTCOMES, Outcome
 from iped.policyfile import SigningMaterial
 from iped.settings import PolicySettings, Settings
 
@@ -121,7 +122,7 @@ class Reconciler:
         self.reporter = reporter
         self.extra_anchors = extra_anchors
         self.declared: DeclaredState | None = None
-        self.counters: dict[str, int] = {"reconciles": 0, **{str(o): 0 for o in Outcome}}
+        self.counters: dict[str, int] = {"reconciles": 0, **{str(o): 0 for o in RECONCILE_OUTCOMES}}
         self.last: PlanRecord | FailedRead | None = None
         #: the kernel's state after the last reconcile (None: never reconciled, or securityfs unreadable)
         self.after: ActualState | None = None
