@@ -1,8 +1,9 @@
 """The securityfs backend: the real /sys/kernel/security/ipe or the in-process emulator.
 
 Both implement :class:`Backend` with paths relative to the IPE root (``new_policy``,
-``policies/<name>/active``), so the daemon cannot tell them apart. A write is exactly one
-``write()`` of the whole buffer and raises ``OSError`` with the kernel's errno.
+``policies/<name>/active``), so planning and applying take either; ``kind`` says which one it
+is (status, readiness). A write is exactly one ``write()`` of the whole buffer and raises
+``OSError`` with the kernel's errno.
 """
 
 from __future__ import annotations

@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
                 die(f"--output {args.output}: {e.strerror}")
         try:
             shadow = Shadow(source.text, ShadowLog(out), success_audit=not args.denials_only)
-        except engine.policy_error_type() as e:
+        except engine.PolicyError as e:
             die(f"{source.origin}: {e}", hint="check it with 'iped validate'", code=ExitCode.USAGE)
         try:
             fan = Fanotify()

@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     observations = cmdline.read_observations(args)
     try:
         report = survey(source.text, source.origin, observations, cmdline.resolver(args), observations.records)
-    except engine.policy_error_type() as e:
+    except engine.PolicyError as e:
         die(f"{source.origin}: {e}", hint="check it with 'iped validate'", code=ExitCode.USAGE)
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False))

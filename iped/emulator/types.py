@@ -121,27 +121,7 @@ class EvalContext(NamedTuple):
     op: Op | None
     hook: Hook
     file: FileInfo | None
-    facts: Facts
-
-    @property
-    def initramfs(self) -> bool:
-        return self.facts[0]
-
-    @property
-    def root_hash(self) -> tuple[bytes, bytes] | None:
-        return self.facts[1]
-
-    @property
-    def dm_verity_signed(self) -> bool:
-        return self.facts[2]
-
-    @property
-    def fsverity_digest(self) -> tuple[bytes, bytes] | None:
-        return self.facts[3]
-
-    @property
-    def fs_verity_signed(self) -> bool:
-        return self.facts[4]
+    facts: Facts  # (initramfs, dm-verity root hash, its signature, fs-verity digest, its signature)
 
 
 #: ``EvalContext((op, hook, file, facts))`` straight through tuple.__new__: a NamedTuple's own

@@ -120,7 +120,7 @@ def _declaring(directory: Path, name: str) -> tuple[PolicySource, int] | None:
         try:
             source = _policy_source(raw, str(path))
             parsed = engine.parse_policy(source.text)
-        except (PolicySourceError, engine.policy_error_type()):
+        except (PolicySourceError, engine.PolicyError):
             continue  # ... and broken ones
         if os.fsdecode(parsed.name) == name:
             return source, parsed.version.as_u64()
