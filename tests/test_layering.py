@@ -22,7 +22,7 @@ PACKAGE = Path(iped.__file__).parent
 #: highest first; a module belongs to the floor of its longest matching prefix (``iped`` itself:
 #: only the package's ``__init__``). A module may import from its own floor or any floor below.
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("iped.cli", "iped.__main__"),
+    ("iped.cli", "iped.__main__", "iped.docgen"),  # docgen: man pages and completion from the verb table
     ("iped.commands",),  # the verbs and what they share (exit codes, CliError, daemon requests)
     ("iped.rollout",),  # survey, suggest, shadow
     ("iped.daemon",),  # declared -> plan -> apply, the loop, the control socket
@@ -33,7 +33,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("iped.config",),  # iped.toml -> Settings (pydantic at the edge)
     # the vocabulary every floor shares
     ("iped.settings", "iped.paths", "iped.errors", "iped.outcome", "iped.fsutil", "iped.errnos", "iped.textsafe",
-     "iped"),
+     "iped.trustpath", "iped.didyoumean", "iped"),
 )
 
 
