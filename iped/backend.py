@@ -189,6 +189,11 @@ def detect_kernel(root: Path = IPE_ROOT) -> tuple[bool, str]:
     return False, why
 
 
+#: where the emulator differs from a kernel, said with its reason (``iped status``'s backend line)
+EMULATOR_DIFFERENCES = ("nothing is enforced; its keyring holds the configured trust_anchors and signing_cert, "
+                        "re-read at every reload (a kernel trusts only the keys enrolled in its keyrings)")
+
+
 def make_emulator_backend(extra_certs: list[bytes], reason: str) -> EmulatorBackend:
     """A fresh emulator trusting ``extra_certs`` (configured anchors + the dev cert)."""
     from iped.emulator import Emulator
@@ -197,7 +202,7 @@ def make_emulator_backend(extra_certs: list[bytes], reason: str) -> EmulatorBack
     for cert in extra_certs:
         emu.trust(cert)
     spec = os.environ.get(FAULT_ENV)
-    return EmulatorBackend(emu, reason, Fault.parse(spec) if spec else None)
+    return EmulatorBackend(emu, f"{reason}; {EMULATOR_DIFFERENCES}", Fault.parse(spec) if spec else None)
 
 
 def select_backend(settings: Settings, extra_certs: list[bytes]) -> Backend:
@@ -215,4 +220,4 @@ def select_backend(settings: Settings, extra_certs: list[bytes]) -> Backend:
     if kind == BackendKind.KERNEL:
         raise RuntimeError(f"backend = kernel, but {why}")
     return make_emulator_backend(extra_certs,
-                                 f"auto: {why}; using the in-process EMULATOR (nothing is enforced)")
+                                 f"auto: {why}; using the in-process EMULATOR")

@@ -22,6 +22,7 @@ import argparse
 import enum
 import importlib
 import os
+import re
 import sys
 from types import ModuleType
 
@@ -32,7 +33,7 @@ from iped.errors import UserError
 # typing costs milliseconds at start-up and is only needed by the type checker.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 
 class Verb(enum.StrEnum):
@@ -80,11 +81,23 @@ _VERB_HELP: dict[Verb, str] = {
 }
 
 
+#: a relative time as ``--since`` takes it (``-7d``, ``-10m``, ``-2h``, ``-30s``): a value, never an option
+_RELATIVE_TIME = re.compile(r"-\d+[smhd]")
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line and exit code 2 through :class:`CliError`."""
+    """argparse, but a usage error is one line and exit code 2 through :class:`CliError`, and
+    ``--since -7d`` (the documented form) reads ``-7d`` as the option's value."""
 
     def error(self, message: str) -> NoReturn:
         raise CliError(message, hint=f"see '{self.prog} --help'", code=ExitCode.USAGE)
+
+    def _parse_optional(self, arg_string: str) -> Any:
+        # argparse takes every "-x..." for an option unless it looks like a negative number;
+        # no iped option is spelt like a relative time, so one is always an argument
+        if _RELATIVE_TIME.fullmatch(arg_string):
+            return None
+        return super()._parse_optional(arg_string)
 
 
 def _selected_verb(argv: list[str]) -> Verb | None:

@@ -7,6 +7,11 @@ control-socket client can raise it without importing the command line; the CLI's
 
 from __future__ import annotations
 
+#: the exit codes a lower floor's UserError may carry besides 1: the values of
+#: iped.commands.ExitCode.USAGE and .UNREACHABLE (tests/test_cli.py holds them equal)
+USAGE = 2  # the command line named something unusable
+UNREACHABLE = 3  # no daemon answers on the control socket
+
 
 class UserError(Exception):
     """A user-facing failure: printed as ``iped: error: MESSAGE[ (hint: HINT)]``, one such line per

@@ -6,3 +6,5 @@ Import-free on purpose: ``iped status`` reads these before anything else, and
 
 DEFAULT_CONFIG = "/etc/iped/iped.toml"
 DEFAULT_SOCKET = "/run/iped/control.sock"
+#: what to do on a host without DEFAULT_CONFIG (iped not installed, or a first try from a checkout)
+NO_CONFIG_HINT = "give --config FILE, or try iped from its source checkout: 'iped daemon --dev' (packaging/dev.sh run)"

@@ -48,6 +48,7 @@ class Stage(StrEnum):
     SIGNED_TEXT = "signed text"  # parsing the text inside a verified blob
     SIGNING = "signing"  # signing plain text with the local key
     NAME = "name"  # the policy name as a securityfs directory
+    SIZE = "size"  # the file is larger than the kernel takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,16 @@ class CheckedPolicy:
     @property
     def signed(self) -> bool:
         return self.blob is not None
+
+
+def size_problem(size: int, *, exact: bool = True) -> PolicyProblem | None:
+    """The one size rule (``iped validate`` and the daemon's scan): over :data:`MAX_POLICY_BYTES`
+    the kernel never takes the file. ``exact`` False: ``size`` is only what was read so far."""
+    if size <= MAX_POLICY_BYTES:
+        return None
+    said = f"{size} bytes" if exact else f"more than {MAX_POLICY_BYTES} bytes"
+    return PolicyProblem(Stage.SIZE, errno.EMSGSIZE, f"{said}; the kernel takes a policy (its signed PKCS#7 blob) "
+                         f"of at most {MAX_POLICY_BYTES} bytes", is_policy=False)
 
 
 _SPACE = b"\t\n\x0b\x0c\r \xa0"  # what the kernel's parser strips at a line's end
@@ -140,6 +151,9 @@ def check_policy(raw: bytes, material: SigningMaterial, *, sign_text: bool = Fal
     (ENOKEY without one) and comes back with its blob."""
     from iped.pkcs7 import is_pkcs7, sign_policy
 
+    too_large = size_problem(len(raw))
+    if too_large is not None:
+        return too_large
     if is_pkcs7(raw):
         return _verify(raw, material)
     parsed = _parse(raw, Stage.TEXT, signed=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,37 @@ def test_every_outcome_has_its_exit_code() -> None:
     assert [outcome_exit(str(o)) for o in Outcome] == [ExitCode.OK, ExitCode.UNCHANGED, ExitCode.FAILED,
                                                        ExitCode.APPLY_FAILED, ExitCode.OK, ExitCode.OK]
     assert outcome_exit("something new") == ExitCode.FAILED
+
+
+@pytest.mark.parametrize("verb", ["audit", "survey", "suggest"])
+def test_since_takes_a_relative_time_as_documented(
+    verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--since -7d`` as README.md and docs/ write it (not only ``--since=-7d``): the value is a
+    time, read as one, and it filters (every record of the log is older than a day)."""
+    from tests.rollout.streams import ALLOW_ALL, write_facts, write_period
+
+    log = str(write_period(tmp_path, start=1_700_000_000).log)
+    policy = tmp_path / "all.pol"
+    policy.write_bytes(ALLOW_ALL)
+    extra = {"audit": ["--json"], "survey": ["--policy", str(policy), "--json"],
+             "suggest": ["--base", str(policy), "--json"]}[verb]  # fmt: skip
+    facts = [] if verb == "audit" else ["--facts", str(write_facts(tmp_path))]
+    seen = []
+    for since in ("-100000d", "-2h", "-10m", "-1d"):
+        code = main([verb, "--source", log, "--since", since, *facts, *extra])
+        out = capsys.readouterr().out
+        assert code != ExitCode.USAGE, (since, capsys.readouterr().err)
+        if verb == "audit":
+            seen.append(len(out.splitlines()))
+        else:
+            doc = json.loads(out)
+            seen.append(doc["records"] if verb == "survey" else doc["verification"]["records"])
+    assert seen[0] == 23 and seen[1:] == [0, 0, 0]
+
+
+def test_the_lower_floors_exit_codes_are_the_clis() -> None:
+    """iped.errors names the two codes a daemon-floor UserError may carry without importing the CLI."""
+    from iped import errors
+
+    assert (errors.USAGE, errors.UNREACHABLE) == (ExitCode.USAGE, ExitCode.UNREACHABLE)

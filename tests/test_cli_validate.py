@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -219,3 +220,59 @@ def test_stdin(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "iped", "validate", "-"], input=GOOD, capture_output=True, check=False,
                           timeout=120)
     assert proc.returncode == 0 and proc.stdout == b"-: OK policy_name=good policy_version=1.0.2\n"
+
+
+def big_policy(size: int) -> bytes:
+    """Valid policy text of exactly ``size`` bytes (comment lines after the header)."""
+    head = GOOD
+    comment = b"#" + b"x" * 126 + b"\n"
+    body = comment * ((size - len(head)) // len(comment))
+    return head + body + b"#" * (size - len(head) - len(body) - 1) + b"\n"
+
+
+def test_validate_and_the_daemon_apply_one_size_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: a 157,952-byte policy passed ``iped validate`` (config management's ``validate:``)
+    and the daemon then refused it (EMSGSIZE: the kernel takes at most 65535 bytes)."""
+    from iped.daemon.declared import DeclError, read_policy_file
+    from iped.policyfile import MAX_POLICY_BYTES
+
+    big = write(tmp_path, "big.pol", big_policy(157_952))
+    assert main(["validate", big]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{big}: EMSGSIZE: 157952 bytes;") and str(MAX_POLICY_BYTES) in err
+    daemon = read_policy_file(Path(big))
+    assert isinstance(daemon, DeclError) and daemon.errno == errno.EMSGSIZE
+    assert "157952 bytes;" in daemon.reason
+    edge = write(tmp_path, "edge.pol", big_policy(MAX_POLICY_BYTES))  # the largest the kernel takes
+    assert main(["validate", edge]) == 0
+    assert main(["validate", write(tmp_path, "over.pol", big_policy(MAX_POLICY_BYTES + 1))]) == 1
+    capsys.readouterr()
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+def test_validate_refuses_a_huge_file_by_its_size_without_reading_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: a 1 GiB sparse file was read whole (7.8 s, 2.1 GB RSS) and then reported as
+    "no header line (text ends at a NUL byte)"; its size is the problem, and is told first."""
+    huge = tmp_path / "huge.pol"
+    with open(huge, "wb") as f:
+        f.write(GOOD)
+        f.truncate(1 << 30)
+    assert main(["validate", write(tmp_path, "small.pol", GOOD)]) == 0  # every module imported before counting
+    before = _bytes_read()
+    assert main(["validate", str(huge)]) == 1
+    assert _bytes_read() - before < 1 << 20  # rchar: bytes this process read, all files included
+    err = capsys.readouterr().err
+    assert err.startswith(f"{huge}: EMSGSIZE: {1 << 30} bytes;") and err.count("\n") == 1
+
+
+def test_validate_stdin_over_the_limit(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "iped", "validate", "-"], input=big_policy(200_000),
+                          capture_output=True, check=False, timeout=120)  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.startswith(b"-: EMSGSIZE: more than 65535 bytes;"), proc.stderr

@@ -282,7 +282,7 @@ def rpm_installed_sources() -> list[Path]:
     text = spec_text()
     install = text[text.index("%install"):text.index("%check")]
     paths: list[Path] = []
-    for m in re.finditer(r"^install\b[^\n]*?\s((?:systemd|etc)/\S+|README\.md)\s", install, re.M):
+    for m in re.finditer(r"^install\b[^\n]*?\s((?:systemd|etc|docs)/\S+|README\.md)\s", install, re.M):
         matches = sorted(ROOT.glob(m.group(1)))
         paths.extend(matches or [ROOT / m.group(1)])
     assert paths, "no install lines found in the spec's %install"
@@ -297,6 +297,22 @@ def test_installed_files_exist(which: str) -> None:
     missing = [str(p.relative_to(ROOT)) for p in paths if not p.exists()]
     assert not missing, f"the {which} packaging installs files missing from the checkout: {missing}"
     assert any(p.suffix == ".pol" for p in paths), f"the {which} packaging ships no example policy"
+
+
+@pytest.mark.parametrize("which", ["debian", "rpm"])
+def test_the_docs_that_readme_and_messages_name_are_shipped(which: str) -> None:
+    """README.md links docs/*.md and messages say "see docs/daemon.md": both packages ship every
+    one of them, as docs/NAME.md beside README.md in /usr/share/doc/iped (they shipped README.md alone)."""
+    named = set(re.findall(r"\bdocs/[a-z]+\.md\b", (ROOT / "README.md").read_text()))
+    for source in (ROOT / "iped").rglob("*.py"):
+        named |= set(re.findall(r"\bdocs/[a-z]+\.md\b", source.read_text()))
+    assert "docs/daemon.md" in named and all((ROOT / n).is_file() for n in named), named
+    paths = debian_installed_sources() if which == "debian" else rpm_installed_sources()
+    assert not [n for n in sorted(named) if ROOT / n not in paths], f"the {which} packaging lacks some docs"
+    if which == "debian":  # dh_installdocs keeps a listed directory's name: /usr/share/doc/iped/docs/
+        assert "docs" in (DEBIAN / "iped.docs").read_text().split()
+    else:
+        assert "install -p -m 0644 docs/*.md                 %{buildroot}%{_pkgdocdir}/docs/" in spec_text()
 
 
 def test_debian_conffile_and_policy_dir() -> None:

@@ -97,8 +97,17 @@ class RuleVerdict:
 
 
 def rule_verdict(rec: IpeAccess, index: PolicyIndex | None) -> RuleVerdict:
-    """The verdict of ``rec``'s rule (reads only its op, hook, enforcing and rule)."""
+    """The verdict of ``rec``'s rule (reads only its op, hook, enforcing and rule).
+
+    A record whose ``rule=`` is missing or ends before its action (cut in transit or by a
+    pasting) has no decision: it is said to be incomplete, never taken for an ALLOW.
+    """
     decision = rec.action
+    if decision is None:
+        rule_text = decode_rule(rec.rule) if rec.rule is not None else None
+        missing = "no rule= field" if rec.rule is None else f"rule={rec.rule!r} ends before its action"
+        tail = f" via {rec.hook}: incomplete record ({missing}): the decision is unknown"
+        return RuleVerdict(None, False, None, rule_text, None, f"{rec.op} of ", tail)
     blocked = decision == "DENY" and rec.enforcing is not False
     location = index.locate(rec.rule) if index is not None and rec.rule is not None else None
     what = {

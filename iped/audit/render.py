@@ -112,7 +112,9 @@ def human_line(obj: dict[str, Any]) -> str:
     proc = obj.get("process") or {}
     who = proc.get("exe") or obj.get("comm") or "?"
     if obj["kind"] == "access":
-        verdict = "DENIED " if obj["blocked"] else "AUDIT-DENY" if obj["decision"] == "DENY" else "ALLOWED"
+        decision = obj["decision"]  # None: the record was cut before its rule's action
+        verdict = ("DENIED" if obj["blocked"] else "AUDIT-DENY" if decision == "DENY"
+                   else "ALLOWED" if decision == "ALLOW" else "INCOMPLETE")  # fmt: skip
         where = ""
         if obj.get("policy"):
             where = f" [{obj['policy']['file']}:{obj['policy']['line']}]"

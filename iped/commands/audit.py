@@ -9,8 +9,9 @@ Sources: ``netlink`` (live only: the audit multicast group), ``journal`` (histor
 Without ``--follow`` the default is the journal's history; with it, ``auto``.
 
 Rules are located in ``--policy FILE`` or, by default, in the active policy's text read from
-securityfs (``policies/*/active`` + ``policy``). Exit 0, 1 when the source cannot be opened
-(EPERM: netlink needs CAP_AUDIT_READ), 130 on interrupt.
+securityfs (``policies/*/active`` + ``policy``). A search that prints nothing says on stderr
+what it read and that nothing matched. Exit 0, 1 when the source cannot be opened (EPERM:
+netlink needs CAP_AUDIT_READ) or a FILE holds no audit record, 130 on interrupt.
 """
 
 from __future__ import annotations
@@ -91,9 +92,11 @@ class _Printer:
         self.json = bool(args.json)
         self.denials = bool(args.denials)
         self.since = parse_since(args.since) if args.since else None
+        self.since_text = str(args.since)
         self.index = index
         self.json_lines = JsonLines(index)
         self.printed = 0
+        self.ipe_events = 0  # IPE events read, before --since and --denials
 
     def events(self, events: Iterable[Event]) -> None:
         """Print the events' lines, written and flushed once per call (a live source calls it
@@ -102,7 +105,10 @@ class _Printer:
 
         out: list[str] = []
         for event in events:
-            if not event.is_ipe or (self.since is not None and event.timestamp < self.since):
+            if not event.is_ipe:
+                continue
+            self.ipe_events += 1
+            if self.since is not None and event.timestamp < self.since:
                 continue
             if self.json:
                 for rec, line in self.json_lines.lines(event):
@@ -117,6 +123,16 @@ class _Printer:
             sys.stdout.write("\n".join(out))
             sys.stdout.flush()
             self.printed += len(out) - 1
+
+    def say_if_nothing_matched(self, source: str, records: int) -> None:
+        """Nothing printed: say on stderr what was read, so an empty answer is not a silent one."""
+        if self.printed:
+            return
+        filters = [f"--since {self.since_text}"] if self.since is not None else []
+        filters += ["--denials"] if self.denials else []
+        where = f" ({', '.join(filters)})" if filters else ""
+        print(f"iped: audit: {source}: {records} records read, {self.ipe_events} IPE events, "
+              f"none matched{where}", file=sys.stderr, flush=True)
 
 
 #: events of a file printed per write (a write per line cost ~1 s per 250k events)
@@ -140,7 +156,20 @@ def _from_file(path: str, printer: _Printer) -> int:
     except OSError as exc:
         die(f"{path}: {exc.strerror}")
     printer.events(grouper.flush())
+    if not grouper.stats.records and _has_content(path):
+        die(f"{path}: no audit record in it (not an auditd log, 'ausearch --raw' output, kmsg audit lines or a "
+            "'journalctl -o export' stream)")
+    printer.say_if_nothing_matched(path, grouper.stats.records)
     return ExitCode.OK
+
+
+def _has_content(path: str) -> bool:
+    """Anything but whitespace in the file (an empty or blank log is an answer, not an error)?"""
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 16):
+            if chunk.strip():
+                return True
+    return False
 
 
 def _live(kind: str, args: argparse.Namespace, printer: _Printer) -> int:
@@ -170,6 +199,7 @@ def _live(kind: str, args: argparse.Namespace, printer: _Printer) -> int:
         printer.events(follower.on_readable())
         printer.events(follower.flush())
         follower.close()
+        printer.say_if_nothing_matched(why.split(":", 1)[0], follower.grouper.stats.records)
         return ExitCode.OK
     sel = selectors.DefaultSelector()
     sel.register(follower.fileno(), selectors.EVENT_READ)

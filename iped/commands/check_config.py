@@ -87,8 +87,13 @@ def check(path: Path, relative_to: Path | None = None) -> list[ConfigProblem]:
 def run(args: argparse.Namespace) -> int:
     path = Path(args.file)
     problems = check(path, Path(args.relative_to) if args.relative_to else None)
+    from iped.paths import DEFAULT_CONFIG
+
+    # no FILE given and iped not set up on this host: say what to do instead
+    hint = (" (hint: iped is not set up on this host: name the FILE to check, or try iped from its source "
+            "checkout: 'iped daemon --dev')") if args.file == DEFAULT_CONFIG and not path.exists() else ""
     for problem in problems:
-        print(problem, file=sys.stderr)
+        print(f"{problem}{hint}", file=sys.stderr)
     if not problems:
         print(f"{path}: OK")
     return ExitCode.FAILED if problems else ExitCode.OK

@@ -13,11 +13,21 @@ from pathlib import Path
 
 from iped.commands import die
 
+# typing costs milliseconds at start-up and is only needed by the type checker.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from iped.daemon.log import Reporter
+    from iped.settings import Settings
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="configuration (default /etc/iped/iped.toml)")
+    parser.description = (f"{parser.description}. The backend is the configuration's [daemon] backend: kernel, "
+                          "emulator, or auto (the kernel when /sys/kernel/security/ipe exists, else the emulator); "
+                          "there is no --backend option. --dev forces the emulator.")
+    parser.add_argument("--config", metavar="FILE",
+                        help="configuration (default /etc/iped/iped.toml); its [daemon] backend picks the backend")
     parser.add_argument("--dev", action="store_true",
-                        help="development mode: emulator, example config from the checkout, temp state")
+                        help="development mode: emulator backend, example config from the checkout, temp state")
 
 
 def _dev_banner(socket: str) -> str:
@@ -33,16 +43,30 @@ def _dev_banner(socket: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from iped.daemon import runtime
-    from iped.daemon.lock import DaemonLockError
-    from iped.daemon.lock import acquire as acquire_daemon_lock
     from iped.daemon.log import make_reporter
-    from iped.daemon.loop import Daemon
-    from iped.daemon.notify import Notifier
-    from iped.paths import DEFAULT_CONFIG
-    from iped.settings import Settings
 
     reporter = make_reporter()
     settings = runtime.load_for_command(args.config, dev=args.dev)
+    if not settings.dev:
+        return _run(settings, reporter, args)
+    from iped.daemon.devkey import discard_dev_key
+
+    try:
+        return _run(settings, reporter, args)
+    finally:  # the throw-away key of this run: never left behind in /tmp
+        key, cert = settings.policies.signing_key, settings.policies.signing_cert
+        if key is not None and cert is not None:
+            discard_dev_key(key, cert)
+
+
+def _run(settings: Settings, reporter: Reporter, args: argparse.Namespace) -> int:
+    from iped.daemon import runtime
+    from iped.daemon.lock import DaemonLockError
+    from iped.daemon.lock import acquire as acquire_daemon_lock
+    from iped.daemon.loop import Daemon
+    from iped.daemon.notify import Notifier
+    from iped.paths import DEFAULT_CONFIG
+
     sock = settings.daemon.control_socket
     try:  # held until this process exits: a busy daemon is not a dead one
         lock = acquire_daemon_lock(sock)

@@ -8,7 +8,8 @@ On a real file path: what the policy (``--policy`` or the active one from securi
 decide for ``--op`` (default EXECUTE) on that file, evaluated by the emulator with the
 file's discovered properties; for a denial, every ALLOW rule of that op and the property
 that does not hold for this file. Exit 0 when explained (whatever the decision), 1 when the
-input holds no IPE record or no policy is available, 2 for a bad command line.
+input holds no IPE record, an access record cut before its rule's action (its decision is
+unknown, and said so), or no policy is available, 2 for a bad command line.
 """
 
 from __future__ import annotations
@@ -93,6 +94,10 @@ def _explain_records(args: argparse.Namespace) -> int:
         print(json.dumps(obj, ensure_ascii=False) if args.json else obj["explanation"])
     if index is None and any(o["kind"] == "access" for o in objs) and not args.json:
         print("iped: no policy to locate rules in (give --policy FILE)", file=sys.stderr)
+    incomplete = sum(o["kind"] == "access" and o["decision"] is None for o in objs)
+    if incomplete:
+        die(f"{incomplete} of {len(objs)} IPE records incomplete (cut before the rule's action): "
+            "their decision is unknown", hint="give the whole record, as the audit log holds it")
     return ExitCode.OK
 
 

@@ -8,9 +8,8 @@ the emulator); otherwise computes against the configured backend directly, with 
 from __future__ import annotations
 
 import argparse
-import contextlib
 
-from iped.commands import outcome_exit
+from iped.commands import die, outcome_exit
 from iped.errors import UserError
 
 
@@ -29,13 +28,28 @@ def _local(args: argparse.Namespace) -> dict[str, object]:
     return {**service.plan(rec).as_dict(), "backend_reason": rec.backend.reason, "daemon": False}
 
 
-def run(args: argparse.Namespace) -> int:
-    from iped.commands.remote import ask, print_json
+def _from_daemon(args: argparse.Namespace) -> dict[str, object] | None:
+    """The daemon's plan; None when no daemon answers or it would not plan (compute here then).
 
-    result: dict[str, object] | None = None
-    if not args.no_daemon:
-        with contextlib.suppress(UserError):  # no daemon (unreachable), or an error reply: compute here
-            result = {**ask(args, "plan", 60), "daemon": True}
+    A daemon this user may not talk to (EACCES, the socket's mode or the daemon's peer check) is
+    an error: a local run would only fail later, on files only root can read."""
+    from iped.commands.remote import ask
+    from iped.daemon.client import DaemonForbiddenError
+
+    try:
+        return {**ask(args, "plan", 60), "daemon": True}
+    except DaemonForbiddenError:
+        raise
+    except UserError as e:  # unreachable, or an error reply
+        if e.message.startswith("EACCES:"):
+            die(f"{e.message}", hint="needs root or the control group")
+        return None
+
+
+def run(args: argparse.Namespace) -> int:
+    from iped.commands.remote import print_json
+
+    result = None if args.no_daemon else _from_daemon(args)
     if result is None:
         result = _local(args)
     if args.json:

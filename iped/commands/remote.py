@@ -1,17 +1,19 @@
 """What the verbs that talk to the daemon share: their socket arguments, one request and its
 error reply, and the text rendering of a plan record and of the status.
 
-The socket itself is :mod:`iped.daemon.client`'s. Import-light (``iped status``): json, sys.
+The socket itself is :mod:`iped.daemon.client`'s. Import-light (``iped status``): json, os, sys.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from iped.commands import CliError
-from iped.daemon.client import find_socket, request
+from iped.daemon.client import DaemonUnreachableError, find_socket, request
 from iped.outcome import Outcome
+from iped.paths import DEFAULT_CONFIG, NO_CONFIG_HINT
 
 # typing costs milliseconds at start-up and is only needed by the type checker.
 TYPE_CHECKING = False
@@ -36,7 +38,12 @@ def ask(args: Any, op: str, timeout: float, **params: Any) -> Any:
     Raises DaemonUnreachableError (exit 3) when no daemon answers, CliError (exit 1) for an
     error reply (``ERRNO_NAME: message``).
     """
-    reply = request(find_socket(args.socket, args.config), op, timeout=timeout, **params)
+    try:
+        reply = request(find_socket(args.socket, args.config), op, timeout=timeout, **params)
+    except DaemonUnreachableError as e:
+        if e.hint is None and not args.socket and not args.config and not os.path.exists(DEFAULT_CONFIG):
+            e.hint = f"no {DEFAULT_CONFIG} on this host either: {NO_CONFIG_HINT}"
+        raise
     if not reply.get("ok"):
         raise CliError(f"{reply.get('errno_name')}: {reply.get('error')}")
     return reply["result"]
@@ -61,37 +68,7 @@ def render_record(rec: dict[str, Any]) -> str:
 
 
 def render_status(st: dict[str, Any]) -> str:
-    b = st.get("backend", {})
-    lines = [
-        f"backend:       {str(b.get('kind', '?')).upper()}  -- {b.get('reason', '')}",
-        f"enforce:       {int(bool(st.get('enforce')))}   success_audit: {int(bool(st.get('success_audit')))}",
-        f"ready:         {st.get('ready')}   in sync: {st.get('in_sync')}   pid {st.get('pid')}",
-        f"status:        {st.get('status_line', '?')}",
-        f"config:        {st.get('config')}   policies: {st.get('declared', {}).get('dir')}",
-        "policies:",
-    ]
-    for p in st.get("policies", []):
-        flag = "*" if p.get("active") else " "
-        lines.append(f"  {flag} {p['name']:<24} {p['version']:<12} sha256:{(p.get('blob_digest') or 'unsigned')[:16]}"
-                     f"  {p.get('source') or '(not declared)'}")
-    if st.get("drift"):
-        lines.append("drift (declared vs kernel):")
-        lines += [f"  - {d}" for d in st["drift"]]
-    errs = st.get("declared", {}).get("errors") or []
-    for e in errs:
-        lines.append(f"  ! {e.get('message')}")
-    plans = st.get("last_plans") or []
-    if plans:
-        lines.append("last plans:")
-        for r in plans:
-            lines.append(f"  #{r.get('seq')} {r.get('time')} {r.get('trigger')}: {r.get('outcome')} "
-                         f"({len(r.get('steps') or [])} steps)")
-    c = st.get("counters", {})
-    lines.append("counters:      " + " ".join(f"{k}={v}" for k, v in sorted(c.items())))
-    audit = st.get("audit") or {}
-    if audit.get("follower"):
-        lines.append("audit:         " + " ".join(f"{k}={v}" for k, v in sorted(audit["follower"].items())
-                                                  if not isinstance(v, dict)))
-    elif audit.get("error"):
-        lines.append(f"audit:         {audit['error']}")
-    return "\n".join(lines)
+    """``iped status`` for people (:mod:`iped.daemon.status_text`)."""
+    from iped.daemon.status_text import render
+
+    return render(st)

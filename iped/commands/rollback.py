@@ -1,9 +1,12 @@
 """``iped rollback [--dry-run] [--json]``: roll forward to the previous content of the active policy.
 
-Rewrites the declaring file (``*.pol`` text, or ``*.p7s`` re-signed with the local key) with the
-previous content and a bumped version, then reconciles (through the daemon when it runs, else
-here with the same :func:`iped.daemon.service.rollback`).
-Exit codes as ``iped reload``; 1 also when there is nothing to roll back to or no key.
+Writes the previous content with a bumped version to ``state_dir/rolled-forward/`` (``*.pol``
+text, or ``*.p7s`` re-signed with the local key), then reconciles (through the daemon when it
+runs, else here with the same :func:`iped.daemon.service.rollback`). ``--dry-run`` says what
+would be written and writes nothing.
+Exit codes as ``iped reload``; 1 also when there is nothing to roll back to or no key. With
+``--json`` an error is also a JSON object on stdout, shaped as the control socket's error reply:
+``{"ok": false, "errno": N|null, "errno_name": "E…"|null, "error": "…"}``.
 """
 
 from __future__ import annotations
@@ -11,8 +14,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from iped.commands import die, outcome_exit
+from iped.commands import CliError, outcome_exit
+from iped.errors import UserError
 from iped.outcome import Outcome
+
+
+class RollbackRefusedError(CliError):
+    """The rollback itself was refused (nothing to roll back to, no key, ...): errno and why."""
+
+    def __init__(self, errno_: int | None, errno_name: str | None, error: str) -> None:
+        super().__init__(f"{errno_name}: {error}" if errno_name else error)
+        self.errno = errno_
+        self.errno_name = errno_name
+        self.error = error
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,27 +40,55 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
     from iped.daemon import runtime, service
     from iped.daemon.log import StderrReporter
     from iped.daemon.rollback import RollbackError
+    from iped.errnos import errno_name
 
     rec = runtime.make_reconciler(runtime.load_for_command(args.config), StderrReporter())
     try:
         return service.rollback(rec, bool(args.dry_run)).as_dict()
     except RollbackError as e:
-        die(e.message)
+        raise RollbackRefusedError(e.errno, errno_name(e.errno), e.message) from None
+
+
+def _from_daemon(args: argparse.Namespace) -> dict[str, Any]:
+    """The daemon's result; DaemonUnreachableError when none answers, RollbackRefusedError for its refusal."""
+    from iped.daemon.client import find_socket, request
+
+    reply = request(find_socket(args.socket, args.config), "rollback", timeout=120, dry_run=bool(args.dry_run))
+    if not reply.get("ok"):
+        raise RollbackRefusedError(reply.get("errno"), reply.get("errno_name"), str(reply.get("error")))
+    result: dict[str, Any] = reply["result"]
+    return result
+
+
+def _result(args: argparse.Namespace) -> dict[str, Any]:
+    from iped.daemon.client import DaemonForbiddenError, DaemonUnreachableError
+
+    try:
+        return _from_daemon(args)
+    except DaemonForbiddenError:
+        raise  # a daemon runs: a local run beside it would only fail later, on root's files
+    except DaemonUnreachableError:
+        return _local(args)
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.commands.remote import ask, print_json, render_record
-    from iped.daemon.client import DaemonUnreachableError
+    from iped.commands.remote import print_json, render_record
 
     try:
-        res = ask(args, "rollback", 120, dry_run=bool(args.dry_run))
-    except DaemonUnreachableError:
-        res = _local(args)
+        res = _result(args)
+    except UserError as e:
+        if args.json:  # a caller parsing stdout gets an answer, not an empty document
+            failed = e if isinstance(e, RollbackRefusedError) else RollbackRefusedError(None, None, str(e))
+            print_json({"ok": False, "errno": failed.errno, "errno_name": failed.errno_name, "error": failed.error})
+        raise
     if args.json:
         print_json(res)
+        return outcome_exit(res["record"].get("outcome"))
+    what = (f"rollback {res['name']}: {res['from_version']} -> {res['new_version']} with the content of "
+            f"sha256:{res['content_digest'][:16]}")
+    if res["record"].get("outcome") == Outcome.DRY_RUN:
+        print(f"{what} would be written to {res['target']} (--dry-run: nothing written, nothing applied)")
     else:
-        print(f"rollback {res['name']}: {res['from_version']} -> {res['new_version']} with the content of "
-              f"sha256:{res['content_digest'][:16]}, written to {res['target']}")
-        if res["record"].get("outcome") != Outcome.DRY_RUN:
-            print(render_record(res["record"]))
+        print(f"{what}, written to {res['target']}")
+        print(render_record(res["record"]))
     return outcome_exit(res["record"].get("outcome"))

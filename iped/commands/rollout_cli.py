@@ -91,8 +91,9 @@ def declared_policy(args: argparse.Namespace) -> PolicySource | None:
         return None
     try:
         settings = load_for_command(args.config)
-    except UserError as e:
-        die(f"cannot read the configuration {args.config or DEFAULT_CONFIG}:\n{e}", code=ExitCode.USAGE)
+    except UserError as e:  # one problem per line, each FILE:LINE: every error line stands alone
+        die("\n".join(f"cannot read the configuration: {problem}" for problem in str(e).splitlines()),
+            code=ExitCode.USAGE)
     try:
         return declared_active(settings)
     except PolicySourceError as e:

@@ -48,6 +48,16 @@ def _base(args: argparse.Namespace) -> tuple[bytes, str]:
     raise AssertionError  # pragma: no cover - die() does not return
 
 
+def _starter_document(text: bytes) -> dict[str, object]:
+    """``--starter --json``: the starter policy as the ``policy`` object of a suggestion."""
+    from iped.rollout import engine
+    from iped.rollout.suggest import SCHEMA_VERSION
+
+    parsed = engine.parse_policy(text)
+    return {"schema_version": SCHEMA_VERSION, "starter": True,
+            "policy": {"name": parsed.name.decode(), "version": str(parsed.version), "text": text.decode()}}
+
+
 def run(args: argparse.Namespace) -> int:
     from iped.rollout import engine
     from iped.rollout.policies import starter_policy
@@ -55,9 +65,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.starter:
         try:
-            sys.stdout.write(starter_policy(args.name).decode())
+            starter = starter_policy(args.name)
         except ValueError as e:
             die(f"--name: {e}", code=ExitCode.USAGE)
+        if args.json:
+            print(json.dumps(_starter_document(starter), ensure_ascii=False))
+        else:
+            sys.stdout.write(starter.decode())
         return ExitCode.OK
     text, origin = _base(args)
     observations = cmdline.read_observations(args)

@@ -25,9 +25,11 @@ and Puppet's ``validate_cmd``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import json
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -122,15 +124,28 @@ def kind_error(path: str, blob: bytes, fmt: str, require_signed: bool) -> FileRe
 
 def check_path(path: str, anchors: Sequence[bytes] | None, fmt: str = "auto",
                require_signed: bool = False) -> FileResult:
-    """Read and check one file (``-`` is stdin); an unreadable file is an invalid input."""
+    """Read and check one file (``-`` is stdin); an unreadable file is an invalid input.
+
+    The size rule comes first and costs nothing: a regular file over the kernel's limit is refused
+    by its size (fstat), and no more than the limit and one byte is ever read from anything.
+    """
+    from iped.policyfile import MAX_POLICY_BYTES, PolicyProblem, size_problem
+
+    def too_large(problem: PolicyProblem) -> FileResult:
+        return FileResult(path, False, problem.errno, reason=problem.reason)
+
     try:
-        if path == "-":
-            blob = sys.stdin.buffer.read()
-        else:
-            with open(path, "rb") as f:
-                blob = f.read()
+        with contextlib.nullcontext(sys.stdin.buffer) if path == "-" else open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            problem = size_problem(st.st_size) if stat.S_ISREG(st.st_mode) else None
+            if problem is not None:
+                return too_large(problem)
+            blob = f.read(MAX_POLICY_BYTES + 1)
     except OSError as e:
         return FileResult(path, False, e.errno or errno.EIO, reason=e.strerror or str(e), io_error=True)
+    problem = size_problem(len(blob), exact=False)
+    if problem is not None:  # grown since the fstat, or a pipe
+        return too_large(problem)
     return kind_error(path, blob, fmt, require_signed) or check_blob(path, blob, anchors)
 
 

@@ -12,7 +12,7 @@ import os
 import socket
 import struct
 
-from iped.errors import UserError
+from iped.errors import UNREACHABLE, USAGE, UserError
 from iped.paths import DEFAULT_CONFIG, DEFAULT_SOCKET
 
 # typing costs milliseconds at start-up and is only needed by the type checker.
@@ -20,8 +20,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-#: the exit code of "daemon unreachable" (iped.commands.ExitCode.UNREACHABLE, the README's 3)
-UNREACHABLE = 3
 
 
 class DaemonUnreachableError(UserError):
@@ -29,6 +27,14 @@ class DaemonUnreachableError(UserError):
 
     def __init__(self, message: str) -> None:
         super().__init__(f"daemon unreachable: {message}", code=UNREACHABLE)
+
+
+class DaemonForbiddenError(DaemonUnreachableError):
+    """A daemon listens, but this user may not talk to it (EACCES on the socket): no verb may
+    fall back to a local run, which would fail later on files only root can read."""
+
+    def __init__(self, path: str | os.PathLike[str], strerror: str) -> None:
+        super().__init__(f"{os.fspath(path)}: EACCES ({strerror}): needs root or the control group")
 
 
 def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
@@ -50,8 +56,7 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
         raise DaemonUnreachableError(f"{path}: the daemon's accept queue stayed full for {timeout:g} s "
                                      "(it is busy or stopped)") from None
     except PermissionError as e:
-        raise DaemonUnreachableError(
-            f"{path}: {e.strerror} (root, or membership in the control group, is needed)") from None
+        raise DaemonForbiddenError(path, e.strerror or "Permission denied") from None
     except OSError as e:
         raise DaemonUnreachableError(f"{path}: {e}") from None
     reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
@@ -91,14 +96,26 @@ def dev_socket_path() -> str:
     return os.path.join(dev_runtime_dir(), "control.sock")
 
 
-def socket_from_config(config: str) -> str | None:
-    """``[daemon] control_socket`` from iped.toml, read without validation (fast path)."""
+def socket_from_config(config: str, *, given: bool = False) -> str | None:
+    """``[daemon] control_socket`` from iped.toml, read without validation (fast path).
+
+    ``given`` (``--config``): a file that cannot be read or is not TOML is a usage error (exit 2),
+    never a silent fall-back to the default socket and a misleading "daemon unreachable".
+    """
+    import errno
     import tomllib
 
     try:
         with open(config, "rb") as f:
             data = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError):
+    except OSError as e:
+        if given:
+            name = errno.errorcode.get(e.errno or 0, "error")
+            raise UserError(f"--config {config}: {name}: {e.strerror or e}", code=USAGE) from None
+        return None
+    except tomllib.TOMLDecodeError as e:
+        if given:
+            raise UserError(f"--config {config}: not TOML: {e}", code=USAGE) from None
         return None
     daemon = data.get("daemon")
     value = daemon.get("control_socket") if isinstance(daemon, dict) else None
@@ -116,7 +133,7 @@ def find_socket(explicit: str | None, config: str | None) -> str:
     if explicit:
         return explicit
     if config:
-        return socket_from_config(config) or DEFAULT_SOCKET
+        return socket_from_config(config, given=True) or DEFAULT_SOCKET
     if os.path.exists(DEFAULT_CONFIG):
         configured = socket_from_config(DEFAULT_CONFIG)
         if configured is not None and os.path.exists(configured):

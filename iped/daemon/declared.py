@@ -30,7 +30,7 @@ from pathlib import Path
 
 from iped.emulator.policy_parser import Version
 from iped.errnos import describe_errno, errno_name
-from iped.policyfile import MAX_POLICY_BYTES, PolicyProblem, SigningMaterial, Stage, check_policy
+from iped.policyfile import MAX_POLICY_BYTES, PolicyProblem, SigningMaterial, Stage, check_policy, size_problem
 
 #: Files in the drop-in dir that are never policies: editor, package-manager and Ansible temporaries.
 IGNORED_PATTERNS = (".*", "*~", "*.dpkg-*", "*.rpm*", ".ansible_tmp*", "*.swp", "*.tmp")
@@ -51,10 +51,18 @@ class DeclError:
     errno: int
     reason: str
     plain: bool = False  # not the kernel's word (a filesystem or config error): no IPE meaning attached
+    #: what the errno stands for here when neither the kernel's IPE meaning nor strerror() fits
+    #: (ENOENT for a policy no file declares is not "No such file or directory")
+    meaning: str | None = None
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        said = f"{errno_name(self.errno)} ({os.strerror(self.errno)})" if self.plain else describe_errno(self.errno)
+        if self.meaning is not None:
+            said = f"{errno_name(self.errno)} ({self.meaning})"
+        elif self.plain:
+            said = f"{errno_name(self.errno)} ({os.strerror(self.errno)})"
+        else:
+            said = describe_errno(self.errno)
         return f"{where}: {said}: {self.reason}"
 
     def as_dict(self) -> dict[str, object]:
@@ -136,10 +144,9 @@ def _not_a_policy_file(path: Path, st: os.stat_result) -> DeclError | None:
     if not stat.S_ISREG(st.st_mode):
         kind = next((name for test, name in _FILE_TYPES if test(st.st_mode)), "a special file")
         return DeclError(str(path), None, errno.EINVAL, f"not a regular file ({kind}); not opened", plain=True)
-    if st.st_size > MAX_POLICY_BYTES:
-        return DeclError(str(path), None, errno.EMSGSIZE,
-                         f"{st.st_size} bytes; the kernel takes a policy (its signed PKCS#7 blob) of at most "
-                         f"{MAX_POLICY_BYTES} bytes, so the file is not read")
+    too_large = size_problem(st.st_size)
+    if too_large is not None:
+        return DeclError(str(path), None, too_large.errno, f"{too_large.reason}, so the file is not read")
     return None
 
 
@@ -264,7 +271,9 @@ def _decl_error(path: Path, p: PolicyProblem) -> DeclError:
         tok = f" (token {p.token!r})" if p.token else ""
     else:
         tok = " (not a policy: its first line is no policy_name=... policy_version=... header; content not shown)"
-    return DeclError(str(path), p.line, p.errno, f"{_STAGE_PREFIX.get(p.stage, '')}{p.reason}{tok}")
+    # signing happens here, not in the kernel: the kernel's meaning of its errno does not apply
+    return DeclError(str(path), p.line, p.errno, f"{_STAGE_PREFIX.get(p.stage, '')}{p.reason}{tok}",
+                     plain=p.stage is Stage.SIGNING)
 
 
 def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = None) -> DeclaredPolicy | DeclError:
@@ -312,16 +321,19 @@ def scan_declared(directory: Path, *, active: str | None, enforce: bool, success
             continue
         if got.name in seen:
             errors.append(DeclError(str(path), 1, errno.EEXIST,
-                                    f"policy name {got.name!r} is also declared by {seen[got.name]}; "
-                                    "each name may come from one file only"))
+                                    f"two files declare policy_name={got.name}: {seen[got.name]} and {path}; "
+                                    "each name may come from one file only (a .p7s signed from a .pol replaces "
+                                    "it: remove the .pol, or sign outside the drop-in dir)",
+                                    meaning="one policy name declared twice"))
             continue
         seen[got.name] = path
         policies.append(got)
     # a broken file named after the active policy already explains why it is missing
     if active is not None and active not in seen and not any(_declares(Path(e.file), active) for e in errors):
+        empty = "; it holds no policy file (*.pol, *.p7s)" if not paths and not errors else ""
         errors.append(DeclError(str(directory), None, errno.ENOENT,
-                                f"active = {active!r} but no file in the directory declares policy_name={active}",
-                                plain=True))
+                                f"active = {active!r} but no file in the directory declares policy_name={active}"
+                                f"{empty}", plain=True, meaning="the active policy is declared by no file"))
     return DeclaredState(tuple(policies), active, enforce, success_audit, protect, tuple(errors))
 
 
@@ -340,10 +352,11 @@ def overlay_rolled_forward(decl: DeclaredState, directory: Path, load: Loader) -
     A rolled-forward ``NAME`` is in effect while the drop-in dir declares ``NAME`` at a lower
     version (it replaces that file's policy); once the drop-in dir declares ``NAME`` at the same
     or a higher version, or no longer declares it at all, it is superseded: ignored, and removed
-    by the next reconcile. While the drop-in file of ``NAME`` is invalid it is neither (that file's
-    error rejects the plan anyway). So config management keeps owning the drop-in dir: it is never
-    written, a rollback does not fight the next deployment of the old file, and the next higher
-    version deployed there wins.
+    by the next reconcile whose plan is not rejected (a rejected plan changes nothing on disk: a
+    drop-in file moved out and back must find its rollback still there). While the drop-in file
+    of ``NAME`` is invalid it is neither (that file's error rejects the plan anyway). So config
+    management keeps owning the drop-in dir: it is never written, a rollback does not fight the
+    next deployment of the old file, and the next higher version deployed there wins.
     """
     try:
         paths = policy_files(directory)
@@ -361,7 +374,8 @@ def overlay_rolled_forward(decl: DeclaredState, directory: Path, load: Loader) -
             errors.append(got)
             continue
         if got.name in taken:
-            errors.append(DeclError(str(path), 1, errno.EEXIST, f"policy {got.name!r} is rolled forward twice"))
+            errors.append(DeclError(str(path), 1, errno.EEXIST, f"policy {got.name!r} is rolled forward twice",
+                                    meaning="one policy name declared twice"))
             continue
         taken.add(got.name)
         own = policies.get(got.name)

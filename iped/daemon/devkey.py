@@ -10,6 +10,7 @@ or MOK -> .platform keyring), which a production machine must never do with a ke
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from pathlib import Path
@@ -67,3 +68,15 @@ def ensure_dev_key(directory: Path, common_name: str = "iped development signer 
         f.write(pem)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return key_path, cert_path
+
+
+def discard_dev_key(key_path: Path, cert_path: Path) -> None:
+    """Remove a development key pair made by :func:`ensure_dev_key`, and its directory once empty.
+
+    ``iped daemon --dev`` calls it when it stops: a fresh key is made for every run, so one
+    left behind is only a private key lying in /tmp (a SIGKILL still leaves it)."""
+    for path in (key_path, cert_path):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    with contextlib.suppress(OSError):  # not empty: something else lives there, leave it
+        key_path.parent.rmdir()

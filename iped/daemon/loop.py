@@ -210,6 +210,9 @@ class Daemon:
             self.rec.config_error = [str(p) for p in e.problems]
             return
         self.rec.config_error = []
+        from iped.daemon.runtime import trust_configured_certs
+
+        trust_configured_certs(self.rec.backend, new)
         if (new.daemon, new.audit) != (self.settings.daemon, self.settings.audit):
             self.reporter.log("warning", "[daemon]/[audit] changes take effect only after a restart")
         self.rec.settings = Settings(new.policies, self.settings.daemon, self.settings.audit,
@@ -232,10 +235,11 @@ class Daemon:
         return record
 
     def _declared_active_ok(self, record: PlanRecord | FailedRead) -> bool:
-        """Is the declared policy active? The record's after-state says so (no second read);
-        the emulator enforces nothing, so it is always ready."""
+        """Is the declared policy active? The record's after-state says so (no second read).
+        The emulator answers as the kernel does: playbooks tested on it must see the start
+        fail (exit 78) where a host would."""
         want = self.settings.policies.active
-        if want is None or self.rec.backend.kind == "emulator":
+        if want is None:
             return True
         return record.active_after is not None and record.active_after.name == want
 

@@ -190,7 +190,8 @@ class Reconciler:
             duration_ms=round((time.monotonic() - t0) * 1000, 3))
         self.counters["reconciles"] += 1
         self.counters[str(result.outcome)] += 1
-        self._remove_superseded()
+        if result.outcome != Outcome.REJECTED:  # a rejected plan changes nothing, on disk either
+            self._remove_superseded()
         try:  # the kernel's outcome stands whatever happens to the records of it
             new_texts = self._keep_history(decl, before, result.done)
             if result.outcome != Outcome.UNCHANGED or record_unchanged:

@@ -17,8 +17,8 @@ from iped.daemon.client import dev_runtime_dir, dev_socket_path
 from iped.daemon.log import Reporter
 from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
-from iped.errors import UserError
-from iped.paths import DEFAULT_CONFIG
+from iped.errors import USAGE, UserError
+from iped.paths import DEFAULT_CONFIG, NO_CONFIG_HINT
 from iped.settings import BackendKind, Settings
 
 #: the example policy ``--dev`` declares active when the checkout's config declares none
@@ -42,6 +42,16 @@ def load_for_command(config: str | None, *, dev: bool = False) -> Settings:
     invalid configuration, one per line, each with its file:line."""
     from iped.config import ConfigError
 
+    if not dev and config is None and not Path(DEFAULT_CONFIG).exists():
+        raise UserError(f"{DEFAULT_CONFIG}: ENOENT: no configuration file (iped is not set up on this host)",
+                        hint=NO_CONFIG_HINT)
+    if not dev and config is not None:
+        try:  # as status and reload say it: the command line named a file that cannot be read
+            with open(config, "rb"):
+                pass
+        except OSError as e:
+            name = errno.errorcode.get(e.errno or 0, "error")
+            raise UserError(f"--config {config}: {name}: {e.strerror or e}", code=USAGE) from None
     try:
         if dev:
             return dev_settings(Path(config) if config else None)
@@ -108,12 +118,36 @@ def dev_reloader(settings: Settings) -> Settings:
     )
 
 
-def make_backend(settings: Settings) -> Backend:
-    """The configured backend; the emulator trusts the anchors and the local signing cert."""
+def configured_certs(settings: Settings) -> list[bytes]:
+    """The certificates the emulator's keyring holds: the trust anchors and the local signing cert."""
     certs = [p.read_bytes() for p in settings.policies.trust_anchors if p.exists()]
     if settings.policies.signing_cert is not None and settings.policies.signing_cert.exists():
         certs.append(settings.policies.signing_cert.read_bytes())
-    return select_backend(settings, certs)
+    return certs
+
+
+def make_backend(settings: Settings) -> Backend:
+    """The configured backend; the emulator trusts the anchors and the local signing cert."""
+    return select_backend(settings, configured_certs(settings))
+
+
+def trust_configured_certs(backend: Backend, settings: Settings) -> None:
+    """On the emulator, add the certificates ``settings`` configures to its keyring (nothing on a
+    kernel, whose keyrings iped never changes). Called on every reload of the configuration, so
+    a signing_cert added to a running daemon's iped.toml is trusted by the plan and the reload
+    alike, as at start; certificates are never removed (as from a kernel's keyring). A file that
+    cannot be read or parsed is skipped: the load it would verify fails with ENOKEY and says so."""
+    from iped.backend import EmulatorBackend
+
+    if not isinstance(backend, EmulatorBackend):
+        return
+    for path in (*settings.policies.trust_anchors, settings.policies.signing_cert):
+        if path is None:
+            continue
+        try:
+            backend.emulator.trust(path.read_bytes())
+        except (OSError, ValueError):
+            continue
 
 
 def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None, *,

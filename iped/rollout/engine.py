@@ -19,11 +19,29 @@ from iped import discovery as _discovery
 from iped.audit.records import AUDIT_IPE_ACCESS, IpeAccess, parse_access
 from iped.emulator import Emulator, FileInfo, KernelConfig, Task
 from iped.emulator.audit import audit_untrusted as _audit_untrusted
-from iped.emulator.policy_parser import PolicyError, parse_policy
+from iped.emulator.policy_parser import Op, ParsedPolicy, PolicyError, parse_policy
 
 # the shared, kernel-exact parser (the one ``iped validate`` uses) and its error (errno, line,
 # token, reason): the emulator is imported above anyway, so nothing is gained by importing late
 __all__ = ["PolicyError", "parse_policy"]
+
+
+def fixed_action(parsed: ParsedPolicy, op: str) -> tuple[str, bool] | None:
+    """The action ``parsed`` takes for ``op`` whatever the file, and whether the op has rules.
+
+    When every rule of the op carries the action of the op's default (or of the global default
+    when the op has none) no property of the file can change the decision: an allow-everything
+    policy allows a file whose properties cannot be read. None when properties can matter (or
+    the op is unknown).
+    """
+    try:
+        table = parsed.table(Op(op))
+    except ValueError:
+        return None
+    default = table.default if table.default is not None else parsed.global_default
+    if default is None or any(rule.action != default for rule in table.rules):
+        return None
+    return str(default), bool(table.rules)
 
 
 def new_file_info(

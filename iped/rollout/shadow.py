@@ -206,9 +206,11 @@ def default_watch_paths(mountinfo: str = "/proc/self/mountinfo") -> list[str]:
 
 def counters_line(counters: ShadowCounters) -> str:
     """A one-line summary for people."""
+    from iped.daemon.status_text import count
+
     d = counters.as_dict()
     s = d["shadow"]
     return (
-        f"shadow: {s['execs']} executions seen, {d['decisions']['allow']} allowed, {d['decisions']['deny']} "
-        f"would be denied, {s['unreadable']} unreadable, {s['overflows']} queue overflows"
+        f"shadow: {count(s['execs'], 'execution')} seen, {d['decisions']['allow']} allowed, {d['decisions']['deny']} "
+        f"would be denied, {s['unreadable']} unreadable, {count(s['overflows'], 'queue overflow')}"
     )

@@ -222,13 +222,16 @@ def insertion_line(parsed: ParsedPolicy) -> int:
 
 
 def render(base_text: bytes, parsed: ParsedPolicy, rules: Iterable[SuggestedRule], flagged: Iterable[Flagged]) -> bytes:
-    """The base text with the rule and flag blocks inserted and a higher policy_version."""
+    """The base text with the rule and flag blocks inserted and a higher policy_version.
+
+    With no rule to add, the base itself: a new version that allows nothing more would only be
+    a needless kernel update (the flagged accesses are on stderr and in JSON either way)."""
     block: list[str] = []
     for rule in rules:
         block += _rule_block(rule)
-    block += _flag_block(flagged)
     if not block:
         return base_text
+    block += _flag_block(flagged)
     lines = split_lines(base_text)
     at = insertion_line(parsed)
     if at > 0 and not lines[at - 1].endswith((b"\n", b"\r")):
@@ -239,7 +242,7 @@ def render(base_text: bytes, parsed: ParsedPolicy, rules: Iterable[SuggestedRule
 
 def _flag_for(v: Verdict, info: FileInfo | None) -> Flagged | None:
     """Why no rule is suggested for a denial (None: a rule can be)."""
-    if v.action is None:
+    if v.action is None or v.problem is not None:  # no properties to build a rule from
         return Flagged(v, "unknown", f"its file's properties cannot be read now ({v.problem})")
     if v.match == "rule":
         return Flagged(v, "explicit_deny", f"the base denies it on purpose, line {v.line}: {decode_rule(v.rule or '')}")

@@ -3,8 +3,10 @@
 Every distinct access observed (:mod:`iped.rollout.observe`) is evaluated against the policy
 with the emulator (:mod:`iped.rollout.engine`) and the file's properties (:mod:`iped.rollout.facts`),
 exactly as the kernel would evaluate it. An access whose file cannot be resolved any more is
-"unknown": not proven safe, so it counts against a go. The report groups the would-be denials by
-program (the file executed or loaded) and by the rule that would deny them, with counts.
+"unknown": not proven safe, so it counts against a go -- unless no property of any file can
+change the policy's decision for its op (an allow-everything policy allows it whatever it is).
+The report groups the would-be denials by program (the file executed or loaded) and by the rule
+that would deny them, with counts.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def evaluate_all(
     for row in rows:
         resolved = resolver.resolve(row.path, row.dev, row.ino)
         if resolved.problem is not None:
-            out.append(Verdict(row, None, problem=resolved.problem))
+            out.append(_without_properties(engine_, index, row, resolved.problem))
             continue
         try:
             rec = engine_.evaluate(row.op, row.hook, resolved.info)
@@ -63,6 +65,21 @@ def evaluate_all(
         where = index.locate(rec.rule) if rec.rule is not None else None
         out.append(Verdict(row, rec.action, rec.rule, rec.match, where.line if where is not None else None))
     return out
+
+
+def _without_properties(engine_: engine.PolicyEngine, index: PolicyIndex, row: Observation, problem: str) -> Verdict:
+    """The verdict on an access whose file cannot be resolved now: known when no property of the
+    file can change the policy's decision for its op (an allow-everything policy), else unknown."""
+    fixed = engine.fixed_action(engine_.parsed, row.op)
+    if fixed is None:
+        return Verdict(row, None, problem=problem)
+    action, has_rules = fixed
+    note = f"{problem}; decided without it: every rule for {row.op} says {action}"
+    if has_rules:  # which rule would match depends on the file; its action does not
+        return Verdict(row, action, problem=note)
+    rec = engine_.evaluate(row.op, row.hook, None)  # the op's DEFAULT (or the global one), as for any file
+    where = index.locate(rec.rule) if rec.rule is not None else None
+    return Verdict(row, rec.action, rec.rule, rec.match, where.line if where is not None else None, note)
 
 
 @dataclass(frozen=True)

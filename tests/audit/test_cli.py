@@ -92,3 +92,63 @@ def test_audit_file_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 1
     assert err == "", err
+
+
+@pytest.mark.parametrize("cut", ['rule="DEFAULT op=EXECUTE act', "", 'rule="op=EXECUTE'])
+
+
+def test_explain_says_a_truncated_denial_is_incomplete(cut: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 20: a 1420 record cut inside (or before) its rule= was explained as "allowed"."""
+    rec = ('type=1420 msg=audit(1.000:5): ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing=1 pid=8 comm="sh" '
+           f'path="/x" dev="vda" ino=3 {cut}').rstrip()  # fmt: skip
+    assert cli(["explain", "--policy", POLICY, rec]) == 1
+    captured = capsys.readouterr()
+    assert "incomplete record" in captured.out and "the decision is unknown" in captured.out
+    assert "allowed" not in captured.out and "blocked" not in captured.out
+    assert "incomplete" in captured.err and captured.err.count("\n") == 1
+    assert cli(["explain", "--json", "--policy", POLICY, rec]) == 1
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["decision"] is None and obj["blocked"] is False and "incomplete record" in obj["explanation"]
+    assert " INCOMPLETE " in _human_line_of(rec)  # iped audit's line, never ALLOWED
+
+
+def _human_line_of(record: str) -> str:
+    from iped.audit.group import Grouper
+    from iped.audit.records import parse_log_line
+    from iped.audit.render import event_objects, human_line
+
+    grouper = Grouper(2.0)
+    events = [*grouper.feed(parse_log_line(record), 1.0), *grouper.flush()]
+    (obj,) = [o for e in events for o in event_objects(e)]
+    return human_line(obj)
+
+
+def test_audit_of_a_file_that_holds_no_audit_record_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(["audit", "--source", "/bin/true"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == ("iped: error: /bin/true: no audit record in it (not an auditd log, 'ausearch --raw' "
+                            "output, kmsg audit lines or a 'journalctl -o export' stream)\n")
+
+
+def test_audit_that_prints_nothing_says_what_it_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "audit.log"
+    empty.write_text("")
+    assert cli(["audit", "--source", str(empty)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"iped: audit: {empty}: 0 records read, 0 IPE events, none matched\n"
+    assert cli(["audit", "--source", LOG, "--since", "4102444800", "--denials"]) == 0  # the year 2100
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.fullmatch(rf"iped: audit: {re.escape(LOG)}: \d+ records read, 14 IPE events, none matched "
+                        r"\(--since 4102444800, --denials\)\n", captured.err), captured.err
+
+
+def test_audit_of_the_journal_that_prints_nothing_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("systemd.journal")
+    assert cli(["audit", "--source", "journal", "--since", "4102444800"]) == 0  # nothing there yet
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.search(r"^iped: audit: journal: \d+ records read, \d+ IPE events, none matched \(--since 4102444800\)$",
+                     captured.err, re.M), captured.err

@@ -166,3 +166,40 @@ def test_no_trust_anchors_and_no_signing_key_trusts_no_signer(tmp_path: Path, de
     got = rec.scan()
     assert got.policies == ()
     assert [(Path(e.file).name, e.errno) for e in got.errors] == [("b.p7s", errno.ENOKEY)]
+
+
+def test_missing_signing_key_is_not_worded_as_the_kernels_enokey(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    """Issue 20: the kernel said nothing; its ENOKEY meaning ("signer not trusted: no key in the
+    secondary or platform keyring ...") belongs only to what the kernel said."""
+    rec = reconciler(tmp_path, dev_keys, with_key=False)
+    (rec.settings.policies.dir / "a.pol").write_bytes(policy_text("a", "1.0.0"))
+    (err,) = rec.scan().errors
+    assert err.errno == errno.ENOKEY and "signing_key" in str(err)
+    assert "keyring" not in str(err) and "signer not trusted" not in str(err)
+
+
+def test_two_files_declaring_one_name_say_so_naming_both(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    """Issue 20: ``iped sign boot_verified.pol`` in policies.d writes boot_verified.pol.p7s beside
+    it; the plan was rejected with EEXIST "(a policy with this name is already loaded)"."""
+    rec = reconciler(tmp_path, dev_keys)
+    d = rec.settings.policies.dir
+    text = policy_text("boot_verified", "1.0.0")
+    (d / "boot_verified.pol").write_bytes(text)
+    (d / "boot_verified.pol.p7s").write_bytes(sign_policy(text, dev_keys[0].read_bytes(), dev_keys[1].read_bytes()))
+    (err,) = rec.scan().errors
+    message = str(err)
+    assert err.errno == errno.EEXIST and "already loaded" not in message
+    assert str(d / "boot_verified.pol") in message and str(d / "boot_verified.pol.p7s") in message
+    assert "two files declare policy_name=boot_verified" in message
+
+
+def test_empty_drop_in_dir_is_not_a_missing_directory(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    """Issue 20: an empty drop-in dir gave "ENOENT (No such file or directory): active = ... but no
+    file ..." although the directory exists."""
+    rec = reconciler(tmp_path, dev_keys)
+    rec.settings = dataclasses.replace(rec.settings, policies=dataclasses.replace(rec.settings.policies,
+                                                                                  active="allow_all"))
+    (err,) = rec.scan().errors
+    assert err.errno == errno.ENOENT and "no file in the directory declares policy_name=allow_all" in str(err)
+    assert "No such file or directory" not in str(err)
+    assert "it holds no policy file" in str(err)

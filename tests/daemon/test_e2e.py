@@ -6,9 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from iped.pkcs7 import sign_policy
 from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request, start_daemon, wait_child, wait_for
@@ -426,3 +431,86 @@ def test_dev_mode_quick_start(tmp_path: Path) -> None:
     assert proc.stderr is not None
     banner = proc.stderr.read()
     assert "iped status" in banner and str(sock) in banner
+    # the run's throw-away signing key goes with it: no private key left in /tmp after each run
+    assert proc.returncode == 0
+    assert not key.exists() and not key.with_suffix(".crt").exists() and not key.parent.exists()
+
+
+def test_rollback_json_error_from_the_daemon(quiet_daemon: DaemonProc) -> None:
+    r = iped("rollback", "--socket", str(quiet_daemon.site.socket), "--json")  # base 1.0.0 has no earlier content
+    assert r.returncode == 1
+    doc = json.loads(r.stdout)
+    assert (doc["ok"], doc["errno"], doc["errno_name"]) == (False, 2, "ENOENT")
+    assert doc["error"].startswith("no earlier content of 'base'")
+    assert r.stderr.startswith("iped: error: ENOENT: no earlier content of 'base'")
+
+
+def test_rollback_dry_run_writes_nothing_and_says_so(quiet_daemon: DaemonProc) -> None:
+    s = quiet_daemon.site
+    s.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
+    assert iped("reload", "--socket", str(s.socket)).returncode == 0
+    rolled = s.state / "rolled-forward" / "base.pol"
+    r = iped("rollback", "--socket", str(s.socket), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("rollback base: 1.1.0 -> 1.1.1 with the content of sha256:")
+    assert f"would be written to {rolled} (--dry-run: nothing written, nothing applied)" in r.stdout
+    assert ", written to" not in r.stdout and not rolled.exists()
+    assert quiet_daemon.status()["active"]["version"] == "1.1.0"
+
+
+def _iped_as_nobody(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``iped ARGS --socket control.sock`` as uid nobody, group 54321 (not the control group), run
+    in the socket's directory (tmp_path's parents are 0700)."""
+    import subprocess
+
+    cmd = ["setpriv", "--reuid=nobody", "--regid=54321", "--clear-groups",
+           sys.executable, "-m", "iped", *args, "--socket", sock.name]
+    return subprocess.run(cmd, cwd=sock.parent, capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_plan_and_rollback_refused_on_the_socket_say_so_instead_of_running_locally(daemon: DaemonProc) -> None:
+    sock = daemon.site.socket
+    for verb in (("plan",), ("rollback", "--config", str(daemon.site.config))):
+        r = _iped_as_nobody(sock, *verb)
+        assert r.returncode == 3, r.stderr
+        assert r.stderr == (f"iped: error: daemon unreachable: {sock.name}: EACCES (Permission denied): "
+                            "needs root or the control group\n"), r.stderr
+    os.chmod(sock, 0o666)  # the socket's mode out of the way: the daemon's own peer check refuses
+    r = _iped_as_nobody(sock, "plan")
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.startswith("iped: error: EACCES: uid ") and "needs root or the control group" in r.stderr
+    assert daemon.status()["counters"]["reconciles"] == 1
+
+
+def test_emulator_start_whose_declared_policy_is_rejected_exits_78_as_on_a_kernel(site: Site) -> None:
+    site.put("base.pol", b"policy_name=base policy_version=1.0.0\nDEFAULT action=MAYBE\n")
+    r = iped("daemon", "--config", str(site.config), timeout=30)  # never READY: it must end by itself
+    assert r.returncode == 78, r.stderr
+    assert re.search(r"FAILED: declared active policy 'base' not activated, rejected: .*base\.pol:2: EBADMSG",
+                     r.stderr), r.stderr
+
+
+def test_signing_cert_added_to_a_running_emulator_daemon_is_trusted_by_plan_and_reload(site: Site) -> None:
+    """The emulator's keyring holds the configured certificates, re-read with the configuration:
+    a plan that says would-apply is what the reload does (it applied nothing: 4 ENOKEY)."""
+    signed = site.config.read_text()
+    (site.policies / "base.pol").unlink()
+    site.debounce_ms = 60000  # only the explicit plan and reload act
+    site.active = None
+    site.write_config()
+    site.config.write_text("".join(line for line in site.config.read_text().splitlines(keepends=True)
+                                   if not line.startswith("signing_")))
+    d = start_daemon(site)
+    try:
+        site.config.write_text(signed.replace("debounce_ms = 50", "debounce_ms = 60000"))
+        site.put("base.pol", policy_text("base", "1.0.0"))
+        r = iped("plan", "--socket", str(site.socket))
+        assert r.returncode == 0 and "would-apply" in r.stdout, r.stdout + r.stderr
+        r = iped("reload", "--socket", str(site.socket))
+        assert r.returncode == 0, r.stdout + r.stderr
+        st = d.status()
+        assert st["active"]["name"] == "base"
+        assert "its keyring holds the configured trust_anchors and signing_cert" in st["backend"]["reason"]
+    finally:
+        d.stop()

@@ -114,3 +114,26 @@ def test_rollback_after_the_plan_log_rotated_and_the_daemon_restarted(site: Site
     assert restarted.plan_log.load_text(first) == policy_text("base", "1.0.0")
     got = service.rollback(restarted, dry_run=False)
     assert got.content_digest == first and got.record is not None and got.record.outcome == "applied"
+
+
+def test_a_rejected_plan_keeps_the_rolled_forward_policy(site: Site) -> None:
+    """Issue 20: the drop-in file of a rolled-back policy moved out and straight back. While it
+    is gone the plan is rejected (ENOENT: the active policy is declared by no file); that rejected
+    plan must change nothing on disk either -- the rolled-forward file stays, and once the file is
+    back the rolled-forward content is still in effect (not ESTALE: the drop-in's lower version)."""
+    rec = reconciler(site)
+    assert rec.reconcile("startup").outcome == "applied"
+    site.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
+    assert rec.reconcile("reload").outcome == "applied"
+    rolled = service.rollback(rec, dry_run=False)
+    assert rolled.record is not None and rolled.record.outcome == "applied", rolled.record
+    target = Path(rolled.target)
+    assert target.exists() and rolled.new_version == "1.1.1"
+    moved = site.root / "base.pol.away"
+    (site.policies / "base.pol").rename(moved)
+    assert rec.reconcile("inotify").outcome == "rejected"
+    assert target.exists(), "a rejected plan removed the rolled-forward policy"
+    moved.rename(site.policies / "base.pol")
+    record = rec.reconcile("inotify")
+    assert record.outcome == "unchanged", record.as_dict()
+    assert record.active_after is not None and str(record.active_after.version) == "1.1.1"

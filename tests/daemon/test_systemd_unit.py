@@ -69,6 +69,17 @@ def test_unit_contract() -> None:
     assert not any(line.startswith(("PrivateNetwork=", "ExecStop=")) for line in text.splitlines())
 
 
+def test_docs_hardening_list_names_the_units_writable_paths() -> None:
+    """docs/daemon.md's hardening paragraph names exactly the unit's ReadWritePaths= (it listed
+    /etc/iped/policies.d, which the unit never had: rollback writes the state dir)."""
+    unit_paths = {p for line in UNIT.read_text().splitlines() if line.startswith("ReadWritePaths=")
+                  for p in line.split("=", 1)[1].split()}
+    doc = (ROOT / "docs" / "daemon.md").read_text()
+    paragraph = doc[doc.index("Hardening: "):].split("\n\n", 1)[0]
+    doc_paths = set(re.findall(r"`(?:ReadWritePaths=)?(-?/[^`\s]+)`", paragraph))
+    assert unit_paths == {"-/sys/kernel/security/ipe"} and doc_paths == unit_paths, (doc_paths, unit_paths)
+
+
 def test_daemon_code_runs_without_writable_executable_memory(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
     """PR_SET_MDWE(PR_MDWE_REFUSE_EXEC_GAIN) is what MemoryDenyWriteExecute= asks of the kernel."""
     pol = tmp_path / "p"

@@ -62,10 +62,13 @@ def test_half_written_policy_never_becomes_active(site: Site) -> None:
     # The scenario: the writer flushes an allow-everything prefix, pauses far longer than
     # the debounce, then appends the DENY rules. A reload asked for meanwhile must not take the
     # prefix either: the file is still open for writing.
-    site.active = "strict"
+    site.active = None  # a start declaring the missing 'strict' would exit 78, as on a kernel
     site.write_config()
     d = start_daemon(site)
     try:
+        site.active = "strict"
+        site.write_config()
+        wait_for(lambda: d.status()["counters"]["rejected"] >= 1, what="the config change reconciled (no strict yet)")
         path = site.policies / "strict.pol"
         with open(path, "wb") as f:
             f.write(STRICT_PREFIX)

@@ -9,7 +9,7 @@ import pytest
 
 from iped.cli import main
 from iped.emulator.policy_parser import parse_policy
-from iped.rollout.facts import load_facts
+from iped.rollout.facts import FactsResolver, load_facts
 from iped.rollout.observe import observe
 from iped.rollout.policies import next_version, starter_policy
 from iped.rollout.suggest import Suggestion, insertion_line, suggest
@@ -78,6 +78,24 @@ def test_nothing_to_suggest_keeps_the_base(tmp_path: Path) -> None:
     assert result.text == allow and result.complete and not result.rules
 
 
+def test_a_suggestion_run_again_on_itself_prints_it_unchanged(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Only flagged accesses left (nothing a rule can allow): the base, byte for byte, with its
+    version -- no needless update, no second copy of the NOT ALLOWED comments."""
+    first = _suggest(tmp_path)
+    again = _suggest(tmp_path, first.text)
+    assert not again.rules and len(again.flagged) == 4
+    assert again.text == first.text and again.version == first.version == "1.0.1"
+    base = tmp_path / "site.pol"
+    base.write_bytes(first.text)
+    period = write_period(tmp_path)
+    argv = ["suggest", "--base", str(base), "--source", str(period.log), "--facts", str(write_facts(tmp_path))]
+    assert main(argv) == 1  # the flagged accesses stay denied
+    captured = capsys.readouterr()
+    assert captured.out.encode() == first.text
+    assert captured.err.count("FLAGGED ") == 4 and "0 new rules in site 1.0.1" in captured.err
+
+
 @pytest.mark.parametrize(
     ("text", "line"),
     [
@@ -121,6 +139,13 @@ def test_cli_writes_a_policy_that_validates(tmp_path: Path, capsys: pytest.Captu
     assert doc["rules"][1]["needed_by"][0]["by"] == ["/usr/bin/bash"]
 
 
+def test_starter_json_is_a_json_document(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["suggest", "--starter", "--name", "web", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["schema_version"] == 1 and doc["starter"] is True
+    assert doc["policy"] == {"name": "web", "version": "0.0.1", "text": starter_policy("web").decode()}
+
+
 def test_starter_is_the_base_when_nothing_is_declared(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["suggest", "--starter", "--name", "web"]) == 0
     starter = capsys.readouterr().out.encode()
@@ -132,3 +157,15 @@ def test_starter_is_the_base_when_nothing_is_declared(tmp_path: Path, capsys: py
     )
     assert main(["suggest", "--name", "../x", "--source", str(period.log)]) == 2
     assert "--name" in capsys.readouterr().err
+
+
+def test_denials_of_files_that_cannot_be_resolved_are_flagged_unknown(tmp_path: Path) -> None:
+    """Under BASE no property can change EXECUTE's or KMODULE's decision (every rule denies, as the
+    defaults do): the denial is known, but with no properties to build a rule from it is flagged."""
+    period = write_period(tmp_path)
+    obs = observe(str(period.log))
+    result = suggest(BASE, "base.pol", obs, FactsResolver({}), obs.records)
+    assert result.base.unknown == [] and result.rules == ()
+    kinds = {f.verdict.observation.program: f.kind for f in result.flagged}
+    assert kinds["/usr/bin/ls"] == "unknown" and kinds["<no file>"] == "no_file"
+    assert result.replay.unexpected == ()

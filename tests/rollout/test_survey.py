@@ -49,13 +49,36 @@ def test_survey_go_when_the_policy_allows_everything_that_ran(tmp_path: Path) ->
     assert not report.breaks and report.lines()[-1].startswith("GO:")
 
 
+#: a policy whose decision for EXECUTE depends on the file's properties (KMODULE's does not)
+BY_PROPERTY = (b"policy_name=site policy_version=1.0.0\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n"
+               b"op=EXECUTE boot_verified=TRUE action=ALLOW\n")  # fmt: skip
+
+
 def test_a_file_that_cannot_be_resolved_is_unknown_and_counts_against_go(tmp_path: Path) -> None:
     period = write_period(tmp_path)
     obs = observe(str(period.log))
-    report = survey(ALLOW_ALL, "all.pol", obs, FactsResolver({}), obs.records)
+    report = survey(BY_PROPERTY, "prop.pol", obs, FactsResolver({}), obs.records)
     unknown = {v.observation.program for v in report.unknown}
     assert "/usr/bin/ls" in unknown and "<no file>" not in unknown  # no file: evaluated as the kernel does
+    assert "/usr/lib/modules/fs.ko" not in unknown  # KMODULE: no rule, the global DEFAULT allows any file
     assert report.breaks
+
+
+def test_an_allow_everything_policy_is_go_whatever_the_files_became(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: survey said NO-GO ("UNKNOWN: 3 ...", exit 1) for DEFAULT action=ALLOW when the
+    recorded files had changed since: nothing can be denied by that policy."""
+    period = write_period(tmp_path)
+    obs = observe(str(period.log))
+    report = survey(ALLOW_ALL, "all.pol", obs, FactsResolver({}), obs.records)
+    assert report.unknown == [] and report.verdict == "go"
+    allow = tmp_path / "all.pol"
+    allow.write_bytes(ALLOW_ALL)
+    (tmp_path / "nothing.json").write_text("{}")  # no recorded file resolves any more
+    assert main(["survey", "--policy", str(allow), "--source", str(period.log),
+                 "--facts", str(tmp_path / "nothing.json")]) == 0  # fmt: skip
+    assert "GO:" in capsys.readouterr().out
 
 
 def test_cli_exit_codes_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -114,3 +137,19 @@ def test_no_records_is_no_data_not_go(tmp_path: Path, capsys: pytest.CaptureFixt
     allow.write_bytes(ALLOW_ALL)
     assert main(["survey", "--policy", str(allow), "--source", str(empty), "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["verdict"] == "no-data"
+
+
+@pytest.mark.parametrize("verb", ["survey", "shadow"])
+def test_configuration_errors_are_one_line_each(
+    verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 20: survey and shadow printed ``cannot read the configuration X:`` and then the
+    problems on lines of their own; every error line must stand alone (README: one line each)."""
+    broken = tmp_path / "iped.toml"
+    broken.write_text('[policies]\nenforce = "yes"\nactive = 3\n')
+    for config, problems in ((tmp_path / "missing.toml", 1), (broken, 2)):
+        assert main([verb, "--config", str(config)]) == 2
+        lines = capsys.readouterr().err.splitlines()
+        assert len(lines) == problems, lines
+        for line in lines:
+            assert line.startswith("iped: error: cannot read the configuration: ") and f"{config}:" in line, line
