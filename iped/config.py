@@ -295,7 +295,17 @@ def to_settings(values: dict[str, dict[str, Any]], path: Path) -> Settings:
 
 
 def load_settings(path: Path) -> Settings:
-    """Read and validate ``path``; a missing file is a ConfigError too (line 1)."""
+    """Read and validate ``path``; a missing file is a ConfigError too (line 1), and so is a file
+    someone other than root (or iped's user) could change (:mod:`iped.trustpath`)."""
+    from iped.trustpath import UntrustedPathError, check_path
+
+    try:
+        check_path(path, "the configuration")
+    except UntrustedPathError as e:
+        said = str(e) if e.filename != os.path.abspath(path) else f"{e.why} (hint: {e.fix})"
+        raise ConfigError([ConfigProblem(path, 1, "(file)", said)]) from None
+    except OSError:
+        pass  # reading it says why
     try:
         source = path.read_text(encoding="utf-8")
     except OSError as e:

@@ -3,6 +3,8 @@
 The daemon's own rules (:func:`iped.config.parse_config`: types, ranges, unknown keys), then what
 the daemon reads at each reconcile: every trust anchor, the signing key and the signing
 certificate must be readable (and the certificates parse), and key and certificate come as a pair.
+Each file and directory the daemon takes with authority passes the same owner/mode rule as in the
+daemon (:mod:`iped.trustpath`: root or iped's user, not writable by others; the key private).
 
 Every problem is one line on stderr, ``FILE:LINE: key: problem``; exit 0 when there is none, 1
 otherwise -- so it works as Ansible's ``template: validate: iped check-config %s``. Ansible validates
@@ -32,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _key_file_problems(settings: Settings, path: Path, source: str) -> list[ConfigProblem]:
-    """What the daemon's load_signing() would fail on, at the line that names the file."""
+    """What the daemon's load_signing() would fail on, at the line that names the file: the same
+    reads under the same owner/mode rule (:mod:`iped.trustpath`; the key private)."""
     from iped.config import ConfigProblem, key_lines
-    from iped.errnos import errno_name
+    from iped.trustpath import error_line, read_private_key, read_trusted
 
     lines = key_lines(source)
     pol = settings.policies
@@ -47,10 +50,10 @@ def _key_file_problems(settings: Settings, path: Path, source: str) -> list[Conf
     for key, file, is_cert in files:
         line = lines.get(tuple(key.split(".")), 1)
         try:
-            data = file.read_bytes()
+            data = read_trusted(file, "a certificate") if is_cert else read_private_key(file)
         except OSError as e:
-            problems.append(ConfigProblem(path, line, key, f"{file}: {errno_name(e.errno or 0)}: {e.strerror} "
-                                          "(the daemon reads it at every reconcile)"))
+            problems.append(ConfigProblem(path, line, key, f"{error_line(e)} (the daemon reads it at every "
+                                                           "reconcile)"))
             continue
         if is_cert:
             from iped.pkcs7 import load_anchor
@@ -66,10 +69,45 @@ def _key_file_problems(settings: Settings, path: Path, source: str) -> list[Conf
     return problems
 
 
+def _directory_problems(settings: Settings, path: Path, source: str) -> list[ConfigProblem]:
+    """The directories the daemon takes declarations and records from, or writes the fleet's
+    view to, that someone other than root (or iped's user) could change. A directory that is not
+    there yet is no problem here (the daemon creates the state_dir; a missing drop-in dir is
+    reported at the first reconcile)."""
+    from iped.config import ConfigProblem, key_lines
+    from iped.trustpath import UntrustedPathError, check_path
+
+    lines = key_lines(source)
+    dirs: list[tuple[str, Path, str, bool]] = [
+        ("policies.dir", settings.policies.dir, "declared policies", False),
+        ("daemon.state_dir", settings.daemon.state_dir, "the state_dir", False),
+        ("daemon.state_dir", settings.daemon.state_dir / "rolled-forward", "declared (rolled-forward) policies",
+         False)]
+    if settings.audit.prometheus_textfile is not None:
+        dirs.append(("audit.prometheus_textfile", settings.audit.prometheus_textfile.parent, "the daemon's metrics",
+                     True))
+    problems = []
+    for key, directory, what, any_owner in dirs:
+        try:
+            check_path(directory, what, any_owner=any_owner)
+        except UntrustedPathError as e:
+            problems.append(ConfigProblem(path, lines.get(tuple(key.split(".")), 1), key, str(e)))
+        except OSError:
+            continue
+    return problems
+
+
 def check(path: Path, relative_to: Path | None = None) -> list[ConfigProblem]:
     """Every problem of the configuration at ``path`` (an empty list: the daemon would accept it)."""
     from iped.config import ConfigError, ConfigProblem, parse_config
+    from iped.trustpath import UntrustedPathError, check_path
 
+    try:
+        check_path(path, "the configuration")
+    except UntrustedPathError as e:  # (a copy Ansible validates sits where its user put it: checked too)
+        return [ConfigProblem(path, 1, "(file)", str(e))]
+    except OSError:
+        pass  # reading it says why
     try:
         source = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -81,7 +119,7 @@ def check(path: Path, relative_to: Path | None = None) -> list[ConfigProblem]:
         settings = parse_config(source, as_if)
     except ConfigError as e:
         return [ConfigProblem(path, p.line, p.key, p.problem) for p in e.problems]
-    return _key_file_problems(settings, path, source)
+    return _key_file_problems(settings, path, source) + _directory_problems(settings, path, source)
 
 
 def run(args: argparse.Namespace) -> int:

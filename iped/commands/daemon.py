@@ -31,11 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _dev_banner(socket: str) -> str:
+    from iped.daemon.client import dev_socket_path
+
+    found = "" if socket == dev_socket_path() else f" --socket {socket}"
     return (
         "iped --dev: emulator backend (NOTHING IS ENFORCED), example policies from etc/policies.d\n"
         "From a second shell:\n"
-        "    iped status                 # finds the dev daemon automatically\n"
-        "    iped reload                 # re-reads etc/ and applies; exit 0 applied, 9 unchanged\n"
+        f"    iped status{found:<16} # finds the dev daemon{' automatically' if not found else ''}\n"
+        f"    iped reload{found:<16} # re-reads etc/ and applies; exit 0 applied, 9 unchanged\n"
         f"    iped status --socket {socket} --json\n"
         "Edit or add etc/policies.d/*.pol and watch the daemon apply it; Ctrl-C stops.\n"
     )

@@ -48,6 +48,7 @@ def _from_daemon(args: argparse.Namespace) -> dict[str, object] | None:
 
 def run(args: argparse.Namespace) -> int:
     from iped.commands.remote import print_json
+    from iped.textsafe import escape_controls
 
     result = None if args.no_daemon else _from_daemon(args)
     if result is None:
@@ -55,12 +56,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
     else:
-        print(f"plan ({'from the daemon' if result['daemon'] else 'computed locally'}, backend {result['backend']}):"
-              f" {result['outcome']}")
+        print(escape_controls(f"plan ({'from the daemon' if result['daemon'] else 'computed locally'}, "
+                              f"backend {result['backend']}): {result['outcome']}"))
         steps: list[dict[str, str]] = result["steps"]  # type: ignore[assignment]
         errors: list[dict[str, str]] = result["errors"]  # type: ignore[assignment]
         for s in steps:
-            print(f"  - {s['description']}")
+            print(escape_controls(f"  - {s.get('description') if isinstance(s, dict) else s}"))
         for problem in errors:
-            print(f"  rejected: {problem['message']}")
+            print(escape_controls(f"  rejected: {problem.get('message') if isinstance(problem, dict) else problem}"))
     return outcome_exit(result["outcome"])

@@ -23,7 +23,9 @@ class RollbackRefusedError(CliError):
     """The rollback itself was refused (nothing to roll back to, no key, ...): errno and why."""
 
     def __init__(self, errno_: int | None, errno_name: str | None, error: str) -> None:
-        super().__init__(f"{errno_name}: {error}" if errno_name else error)
+        from iped.textsafe import escape_controls
+
+        super().__init__(escape_controls(f"{errno_name}: {error}" if errno_name else error))
         self.errno = errno_
         self.errno_name = errno_name
         self.error = error
@@ -51,12 +53,12 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
 
 def _from_daemon(args: argparse.Namespace) -> dict[str, Any]:
     """The daemon's result; DaemonUnreachableError when none answers, RollbackRefusedError for its refusal."""
-    from iped.daemon.client import find_socket, request
+    from iped.commands.remote import ask_reply, checked_result
 
-    reply = request(find_socket(args.socket, args.config), "rollback", timeout=120, dry_run=bool(args.dry_run))
-    if not reply.get("ok"):
+    path, reply = ask_reply(args, "rollback", 120, dry_run=bool(args.dry_run))
+    if not reply["ok"]:
         raise RollbackRefusedError(reply.get("errno"), reply.get("errno_name"), str(reply.get("error")))
-    result: dict[str, Any] = reply["result"]
+    result: dict[str, Any] = checked_result(path, "rollback", reply.get("result"))
     return result
 
 
@@ -73,6 +75,7 @@ def _result(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from iped.commands.remote import print_json, render_record
+    from iped.textsafe import escape_controls
 
     try:
         res = _result(args)
@@ -84,11 +87,12 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(res)
         return outcome_exit(res["record"].get("outcome"))
-    what = (f"rollback {res['name']}: {res['from_version']} -> {res['new_version']} with the content of "
-            f"sha256:{res['content_digest'][:16]}")
+    what = escape_controls(f"rollback {res['name']}: {res['from_version']} -> {res['new_version']} with the "
+                           f"content of sha256:{res['content_digest'][:16]}")
+    target = escape_controls(res["target"])
     if res["record"].get("outcome") == Outcome.DRY_RUN:
-        print(f"{what} would be written to {res['target']} (--dry-run: nothing written, nothing applied)")
+        print(f"{what} would be written to {target} (--dry-run: nothing written, nothing applied)")
     else:
-        print(f"{what}, written to {res['target']}")
+        print(f"{what}, written to {target}")
         print(render_record(res["record"]))
     return outcome_exit(res["record"].get("outcome"))

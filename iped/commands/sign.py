@@ -7,14 +7,14 @@ checks the result with iped's own kernel-order verifier against CERT, and writes
 (temporary file in the same directory, fsync, rename) to OUT, default ``POLICY.p7s``; ``-o -``
 writes the DER to stdout.
 
-A private key readable or writable by group or others (``st_mode & 0o077``) is refused before
-it is read: the fix is ``chmod 600 KEY``.
+The private key is read under the rule the daemon, ``check-config`` and ``rollback`` apply to
+it too (:func:`iped.trustpath.read_private_key`): owned by root or the caller, every directory on
+the way writable only by them, and no access by group or others (the fix: ``chmod 600 KEY``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from iped.commands import ExitCode, die
@@ -31,19 +31,18 @@ def _read(path: str, what: str) -> bytes:
         die(f"{path}: {errno_name(e.errno or 5)}: cannot read {what}: {e.strerror}")
 
 
-def check_key_mode(path: str) -> None:
-    """Refuse a private key that anyone but its owner may read or write."""
+def read_key(path: str) -> bytes:
+    """The private key under iped's one rule for it (:func:`iped.trustpath.read_private_key`)."""
+    from iped.trustpath import UntrustedPathError, read_private_key
+
     try:
-        mode = os.stat(path).st_mode
+        return read_private_key(path)
+    except UntrustedPathError as e:
+        die(f"{e.filename}: {e.why}", hint=e.fix)
     except OSError as e:
         from iped.errnos import errno_name
 
         die(f"{path}: {errno_name(e.errno or 5)}: cannot read private key: {e.strerror}")
-    if mode & 0o077:
-        die(
-            f"{path}: private key is accessible by group or others (mode {mode & 0o777:04o}); refusing to use it",
-            hint=f"chmod 600 {path}",
-        )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if not result.valid:
         print(result.human(), file=sys.stderr, flush=True)
         return ExitCode.FAILED
-    check_key_mode(args.key)
-    key_pem = _read(args.key, "private key")
+    key_pem = read_key(args.key)
     cert_pem = _read(args.cert, "certificate")
     try:
         blob = sign_policy(text, key_pem, cert_pem, args.hash)

@@ -37,9 +37,37 @@ class DaemonForbiddenError(DaemonUnreachableError):
         super().__init__(f"{os.fspath(path)}: EACCES ({strerror}): needs root or the control group")
 
 
-def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
-    """Send one JSON-line request and wait for its reply line. Raises DaemonUnreachableError."""
+class UntrustedSocketError(DaemonUnreachableError):
+    """The socket, or a directory on the way to it, can be changed by a user iped does not trust:
+    whatever answers there may be anyone, so it is not asked (exit code 3)."""
+
+
+class MalformedReplyError(UserError):
+    """A reply that is not what the daemon sends: said in one line, never a crash (exit code 1)."""
+
+    def __init__(self, path: str | os.PathLike[str], why: str) -> None:
+        super().__init__(f"{os.fspath(path)}: malformed reply: {why} (not iped's daemon, or a bug in it; "
+                         "nothing was taken from it)")
+
+
+def check_socket(path: str | os.PathLike[str]) -> None:
+    """Refuse a socket that someone other than root (or this user, for their own dev daemon)
+    could have put there: the socket and every directory on the way (:mod:`iped.trustpath`)."""
+    from iped.trustpath import UntrustedPathError, check_path
+
     try:
+        check_path(path, "the daemon's replies")
+    except UntrustedPathError as e:
+        untrusted = UntrustedSocketError(f"{e.filename}: {e.why}; refusing to talk to a daemon there")
+        untrusted.hint = e.fix
+        raise untrusted from None
+
+
+def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **args: Any) -> dict[str, Any]:
+    """Send one JSON-line request and wait for its reply line. Raises DaemonUnreachableError
+    (UntrustedSocketError: the socket is not root's), MalformedReplyError."""
+    try:
+        check_socket(path)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
             s.settimeout(timeout)
             _connect(s, os.fspath(path), timeout)
@@ -59,7 +87,12 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
         raise DaemonForbiddenError(path, e.strerror or "Permission denied") from None
     except OSError as e:
         raise DaemonUnreachableError(f"{path}: {e}") from None
-    reply: dict[str, Any] = json.loads(buf.split(b"\n", 1)[0])
+    try:
+        reply = json.loads(buf.split(b"\n", 1)[0])
+    except (ValueError, RecursionError) as e:
+        raise MalformedReplyError(path, f"not JSON ({type(e).__name__})") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
+        raise MalformedReplyError(path, 'not a JSON object with a boolean "ok"')
     return reply
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from iped.emulator.policy_parser import Version
 from iped.errnos import describe_errno, errno_name
 from iped.policyfile import MAX_POLICY_BYTES, PolicyProblem, SigningMaterial, Stage, check_policy, size_problem
+from iped.trustpath import UntrustedPathError, check_path, check_stat
 
 #: Files in the drop-in dir that are never policies: editor, package-manager and Ansible temporaries.
 IGNORED_PATTERNS = (".*", "*~", "*.dpkg-*", "*.rpm*", ".ansible_tmp*", "*.swp", "*.tmp")
@@ -218,6 +219,12 @@ def is_being_written(path: Path) -> bool:
         os.close(fd)
 
 
+def untrusted(e: UntrustedPathError) -> DeclError:
+    """A path someone other than root (or iped's user) can change: its content is not taken as a
+    declaration (:mod:`iped.trustpath`)."""
+    return DeclError(e.filename, None, errno.EPERM, f"{e.why} (hint: {e.fix})", plain=True)
+
+
 def read_policy_file(path: Path) -> bytes | DeclError:
     """The bytes of one drop-in file, or why they are not to be had.
 
@@ -240,6 +247,10 @@ def read_policy_file(path: Path) -> bytes | DeclError:
         bad = _not_a_policy_file(path, st)
         if bad is not None:
             return bad
+        try:  # the inode read: its owner and mode (the directory was checked by the caller)
+            check_stat(str(path), st, "a declared policy")
+        except UntrustedPathError as e:
+            return untrusted(e)
         if held_for_writing(fd, st):
             return DeclError(str(path), None, errno.EBUSY,
                              "still open for writing by another process: it is read once closed. Write "
@@ -310,7 +321,11 @@ def scan_declared(directory: Path, *, active: str | None, enforce: bool, success
     errors: list[DeclError] = []
     seen: dict[str, Path] = {}
     try:
+        check_path(directory, "declared policies")
         paths = policy_files(directory)
+    except UntrustedPathError as e:
+        paths = []
+        errors.append(untrusted(e))
     except OSError as e:
         paths = []
         errors.append(fs_error(directory, e, "cannot list the policy directory"))
@@ -359,9 +374,12 @@ def overlay_rolled_forward(decl: DeclaredState, directory: Path, load: Loader) -
     next deployment of the old file, and the next higher version deployed there wins.
     """
     try:
+        check_path(directory, "declared (rolled-forward) policies")
         paths = policy_files(directory)
     except FileNotFoundError:
         return Overlaid(decl, ())
+    except UntrustedPathError as e:
+        return Overlaid(replace(decl, errors=(*decl.errors, untrusted(e))), ())
     except OSError as e:
         return Overlaid(replace(decl, errors=(*decl.errors, fs_error(directory, e, "cannot list"))), ())
     policies = {p.name: p for p in decl.policies}

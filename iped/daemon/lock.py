@@ -49,15 +49,26 @@ def acquire(control_socket: Path) -> DaemonLock:
                                   "replace it (fix [daemon] control_socket)")
     except FileNotFoundError:
         pass
+    from iped.trustpath import UntrustedPathError, check_path, check_stat
+
     path = lock_path(control_socket)
     path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    try:  # whoever can change the directory can swap the socket, or hold the lock
+        check_path(path.parent, "the control socket's directory")
+    except UntrustedPathError as e:
+        raise DaemonLockError(str(e)) from None
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     except OSError as e:
         raise DaemonLockError(f"{path}: cannot open the daemon lock: {e.strerror}") from None
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             raise DaemonLockError(f"{path}: the daemon lock is not a regular file")
+        try:  # a lock file others can open is a lock others can hold
+            check_stat(os.fspath(path), st, "the daemon lock", private=True)
+        except UntrustedPathError as e:
+            raise DaemonLockError(str(e)) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

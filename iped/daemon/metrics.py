@@ -120,9 +120,14 @@ def after_reconcile(daemon: ObservedDaemon, record: PlanRecord | FailedRead) -> 
     metrics.observe(record.as_dict(), enforce, success_audit, daemon.ready, time.time())
     target = daemon.settings.audit.prometheus_textfile
     if target is not None:
+        from iped.trustpath import UntrustedPathError, check_path
+
         path = state_textfile(target)
-        try:
+        try:  # a directory others can write would let them restate this host's state for the fleet
+            check_path(path.parent, "the daemon's metrics", any_owner=True)
             write_atomically(path, prometheus_text(metrics))
+        except UntrustedPathError as e:
+            daemon.reporter.log("warning", f"not writing daemon metrics: {e}")
         except OSError as e:
             daemon.reporter.log("warning", f"cannot write daemon metrics to {path}: {e.strerror or e}")
     return metrics

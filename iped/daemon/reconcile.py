@@ -96,11 +96,17 @@ class FailedRead:
 
 
 def load_signing(pol: PolicySettings, extra_anchors: tuple[bytes, ...] = ()) -> SigningMaterial | DeclError:
-    """Read anchors and the signing key; the signing cert is an anchor too (we trust what we sign)."""
-    try:
-        anchors = [p.read_bytes() for p in pol.trust_anchors]
-        key = pol.signing_key.read_bytes() if pol.signing_key else None
-        cert = pol.signing_cert.read_bytes() if pol.signing_cert else None
+    """Read anchors and the signing key (:mod:`iped.trustpath`'s rule: the key private, all of
+    them changeable by root or iped's user only); the signing cert is an anchor too (we trust what
+    we sign)."""
+    from iped.trustpath import UntrustedPathError, read_private_key, read_trusted
+
+    try:  # each under the owner/mode rule: whoever could change them could sign in our name
+        anchors = [read_trusted(p, "a trust anchor") for p in pol.trust_anchors]
+        key = read_private_key(pol.signing_key) if pol.signing_key else None
+        cert = read_trusted(pol.signing_cert, "the signing certificate") if pol.signing_cert else None
+    except UntrustedPathError as e:
+        return DeclError(e.filename, None, errno.EPERM, f"{e.why} (hint: {e.fix})", plain=True)
     except OSError as e:
         return fs_error(e.filename or "?", e, "cannot read key material")
     if (key is None) != (cert is None):

@@ -68,6 +68,12 @@ def prepare(rec: Reconciler) -> RollbackPlan:
                             "[policies] signing_key and signing_cert. Without a key on this host: sign the "
                             f"previous policy text with policy_version above {cur.version} elsewhere and drop "
                             f"the .p7s into {pol.dir}, replacing the current file, then 'iped reload'.")
+    from iped.trustpath import check_private_key, error_line
+
+    try:  # the rule 'iped sign' and the daemon apply to the key: said before anything is planned
+        check_private_key(pol.signing_key)
+    except OSError as e:
+        raise RollbackError(e.errno or errno.EIO, error_line(e)) from None
     target_digest = next((d for d in reversed(rec.plan_log.chain(cur.name))
                           if d != cur.text_digest and rec.plan_log.load_text(d) is not None), None)
     if target_digest is None:
@@ -105,7 +111,13 @@ def write(rec: Reconciler, plan: RollbackPlan) -> None:
 
         pol = rec.settings.policies
         assert pol.signing_key is not None and pol.signing_cert is not None
-        data = sign_policy(plan.text, pol.signing_key.read_bytes(), pol.signing_cert.read_bytes())
+        from iped.trustpath import error_line, read_private_key, read_trusted
+
+        try:
+            data = sign_policy(plan.text, read_private_key(pol.signing_key),
+                               read_trusted(pol.signing_cert, "the signing certificate"))
+        except OSError as e:
+            raise RollbackError(e.errno or errno.EIO, error_line(e)) from None
     plan.target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     for other in (SIGNED_SUFFIX, PLAIN_SUFFIX):  # one file per name: the other format's goes
         if other != plan.target.suffix:

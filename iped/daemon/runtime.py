@@ -81,8 +81,7 @@ def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Set
     from iped.daemon.devkey import ensure_dev_key
 
     key, cert = ensure_dev_key(work / "keys")
-    runtime = Path(dev_runtime_dir())
-    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    control_socket = _dev_control_socket(work)
     policies_dir = base.policies.dir if base.policies.dir.is_dir() else etc / "policies.d"
     if config == etc / "iped.toml":
         policies_dir = etc / "policies.d"
@@ -91,11 +90,41 @@ def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Set
                                      signing_key=key, signing_cert=cert,
                                      trust_anchors=tuple(p for p in base.policies.trust_anchors if p.exists())),
         daemon=dataclasses.replace(base.daemon, backend=BackendKind.EMULATOR, state_dir=work / "state",
-                                   control_socket=Path(dev_socket_path()), control_group=None),
+                                   control_socket=control_socket, control_group=None),
         audit=dataclasses.replace(base.audit, prometheus_textfile=None),
         path=config,
         dev=True,
     )
+
+
+def _dev_control_socket(work: Path) -> Path:
+    """The well-known :func:`dev_socket_path` when its directory is this user's own; else (another
+    user created it first: a socket there could be swapped, a lock there held) one in the private
+    ``work`` dir, said on stderr, so that no other user can answer for or stop this daemon."""
+    import os
+    import stat
+    import sys
+
+    from iped.trustpath import UntrustedPathError, check_path
+
+    runtime = Path(dev_runtime_dir())
+    try:
+        try:
+            runtime.mkdir(mode=0o700)
+        except FileExistsError:
+            st = os.lstat(runtime)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                what = "is not a directory" if not stat.S_ISDIR(st.st_mode) else f"belongs to uid {st.st_uid}"
+                raise UntrustedPathError(os.fspath(runtime), f"{what}, not to this user (uid {os.geteuid()})",
+                                         f"remove it if you did not create it: rm -r {runtime}") from None
+        check_path(runtime, "the dev daemon's control socket")
+    except UntrustedPathError as e:
+        private = work / "run"
+        private.mkdir(mode=0o700, exist_ok=True)
+        print(f"iped: warning: not using {e}; the control socket is {private / 'control.sock'} instead "
+              "('iped status --socket' it)", file=sys.stderr, flush=True)
+        return private / "control.sock"
+    return Path(dev_socket_path())
 
 
 def _dev_active(config: Path, declared: str | None) -> str | None:
@@ -119,16 +148,26 @@ def dev_reloader(settings: Settings) -> Settings:
 
 
 def configured_certs(settings: Settings) -> list[bytes]:
-    """The certificates the emulator's keyring holds: the trust anchors and the local signing cert."""
-    certs = [p.read_bytes() for p in settings.policies.trust_anchors if p.exists()]
-    if settings.policies.signing_cert is not None and settings.policies.signing_cert.exists():
-        certs.append(settings.policies.signing_cert.read_bytes())
+    """The certificates the emulator's keyring holds: the trust anchors and the local signing cert,
+    taken under the same owner/mode rule as the daemon's signing (:mod:`iped.trustpath`)."""
+    from iped.trustpath import read_trusted
+
+    pol = settings.policies
+    certs = [read_trusted(p, "a trust anchor") for p in pol.trust_anchors if p.exists()]
+    if pol.signing_cert is not None and pol.signing_cert.exists():
+        certs.append(read_trusted(pol.signing_cert, "the signing certificate"))
     return certs
 
 
 def make_backend(settings: Settings) -> Backend:
     """The configured backend; the emulator trusts the anchors and the local signing cert."""
-    return select_backend(settings, configured_certs(settings))
+    from iped.trustpath import error_line
+
+    try:
+        certs = configured_certs(settings)
+    except OSError as e:
+        raise UserError(error_line(e)) from None
+    return select_backend(settings, certs)
 
 
 def trust_configured_certs(backend: Backend, settings: Settings) -> None:
@@ -136,8 +175,10 @@ def trust_configured_certs(backend: Backend, settings: Settings) -> None:
     kernel, whose keyrings iped never changes). Called on every reload of the configuration, so
     a signing_cert added to a running daemon's iped.toml is trusted by the plan and the reload
     alike, as at start; certificates are never removed (as from a kernel's keyring). A file that
-    cannot be read or parsed is skipped: the load it would verify fails with ENOKEY and says so."""
+    cannot be read, parsed or trusted (owner/mode) is skipped: the load it would verify fails with
+    ENOKEY and says so."""
     from iped.backend import EmulatorBackend
+    from iped.trustpath import read_trusted
 
     if not isinstance(backend, EmulatorBackend):
         return
@@ -145,9 +186,32 @@ def trust_configured_certs(backend: Backend, settings: Settings) -> None:
         if path is None:
             continue
         try:
-            backend.emulator.trust(path.read_bytes())
+            backend.emulator.trust(read_trusted(path, "a trust anchor"))
         except (OSError, ValueError):
             continue
+
+
+def untrusted_paths(settings: Settings, plan_log: PlanLog) -> list[str]:
+    """Why each path the daemon keeps its own authority in cannot be trusted (none: empty): the
+    state_dir (its rolled-forward policies are declarations, its texts what rollback re-signs)
+    and the Prometheus textfile dir (the fleet's view of this host). One line each."""
+    from iped.trustpath import UntrustedPathError, check_path
+
+    checks: list[tuple[Path, str, bool]] = [
+        (plan_log.root, "the state_dir", False), (plan_log.plans, "the plan records", False),
+        (plan_log.texts, "the policy texts rollback re-signs", False),
+        (plan_log.rolled_forward, "declared (rolled-forward) policies", False)]
+    if settings.audit.prometheus_textfile is not None:  # the collector's user may own it
+        checks.append((settings.audit.prometheus_textfile.parent, "the daemon's metrics", True))
+    problems: dict[str, str] = {}  # by the path at fault: a state_dir others can write is one problem
+    for path, what, any_owner in checks:
+        try:
+            check_path(path, what, any_owner=any_owner)
+        except UntrustedPathError as e:
+            problems.setdefault(e.filename, str(e))
+        except OSError:
+            continue  # not there (yet): the daemon creates it, or says so when it writes
+    return list(problems.values())
 
 
 def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None, *,
@@ -156,15 +220,21 @@ def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | N
     the state dir cannot take the records of what it does (``writes_state``; checked before the
     kernel is touched, so an unusable state dir is never mistaken for a kernel error)."""
     plan_log = PlanLog(settings.daemon.state_dir, settings.daemon.history)
+    problems: list[str] = []
     if writes_state:
         try:
-            plan_log.prepare()
+            plan_log.ensure()  # (creates what is missing; nothing in it is read or removed before the check)
+            problems = untrusted_paths(settings, plan_log)
+            if not problems:
+                plan_log.prepare()
         except OSError as e:
             from iped.errnos import errno_name
 
             raise UserError(f"state_dir {plan_log.root}: {errno_name(e.errno or errno.EIO)}: {e.strerror or e}"
                            f"{f' ({e.filename})' if e.filename else ''}: plan records and rollback history "
                            "live there", hint="make it a writable directory or set [daemon] state_dir") from None
+    if problems:
+        raise UserError("\n".join(problems))
     try:
         backend = backend or make_backend(settings)
     except RuntimeError as e:  # backend = kernel without IPE

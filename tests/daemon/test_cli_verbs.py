@@ -87,7 +87,8 @@ def test_no_configuration_on_the_host_says_what_to_do(
     assert main(["check-config", absent]) == 1  # its default FILE, as on a fresh machine
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "name the FILE to check" in err and "--dev" in err
-    monkeypatch.setattr(client, "DEFAULT_SOCKET", str(tmp_path / "control.sock"))
+    for module in (paths, client, remote):
+        monkeypatch.setattr(module, "DEFAULT_SOCKET", str(tmp_path / "control.sock"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no dev daemon's socket either
     assert main(["status"]) == 3
     err = capsys.readouterr().err

@@ -476,9 +476,20 @@ def test_plan_and_rollback_refused_on_the_socket_say_so_instead_of_running_local
         assert r.returncode == 3, r.stderr
         assert r.stderr == (f"iped: error: daemon unreachable: {sock.name}: EACCES (Permission denied): "
                             "needs root or the control group\n"), r.stderr
-    os.chmod(sock, 0o666)  # the socket's mode out of the way: the daemon's own peer check refuses
-    r = _iped_as_nobody(sock, "plan")
-    assert r.returncode == 1 and r.stdout == ""
+    # the socket's mode and its directories' out of the way (the CLI checks who owns each, which
+    # needs search permission; a socket others can write is not trusted, so the group's bits open
+    # it): the daemon's own peer check refuses
+    opened = [d for d in sock.parents if d.stat().st_mode & 0o001 == 0]
+    os.chown(sock, 0, 54321)
+    os.chmod(sock, 0o660)
+    for d in opened:
+        os.chmod(d, d.stat().st_mode | 0o001)
+    try:
+        r = _iped_as_nobody(sock, "plan")
+    finally:
+        for d in opened:
+            os.chmod(d, d.stat().st_mode & ~0o001)
+    assert r.returncode == 1 and r.stdout == "", r.stderr
     assert r.stderr.startswith("iped: error: EACCES: uid ") and "needs root or the control group" in r.stderr
     assert daemon.status()["counters"]["reconciles"] == 1
 

@@ -86,6 +86,7 @@ def test_check_config_relative_to(tmp_path: Path, site: Site, capsys: pytest.Cap
     copy.parent.mkdir()
     copy.write_text(site.config.read_text().replace(str(site.key), "key.pem"))
     (site.root / "key.pem").write_bytes(site.key.read_bytes())
+    (site.root / "key.pem").chmod(0o600)  # the daemon's rule for a signing key, which check-config applies
     assert main(["check-config", str(copy)]) == 1
     assert "policies.signing_key" in capsys.readouterr().err
     assert main(["check-config", "--relative-to", str(site.root), str(copy)]) == 0

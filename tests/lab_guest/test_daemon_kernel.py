@@ -65,6 +65,15 @@ class Lab:
     def sock(self) -> Path:
         return self.root / "control.sock"
 
+    def private_key(self) -> Path:
+        """The lab's RSA signing key as the daemon takes a key: mode 0600 (the checkout's copy is
+        0644, which iped refuses everywhere: iped.trustpath.read_private_key)."""
+        key = self.root / "rsa-signer.key"
+        if not key.exists():
+            key.write_bytes((KEYS / "rsa-signer.key").read_bytes())
+            key.chmod(0o600)
+        return key
+
     def config(self, active: str, enforce: bool = True) -> None:
         (self.root / "iped.toml").write_text(
             "[policies]\n"
@@ -72,7 +81,7 @@ class Lab:
             f'active = "{active}"\n'
             f"enforce = {str(enforce).lower()}\n"
             f"trust_anchors = {json.dumps([str(KEYS / 'rsa-signer.crt'), *map(str, self.anchors)])}\n"
-            f'signing_key = "{KEYS / "rsa-signer.key"}"\n'
+            f'signing_key = "{self.private_key()}"\n'
             f'signing_cert = "{KEYS / "rsa-signer.crt"}"\n'
             f"protect = {json.dumps(self.protect)}\n"
             "[daemon]\n"

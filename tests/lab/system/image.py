@@ -124,6 +124,8 @@ def disk_image(rootfs: Path, kernel: Kernel, dest: Path, files: Mapping[str, byt
             path = tree / guest_path.lstrip("/")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
+            if guest_path.endswith(".key"):  # iped takes a signing key only when it is private
+                path.chmod(0o600)
         dest.unlink(missing_ok=True)
         run(["mkfs.ext4", "-q", "-F", "-L", "iped-lab", "-d", tree, dest, IMAGE_SIZE],
             what="making the ext4 disk image")
