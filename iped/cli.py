@@ -149,8 +149,10 @@ def build_parser(selected: Verb | None = None, module: ModuleType | None = None)
 
 
 def _report(message: str) -> None:
-    for line in message.splitlines() or [""]:
-        print(f"iped: error: {line}", file=sys.stderr, flush=True)
+    from iped.textsafe import escape_controls
+
+    for line in message.splitlines() or [""]:  # (names and paths in it: escaped, never terminal input)
+        print(f"iped: error: {escape_controls(line)}", file=sys.stderr, flush=True)
 
 
 def _os_error_message(e: OSError) -> str:

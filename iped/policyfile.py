@@ -18,7 +18,7 @@ import errno
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from iped.emulator.policy_parser import PolicyError, Version, parse_header, parse_policy
+from iped.emulator.policy_parser import PolicyError, Version, name_str, parse_header, parse_policy
 
 #: The largest policy the kernel takes: a new_policy write of 65535 bytes is parsed, 65536 gives
 #: EMSGSIZE (asn1_ber_decoder's limit, pinned in the corpus; iped.pkcs7.ASN1_MAX_LEN). Plain text
@@ -122,7 +122,7 @@ def _parse(text: bytes, stage: Stage, signed: bool) -> tuple[str, Version] | Pol
     except PolicyError as e:
         tok = e.token.decode("utf-8", "backslashreplace") if e.token else None
         return PolicyProblem(stage, e.errno, e.reason, e.line, tok, signed, is_policy=starts_with_header(text))
-    name = policy.name.decode("utf-8", "backslashreplace")
+    name = name_str(policy.name)  # as the kernel's read-back gives it: the planner compares the two
     bad = dir_name_error(policy.name)
     if bad is not None:
         return PolicyProblem(Stage.NAME, bad[0], f"policy name: {bad[1]}", signed=signed, policy_name=name,

@@ -3,11 +3,17 @@
 * auditd log: ``[node=H ]type=NAME msg=audit(S.MS:N): body`` per line (names or numbers,
   ``UNKNOWN[1420]`` for types auditd does not know); ``ausearch --raw`` prints the same lines,
   separating events with ``----`` lines that are skipped.
-* kmsg / dmesg: ``audit: type=1420 audit(S.MS:N): body`` (what the kernel prints when no
-  audit daemon listens).
+* kmsg with its facility: ``audit: type=1420 audit(S.MS:N): body`` (what the kernel prints when
+  no audit daemon listens) in a ``/dev/kmsg`` record, ``dmesg -r`` or ``dmesg -x`` line whose
+  facility is the kernel's.
 * ``journalctl -o export``: ``KEY=value`` lines, binary fields as ``KEY\\n<le64 size><data>\\n``,
   a blank line between entries. Audit-transport entries become records; kernel-transport
-  entries carrying kmsg audit lines are parsed as such.
+  entries with ``SYSLOG_FACILITY=0`` carrying kmsg audit lines are parsed as such.
+
+Only forms whose writer is proven to be the kernel (or auditd) become records. Lines that look
+like records but cannot prove it -- syslog files (rsyslog writes whatever tag a client gives:
+``logger -t kernel 'type=1420 ...'``), plain ``dmesg``, journal entries of other transports or
+facilities -- are counted in :class:`Unproven`, never read as the kernel's (docs/audit.md).
 
 The format is detected from the first bytes (an export starts with ``__CURSOR=``).
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
@@ -28,12 +35,35 @@ from iped.audit.records import (
     RawRecord,
     RecordError,
     auditd_line,
+    parse_kmsg_message,
     parse_log_line,
+    parse_unproven_line,
     stamp_in_range,
     type_number,
 )
 
 _CHUNK = 1 << 20
+
+
+@dataclass
+class Unproven:
+    """Lines of a source that look like audit records but whose writer cannot be proven to be the
+    kernel: counted, not read. ``first`` is the first of them (for the note)."""
+
+    lines: int = 0
+    first: str | None = None
+
+    def add(self, line: str) -> None:
+        self.lines += 1
+        if self.first is None:
+            self.first = line[:200]
+
+    def note(self, source: str) -> str:
+        """The one-line note for stderr (the caller escapes it)."""
+        return (f"{source}: {self.lines} line(s) that look like audit records were not read: nothing proves "
+                "the kernel wrote them (syslog lines and plain dmesg carry no facility; any local user can "
+                "log 'kernel: type=1420 ...' with logger). Read the auditd log, the journal (--source journal), "
+                f"'dmesg -r' or 'journalctl -o export' instead; first: {self.first!r}")
 
 
 def iter_log_text(text: str) -> Iterator[RawRecord]:
@@ -148,7 +178,7 @@ def _feed_lines(grouper: Grouper, lines: list[str], out: list[Event], strip: boo
         feed_run(out, run, None, sec)
 
 
-def iter_file_events(path: str | Path, grouper: Grouper) -> Iterator[Event]:
+def iter_file_events(path: str | Path, grouper: Grouper, unproven: Unproven | None = None) -> Iterator[Event]:
     """Events of a file of any supported format, grouped by ``grouper`` on record time.
 
     The same events as ``grouper.feed_many(iter_file(path))``; auditd logs take the bulk
@@ -156,12 +186,13 @@ def iter_file_events(path: str | Path, grouper: Grouper) -> Iterator[Event]:
     other line through the fused line path of :func:`_feed_lines`), handed out through
     ``itertools.chain`` so that no Python frame runs per event between the bulk path's lists
     and the consumer. The file is opened (and its format detected) by this call. Call
-    ``grouper.flush()`` at the end for the events still in flight.
+    ``grouper.flush()`` at the end for the events still in flight. Lines not proven to be the
+    kernel's are counted in ``unproven``.
     """
     with open(path, "rb") as fh:
         head = fh.peek(16)[:16] if hasattr(fh, "peek") else b""
     if not head.startswith((b"type=", b"node=")):
-        return grouper.feed_many(iter_file(path))
+        return grouper.feed_many(iter_file(path, unproven))
     return chain.from_iterable(_log_event_lists(path, grouper))
 
 
@@ -172,14 +203,15 @@ def _log_event_lists(path: str | Path, grouper: Grouper) -> Iterator[list[Event]
             yield from iter_block(grouper, block if block[-1:] == "\n" else block + "\n", _feed_lines)
 
 
-def iter_export(fh: BinaryIO) -> Iterator[RawRecord]:
-    """Records from a ``journalctl -o export`` stream."""
+def iter_export(fh: BinaryIO, unproven: Unproven | None = None) -> Iterator[RawRecord]:
+    """Records from a ``journalctl -o export`` stream (entries not proven to be the kernel's are
+    counted in ``unproven``)."""
     entry: dict[str, bytes] = {}
     while True:
         line = fh.readline()
         if not line or line == b"\n":
             if entry:
-                rec = _export_record(entry)
+                rec = _export_record(entry, unproven)
                 if rec is not None:
                     yield rec
                 entry = {}
@@ -195,7 +227,11 @@ def iter_export(fh: BinaryIO) -> Iterator[RawRecord]:
         entry[key.decode("ascii", "replace")] = value
 
 
-def _export_record(entry: dict[str, bytes]) -> RawRecord | None:
+def _export_record(entry: dict[str, bytes], unproven: Unproven | None) -> RawRecord | None:
+    """An entry's record: ``_TRANSPORT=`` is set by journald (a client cannot), ``audit`` for what
+    it read from the kernel's audit socket, ``kernel`` for /dev/kmsg, where ``SYSLOG_FACILITY=0``
+    is the kernel's own (journald copies the facility; what userspace writes there is LOG_USER
+    or another). Anything else that looks like a record is unproven."""
     transport = entry.get("_TRANSPORT")
     if transport == b"audit":
         try:
@@ -203,20 +239,26 @@ def _export_record(entry: dict[str, bytes]) -> RawRecord | None:
         except RecordError:
             return None
     message = entry.get("MESSAGE", b"")
-    if transport == b"kernel" and b"audit(" in message and b"type=" in message:
+    if b"audit(" not in message or b"type=" not in message:
+        return None
+    text = message.decode("utf-8", "backslashreplace")
+    if transport == b"kernel" and entry.get("SYSLOG_FACILITY") == b"0":
         try:
-            return parse_log_line(message.decode("utf-8", "backslashreplace"))
+            return parse_kmsg_message(text)
         except RecordError:
-            return None
+            pass
+    if unproven is not None:
+        unproven.add(text)
     return None
 
 
-def iter_file(path: str | Path) -> Iterator[RawRecord]:
-    """Records from a file of any supported format (``-`` is not special here)."""
+def iter_file(path: str | Path, unproven: Unproven | None = None) -> Iterator[RawRecord]:
+    """Records from a file of any supported format (``-`` is not special here); lines that look
+    like records in a form that cannot prove the kernel wrote them are counted in ``unproven``."""
     with open(path, "rb") as fh:
         head = fh.peek(16)[:16] if hasattr(fh, "peek") else b""
         if head.startswith(b"__CURSOR=") or head.startswith(b"__SEQNUM"):
-            yield from iter_export(fh)
+            yield from iter_export(fh, unproven)
             return
         if head.startswith((b"type=", b"node=")):
             # auditd log / ausearch --raw: the fast path, a block of whole lines at a time
@@ -226,7 +268,15 @@ def iter_file(path: str | Path) -> Iterator[RawRecord]:
         for raw in fh:
             if b"type=" not in raw:
                 continue
+            line = raw.decode("utf-8", "backslashreplace").rstrip("\n")
             try:
-                yield parse_log_line(raw.decode("utf-8", "backslashreplace").rstrip("\n"))
-            except RecordError:
+                yield parse_log_line(line)
                 continue
+            except RecordError:
+                pass
+            try:
+                parse_unproven_line(line)
+            except RecordError:
+                continue  # not a record in any form
+            if unproven is not None:
+                unproven.add(line)

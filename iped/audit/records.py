@@ -6,7 +6,9 @@ Counterpart of the kernel's security/ipe/audit.c (what IPE writes) and kernel/au
 A record arrives in one of three shapes, all reduced to :class:`RawRecord`:
 
 * netlink: ``nlmsg_type`` is the record type, the payload is ``audit(S.MS:N): body``;
-* auditd log / ``ausearch --raw`` / kmsg: ``[node=X ]type=NAME msg=audit(S.MS:N): body``;
+* auditd log / ``ausearch --raw``: ``[node=X ]type=NAME msg=audit(S.MS:N): body``;
+* kmsg with the kernel's facility: ``audit: type=N audit(S.MS:N): body`` after the facility
+  (:func:`parse_log_line` says which forms prove their writer; syslog lines do not);
 * journald: ``_AUDIT_TYPE``, ``_AUDIT_ID``, ``_SOURCE_REALTIME_TIMESTAMP`` and
   ``MESSAGE=<TYPE_NAME> body``.
 
@@ -194,14 +196,70 @@ _TYPE_CACHE: dict[str, int] = {}
 
 
 def parse_log_line(line: str) -> RawRecord:
-    """One auditd log / ``ausearch --raw`` / kmsg line -> RawRecord.
+    """One line in a form whose writer is the kernel or auditd -> RawRecord.
 
-    Accepts an optional ``node=... `` prefix and kmsg's ``audit: `` prefix.
-    Raises RecordError for lines that are not audit records.
+    * auditd's log and ``ausearch --raw``: ``[node=X ]type=NAME msg=audit(S.MS:N): body``
+      (auditd writes only what the kernel sent it; userspace may send only USER_* types);
+    * kmsg with its facility, which must be the kernel's (0; the kernel stamps what userspace
+      writes to /dev/kmsg with LOG_USER or another facility): a ``/dev/kmsg`` record
+      ``PRI,SEQ,USEC,FLAGS;audit: type=N audit(...): body`` (PRI = facility << 3 | level) and
+      ``dmesg -x``'s ``kern  :notice: [ T] audit: ...``.
+
+    Raises RecordError for anything else, including syslog lines, plain ``dmesg`` lines and
+    ``dmesg -r``'s ``<N>`` (util-linux 2.38 prints the level alone there: a line userspace wrote
+    to /dev/kmsg reads ``<5>`` as the kernel's does). rsyslog writes the tag a client gives, so
+    ``logger -t kernel 'type=1420 ...'`` reads like the kernel's (:func:`parse_unproven_line`
+    reads those, for callers that say so).
     """
-    tpos = 0 if line.startswith("type=") else line.find("type=")
+    if line.startswith(("type=", "node=")):
+        return _parse_auditd_line(line)
+    m = _KMSG_FACILITY.match(line)
+    if m is None:
+        raise RecordError("not an auditd line nor kmsg with its facility")
+    pri = m.group("record")
+    if pri is not None and int(pri) >> 3 != 0:
+        raise RecordError(f"kmsg facility {int(pri) >> 3}, not the kernel's: written by userspace")
+    return parse_kmsg_message(line[m.end() :])
+
+
+#: the prefix that carries kmsg's facility: a /dev/kmsg record (group ``record``: its PRI,
+#: facility << 3 | level) or ``dmesg -x``'s decoded ``kern`` (then an optional ``[timestamp]``)
+_KMSG_FACILITY = re.compile(r"(?:(?P<record>\d{1,10}),\d+,\d+,[^;]*;|kern\s*:\s*[a-z]+\s*:\s*)(?:\[[^\]]*\]\s*)?")
+
+
+def parse_kmsg_message(message: str) -> RawRecord:
+    """The kernel's audit printk, ``audit: type=N audit(S.MS:N): body`` (what it logs when no
+    audit daemon listens; journald's ``MESSAGE=`` of a ``_TRANSPORT=kernel`` entry) -> RawRecord.
+
+    The caller has established that the kernel wrote it (facility 0); raises RecordError otherwise.
+    """
+    if not message.startswith("audit: type="):
+        raise RecordError("not the kernel's audit printk")
+    return _parse_typed_line(message, 7, "audit(")
+
+
+def parse_unproven_line(line: str) -> RawRecord:
+    """``type=N ... audit(S.MS:N): body`` anywhere in a line: a syslog line (``host kernel: ...``)
+    or plain ``dmesg`` output. Nothing proves that the kernel wrote it: any local user can log
+    ``logger -t kernel 'type=1420 ...'``. Raises RecordError for lines that do not even look so."""
+    tpos = line.find("type=")
     if tpos < 0:
         raise RecordError("no type=")
+    return _parse_typed_line(line, tpos, "")
+
+
+def _parse_auditd_line(line: str) -> RawRecord:
+    if line.startswith("node="):
+        sp = line.find(" ")
+        if sp < 0 or not line.startswith("type=", sp + 1):
+            raise RecordError("node= without type=")
+        return _parse_typed_line(line, sp + 1, "msg=audit(")
+    return _parse_typed_line(line, 0, "msg=audit(")
+
+
+def _parse_typed_line(line: str, tpos: int, stamp: str) -> RawRecord:
+    """``type=NAME <stamp>S.MS:N): body`` starting at ``tpos``; an empty ``stamp``: the first
+    ``audit(`` anywhere after the type (the unproven forms)."""
     sp = line.find(" ", tpos)
     if sp < 0:
         raise RecordError("no record body")
@@ -209,7 +267,12 @@ def parse_log_line(line: str) -> RawRecord:
     rtype = _TYPE_CACHE.get(name)
     if rtype is None:
         rtype = _TYPE_CACHE[name] = type_number(name)
-    apos = line.find("audit(", sp)
+    if stamp:
+        if not line.startswith(stamp, sp + 1):
+            raise RecordError(f"no {stamp} stamp after the type")
+        apos = sp + 1 + len(stamp) - 6
+    else:
+        apos = line.find("audit(", sp)
     if apos < 0:
         raise RecordError("no audit( stamp")
     close = line.find(")", apos + 6)

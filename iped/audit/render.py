@@ -23,6 +23,7 @@ from typing import Any
 from iped.audit.explain import PolicyIndex, RuleVerdict, access_target, explain_access, explain_load, rule_verdict
 from iped.audit.group import Event
 from iped.audit.records import IpeAccess, IpeConfigChange, IpeMacStatus, IpePolicyLoad, Proctitle, Syscall
+from iped.textsafe import escape_controls
 
 SCHEMA_VERSION = 1
 
@@ -107,7 +108,12 @@ def event_objects(event: Event, index: PolicyIndex | None = None) -> list[dict[s
 
 
 def human_line(obj: dict[str, Any]) -> str:
-    """One line for people: time, what happened, who, where, which policy line."""
+    """One line for people: time, what happened, who, where, which policy line; comms, paths and
+    names (decoded from the kernel's hex) escaped by :func:`iped.textsafe.escape_controls`."""
+    return escape_controls(_human_line(obj))
+
+
+def _human_line(obj: dict[str, Any]) -> str:
     when = obj["time"].replace("T", " ").rstrip("Z")
     proc = obj.get("process") or {}
     who = proc.get("exe") or obj.get("comm") or "?"

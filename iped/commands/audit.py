@@ -27,6 +27,7 @@ from iped.commands import ExitCode, die
 
 if TYPE_CHECKING:
     from iped.audit.explain import PolicyIndex
+    from iped.audit.files import Unproven
     from iped.audit.group import Event
 
 
@@ -142,13 +143,14 @@ _FILE_BATCH = 512
 def _from_file(path: str, printer: _Printer) -> int:
     from itertools import islice
 
-    from iped.audit.files import iter_file_events
+    from iped.audit.files import Unproven, iter_file_events
     from iped.audit.group import Grouper
 
     grouper = Grouper(2.0)
+    unproven = Unproven()
     try:
         # auditd logs take the bulk path (iped.audit.bulk); other formats feed the records
-        events = iter_file_events(path, grouper)
+        events = iter_file_events(path, grouper, unproven)
         while batch := list(islice(events, _FILE_BATCH)):
             printer.events(batch)
     except BrokenPipeError:
@@ -156,7 +158,8 @@ def _from_file(path: str, printer: _Printer) -> int:
     except OSError as exc:
         die(f"{path}: {exc.strerror}")
     printer.events(grouper.flush())
-    if not grouper.stats.records and _has_content(path):
+    report_unproven(path, unproven, printer.json)
+    if not grouper.stats.records and not unproven.lines and _has_content(path):
         die(f"{path}: no audit record in it (not an auditd log, 'ausearch --raw' output, kmsg audit lines or a "
             "'journalctl -o export' stream)")
     printer.say_if_nothing_matched(path, grouper.stats.records)
@@ -170,6 +173,23 @@ def _has_content(path: str) -> bool:
             if chunk.strip():
                 return True
     return False
+
+
+def report_unproven(source: str, unproven: Unproven, as_json: bool) -> None:
+    """Say that lines of ``source`` were not read as the kernel's: on stderr, and with ``--json``
+    one object of kind ``unproven`` after the records (docs/audit.md)."""
+    from iped.textsafe import escape_controls
+
+    if not unproven.lines:
+        return
+    note = unproven.note(source)
+    print(f"iped: {escape_controls(note)}", file=sys.stderr, flush=True)
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps({"schema_version": 1, "kind": "unproven", "source": source,
+                                     "lines": unproven.lines, "first": unproven.first, "explanation": note}) + "\n")
+        sys.stdout.flush()
 
 
 def _live(kind: str, args: argparse.Namespace, printer: _Printer) -> int:

@@ -20,6 +20,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from iped.commands import ExitCode, die
+from iped.textsafe import escape_controls
 
 if TYPE_CHECKING:
     from iped.audit.records import RawRecord
@@ -45,11 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="JSON output")
 
 
-def records_from_text(text: str) -> list[RawRecord]:
-    """Records from pasted text: full log lines, or bare bodies (stamp 0.000:N, one event each)."""
-    from iped.audit.records import RawRecord, RecordError, parse_log_line
+def records_from_text(text: str) -> tuple[list[RawRecord], set[tuple[int, int, int]]]:
+    """Records from pasted text: full log lines, or bare bodies (stamp 0.000:N, one event each);
+    and the stamps of the records whose form does not prove that the kernel wrote them (syslog
+    lines, plain dmesg, bare bodies): explained all the same, and said so."""
+    from iped.audit.records import RawRecord, RecordError, parse_log_line, parse_unproven_line
 
     out = []
+    unproven: set[tuple[int, int, int]] = set()
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
         if not line:
@@ -59,11 +63,16 @@ def records_from_text(text: str) -> list[RawRecord]:
             continue
         except RecordError:
             pass
-        for prefix, rtype in _BODY_TYPES:
-            if line.startswith(prefix):
-                out.append(RawRecord(rtype, 0, 0, n, line))
-                break
-    return out
+        rec: RawRecord | None
+        try:
+            rec = parse_unproven_line(line)
+        except RecordError:
+            rec = next((RawRecord(rtype, 0, 0, n, line) for prefix, rtype in _BODY_TYPES if line.startswith(prefix)),
+                       None)
+        if rec is not None:
+            out.append(rec)
+            unproven.add((rec.sec, rec.msec, rec.serial))
+    return out, unproven
 
 
 def _explain_records(args: argparse.Namespace) -> int:
@@ -84,16 +93,25 @@ def _explain_records(args: argparse.Namespace) -> int:
     index = load_index(args.policy)
     grouper = Grouper(2.0)
     events = []
-    for rec in records_from_text(text):
+    records, unproven = records_from_text(text)
+    for rec in records:
         events.extend(grouper.feed(rec, float(rec.sec)))
     events.extend(grouper.flush())
-    objs = [obj for event in events for obj in event_objects(event, index)]
+    objs = []
+    for event in events:
+        form = "unproven" if any((r.sec, r.msec, r.serial) in unproven for r in event.records) else "kernel"
+        objs += [{**obj, "provenance": form} for obj in event_objects(event, index)]
     if not objs:
         die("no IPE audit record (1420/1421/1422/1404 lsm=ipe) in the input")
     for obj in objs:
-        print(json.dumps(obj, ensure_ascii=False) if args.json else obj["explanation"])
+        print(json.dumps(obj, ensure_ascii=False) if args.json else escape_controls(obj["explanation"]))
     if index is None and any(o["kind"] == "access" for o in objs) and not args.json:
         print("iped: no policy to locate rules in (give --policy FILE)", file=sys.stderr)
+    doubtful = sum(o["provenance"] == "unproven" for o in objs)
+    if doubtful:
+        print(f"iped: {doubtful} of {len(objs)} record(s) explained are in a form that does not prove the kernel "
+              "wrote them (a syslog line, plain dmesg or a bare body: any local user can log such a line); "
+              "their provenance is \"unproven\"", file=sys.stderr)
     incomplete = sum(o["kind"] == "access" and o["decision"] is None for o in objs)
     if incomplete:
         die(f"{incomplete} of {len(objs)} IPE records incomplete (cut before the rule's action): "
@@ -133,7 +151,7 @@ def _explain_path(args: argparse.Namespace) -> int:
 
         print(json.dumps(asdict(result), ensure_ascii=False))
     else:
-        print("\n".join(result.lines()))
+        print("\n".join(map(escape_controls, result.lines())))
     return ExitCode.OK
 
 

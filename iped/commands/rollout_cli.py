@@ -50,6 +50,8 @@ def read_observations(args: argparse.Namespace) -> Observations:
     except (OSError, ImportError) as e:
         message, hint = _source_error(args.source, e)
         die(message, hint=hint)
+    if observations.unproven.lines:
+        say(observations.unproven.note(args.source))
     if not observations.records:
         say(f"no IPE access record in {args.source}: was a policy active, with success_audit=1 to see allowed ones?")
     return observations
@@ -111,5 +113,8 @@ def policy_file(path: str) -> PolicySource:
 
 
 def say(message: str) -> None:
-    """Progress and notes for people: stderr, so stdout stays the report (or the policy)."""
-    print(f"iped: {message}", file=sys.stderr, flush=True)
+    """Progress and notes for people: stderr, so stdout stays the report (or the policy); paths
+    and comms in it escaped (:func:`iped.textsafe.escape_controls`)."""
+    from iped.textsafe import escape_controls
+
+    print(f"iped: {escape_controls(message)}", file=sys.stderr, flush=True)

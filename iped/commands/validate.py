@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from iped.commands import ExitCode, die
+from iped.textsafe import escape_controls
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -205,8 +206,6 @@ def run(args: argparse.Namespace) -> int:
         ok &= result.valid
         if args.json:
             _say(result.as_json(), sys.stdout)
-        elif result.valid:
-            _say(result.human(), sys.stdout)
-        else:
-            _say(result.human(), sys.stderr)
+        else:  # names, paths and tokens escaped: a policy name is never an instruction to a terminal
+            _say(escape_controls(result.human()), sys.stdout if result.valid else sys.stderr)
     return ExitCode.OK if ok else ExitCode.FAILED

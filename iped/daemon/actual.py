@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import errno
-import os
 from dataclasses import dataclass
 
 from iped.backend import Backend
 from iped.daemon.declared import sha256
-from iped.emulator.policy_parser import Version
+from iped.emulator.policy_parser import Version, name_str
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +57,7 @@ def read_loaded(backend: Backend, dirname: str) -> LoadedPolicy:
             raise
         blob_digest = None
     return LoadedPolicy(
-        name=os.fsdecode(backend.read(f"{base}/name")) or dirname,
+        name=name_str(backend.read(f"{base}/name")) or dirname,
         version=parse_version_text(backend.read(f"{base}/version")),
         active=read_flag(backend, f"{base}/active"),
         text_digest=sha256(backend.read(f"{base}/policy")),

@@ -2,7 +2,9 @@
 
 Under systemd (``JOURNAL_STREAM`` or ``INVOCATION_ID`` set) events are sent with
 ``systemd.journal.send`` so ``journalctl MESSAGE_ID=...`` finds them; otherwise one line per
-event on stderr. The core only sees the :class:`Reporter` protocol. Every entry carries a
+event on stderr. The core only sees the :class:`Reporter` protocol. Both escape control
+characters and undecodable bytes (policy names, paths, kernel messages) with
+:func:`iped.textsafe.escape_controls`: a log line is never an instruction to a terminal. Every entry carries a
 MESSAGE_ID: its event's (:data:`MESSAGE_IDS`), or, for a line that is no named event, the generic
 one of its level (:data:`LEVEL_MESSAGE_IDS`). Both tables are documented in docs/daemon.md.
 """
@@ -13,6 +15,8 @@ import os
 import sys
 import time
 from typing import TYPE_CHECKING, Literal, Protocol
+
+from iped.textsafe import escape_controls
 
 if TYPE_CHECKING:
     from iped.daemon.plan import Step
@@ -99,7 +103,7 @@ class StderrReporter(_Base):
 
     def log(self, level: str, message: str, kind: Kind | None = None) -> None:
         stamp = time.strftime("%H:%M:%S")
-        print(f"{stamp} iped[{os.getpid()}]: {level}: {message}", file=sys.stderr, flush=True)
+        print(f"{stamp} iped[{os.getpid()}]: {level}: {escape_controls(message)}", file=sys.stderr, flush=True)
 
 
 class JournalReporter(_Base):
@@ -111,14 +115,14 @@ class JournalReporter(_Base):
         self._send = importlib.import_module("systemd.journal").send
 
     def _event(self, kind: Kind, level: str, message: str, step: Step) -> None:
-        self._send(message, MESSAGE_ID=MESSAGE_IDS[kind], PRIORITY=str(_PRIORITY[level]),
-                   SYSLOG_IDENTIFIER="iped", IPE_POLICY_NAME=step.name or "",
-                   IPE_POLICY_VERSION=str(step.version or ""), IPE_POLICY_SOURCE=step.source or "",
+        self._send(escape_controls(message), MESSAGE_ID=MESSAGE_IDS[kind], PRIORITY=str(_PRIORITY[level]),
+                   SYSLOG_IDENTIFIER="iped", IPE_POLICY_NAME=escape_controls(step.name or ""),
+                   IPE_POLICY_VERSION=str(step.version or ""), IPE_POLICY_SOURCE=escape_controls(step.source or ""),
                    IPE_POLICY_TEXT_SHA256=step.text_digest or "")
 
     def log(self, level: str, message: str, kind: Kind | None = None) -> None:
-        self._send(message, MESSAGE_ID=message_id(level, kind), PRIORITY=str(_PRIORITY.get(level, 6)),
-                   SYSLOG_IDENTIFIER="iped")
+        self._send(escape_controls(message), MESSAGE_ID=message_id(level, kind),
+                   PRIORITY=str(_PRIORITY.get(level, 6)), SYSLOG_IDENTIFIER="iped")
 
 
 def message_id(level: str, kind: Kind | None) -> str:

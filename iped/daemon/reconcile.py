@@ -138,6 +138,11 @@ class Reconciler:
         # (path, content sha256, key material) -> result: unchanged files are not re-signed or
         # re-verified on every scan; any change to the bytes or the keys misses the cache.
         self._file_cache: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
+        # the history's problems (a corrupt chain.json rebuilt) are log lines: those found while
+        # the state dir was prepared, and every later one as it is found
+        for message in plan_log.problems:
+            reporter.log("error", message)
+        plan_log.on_problem = lambda message: reporter.log("error", message)
 
     # -- declared state ---------------------------------------------------------------
     def scan(self) -> DeclaredState:
@@ -199,11 +204,14 @@ class Reconciler:
         if result.outcome != Outcome.REJECTED:  # a rejected plan changes nothing, on disk either
             self._remove_superseded()
         try:  # the kernel's outcome stands whatever happens to the records of it
-            new_texts = self._keep_history(decl, before, result.done)
-            if result.outcome != Outcome.UNCHANGED or record_unchanged:
-                record = replace(record, seq=self.plan_log.record(record.as_dict()))
-            if new_texts:
-                self.plan_log.prune_texts()
+            # one writer at a time: another 'apply --once' pruning texts between this one's
+            # save_text and extend_chain would remove the text just saved
+            with self.plan_log.locked():
+                new_texts = self._keep_history(decl, before, result.done)
+                if result.outcome != Outcome.UNCHANGED or record_unchanged:
+                    record = replace(record, seq=self.plan_log.record(record.as_dict()))
+                if new_texts:
+                    self.plan_log.prune_texts()
         except OSError as e:
             self.reporter.log("error", f"state_dir {self.plan_log.root}: {errno_name(e.errno or errno.EIO)}: "
                                        f"{e.strerror or e}: plan records and rollback history are not kept")

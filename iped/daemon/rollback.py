@@ -14,6 +14,7 @@ this is impossible by design (the key is not on the host): the error says what t
 from __future__ import annotations
 
 import errno
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -74,8 +75,13 @@ def prepare(rec: Reconciler) -> RollbackPlan:
         check_private_key(pol.signing_key)
     except OSError as e:
         raise RollbackError(e.errno or errno.EIO, error_line(e)) from None
-    target_digest = next((d for d in reversed(rec.plan_log.chain(cur.name))
-                          if d != cur.text_digest and rec.plan_log.load_text(d) is not None), None)
+    try:
+        target_digest = next((d for d in reversed(rec.plan_log.chain(cur.name))
+                              if d != cur.text_digest and rec.plan_log.load_text(d) is not None), None)
+    except OSError as e:  # never taken for "no history": say what cannot be read
+        number = e.errno or errno.EIO
+        raise RollbackError(number, f"cannot read the rollback history {e.filename or rec.plan_log.chain_file}: "
+                                    f"{e.strerror or os.strerror(number)}") from None
     if target_digest is None:
         raise RollbackError(errno.ENOENT, f"no earlier content of {cur.name!r} in {rec.plan_log.chain_file} "
                                           "(it keeps the last [daemon] history deployments of each policy)")
@@ -118,8 +124,14 @@ def write(rec: Reconciler, plan: RollbackPlan) -> None:
                                read_trusted(pol.signing_cert, "the signing certificate"))
         except OSError as e:
             raise RollbackError(e.errno or errno.EIO, error_line(e)) from None
-    plan.target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for other in (SIGNED_SUFFIX, PLAIN_SUFFIX):  # one file per name: the other format's goes
-        if other != plan.target.suffix:
-            plan.target.with_suffix(other).unlink(missing_ok=True)
-    atomic_write(plan.target, data, 0o600)
+    try:
+        plan.target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for other in (SIGNED_SUFFIX, PLAIN_SUFFIX):  # one file per name: the other format's goes
+            if other != plan.target.suffix:
+                plan.target.with_suffix(other).unlink(missing_ok=True)
+        atomic_write(plan.target, data, 0o600)
+    except OSError as e:  # ENOSPC, EROFS, EACCES: say which and where, not "internal error"
+        number = e.errno or errno.EIO
+        # (the reply carries the errno's name; the message names the file, not a temp file's name)
+        raise RollbackError(number, f"cannot write the rolled-forward policy {plan.target}: "
+                                    f"{e.strerror or os.strerror(number)}; the kernel is untouched") from None

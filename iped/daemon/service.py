@@ -82,7 +82,9 @@ def health(rec: Reconciler) -> Health:
                              f"{last.message}; nothing written")
     active = _active_words(rec, last)
     if last.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
-        return Health(True, f"in sync: {active} ({last.outcome}, {last.trigger})")
+        history = rec.plan_log.problems
+        warning = f"; WARNING: {history[-1]}" if history else ""
+        return Health(True, f"in sync: {active} ({last.outcome}, {last.trigger}){warning}")
     if last.outcome == Outcome.REJECTED:
         return Health(False, f"DEGRADED: declared state rejected ({last.trigger}), kernel untouched, {active} "
                              f"kept: {failure_reason(last)}")
@@ -173,6 +175,7 @@ def status(rec: Reconciler, extra: dict[str, Any] | None = None) -> dict[str, An
         "status_line": health(rec).line,
         "drift": lines,
         "last_plans": rec.plan_log.recent(5),
+        "history": {"chain_file": str(rec.plan_log.chain_file), "problems": list(rec.plan_log.problems)},
         "counters": dict(rec.counters),
         "config": str(rec.settings.path) if rec.settings.path else None,
         "pid": os.getpid(),

@@ -8,13 +8,13 @@ in creation order. Each handler finds its policy through the directory's ``i_pri
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from iped.emulator.audit import AUDIT_IPE_POLICY_LOAD, audit_policy_load
 from iped.emulator.kstrtox import kstrtobool_from_user
 from iped.emulator.policy import PolicyNode, set_active_pol, update_policy
+from iped.emulator.policy_parser import name_str
 from iped.emulator.securityfs import (
     Dentry,
     FileOps,
@@ -138,7 +138,7 @@ def new_policyfs_node(emu: Ipe, p: Policy) -> None:
     Raises OSError: EEXIST same name; EACCES/ENAMETOOLONG unusable name.
     """
     assert emu.policy_root is not None
-    d = securityfs_create_dir(os.fsdecode(p.parsed.name), emu.policy_root)
+    d = securityfs_create_dir(name_str(p.parsed.name), emu.policy_root)
     for name, mode, read, write in POLICY_SUBDIR:
         securityfs_create_file(name, mode, d, _fops(emu, read, write))
     d.private = PolicyNode(p)

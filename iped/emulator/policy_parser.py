@@ -123,6 +123,18 @@ class Version:
         return f"{self.major}.{self.minor}.{self.rev}"
 
 
+def name_str(name: bytes) -> str:
+    """A policy name as iped's ``str``: the one decoding of names, for the declared file
+    (``iped validate``, the planner), the name read back from securityfs and the state dir.
+
+    The kernel takes any bytes but NUL and the separators (corpus case ``n-ff``, 6.12 and 7:
+    ``x\\xff\\xfe`` loads, its directory and ``name`` file are those bytes), so bytes that are
+    not UTF-8 stay as surrogates (``surrogateescape``): the name round-trips to the exact
+    ``policies/<name>`` directory. Print it with :func:`iped.textsafe.escape_controls`.
+    """
+    return name.decode("utf-8", "surrogateescape")
+
+
 @dataclass(frozen=True, slots=True)
 class ParsedPolicy:
     """``struct ipe_parsed_policy``. ``name`` is bytes: the kernel accepts any non-NUL byte."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from iped.audit.files import Unproven
 from iped.audit.records import AUDIT_SYSCALL, IpeAccess, get_field
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class Observations:
     rows: dict[AccessKey, Observation] = field(default_factory=dict)
     records: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    #: lines of a file source that look like records but are not proven to be the kernel's: not read
+    unproven: Unproven = field(default_factory=Unproven)
 
     def add(self, rec: IpeAccess, when: float, exe: str | None = None, shadow: bool = False) -> None:
         if rec.op is None or rec.hook is None:
@@ -129,12 +132,14 @@ class Observations:
         return len(self.rows)
 
 
-def read_events(source: str, *, since: float | None = None, state_dir: Path | None = None) -> Iterator[Event]:
+def read_events(source: str, *, since: float | None = None, state_dir: Path | None = None,
+                unproven: Unproven | None = None) -> Iterator[Event]:
     """Every event of ``source`` (``auto``/``netlink``/``journal`` or a file), then the flush.
 
     A live source gives what is there now (the journal: its history from ``since``; netlink:
     only what arrives while it is read). Raises OSError (file), PermissionError (netlink
-    without CAP_AUDIT_READ), ImportError (no systemd-python for the journal).
+    without CAP_AUDIT_READ), ImportError (no systemd-python for the journal). A file's lines not
+    proven to be the kernel's are counted in ``unproven`` (live sources hold only the kernel's).
     """
     from iped.audit.group import Grouper
 
@@ -142,7 +147,7 @@ def read_events(source: str, *, since: float | None = None, state_dir: Path | No
         from iped.audit.files import iter_file_events
 
         grouper = Grouper(2.0)
-        yield from iter_file_events(source, grouper)
+        yield from iter_file_events(source, grouper, unproven)
         yield from grouper.flush()
         return
     from iped.audit.counters import AuditCounters
@@ -161,5 +166,5 @@ def read_events(source: str, *, since: float | None = None, state_dir: Path | No
 def observe(source: str, *, since: float | None = None) -> Observations:
     """The distinct accesses of ``source`` since ``since`` (UNIX time)."""
     obs = Observations()
-    obs.add_events(read_events(source, since=since), since)
+    obs.add_events(read_events(source, since=since, unproven=obs.unproven), since)
     return obs

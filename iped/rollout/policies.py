@@ -105,6 +105,7 @@ def _declaring(directory: Path, name: str) -> tuple[PolicySource, int] | None:
     """The file of ``directory`` (a drop-in dir) that declares policy_name ``name``, with its
     version as one number; None when none does (or the directory is missing)."""
     from iped.daemon.declared import DeclError, policy_files, read_policy_file
+    from iped.emulator.policy_parser import name_str
     from iped.rollout import engine
 
     try:
@@ -122,7 +123,7 @@ def _declaring(directory: Path, name: str) -> tuple[PolicySource, int] | None:
             parsed = engine.parse_policy(source.text)
         except (PolicySourceError, engine.PolicyError):
             continue  # ... and broken ones
-        if os.fsdecode(parsed.name) == name:
+        if name_str(parsed.name) == name:
             return source, parsed.version.as_u64()
     return None
 

@@ -49,6 +49,7 @@ def test_journal_export(tmp_path: Path) -> None:
     kmsg = {
         "__CURSOR": b"s=1;i=2",
         "_TRANSPORT": b"kernel",
+        "SYSLOG_FACILITY": b"0",  # the kernel's own printk (a /dev/kmsg write by userspace is not 0)
         "MESSAGE": b"audit: type=1422 audit(1700000001.000:43): policy_name=? res=0 errno=-74",
     }
     other = {"__CURSOR": b"s=1;i=3", "_TRANSPORT": b"stdout", "MESSAGE": b"hello"}

@@ -20,6 +20,7 @@ from iped.audit.records import (
     parse_stamped,
     parse_syscall,
     parse_typed,
+    parse_unproven_line,
     type_number,
 )
 
@@ -126,9 +127,10 @@ def test_syscall_and_proctitle() -> None:
 def test_line_forms() -> None:
     a = parse_log_line("type=IPE_ACCESS msg=audit(1653364370.067:61): " + ADMIN_GUIDE_1420)
     b = parse_log_line("node=h1 type=1420 msg=audit(1653364370.067:61): " + ADMIN_GUIDE_1420)
-    c = parse_log_line("[   12.3] audit: type=1420 audit(1653364370.067:61): " + ADMIN_GUIDE_1420)
+    c = parse_log_line("kern  :notice: [   12.3] audit: type=1420 audit(1653364370.067:61): " + ADMIN_GUIDE_1420)
     d = parse_log_line("type=UNKNOWN[1420] msg=audit(1653364370.067:61): " + ADMIN_GUIDE_1420 + '\x1dUID="root"')
-    assert a == b == c == d == RawRecord(1420, 1653364370, 67, 61, ADMIN_GUIDE_1420)
+    e = parse_unproven_line("[   12.3] audit: type=1420 audit(1653364370.067:61): " + ADMIN_GUIDE_1420)
+    assert a == b == c == d == e == RawRecord(1420, 1653364370, 67, 61, ADMIN_GUIDE_1420)
     assert a.to_log_line() == "type=1420 msg=audit(1653364370.067:61): " + ADMIN_GUIDE_1420
     assert parse_stamped(1420, "audit(1653364370.067:61): " + ADMIN_GUIDE_1420 + "\x00") == a
 
