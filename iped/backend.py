@@ -27,6 +27,13 @@ SECURITYFS = Path("/sys/kernel/security")
 #: no kernel shows). Ignored by the kernel backend. Documented in docs/daemon.md.
 FAULT_ENV = "IPED_EMULATOR_FAULT"
 
+#: Test-only, inert unless set: a file where the emulator backend keeps its state between
+#: processes -- every write the emulator accepted, one JSON line each, replayed when a backend is
+#: made. So ``iped apply --once`` and ``iped status --no-daemon`` (or a daemon restart) see one
+#: emulated kernel, as they would see the real one; without it each process starts a fresh
+#: emulator. Ignored by the kernel backend. Documented in docs/daemon.md.
+STATE_ENV = "IPED_EMULATOR_STATE"
+
 #: what a ``garbage`` fault's next read returns: neither a version nor a 0/1 flag
 GARBAGE = b"\xffgarbage\n"
 
@@ -107,12 +114,14 @@ class EmulatorBackend:
 
     kind = "emulator"
 
-    def __init__(self, emulator: Any, reason: str, fault: Fault | None = None) -> None:
+    def __init__(self, emulator: Any, reason: str, fault: Fault | None = None,
+                 journal: Path | None = None) -> None:
         self.emulator = emulator
         self.reason = reason
         self._fault = fault
         self._fault_count = 0
         self._garble_next_read = False
+        self._journal = journal
 
     def read(self, path: str) -> bytes:
         if self._garble_next_read:
@@ -133,7 +142,13 @@ class EmulatorBackend:
                         return len(data)
                     case FaultMode.GARBAGE:
                         self._garble_next_read = True
-        return int(self.emulator.write(path, data))
+        written = int(self.emulator.write(path, data))
+        if self._journal is not None:  # only what the emulator accepted: a replay must not fail
+            import json
+
+            with self._journal.open("a", encoding="ascii") as out:
+                out.write(json.dumps({"path": path, "data": data.hex()}) + "\n")
+        return written
 
     def listdir(self, path: str) -> list[str]:
         return sorted(str(x) for x in self.emulator.listdir(path))
@@ -202,7 +217,24 @@ def make_emulator_backend(extra_certs: list[bytes], reason: str) -> EmulatorBack
     for cert in extra_certs:
         emu.trust(cert)
     spec = os.environ.get(FAULT_ENV)
-    return EmulatorBackend(emu, f"{reason}; {EMULATOR_DIFFERENCES}", Fault.parse(spec) if spec else None)
+    journal = Path(os.environ[STATE_ENV]) if os.environ.get(STATE_ENV) else None
+    if journal is not None:
+        reason += f"; state kept in {journal} ({STATE_ENV})"
+        _replay(emu, journal)
+    return EmulatorBackend(emu, f"{reason}; {EMULATOR_DIFFERENCES}", Fault.parse(spec) if spec else None, journal)
+
+
+def _replay(emu: Any, journal: Path) -> None:
+    """The writes an earlier process's emulator accepted, in order (:data:`STATE_ENV`)."""
+    import json
+
+    try:
+        lines = journal.read_text(encoding="ascii").splitlines()
+    except FileNotFoundError:
+        return
+    for line in lines:
+        entry = json.loads(line)
+        emu.write(entry["path"], bytes.fromhex(entry["data"]))
 
 
 def select_backend(settings: Settings, extra_certs: list[bytes]) -> Backend:

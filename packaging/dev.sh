@@ -13,12 +13,13 @@ venv="$top/.venv"
 # real journal files; the test suite needs neither of the first two).
 # The system-image lab (tests/lab/system) builds the .debs and a trixie root filesystem with
 # mmdebstrap, the ext4 image with mkfs.ext4 and reads it back with debugfs (e2fsprogs); the
-# packaging tests build the SRPM with rpmbuild (rpm) and lint it (rpmlint).
+# packaging tests build the SRPM with rpmbuild (rpm) and lint it (rpmlint); the alert rules are
+# checked with promtool (prometheus), the Puppet example with puppet apply (puppet-agent).
 apt_packages=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
     openssl qemu-system-x86 ovmf busybox-static xz-utils cpio
     cryptsetup-bin fsverity keyutils e2fsprogs python3-audit auditd systemd-journal-remote
-    mmdebstrap rpm rpmlint
+    mmdebstrap rpm rpmlint prometheus puppet-agent
 )
 
 install_apt() {

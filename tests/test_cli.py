@@ -171,7 +171,7 @@ def test_since_takes_a_relative_time_as_documented(
     policy = tmp_path / "all.pol"
     policy.write_bytes(ALLOW_ALL)
     extra = {"audit": ["--json"], "survey": ["--policy", str(policy), "--json"],
-             "suggest": ["--base", str(policy), "--json"]}[verb]  # fmt: skip
+             "suggest": ["--policy", str(policy), "--json"]}[verb]  # fmt: skip
     facts = [] if verb == "audit" else ["--facts", str(write_facts(tmp_path))]
     seen = []
     for since in ("-100000d", "-2h", "-10m", "-1d"):

@@ -282,7 +282,7 @@ def rpm_installed_sources() -> list[Path]:
     text = spec_text()
     install = text[text.index("%install"):text.index("%check")]
     paths: list[Path] = []
-    for m in re.finditer(r"^install\b[^\n]*?\s((?:systemd|etc|docs)/\S+|README\.md)\s", install, re.M):
+    for m in re.finditer(r"^install\b[^\n]*?\s((?:systemd|etc|docs|prometheus)/\S+|README\.md)\s", install, re.M):
         matches = sorted(ROOT.glob(m.group(1)))
         paths.extend(matches or [ROOT / m.group(1)])
     assert paths, "no install lines found in the spec's %install"
@@ -292,7 +292,8 @@ def rpm_installed_sources() -> list[Path]:
 @pytest.mark.parametrize("which", ["debian", "rpm"])
 def test_installed_files_exist(which: str) -> None:
     paths = debian_installed_sources() if which == "debian" else rpm_installed_sources()
-    for needed in ("systemd/iped.service", "systemd/iped.tmpfiles", "systemd/iped.sysusers", "etc/iped.toml"):
+    for needed in ("systemd/iped.service", "systemd/iped.tmpfiles", "systemd/iped.sysusers", "etc/iped.toml",
+                   "prometheus/iped-alerts.rules.yml"):
         assert ROOT / needed in paths, f"the {which} packaging does not install {needed}"
     missing = [str(p.relative_to(ROOT)) for p in paths if not p.exists()]
     assert not missing, f"the {which} packaging installs files missing from the checkout: {missing}"

@@ -80,12 +80,16 @@ class JournalSource:
     starts at the end (only new records). ``state_dir=None`` keeps no cursor.
     """
 
-    def __init__(self, state_dir: Path | None = None, since: float | None = None, path: str | None = None) -> None:
+    def __init__(self, state_dir: Path | None = None, since: float | None = None, path: str | None = None,
+                 files: list[str] | None = None) -> None:
         import importlib
 
         journal: Any = importlib.import_module("systemd.journal")
         self._journal = journal
-        self._reader = journal.Reader(path=path) if path else journal.Reader(flags=journal.SYSTEM_ONLY)
+        if files:  # journal files of one host in a collector's directory (systemd-journal-remote)
+            self._reader = journal.Reader(files=files)
+        else:
+            self._reader = journal.Reader(path=path) if path else journal.Reader(flags=journal.SYSTEM_ONLY)
         for rtype in JOURNAL_TYPES:
             self._reader.add_match(_TRANSPORT="audit", _AUDIT_TYPE=str(rtype))
         self._cursor = CursorStore(state_dir) if state_dir is not None else None

@@ -27,7 +27,7 @@ from iped.outcome import Outcome
 # typing costs milliseconds at start-up and is only needed by the type checker.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Any, NoReturn
 
 
 class ExitCode(enum.IntEnum):
@@ -66,3 +66,40 @@ class CliError(UserError):
 def die(message: str, *, hint: str | None = None, code: int = ExitCode.FAILED) -> NoReturn:
     """Stop the verb with a one-line error; ``main()`` prints it and returns ``code``."""
     raise CliError(message, hint=hint, code=code)
+
+
+def warn(message: str) -> None:
+    """One ``iped: warning: ...`` line on stderr (the run goes on)."""
+    import sys
+
+    print(f"iped: warning: {message}", file=sys.stderr, flush=True)
+
+
+def add_deprecated_alias(parser: Any, old: str, new: str, *, dest: str | None = None, takes_value: bool = True,
+                         const: object = True) -> None:
+    """Accept ``old``, an earlier spelling of ``new`` (README "Command-line conventions"): it sets
+    ``dest`` as ``new`` would, is hidden from ``--help`` (and the man pages generated from it),
+    and says on stderr ``iped: warning: OLD is deprecated, use NEW``.
+
+    ``old`` an option: ``dest`` None for a spelling that sets nothing (``apply --once``, now what
+    ``apply`` always does). ``old`` a positional (``check-config FILE``): it goes to ``dest`` (its
+    own, so the verb can refuse it beside ``new``), None when not given."""
+    import argparse
+
+    said = old if old.startswith("-") else f"{parser.prog.rsplit(' ', 1)[-1]} {old}"  # check-config FILE
+
+    class _Deprecated(argparse.Action):
+        def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                     option_string: str | None = None) -> None:
+            if values is None:  # an optional positional that was not given
+                return
+            warn(f"{said} is deprecated, use {new}")
+            if self.dest != argparse.SUPPRESS:
+                setattr(namespace, self.dest, values if takes_value else const)
+
+    if old.startswith("-"):
+        parser.add_argument(old, action=_Deprecated, dest=dest or argparse.SUPPRESS, nargs=None if takes_value else 0,
+                            default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    else:
+        assert dest is not None, "a positional alias needs its own dest"
+        parser.add_argument(dest, action=_Deprecated, nargs="?", default=None, metavar=old, help=argparse.SUPPRESS)

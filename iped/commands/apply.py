@@ -1,4 +1,4 @@
-"""``iped apply --once [--json]``: one reconcile without a daemon (same plan, same exit codes).
+"""``iped apply [--config FILE] [--json]``: one reconcile without a daemon (same plan, same exit codes).
 
 Exit codes as ``iped reload``: 0 applied, 1 rejected, 4 kernel error mid-apply, 9 unchanged.
 With the emulator backend the state lives only in this process (useful for CI dry runs).
@@ -12,7 +12,9 @@ from iped.commands import outcome_exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--once", action="store_true", required=True, help="reconcile once and exit")
+    from iped.commands import add_deprecated_alias
+
+    add_deprecated_alias(parser, "--once", "'iped apply' alone (it always reconciles once)", takes_value=False)
     parser.add_argument("--config", metavar="FILE", help="configuration (default /etc/iped/iped.toml)")
     parser.add_argument("--json", action="store_true", help="print the plan record as JSON")
 

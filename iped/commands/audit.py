@@ -1,4 +1,4 @@
-"""``iped audit [--follow] [--json] [--since TIME] [--source S] [--denials] [--policy FILE]``.
+"""``iped audit [--follow] [--json] [--since TIME] [--source S] [--denials-only] [--policy FILE]``.
 
 Shows IPE audit events: one human line per IPE record (time, decision, op/hook, exe or comm,
 path, rule and its policy file:line), or JSON Lines (``--json``, schema in docs/audit.md).
@@ -35,8 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--follow", "-f", action="store_true", help="keep reading new records")
     parser.add_argument("--json", action="store_true", help="JSON Lines output (docs/audit.md)")
     parser.add_argument("--since", metavar="TIME", help="start at TIME: UNIX seconds, ISO 8601, -10m/2h ago, today")
-    parser.add_argument("--source", default=None, metavar="netlink|journal|auto|FILE", help="where records come from")
-    parser.add_argument("--denials", action="store_true", help="only access records with action=DENY")
+    from iped.commands import add_deprecated_alias
+
+    parser.add_argument("--source", default=None, metavar="journal|netlink|auto|FILE",
+                        help="audit records to read (default: the journal's history; with --follow, auto)")
+    parser.add_argument("--denials-only", action="store_true", help="only access records with action=DENY")
+    add_deprecated_alias(parser, "--denials", "--denials-only", dest="denials_only", takes_value=False)
     parser.add_argument("--policy", metavar="FILE", help="policy source to locate rules in")
     parser.add_argument("--state-dir", metavar="DIR", help="save/resume the journal cursor here")
 
@@ -91,13 +95,13 @@ class _Printer:
         from iped.audit.render import JsonLines
 
         self.json = bool(args.json)
-        self.denials = bool(args.denials)
+        self.denials = bool(args.denials_only)
         self.since = parse_since(args.since) if args.since else None
         self.since_text = str(args.since)
         self.index = index
         self.json_lines = JsonLines(index)
         self.printed = 0
-        self.ipe_events = 0  # IPE events read, before --since and --denials
+        self.ipe_events = 0  # IPE events read, before --since and --denials-only
 
     def events(self, events: Iterable[Event]) -> None:
         """Print the events' lines, written and flushed once per call (a live source calls it
@@ -130,7 +134,7 @@ class _Printer:
         if self.printed:
             return
         filters = [f"--since {self.since_text}"] if self.since is not None else []
-        filters += ["--denials"] if self.denials else []
+        filters += ["--denials-only"] if self.denials else []
         where = f" ({', '.join(filters)})" if filters else ""
         print(f"iped: audit: {source}: {records} records read, {self.ipe_events} IPE events, "
               f"none matched{where}", file=sys.stderr, flush=True)

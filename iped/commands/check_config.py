@@ -1,4 +1,4 @@
-"""``iped check-config [--relative-to DIR] [FILE]``: is this iped.toml one the daemon would run with?
+"""``iped check-config [--config FILE] [--relative-to DIR]``: is this iped.toml one the daemon would run with?
 
 The daemon's own rules (:func:`iped.config.parse_config`: types, ranges, unknown keys), then what
 the daemon reads at each reconcile: every trust anchor, the signing key and the signing
@@ -7,7 +7,7 @@ Each file and directory the daemon takes with authority passes the same owner/mo
 daemon (:mod:`iped.trustpath`: root or iped's user, not writable by others; the key private).
 
 Every problem is one line on stderr, ``FILE:LINE: key: problem``; exit 0 when there is none, 1
-otherwise -- so it works as Ansible's ``template: validate: iped check-config %s``. Ansible validates
+otherwise -- so it works as Ansible's ``template: validate: iped check-config --config %s``. Ansible validates
 a temporary copy in another directory: relative paths in the file are resolved against
 ``--relative-to`` (default: the file's own directory, as the daemon does).
 """
@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from iped.commands import ExitCode
+from iped.commands import ExitCode, die
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from iped.commands import add_deprecated_alias
+
+    parser.add_argument("--config", metavar="FILE", help="the configuration to check (default /etc/iped/iped.toml)")
     parser.add_argument("--relative-to", metavar="DIR",
                         help="directory that relative paths in FILE are relative to (default: FILE's directory)")
-    parser.add_argument("file", nargs="?", default="/etc/iped/iped.toml", metavar="FILE",
-                        help="the configuration to check (default /etc/iped/iped.toml)")
+    add_deprecated_alias(parser, "FILE", "--config FILE", dest="config_positional")
 
 
 def _key_file_problems(settings: Settings, path: Path, source: str) -> list[ConfigProblem]:
@@ -123,13 +125,16 @@ def check(path: Path, relative_to: Path | None = None) -> list[ConfigProblem]:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = Path(args.file)
-    problems = check(path, Path(args.relative_to) if args.relative_to else None)
     from iped.paths import DEFAULT_CONFIG
 
+    if args.config is not None and args.config_positional is not None:
+        die("give the configuration once: --config FILE", code=ExitCode.USAGE)
+    given = args.config if args.config is not None else args.config_positional
+    path = Path(given if given is not None else DEFAULT_CONFIG)
+    problems = check(path, Path(args.relative_to) if args.relative_to else None)
     # no FILE given and iped not set up on this host: say what to do instead
-    hint = (" (hint: iped is not set up on this host: name the FILE to check, or try iped from its source "
-            "checkout: 'iped daemon --dev')") if args.file == DEFAULT_CONFIG and not path.exists() else ""
+    hint = (" (hint: iped is not set up on this host: give --config FILE, or try iped from its source "
+            "checkout: 'iped daemon --dev')") if given is None and not path.exists() else ""
     for problem in problems:
         print(f"{problem}{hint}", file=sys.stderr)
     if not problems:

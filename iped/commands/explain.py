@@ -19,7 +19,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
-from iped.commands import ExitCode, die
+from iped.commands import ExitCode, add_deprecated_alias, die
 from iped.textsafe import escape_controls
 
 if TYPE_CHECKING:
@@ -37,8 +37,7 @@ _BODY_TYPES = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("record", nargs="*", help="audit record text (one or more lines)")
     parser.add_argument("--source", metavar="FILE", help="read records from FILE ('-' = stdin), like 'iped audit'")
-    # the old name of --source, kept so scripts do not break
-    parser.add_argument("--file", dest="source", help=argparse.SUPPRESS)
+    add_deprecated_alias(parser, "--file", "--source", dest="source")
     parser.add_argument("--path", metavar="P", help="explain the decision for a real file instead")
     parser.add_argument("--op", default="EXECUTE", help="operation for --path (default EXECUTE)")
     parser.add_argument("--hook", default="BPRM_CHECK", help="hook for --path (default BPRM_CHECK)")

@@ -8,16 +8,17 @@ the emulator); otherwise computes against the configured backend directly, with 
 from __future__ import annotations
 
 import argparse
+import os
 
-from iped.commands import die, outcome_exit
-from iped.errors import UserError
+from iped.commands import outcome_exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from iped.commands.remote import add_socket_arguments
 
     add_socket_arguments(parser)
-    parser.add_argument("--no-daemon", action="store_true", help="compute against the backend even if a daemon runs")
+    parser.add_argument("--no-daemon", action="store_true",
+                        help="compute here, without asking a daemon (without it: only when none listens)")
 
 
 def _local(args: argparse.Namespace) -> dict[str, object]:
@@ -29,28 +30,33 @@ def _local(args: argparse.Namespace) -> dict[str, object]:
 
 
 def _from_daemon(args: argparse.Namespace) -> dict[str, object] | None:
-    """The daemon's plan; None when no daemon answers or it would not plan (compute here then).
+    """The daemon's plan; None (compute here) only under the one no-daemon rule
+    (:func:`iped.daemon.client.ask_unless_no_daemon`): with ``--no-daemon``, or when nothing listens.
 
     A daemon this user may not talk to (EACCES, the socket's mode or the daemon's peer check) is
     an error: a local run would only fail later, on files only root can read."""
-    from iped.commands.remote import ask
-    from iped.daemon.client import DaemonForbiddenError
+    from iped.commands.remote import ask_unless_no_daemon, checked_result, reply_error
 
-    try:
-        return {**ask(args, "plan", 60), "daemon": True}
-    except DaemonForbiddenError:
-        raise
-    except UserError as e:  # unreachable, or an error reply
-        if e.message.startswith("EACCES:"):
-            die(f"{e.message}", hint="needs root or the control group")
+    # the configuration to plan: the daemon's own, or a staged one (config management judging
+    # what it is about to install)
+    staged = {"config": os.path.abspath(args.config)} if args.config else {}
+    asked = ask_unless_no_daemon(args, "plan", 60, **staged)
+    if asked is None:
         return None
+    path, reply = asked
+    if not reply["ok"]:
+        error = reply_error(reply)
+        if reply.get("errno_name") == "EACCES":
+            error.hint = "needs root or the control group"
+        raise error
+    return {**checked_result(path, "plan", reply.get("result")), "daemon": True}
 
 
 def run(args: argparse.Namespace) -> int:
     from iped.commands.remote import print_json
     from iped.textsafe import escape_controls
 
-    result = None if args.no_daemon else _from_daemon(args)
+    result = _from_daemon(args)
     if result is None:
         result = _local(args)
     if args.json:

@@ -11,7 +11,7 @@ import os
 import sys
 
 from iped.commands import CliError
-from iped.daemon.client import DaemonUnreachableError, MalformedReplyError, find_socket, request
+from iped.daemon.client import DaemonUnreachableError, MalformedReplyError, NoDaemonError, find_socket, request
 from iped.outcome import Outcome
 from iped.paths import DEFAULT_CONFIG, DEFAULT_SOCKET, NO_CONFIG_HINT
 
@@ -61,6 +61,33 @@ def ask_reply(args: Any, op: str, timeout: float, **params: Any) -> tuple[str, d
         raise
 
 
+def ask_unless_no_daemon(args: Any, op: str, timeout: float, **params: Any) -> tuple[str, dict[str, Any]] | None:
+    """The one no-daemon rule of the verbs that can run without a daemon (``plan``, ``rollback``;
+    README "Command-line conventions"): ask the daemon (:func:`ask_reply`), and return None --
+    compute locally -- only with ``--no-daemon`` or when nothing listens on the socket (ENOENT,
+    ECONNREFUSED), which is then said on stderr. Everything else stays the verb's answer: an error
+    reply (returned, ``ok`` false), a malformed one, and a socket that is there but refused
+    (EACCES), untrusted, or too busy to accept (raised, exit 3): a daemon may be running, and a
+    local run beside it would answer for a state that is not the one in force."""
+    if getattr(args, "no_daemon", False):
+        return None
+    try:
+        return ask_reply(args, op, timeout, **params)
+    except NoDaemonError as e:
+        from iped.textsafe import escape_controls
+
+        print(f"iped: no daemon listening on {escape_controls(e.path)} ({e.strerror}): computing locally",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def reply_error(reply: dict[str, Any]) -> CliError:
+    """An error reply (``ok`` false) as the verb's one-line error (exit 1, ``ERRNO_NAME: message``)."""
+    from iped.textsafe import escape_controls
+
+    return CliError(escape_controls(f"{reply.get('errno_name')}: {reply.get('error')}"))
+
+
 def checked_result(path: str, op: str, result: Any) -> Any:
     """A successful reply's result, with the fields the verb reads (:data:`RESULT_FIELDS`) checked:
     a forged or broken reply is a MalformedReplyError, never a crash."""
@@ -80,9 +107,7 @@ def ask(args: Any, op: str, timeout: float, **params: Any) -> Any:
     reply is a CliError (exit 1, ``ERRNO_NAME: message``)."""
     path, reply = ask_reply(args, op, timeout, **params)
     if not reply["ok"]:
-        from iped.textsafe import escape_controls
-
-        raise CliError(escape_controls(f"{reply.get('errno_name')}: {reply.get('error')}"))
+        raise reply_error(reply)
     return checked_result(path, op, reply.get("result"))
 
 

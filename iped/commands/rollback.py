@@ -1,4 +1,4 @@
-"""``iped rollback [--dry-run] [--json]``: roll forward to the previous content of the active policy.
+"""``iped rollback [--dry-run] [--no-daemon] [--json]``: roll forward to the previous content of the active policy.
 
 Writes the previous content with a bumped version to ``state_dir/rolled-forward/`` (``*.pol``
 text, or ``*.p7s`` re-signed with the local key), then reconciles (through the daemon when it
@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_socket_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="show what would be written, change nothing")
+    parser.add_argument("--no-daemon", action="store_true",
+                        help="roll back here, without asking a daemon (without it: only when none listens)")
 
 
 def _local(args: argparse.Namespace) -> dict[str, Any]:
@@ -51,11 +53,15 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
         raise RollbackRefusedError(e.errno, errno_name(e.errno), e.message) from None
 
 
-def _from_daemon(args: argparse.Namespace) -> dict[str, Any]:
-    """The daemon's result; DaemonUnreachableError when none answers, RollbackRefusedError for its refusal."""
-    from iped.commands.remote import ask_reply, checked_result
+def _from_daemon(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The daemon's result; None (roll back here) only under the one no-daemon rule
+    (:func:`iped.daemon.client.ask_unless_no_daemon`); RollbackRefusedError for its refusal."""
+    from iped.commands.remote import ask_unless_no_daemon, checked_result
 
-    path, reply = ask_reply(args, "rollback", 120, dry_run=bool(args.dry_run))
+    asked = ask_unless_no_daemon(args, "rollback", 120, dry_run=bool(args.dry_run))
+    if asked is None:
+        return None
+    path, reply = asked
     if not reply["ok"]:
         raise RollbackRefusedError(reply.get("errno"), reply.get("errno_name"), str(reply.get("error")))
     result: dict[str, Any] = checked_result(path, "rollback", reply.get("result"))
@@ -63,14 +69,8 @@ def _from_daemon(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _result(args: argparse.Namespace) -> dict[str, Any]:
-    from iped.daemon.client import DaemonForbiddenError, DaemonUnreachableError
-
-    try:
-        return _from_daemon(args)
-    except DaemonForbiddenError:
-        raise  # a daemon runs: a local run beside it would only fail later, on root's files
-    except DaemonUnreachableError:
-        return _local(args)
+    from_daemon = _from_daemon(args)
+    return _local(args) if from_daemon is None else from_daemon
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from iped.errors import UserError
 
 if TYPE_CHECKING:
     from iped.rollout.facts import Resolver
+    from iped.rollout.fleet import HostSource
     from iped.rollout.observe import Observations
     from iped.rollout.policies import PolicySource
 
@@ -32,6 +33,38 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--config", metavar="FILE", help="iped.toml declaring the active policy")
     parser.add_argument("--json", action="store_true", help="machine-readable output (docs/rollout.md)")
+    parser.add_argument(
+        "--collection", metavar="DIR",
+        help="a fleet's records as a collector keeps them, one host per journal file (systemd-journal-remote) "
+        "or audit log, instead of --source (docs/rollout.md)",
+    )  # fmt: skip
+
+
+def fleet_hosts(args: argparse.Namespace) -> list[HostSource]:
+    """The hosts of ``--collection``; an unreadable or empty collection is exit 1."""
+    from pathlib import Path
+
+    from iped.rollout.fleet import hosts_in
+
+    try:
+        hosts = hosts_in(Path(args.collection))
+    except OSError as e:
+        die(f"--collection {args.collection}: {e.strerror}")
+    if not hosts:
+        die(f"--collection {args.collection}: no host's journal files or audit logs in it")
+    return hosts
+
+
+def since_of(args: argparse.Namespace) -> float | None:
+    from iped.commands.audit import parse_since
+
+    if not args.since:
+        return None
+    try:
+        return parse_since(args.since)
+    except ValueError:
+        die(f"--since: cannot read time {args.since!r}", code=ExitCode.USAGE)
+    raise AssertionError  # pragma: no cover - die() does not return
 
 
 def read_observations(args: argparse.Namespace) -> Observations:

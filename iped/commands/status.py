@@ -1,6 +1,9 @@
-"""``iped status [--json]``: what the daemon and the kernel say, drift, last plans, counters.
+"""``iped status [--json] [--no-daemon]``: what the daemon and the kernel say, drift, last plans, counters.
 
 Fast path: imports only socket/json and the client (no pydantic, no emulator, no crypto).
+``--no-daemon`` reads the kernel's state (or the emulator's) and the declared state in this
+process, for first boot and rescue, where no daemon runs (config management's ``ipe_facts``
+falls back to it when the daemon is unreachable); the document says so (``daemon: false``).
 """
 
 from __future__ import annotations
@@ -14,12 +17,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from iped.commands.remote import add_socket_arguments
 
     add_socket_arguments(parser)
+    parser.add_argument("--no-daemon", action="store_true",
+                        help="read the kernel's (or emulator's) state directly, without asking a daemon")
+
+
+def direct_status(config: str | None) -> dict[str, object]:
+    """The status document computed here: the backend read now, the declared files scanned now;
+    no daemon, so no readiness, counters or audit follower."""
+    from iped.daemon import runtime, service
+    from iped.daemon.log import NullReporter
+
+    rec = runtime.make_reconciler(runtime.load_for_command(config), NullReporter(), writes_state=False)
+    st = service.status(rec, {"daemon": False, "ready": None, "pid": None})
+    where = "the emulator in this process" if rec.backend.kind == "emulator" else "the kernel's securityfs"
+    st["status_line"] = (f"{'in sync' if st['in_sync'] else 'NOT in sync'} (no daemon: read directly from {where} "
+                         "and the declared files)")
+    return st
 
 
 def run(args: argparse.Namespace) -> int:
     from iped.commands.remote import ask, print_json, render_status
 
-    result = ask(args, "status", 30)
+    result = direct_status(args.config) if args.no_daemon else {**ask(args, "status", 30), "daemon": True}
     if args.json:
         print_json(result)
     else:

@@ -26,7 +26,10 @@ from iped.commands import rollout_cli as cmdline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base", metavar="FILE", help="policy to extend (default: the active policy)")
+    from iped.commands import add_deprecated_alias
+
+    parser.add_argument("--policy", metavar="FILE", help="policy to extend (default: the active policy)")
+    add_deprecated_alias(parser, "--base", "--policy", dest="policy")
     parser.add_argument("--name", default="site", help="policy_name of the starter policy (default: site)")
     parser.add_argument("--starter", action="store_true", help="print the starter policy for a permissive period")
     cmdline.add_input_arguments(parser)
@@ -35,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _base(args: argparse.Namespace) -> tuple[bytes, str]:
     from iped.rollout.policies import kernel_active, starter_policy
 
-    if args.base:
-        source = cmdline.policy_file(args.base)
+    if args.policy:
+        source = cmdline.policy_file(args.policy)
         return source.text, source.origin
     for found in (kernel_active(), cmdline.declared_policy(args)):
         if found is not None:
@@ -74,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.write(starter.decode())
         return ExitCode.OK
     text, origin = _base(args)
-    observations = cmdline.read_observations(args)
+    if args.collection:  # one policy for the whole wave: every host's accesses
+        from iped.rollout.fleet import fleet_observations
+
+        observations = fleet_observations(cmdline.fleet_hosts(args), cmdline.since_of(args))
+    else:
+        observations = cmdline.read_observations(args)
     try:
         result = suggest(text, origin, observations, cmdline.resolver(args), observations.records)
     except engine.PolicyError as e:

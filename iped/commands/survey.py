@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if source is None:
         die("no policy to survey", hint="give --policy FILE or declare [policies] active in iped.toml",
             code=ExitCode.USAGE)  # fmt: skip
+    if args.collection:
+        return _fleet(args, source.text, source.origin)
     observations = cmdline.read_observations(args)
     try:
         report = survey(source.text, source.origin, observations, cmdline.resolver(args), observations.records)
@@ -46,4 +48,21 @@ def run(args: argparse.Namespace) -> int:
         from iped.textsafe import escape_controls
 
         print("\n".join(map(escape_controls, report.lines())))
+    return ExitCode.FAILED if report.breaks else ExitCode.OK
+
+
+def _fleet(args: argparse.Namespace, text: bytes, origin: str) -> int:
+    """``--collection DIR``: every host's records against the policy, per host and for the fleet."""
+    from iped.rollout import engine
+    from iped.rollout.fleet import survey_fleet
+
+    hosts = cmdline.fleet_hosts(args)
+    try:
+        report = survey_fleet(text, origin, hosts, cmdline.resolver(args), cmdline.since_of(args))
+    except engine.PolicyError as e:
+        die(f"{origin}: {e}", hint="check it with 'iped validate'", code=ExitCode.USAGE)
+    if args.json:
+        print(json.dumps(report.as_dict(), ensure_ascii=False))
+    else:
+        print("\n".join(report.lines()))
     return ExitCode.FAILED if report.breaks else ExitCode.OK

@@ -29,6 +29,17 @@ class DaemonUnreachableError(UserError):
         super().__init__(f"daemon unreachable: {message}", code=UNREACHABLE)
 
 
+class NoDaemonError(DaemonUnreachableError):
+    """Nothing listens on the socket (it does not exist: ENOENT; nobody accepts on it: ECONNREFUSED):
+    the one failure after which a verb that can run without a daemon computes locally
+    (:func:`ask_unless_no_daemon`)."""
+
+    def __init__(self, path: str | os.PathLike[str], strerror: str) -> None:
+        super().__init__(f"{os.fspath(path)}: no daemon listening ({strerror})")
+        self.path = os.fspath(path)
+        self.strerror = strerror
+
+
 class DaemonForbiddenError(DaemonUnreachableError):
     """A daemon listens, but this user may not talk to it (EACCES on the socket): no verb may
     fall back to a local run, which would fail later on files only root can read."""
@@ -79,7 +90,7 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
                     raise DaemonUnreachableError(f"{path}: daemon closed the connection without a reply")
                 buf += chunk
     except (FileNotFoundError, ConnectionRefusedError) as e:
-        raise DaemonUnreachableError(f"{path}: no daemon listening ({e.strerror})") from None
+        raise NoDaemonError(path, e.strerror or type(e).__name__) from None
     except BlockingIOError:
         raise DaemonUnreachableError(f"{path}: the daemon's accept queue stayed full for {timeout:g} s "
                                      "(it is busy or stopped)") from None

@@ -57,7 +57,7 @@ class OpSpec:
 #: every op the control socket knows, declared once
 OPS: Mapping[str, OpSpec] = MappingProxyType({
     "status": OpSpec(read_only=True),
-    "plan": OpSpec(read_only=True),
+    "plan": OpSpec(read_only=True, arguments=MappingProxyType({"config": str})),
     "ping": OpSpec(read_only=True),
     "reload": OpSpec(read_only=False),
     "rollback": OpSpec(read_only=False, arguments=MappingProxyType({"dry_run": bool})),

@@ -9,6 +9,7 @@ A handler that raises is logged and the loop goes on.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import selectors
 import signal
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from iped.daemon import metrics, service
+from iped.daemon.actual import ActualState
 from iped.daemon.connections import Clients, Source
 from iped.daemon.control import OPS, AccessPolicy, ControlServer, PeerCred, resolve_group
-from iped.daemon.declared import is_being_written, is_ignored
+from iped.daemon.declared import DeclaredState, is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
+from iped.daemon.plan import Plan
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.daemon.throttle import Throttle
 from iped.errnos import describe_errno
@@ -164,11 +167,52 @@ class Daemon:
         return {"pong": True, "pid": os.getpid()}
 
     def _op_status(self, req: dict[str, Any], cred: PeerCred) -> Any:
+        self._refresh_after_fix("status")
         return self.status()
 
     def _op_plan(self, req: dict[str, Any], cred: PeerCred) -> Any:
+        staged = req.get("config")
+        if staged is not None and (self.settings.path is None
+                                   or Path(staged).resolve() != self.settings.path.resolve()):
+            return self._plan_staged(Path(staged), cred)
         self._refresh_settings()  # a plan after an edit of iped.toml must plan what the file says now
-        return service.plan(self.rec).as_dict()
+        computed = self.rec.compute()
+        self._refresh_after_fix("plan", computed)
+        return service.PlanPreview(self.rec.backend.kind, computed[1], computed[2]).as_dict()
+
+    def _plan_staged(self, config: Path, cred: PeerCred) -> Any:
+        """``iped plan --config STAGED``: the plan of another configuration (and the drop-in dir
+        it names) against this daemon's backend, so config management can judge the state it is
+        about to install before it changes a file in /etc. Root only: the daemon reads the files
+        that configuration names. Nothing of the daemon's own state changes."""
+        from iped.config import ConfigError
+        from iped.daemon import runtime
+        from iped.daemon.control import ProtocolError
+        from iped.daemon.log import NullReporter
+        from iped.errnos import errno_name
+
+        if cred.uid not in (0, os.getuid()):
+            raise ProtocolError(errno.EACCES, f"uid {cred.uid} may not plan another configuration ({config}): "
+                                              "only root may (the daemon reads the files it names)")
+        try:
+            staged = runtime.load(config)
+        except ConfigError as e:
+            raise ProtocolError(errno.EINVAL, "; ".join(str(p) for p in e.problems)) from None
+        except OSError as e:
+            code = e.errno or errno.EIO
+            raise ProtocolError(code, f"{config}: {errno_name(code)}: {e.strerror or e}") from None
+        settings = Settings(staged.policies, self.settings.daemon, self.settings.audit, config, self.settings.dev)
+        rec = Reconciler(settings, self.rec.backend, self.rec.plan_log, NullReporter(), self.rec.extra_anchors)
+        return {**service.plan(rec).as_dict(), "config": str(config)}
+
+    def _refresh_after_fix(self, trigger: str,
+                           computed: tuple[DeclaredState, ActualState, Plan] | None = None) -> None:
+        """A rejected state put right with no reconcile since is reported as in sync (service.refresh)."""
+        record = service.refresh(self.rec, trigger, computed)
+        if record is not None:
+            self.reporter.log("notice", f"declared state in effect again ({trigger}): {service.health(self.rec).line}")
+            self._update_readiness(record)
+            metrics.after_reconcile(self, record)
 
     def _op_reload(self, req: dict[str, Any], cred: PeerCred) -> Any:
         return self.reload("reload", record_unchanged=True).as_dict()

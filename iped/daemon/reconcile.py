@@ -181,15 +181,17 @@ class Reconciler:
         return decl, actual, make_plan(decl, actual)
 
     # -- reconcile --------------------------------------------------------------------
-    def reconcile(self, trigger: str, record_unchanged: bool = True) -> PlanRecord:
+    def reconcile(self, trigger: str, record_unchanged: bool = True,
+                  computed: tuple[DeclaredState, ActualState, Plan] | None = None) -> PlanRecord:
         """Make the kernel match the files; returns the plan record (also stored unless noise).
 
         securityfs is read once, before planning: every step is read back as it runs, so the
         state after a plan that ran to its end follows from the steps. Only a failed plan (whose
-        failing write may have half-happened) is read again.
+        failing write may have half-happened) is read again. ``computed``: a :meth:`compute`
+        result the caller just made (not scanned again).
         """
         t0 = time.monotonic()
-        decl, before, plan = self.compute()
+        decl, before, plan = computed if computed is not None else self.compute()
         self.declared = decl
         result: ApplyResult = execute(plan, self.backend, self.reporter)
         failed = result.outcome == Outcome.FAILED

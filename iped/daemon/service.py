@@ -56,6 +56,28 @@ def reload(rec: Reconciler, trigger: str, record_unchanged: bool = True) -> Plan
         return failed
 
 
+def refresh(rec: Reconciler, trigger: str,
+            computed: tuple[DeclaredState, ActualState, Plan] | None = None) -> PlanRecord | None:
+    """After a rejected or failed reconcile the files can be put right with no reconcile following
+    (a long debounce, a config-management run whose ``iped plan`` answers 9 and stops there):
+    the daemon would go on reporting the rejection -- ``in_sync: false``, a drift naming a file
+    that is gone, DEGRADED in STATUS= and the metrics. So a plan or status after such a
+    reconcile scans afresh; when nothing is left to change it records that as an unchanged
+    reconcile (the kernel is not written: the plan has no steps) and returns its record.
+
+    None: the last reconcile left the declared state in effect (nothing to refresh), or the
+    declared state still does not match (its fresh drift is what status shows).
+    """
+    last = rec.last
+    if last is None or last.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
+        return None
+    decl, actual, p = computed if computed is not None else rec.compute()
+    rec.declared = decl
+    if not p.unchanged:
+        return None
+    return rec.reconcile(trigger, record_unchanged=False, computed=(decl, actual, p))
+
+
 @dataclass(frozen=True, slots=True)
 class Health:
     """Is the declared state in effect after the last reconcile, and the one line that says so (or

@@ -138,11 +138,11 @@ def test_audit_that_prints_nothing_says_what_it_read(tmp_path: Path, capsys: pyt
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"iped: audit: {empty}: 0 records read, 0 IPE events, none matched\n"
-    assert cli(["audit", "--source", LOG, "--since", "4102444800", "--denials"]) == 0  # the year 2100
+    assert cli(["audit", "--source", LOG, "--since", "4102444800", "--denials-only"]) == 0  # the year 2100
     captured = capsys.readouterr()
     assert captured.out == ""
     assert re.fullmatch(rf"iped: audit: {re.escape(LOG)}: \d+ records read, 14 IPE events, none matched "
-                        r"\(--since 4102444800, --denials\)\n", captured.err), captured.err
+                        r"\(--since 4102444800, --denials-only\)\n", captured.err), captured.err
 
 
 def test_audit_of_the_journal_that_prints_nothing_says_so(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""The one-shot verbs without a daemon (plan, apply --once) and the light import path of status."""
+"""The one-shot verbs without a daemon (plan, apply) and the light import path of status."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def test_plan_without_daemon_and_apply_once(site: Site) -> None:
     plan = json.loads(r.stdout)
     assert plan["daemon"] is False and plan["outcome"] == "would-apply"
     assert [s["kind"] for s in plan["steps"]] == ["load", "activate"]
-    r = iped("apply", "--once", "--config", str(site.config), "--json")
+    r = iped("apply", "--config", str(site.config), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["outcome"] == "applied"
     (site.policies / "bad.pol").write_bytes(policy_text("bad", "1.0"))
@@ -84,24 +84,28 @@ def test_no_configuration_on_the_host_says_what_to_do(
     absent = str(tmp_path / "etc" / "iped.toml")  # this host's /etc/iped, as on a fresh machine
     for module in (paths, client, runtime, remote):  # the declaration, and each module's binding of it
         monkeypatch.setattr(module, "DEFAULT_CONFIG", absent)
-    assert main(["check-config", absent]) == 1  # its default FILE, as on a fresh machine
+    assert main(["check-config"]) == 1  # its default --config, as on a fresh machine
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "name the FILE to check" in err and "--dev" in err
+    assert err.count("\n") == 1 and "give --config FILE" in err and "--dev" in err
     for module in (paths, client, remote):
         monkeypatch.setattr(module, "DEFAULT_SOCKET", str(tmp_path / "control.sock"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no dev daemon's socket either
     assert main(["status"]) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"no {absent}" in err and "--config FILE" in err and "--dev" in err
-    for argv in (["plan"], ["apply", "--once"], ["rollback"]):
+    for argv in (["plan"], ["apply"], ["rollback"]):
         assert main(argv) == 1
         err = capsys.readouterr().err
+        if argv != ["apply"]:  # no daemon listening: the verb says it computes locally (README), then fails
+            note, err = err.split("\n", 1)
+            assert note.startswith(f"iped: no daemon listening on {tmp_path}/control.sock"), note
         assert err.startswith(f"iped: error: {absent}: ENOENT: no configuration file"), err
         assert "(file)" not in err and "--config FILE" in err and "--dev" in err and err.count("\n") == 1
 
 
 def test_rollback_json_error_is_a_json_object_on_stdout(site: Site) -> None:
-    r = iped("rollback", "--config", str(site.config), "--json")  # nothing applied yet: nothing is active
+    # nothing applied yet: nothing is active (--no-daemon: no note that no daemon listens, only the error)
+    r = iped("rollback", "--no-daemon", "--config", str(site.config), "--json")
     assert r.returncode == 1
     assert json.loads(r.stdout) == {"ok": False, "errno": 2, "errno_name": "ENOENT",
                                     "error": "no policy is active; nothing to roll back"}

@@ -155,6 +155,47 @@ def test_presigned_p7s_and_untrusted_signer(quiet_daemon: DaemonProc, tmp_path: 
     assert json.loads(r.stdout)["errors"][0]["errno_name"] == "ENOKEY"
 
 
+def test_rejection_put_right_without_a_reconcile_is_reported_in_sync(quiet_daemon: DaemonProc,
+                                                                      tmp_path: Path) -> None:
+    """Issue 20 defect 18 / issue 21 item 5: a rejected reconcile, then the good file restored and
+    the stranger removed with no reconcile since (a long debounce; config management's ``iped plan``
+    answering 9 and stopping there). Plan and status must report the state as it is now, not the
+    rejection and a drift naming a file that is gone."""
+    daemon = quiet_daemon
+    s = daemon.site
+    from iped.daemon.devkey import ensure_dev_key
+
+    k2, c2 = ensure_dev_key(tmp_path / "rogue")
+    (s.policies / "base.pol").rename(tmp_path / "base.pol")
+    s.put("rogue.p7s", sign_policy(policy_text("base", "1.0.1"), k2.read_bytes(), c2.read_bytes()))
+    r = iped("reload", "--socket", str(s.socket), "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["errors"][0]["errno_name"] == "ENOKEY", r.stdout
+    assert daemon.status()["in_sync"] is False
+
+    (tmp_path / "base.pol").rename(s.policies / "base.pol")
+    (s.policies / "rogue.p7s").unlink()
+    r = iped("plan", "--json", "--config", str(s.config))
+    assert r.returncode == 9, r.stdout + r.stderr
+    st = daemon.status()
+    assert st["in_sync"] is True and st["drift"] == [], st["drift"]
+    assert not any("rogue.p7s" in json.dumps(e) for e in st["declared"]["errors"])
+    assert st["status_line"].startswith("in sync: active base 1.0.0"), st["status_line"]
+    assert iped("reload", "--socket", str(s.socket)).returncode == 9
+    assert daemon.status()["in_sync"] is True
+
+
+def test_status_alone_reports_a_rejection_put_right(quiet_daemon: DaemonProc) -> None:
+    """The same fix seen by ``iped status`` with no plan or reload in between."""
+    daemon = quiet_daemon
+    s = daemon.site
+    (s.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    assert iped("reload", "--socket", str(s.socket)).returncode == 1
+    (s.policies / "broken.pol").unlink()
+    st = daemon.status()
+    assert st["in_sync"] is True and st["drift"] == [], st["drift"]
+    assert "DEGRADED" not in st["status_line"], st["status_line"]
+
+
 def test_sighup_triggers_reconcile(daemon: DaemonProc) -> None:
     before = daemon.status()["counters"]["reconciles"]
     daemon.proc.send_signal(signal.SIGHUP)

@@ -54,7 +54,7 @@ def reconciler(site: Site) -> Reconciler:
 
 
 def check_config(site: Site, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = main(["check-config", str(site.config)])
+    code = main(["check-config", "--config", str(site.config)])
     return code, capsys.readouterr().err
 
 

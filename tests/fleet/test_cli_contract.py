@@ -57,7 +57,7 @@ def test_format(tmp_path: Path, signed: bytes, fmt: str, which: str, ok: bool, *
 
 
 def test_check_config_accepts_what_the_daemon_runs_with(site: Site, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check-config", str(site.config)]) == 0
+    assert main(["check-config", "--config", str(site.config)]) == 0
     assert capsys.readouterr().out == f"{site.config}: OK\n"
 
 
@@ -66,7 +66,7 @@ def test_check_config_reports_every_problem_at_its_line(tmp_path: Path, site: Si
     bad = tmp_path / "bad.toml"
     bad.write_text("[policies]\nenforce = \"yes\"\nsigning_key = \"missing.key\"\n"
                    f"signing_cert = \"{site.cert}\"\n[daemon]\nhistroy = 3\n")
-    assert main(["check-config", str(bad)]) == 1
+    assert main(["check-config", "--config", str(bad)]) == 1
     assert capsys.readouterr().err.splitlines() == [
         f"{bad}:2: policies.enforce: Input should be a valid boolean",
         f"{bad}:6: daemon.histroy: unknown key (typo? see docs/daemon.md for the keys iped.toml accepts)",
@@ -74,7 +74,7 @@ def test_check_config_reports_every_problem_at_its_line(tmp_path: Path, site: Si
     bad.write_text(f"[policies]\nsigning_key = \"missing.key\"\nsigning_cert = \"{site.cert}\"\n"
                    "trust_anchors = [\"notacert.pem\"]\n")
     (tmp_path / "notacert.pem").write_text("hello\n")
-    assert main(["check-config", str(bad)]) == 1
+    assert main(["check-config", "--config", str(bad)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err[0].startswith(f"{bad}:4: policies.trust_anchors: {tmp_path / 'notacert.pem'}: ")
     assert err[1].startswith(f"{bad}:2: policies.signing_key: {tmp_path / 'missing.key'}: ENOENT: ")
@@ -87,9 +87,9 @@ def test_check_config_relative_to(tmp_path: Path, site: Site, capsys: pytest.Cap
     copy.write_text(site.config.read_text().replace(str(site.key), "key.pem"))
     (site.root / "key.pem").write_bytes(site.key.read_bytes())
     (site.root / "key.pem").chmod(0o600)  # the daemon's rule for a signing key, which check-config applies
-    assert main(["check-config", str(copy)]) == 1
+    assert main(["check-config", "--config", str(copy)]) == 1
     assert "policies.signing_key" in capsys.readouterr().err
-    assert main(["check-config", "--relative-to", str(site.root), str(copy)]) == 0
+    assert main(["check-config", "--relative-to", str(site.root), "--config", str(copy)]) == 0
 
 
 def plan(site: Site, *extra: str) -> tuple[int, dict[str, Any]]:

@@ -80,7 +80,7 @@ def test_role_converges_then_changes_nothing(slow_daemon: DaemonProc, home: Path
 
     first = require_ok(run_ansible("ansible-playbook", str(playbook), home=home))
     assert recap(first)["changed"] > 0 and recap(first)["failed"] == 0
-    assert "RUNNING HANDLER [iped.ipe.iped : Converge IPE]" in first
+    assert "TASK [iped.ipe.iped : Converge now" in first
     status = slow_daemon.status()
     assert status["active"]["name"] == "app" and status["in_sync"]
     assert not (site.policies / "base.pol").exists()  # undeclared: purged, and the daemon deleted it

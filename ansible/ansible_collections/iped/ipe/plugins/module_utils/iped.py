@@ -74,8 +74,37 @@ def plan_diff(plan):
     }
 
 
+def judge(run, iped, staged, socket, method):
+    """``iped plan --json --config STAGED``: the plan of a staged declared state (a staged
+    ``iped.toml`` whose drop-in dir is staged too) against the live kernel, nothing written anywhere.
+
+    The running daemon plans it against its backend (``method`` once: this process does); the result
+    says whether installing that state would change the kernel (``changed``, with the diff), would
+    change nothing (exit 9), or is rejected (``failed``, with the reasons): config management judges
+    what it is about to install before any file in /etc changes.
+    """
+    if method not in METHODS:
+        raise ValueError("method must be one of %s" % ", ".join(METHODS))
+    argv = [iped, "plan", "--json"] + common_args(staged, socket) + (["--no-daemon"] if method == "once" else [])
+    rc, out, err = run(argv)
+    plan = parse_json(out)
+    result = {"changed": False, "failed": False, "plan": plan, "record": None, "method_used": None,
+              "kernel_error": False, "reasons": [], "iped_rc": rc}
+    if rc == EXIT_UNCHANGED:
+        result["msg"] = "the staged state changes nothing in the kernel"
+    elif rc != EXIT_OK or plan is None:
+        why = reasons(plan, err)
+        result.update(failed=True, reasons=why,
+                      msg="iped plan rejected the staged state %s (exit %d), nothing installed: %s"
+                      % (staged, rc, "; ".join(why)))
+    else:
+        result.update(changed=True, diff=plan_diff(plan),
+                      msg="installing the staged state would converge: %d step(s)" % len(plan.get("steps") or []))
+    return result
+
+
 def converge(run, iped, config, socket, method, check_mode):
-    """Plan, then (unless check mode) reload or apply --once; returns the module's result dict.
+    """Plan, then (unless check mode) reload or apply; returns the module's result dict.
 
     ``run(argv)`` runs a command and returns ``(rc, stdout, stderr)``. Keys of the result:
     ``changed``, ``failed``, ``msg``, ``plan``, ``record``, ``method_used``, ``kernel_error``,
@@ -101,13 +130,13 @@ def converge(run, iped, config, socket, method, check_mode):
         result.update(changed=True, msg="would converge: %d step(s)" % len(plan.get("steps") or []))
         return result
     if method == "once":
-        rc, out, err = run([iped, "apply", "--once", "--json", "--config", config])
+        rc, out, err = run([iped, "apply", "--json", "--config", config])
         result["method_used"] = "once"
     else:
         rc, out, err = run([iped, "reload", "--json"] + base)
         result["method_used"] = "daemon"
         if rc == EXIT_UNREACHABLE and method == "auto":
-            rc, out, err = run([iped, "apply", "--once", "--json", "--config", config])
+            rc, out, err = run([iped, "apply", "--json", "--config", config])
             result["method_used"] = "once"
     record = parse_json(out)
     result.update(iped_rc=rc, record=record)

@@ -12,6 +12,9 @@ short_description: The iped daemon's view of IPE as facts
 description:
   - Runs C(iped status --json) and returns the document as C(ansible_facts.ipe)
     (backend, enforce, success_audit, active policy, loaded policies, declared state, in_sync, drift).
+  - When no daemon answers (first boot, rescue, converging with C(iped apply)), runs C(iped status --json --no-daemon),
+    which reads the kernel's (or emulator's) state and the declared files directly; then C(ansible_facts.ipe.daemon)
+    is V(false) and C(status_line) says so.
   - Never changes anything and never reports V(changed).
 version_added: 0.1.0
 author:
@@ -50,7 +53,8 @@ ansible_facts:
   type: dict
   contains:
     ipe:
-      description: The C(iped status --json) document (schema_version 1, see docs/daemon.md).
+      description: The C(iped status --json) document (schema_version 1, see docs/daemon.md); C(daemon) is
+        V(false) when it was read without a daemon.
       returned: always
       type: dict
 """
@@ -58,6 +62,7 @@ ansible_facts:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.iped.ipe.plugins.module_utils.iped import (
     COMMON_ARGUMENT_SPEC,
+    EXIT_UNREACHABLE,
     common_args,
     iped_executable,
     parse_json,
@@ -69,7 +74,10 @@ def main():
     module = AnsibleModule(argument_spec=dict(COMMON_ARGUMENT_SPEC), supports_check_mode=True)
     p = module.params
     iped = iped_executable(module)
-    rc, out, err = module.run_command([iped, "status", "--json"] + common_args(p["config"], p["socket"]))
+    argv = [iped, "status", "--json"] + common_args(p["config"], p["socket"])
+    rc, out, err = module.run_command(argv)
+    if rc == EXIT_UNREACHABLE:  # no daemon: read the kernel (or emulator) directly
+        rc, out, err = module.run_command(argv + ["--no-daemon"])
     status = parse_json(out)
     if rc != 0 or status is None:
         module.fail_json(msg="iped status failed (exit %d): %s" % (rc, "; ".join(reasons(None, err))), rc=rc,

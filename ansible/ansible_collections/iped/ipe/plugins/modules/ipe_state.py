@@ -13,7 +13,7 @@ description:
   - Runs C(iped plan --json) first, which writes nothing. Exit 9 (nothing to change) is V(ok),
     exit 1 (rejected, for an invalid policy, signature, anti-rollback or bad configuration) fails with the reasons.
   - When the plan would change something, runs C(iped reload) (the daemon reconciles and answers
-    with its plan record); with O(method=auto) it falls back to C(iped apply --once) when the daemon is
+    with its plan record); with O(method=auto) it falls back to C(iped apply) when the daemon is
     unreachable (exit 3), instead of failing silently.
   - A kernel error mid-apply (exit 4) fails with RV(kernel_error=true); the policies written before
     the failing step stay, and the previously active policy stays active.
@@ -25,12 +25,21 @@ author:
 options:
   method:
     description:
-      - V(auto) asks the running daemon, and runs C(iped apply --once) when no daemon answers.
+      - V(auto) asks the running daemon, and runs C(iped apply) when no daemon answers.
       - V(daemon) only asks the running daemon (an unreachable daemon fails).
-      - V(once) never asks a daemon, it plans and applies in this process (C(iped plan --no-daemon), C(iped apply --once)).
+      - V(once) never asks a daemon, it plans and applies in this process (C(iped plan --no-daemon), C(iped apply)).
     type: str
     choices: [auto, daemon, once]
     default: auto
+  staged:
+    description:
+      - A staged C(iped.toml) (its C([policies] dir) a staged drop-in directory) to judge instead of converging.
+      - The module then only runs C(iped plan --json --config STAGED) against the live kernel (through the
+        daemon, or in this process with O(method=once)) and reports that plan, in check mode and for real alike.
+        It is V(changed) with the diff when installing the staged state would change the kernel, V(ok) when it
+        would not, and fails with the reasons when the staged state is rejected. Nothing is written anywhere.
+      - Used by the role iped.ipe.iped to judge the complete declared state before any file in /etc changes.
+    type: path
 extends_documentation_fragment:
   - iped.ipe.iped
 attributes:
@@ -52,6 +61,10 @@ EXAMPLES = r"""
   iped.ipe.ipe_state:
     config: /etc/iped/iped.toml
 
+- name: Judge a staged declared state without installing it
+  iped.ipe.ipe_state:
+    staged: /tmp/iped-stage/iped.toml
+
 - name: Converge without a daemon (first boot, rescue)
   iped.ipe.ipe_state:
     method: once
@@ -63,7 +76,7 @@ plan:
   returned: when iped printed one
   type: dict
 record:
-  description: The plan record of the converge (C(iped reload --json) or C(iped apply --once --json)).
+  description: The plan record of the converge (C(iped reload --json) or C(iped apply --json)).
   returned: when a converge ran
   type: dict
 method_used:
@@ -91,12 +104,14 @@ from ansible_collections.iped.ipe.plugins.module_utils.iped import (
     METHODS,
     converge,
     iped_executable,
+    judge,
 )
 
 
 def main():
     module = AnsibleModule(
-        argument_spec=dict(COMMON_ARGUMENT_SPEC, method={"type": "str", "choices": list(METHODS), "default": "auto"}),
+        argument_spec=dict(COMMON_ARGUMENT_SPEC, method={"type": "str", "choices": list(METHODS), "default": "auto"},
+                           staged={"type": "path"}),
         supports_check_mode=True,
     )
     p = module.params
@@ -105,7 +120,10 @@ def main():
     def run(argv):
         return module.run_command(argv, check_rc=False)
 
-    result = converge(run, iped, p["config"], p["socket"], p["method"], module.check_mode)
+    if p["staged"]:
+        result = judge(run, iped, p["staged"], p["socket"], p["method"])
+    else:
+        result = converge(run, iped, p["config"], p["socket"], p["method"], module.check_mode)
     if not module._diff:
         result.pop("diff", None)
     if result.pop("failed"):

@@ -84,7 +84,7 @@ def test_unreachable_daemon_falls_back_only_with_auto(method, failed, verbs):
     assert result["changed"] is not failed
     if not failed:
         assert result["method_used"] == "once"
-        assert fake.calls[-1] == ["/usr/bin/iped", "apply", "--once", "--json", "--config", "/etc/iped/iped.toml"]
+        assert fake.calls[-1] == ["/usr/bin/iped", "apply", "--json", "--config", "/etc/iped/iped.toml"]
 
 
 def test_method_once_never_asks_a_daemon():
@@ -109,3 +109,22 @@ def test_reasons_prefer_the_document():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="method"):
         run(Iped(), method="sometimes")
+
+
+def test_judge_plans_the_staged_config_and_never_converges():
+    from ansible_collections.iped.ipe.plugins.module_utils.iped import judge
+
+    fake = Iped(plan=(0, PLAN, ""))
+    result = judge(fake, "/usr/bin/iped", "/tmp/stage/iped.toml", None, "auto")
+    assert result["changed"] and not result["failed"] and result["diff"]["after"] == PLAN["after"]
+    assert fake.calls == [["/usr/bin/iped", "plan", "--json", "--config", "/tmp/stage/iped.toml"]]
+
+
+def test_judge_of_a_rejected_staged_state_fails_with_the_reasons():
+    from ansible_collections.iped.ipe.plugins.module_utils.iped import judge
+
+    why = "/tmp/stage/policies.d/fleet.p7s: ENOKEY: signer not trusted"
+    fake = Iped(plan=(1, dict(PLAN, outcome="rejected", steps=[], reasons=[why]), ""))
+    result = judge(fake, "/usr/bin/iped", "/tmp/stage/iped.toml", None, "once")
+    assert result["failed"] and result["reasons"] == [why] and "nothing installed" in result["msg"]
+    assert fake.calls[0][-1] == "--no-daemon" and fake.verbs == ["plan"]
