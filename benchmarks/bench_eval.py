@@ -33,10 +33,10 @@ from collections.abc import Callable
 
 from iped.emulator.compiled import compile_policy, evaluate
 from iped.emulator.eval import build_eval_ctx, evaluate_linear, property_evaluators
-from iped.emulator.ipe import Emulator, KernelConfig
-from iped.emulator.policy import Policy, activate_boot_policy
+from iped.emulator.ipe import Emulator
+from iped.emulator.policy import activate_boot_policy
 from iped.emulator.policy_parser import Op, parse_policy
-from iped.emulator.types import FileInfo, Hook, Task
+from iped.emulator.types import FileInfo, Hook, KernelConfig, Policy, Task
 
 #: decisions per call of a workload, the same for both policies
 EVENTS = 700

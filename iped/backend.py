@@ -1,10 +1,11 @@
 """The securityfs backend: the real /sys/kernel/security/ipe or the in-process emulator.
 
 Both implement :class:`Backend` with paths relative to the IPE root (``new_policy``,
-``policies/<name>/active``), so the daemon cannot tell them apart. A write is exactly one
-``write()`` of the whole buffer and raises ``OSError`` with the kernel's errno. Faults are
-scripted by the tests' own entry point (tests/helpers/iped_with_hooks.py), never by the shipped
-package: no environment variable changes what a backend does.
+``policies/<name>/active``), so planning and applying take either; ``kind`` says which one it
+is (status, readiness). A write is exactly one ``write()`` of the whole buffer and raises
+``OSError`` with the kernel's errno. Faults are scripted by the tests'
+own entry point (tests/helpers/iped_with_hooks.py), never by the shipped package: no environment
+variable changes what a backend does.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from iped.daemon.settings import BackendKind, Settings
+from iped.settings import BackendKind, Settings
 
 IPE_ROOT = Path("/sys/kernel/security/ipe")
 SECURITYFS = Path("/sys/kernel/security")

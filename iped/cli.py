@@ -6,8 +6,9 @@
 * the codes of :class:`iped.commands.ExitCode`: 0 success; 1 failed operation or invalid input;
   2 usage error; 3 daemon unreachable; 4 kernel error mid-apply; 9 nothing to change;
   130 interrupted;
-* every error goes through :class:`iped.commands.CliError` (verbs call ``die()`` or raise it) and
-  is printed here, ``iped: error: ...`` on stderr; ``--debug`` adds the traceback.
+* every error goes through :class:`iped.errors.UserError` (verbs call ``die()`` or raise
+  :class:`iped.commands.CliError`; the daemon's wiring and client raise it too) and is printed
+  here, ``iped: error: ...`` on stderr; ``--debug`` adds the traceback.
 
 Only the selected verb's module is imported (``iped/commands/<verb>.py``), and only after the
 command line names it: the table below carries each verb's help text, so ``iped --help`` and
@@ -27,6 +28,7 @@ from types import ModuleType
 
 from iped import __version__
 from iped.commands import CliError, ExitCode
+from iped.errors import UserError
 
 # typing costs milliseconds at start-up and is only needed by the type checker.
 TYPE_CHECKING = False
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     try:
         return _run(args)
-    except CliError as e:
+    except UserError as e:  # CliError, and what the daemon's wiring and client raise
         if debug and e.code != ExitCode.USAGE:
             import traceback
 

@@ -1,7 +1,7 @@
 """iped.toml -> Settings: strict pydantic v2 validation at the edge, frozen dataclasses inside.
 
 Only this module imports pydantic. The keys are declared once, as the dataclasses of
-:mod:`iped.daemon.settings`; the pydantic models here are derived from them (:func:`model_for`),
+:mod:`iped.settings`; the pydantic models here are derived from them (:func:`model_for`),
 and a validated model is frozen back into them (:func:`to_settings`), relative paths resolved
 against the file's directory. Errors are rendered ``FILE:LINE: key.path: problem``; tomllib keeps
 no positions, so :func:`key_lines` does a cheap scan of the source to map a pydantic ``loc`` back
@@ -26,7 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin, get_type_hints
 
-from iped.daemon.settings import Settings
+from iped.settings import Settings
 
 if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError

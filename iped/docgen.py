@@ -3,7 +3,7 @@
 * ``iped(8)``: every verb, its synopsis and options from the argparse table (:mod:`iped.cli` and
   each verb's ``add_arguments``); EXIT STATUS from :class:`ExitCode` and :data:`EXIT_MEANINGS`;
   FILES from the settings' defaults.
-* ``iped.toml(5)``: every key of :mod:`iped.daemon.settings` with its TOML type, default, limits
+* ``iped.toml(5)``: every key of :mod:`iped.settings` with its TOML type, default, limits
   and the meaning written in its section's docstring.
 * bash and zsh completion from the same argparse table, by shtab; policy files in the drop-in
   directory are offered where an option takes a policy.
@@ -93,8 +93,8 @@ def _rst_literals(text: str) -> str:
 
 
 def _files() -> list[tuple[str, str]]:
-    from iped.daemon.client import DEFAULT_CONFIG
-    from iped.daemon.settings import DaemonSettings, PolicySettings
+    from iped.paths import DEFAULT_CONFIG
+    from iped.settings import DaemonSettings, PolicySettings
 
     daemon, policies = DaemonSettings(), PolicySettings()
     return [

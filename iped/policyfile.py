@@ -39,10 +39,6 @@ class SigningMaterial:
     key_pem: bytes | None = None
     cert_pem: bytes | None = None
 
-    @property
-    def can_sign(self) -> bool:
-        return self.key_pem is not None and self.cert_pem is not None
-
 
 class Stage(StrEnum):
     """Which check a problem comes from."""

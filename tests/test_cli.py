@@ -16,7 +16,8 @@ from iped.commands import CliError, ExitCode
 
 def run_iped(*args: str) -> subprocess.CompletedProcess[str]:
     """``python -m iped ARGS`` in a real process."""
-    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, check=False,
+                          timeout=120)
 
 
 def test_every_verb_has_help_and_a_module_name() -> None:
@@ -157,6 +158,17 @@ def test_explain_reads_records_with_source_like_audit(tmp_path: Path, capsys: py
     assert capsys.readouterr().out == by_source
 
 
+def test_every_outcome_has_its_exit_code() -> None:
+    """The README's exit-code table, from the one Outcome vocabulary: nothing falls to 'failed' unnoticed."""
+    from iped.commands import OUTCOME_EXIT, outcome_exit
+    from iped.outcome import Outcome
+
+    assert set(OUTCOME_EXIT) == set(Outcome)
+    assert [outcome_exit(str(o)) for o in Outcome] == [ExitCode.OK, ExitCode.UNCHANGED, ExitCode.FAILED,
+                                                       ExitCode.APPLY_FAILED, ExitCode.OK, ExitCode.OK]
+    assert outcome_exit("something new") == ExitCode.FAILED
+
+
 @pytest.mark.parametrize("verb", ["audit", "survey", "suggest"])
 def test_since_takes_a_relative_time_as_documented(
     verb: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -182,3 +194,10 @@ def test_since_takes_a_relative_time_as_documented(
             doc = json.loads(out)
             seen.append(doc["records"] if verb == "survey" else doc["verification"]["records"])
     assert seen[0] == 23 and seen[1:] == [0, 0, 0]
+
+
+def test_the_lower_floors_exit_codes_are_the_clis() -> None:
+    """iped.errors names the two codes a daemon-floor UserError may carry without importing the CLI."""
+    from iped import errors
+
+    assert (errors.USAGE, errors.UNREACHABLE) == (ExitCode.USAGE, ExitCode.UNREACHABLE)

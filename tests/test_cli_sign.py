@@ -49,6 +49,7 @@ def test_sign_to_stdout_and_hash(policy: Path, signer: Signer) -> None:
         [sys.executable, "-m", "iped", *sign_args(signer, "-o", "-", "--hash", "sha384", str(policy))],
         capture_output=True,
         check=False,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     v = verify_policy(proc.stdout, [signer.cert_pem])
@@ -64,6 +65,7 @@ def test_sign_refuses_group_readable_key(tmp_path: Path, policy: Path, signer: S
         capture_output=True,
         text=True,
         check=False,
+        timeout=120,
     )
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1

@@ -46,7 +46,8 @@ def write(tmp_path: Path, name: str, data: bytes) -> str:
 
 
 def iped(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, check=False)
+    return subprocess.run([sys.executable, "-m", "iped", *args], capture_output=True, text=True, check=False,
+                          timeout=120)
 
 
 def test_valid_plain_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,7 +217,8 @@ def test_ansible_style_validate(tmp_path: Path) -> None:
 
 
 def test_stdin(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "iped", "validate", "-"], input=GOOD, capture_output=True, check=False)
+    proc = subprocess.run([sys.executable, "-m", "iped", "validate", "-"], input=GOOD, capture_output=True, check=False,
+                          timeout=120)
     assert proc.returncode == 0 and proc.stdout == b"-: OK policy_name=good policy_version=1.0.2\n"
 
 
@@ -272,6 +274,6 @@ def test_validate_refuses_a_huge_file_by_its_size_without_reading_it(
 
 def test_validate_stdin_over_the_limit(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "iped", "validate", "-"], input=big_policy(200_000),
-                          capture_output=True, check=False)  # fmt: skip
+                          capture_output=True, check=False, timeout=120)  # fmt: skip
     assert proc.returncode == 1
     assert proc.stderr.startswith(b"-: EMSGSIZE: more than 65535 bytes;"), proc.stderr

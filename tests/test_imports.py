@@ -20,7 +20,7 @@ print(json.dumps(sorted(m for m in sys.modules if any(m == h or m.startswith(h +
 
 def heavy_modules_after(setup: str, heavy: tuple[str, ...] = HEAVY) -> list[str]:
     code = PROBE.format(setup=setup, heavy=heavy)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
     result: list[str] = json.loads(proc.stdout.splitlines()[-1])
     return result

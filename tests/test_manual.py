@@ -42,7 +42,7 @@ def _man_text(page: str, tmp_path: Path) -> str:
     path.write_text(render(page), encoding="utf-8")
     env = {**os.environ, "MANWIDTH": "80", "MAN_KEEP_FORMATTING": "0", "LANG": "C.UTF-8"}
     done = subprocess.run(["man", "--warnings", "-l", str(path)], capture_output=True, text=True, env=env,
-                          check=False)
+                          check=False, timeout=60)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     return re.sub(r".\x08", "", done.stdout)  # no overstrike when piped, but be sure
 
@@ -120,7 +120,7 @@ def _bash_complete(words: list[str], cwd: Path) -> list[str]:
         'printf "%s\\n" "${COMPREPLY[@]}"\n'
     )
     done = subprocess.run(["bash", "--norc", "--noprofile", "-c", script, "bash", *words], cwd=cwd,
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, timeout=60)
     assert done.stderr == ""
     return [w for w in done.stdout.splitlines() if w]
 
@@ -160,18 +160,18 @@ def test_bash_completion_offers_the_drop_in_policies(tmp_path: Path) -> None:
     for word, want in (("b", ["/etc/iped/policies.d/base.p7s", "/etc/iped/policies.d/boot_verified.pol"]),
                        ("n", [])):
         done = subprocess.run(["unshare", "--mount", "--propagation", "private", "bash", "--norc", "-c", script,
-                               "bash", word], cwd=cwd, capture_output=True, text=True, check=True)
+                               "bash", word], cwd=cwd, capture_output=True, text=True, check=True, timeout=60)
         assert sorted(w for w in done.stdout.splitlines() if w) == want
 
 
 def test_zsh_completion_parses_and_is_found_by_compinit(tmp_path: Path) -> None:
     if shutil.which("zsh") is None:
         pytest.skip("zsh is not installed")
-    subprocess.run(["zsh", "-n", str(GENERATED / "_iped")], check=True)
+    subprocess.run(["zsh", "-n", str(GENERATED / "_iped")], check=True, timeout=60)
     # compinit picks it up from a directory on $fpath (the packages put it on the default one)
     found = subprocess.run(["zsh", "-fc", f"fpath=({GENERATED} $fpath); autoload -Uz compinit; "
                             f"compinit -u -d {tmp_path}/zcompdump; print -r -- $_comps[iped]"],
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True, check=True, timeout=60)
     assert found.stdout.strip() == "_iped", found
     text = (GENERATED / "_iped").read_text(encoding="utf-8")
     assert text.startswith("#compdef iped")

@@ -163,7 +163,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[zipfile.ZipFile]
     out = tmp_path_factory.mktemp("wheel")
     isolation = ["--no-build-isolation"] if build_requirements_met() else []
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", *isolation, "-q", "-w", str(out), str(src)],
-                       capture_output=True, text=True, check=False)
+                       capture_output=True, text=True, check=False, timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
     wheels = list(out.glob("iped-*.whl"))
     assert len(wheels) == 1, wheels
@@ -367,7 +367,7 @@ def test_debs_built_in_a_trixie_chroot() -> None:
     debs = build_debs()
 
     def dpkg_deb(*args: str) -> str:
-        return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=True).stdout
+        return subprocess.run(["dpkg-deb", *args], capture_output=True, text=True, check=True, timeout=1800).stdout
 
     contents = dpkg_deb("-c", str(debs.iped))
     for path in ("./etc/iped/iped.toml", "./etc/iped/policies.d/", "./usr/lib/systemd/system/iped.service",
@@ -387,7 +387,7 @@ def test_debs_built_in_a_trixie_chroot() -> None:
     assert "/dist-packages/inotify_simple.py" in dpkg_deb("-c", str(debs.inotify_simple))
     upgrade = dpkg_deb("-f", str(debs.iped_upgrade), "Version").strip()
     assert subprocess.run(["dpkg", "--compare-versions", upgrade, "gt", PYPROJECT["project"]["version"]],
-                          check=False).returncode == 0
+                          check=False, timeout=1800).returncode == 0
 
 
 @pytest.mark.lab
@@ -414,7 +414,8 @@ def test_srpm_builds_and_rpmlint_is_clean(tmp_path: Path) -> None:
     from tests.lab.system.packages import SPEC, build_srpm, rpmlint
 
     srpm = build_srpm(tmp_path)
-    listing = subprocess.run(["rpm", "-qpl", str(srpm)], capture_output=True, text=True, check=True).stdout.split()
+    listing = subprocess.run(["rpm", "-qpl", str(srpm)], capture_output=True, text=True, check=True,
+                             timeout=1800).stdout.split()
     assert sorted(listing) == [f"iped-{PYPROJECT['project']['version']}.tar.gz", "iped.spec"]
     lint = rpmlint(SPEC, srpm)
     assert lint.returncode == 0 and " 0 errors, 0 warnings" in lint.stdout, lint.stdout + lint.stderr

@@ -48,7 +48,7 @@ class Signer:
 
 def openssl(*args: str | Path, stdin: bytes | None = None) -> bytes:
     """Run the real openssl binary; its stdout, or the test fails with its stderr."""
-    proc = subprocess.run(["openssl", *map(str, args)], input=stdin, capture_output=True, check=False)
+    proc = subprocess.run(["openssl", *map(str, args)], input=stdin, capture_output=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     return proc.stdout
 

@@ -45,7 +45,9 @@ import re
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Final
 
+from iped.audit import native
 from iped.audit.group import Event, Grouper
+from iped.audit.native import _scan
 from iped.audit.records import (
     PARSERS,
     IpeAccess,
@@ -53,15 +55,11 @@ from iped.audit.records import (
     RawRecord,
     Syscall,
     TypedRecord,
+    auditd_line,
     parse_access,
     parse_proctitle,
     parse_syscall,
 )
-
-try:
-    from iped.audit import _scan
-except ImportError:  # a checkout run without `pip install`: the Python scanner alone
-    _scan = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     FeedLines = Callable[[Grouper, list[str], list[Event], bool], None]
@@ -110,7 +108,7 @@ ScannedEvent = tuple[
 ]
 
 #: the C scanner is built (``pip install`` compiles it; a bare checkout has only Python's)
-C_SCANNER_BUILT: Final = _scan is not None
+C_SCANNER_BUILT: Final = native.BUILT
 #: use the C scanner when it is built (False: the Python scanner alone, e.g. to compare them)
 use_c_scanner: bool = C_SCANNER_BUILT
 
@@ -288,7 +286,5 @@ def _middle_records(text: str) -> tuple[RawRecord, ...]:
 
     Lines whose type name is not one auditd prints are skipped, as the general path does.
     """
-    from iped.audit.files import _log_line
-
-    # (_log_line drops an enriched part itself)
-    return tuple(rec for rec in map(_log_line, text.split("\n")[:-1]) if rec is not None)
+    # (auditd_line drops an enriched part itself)
+    return tuple(rec for rec in map(auditd_line, text.split("\n")[:-1]) if rec is not None)

@@ -206,9 +206,8 @@ def explain_file(
     """
     from iped.emulator.audit import audit_digest, audit_rule
     from iped.emulator.eval import build_eval_ctx, evaluate_linear, property_evaluators
-    from iped.emulator.ipe import KernelConfig
     from iped.emulator.policy_parser import Op, parse_policy
-    from iped.emulator.types import Hook, MatchType
+    from iped.emulator.types import Hook, KernelConfig, MatchType
 
     parsed = parse_policy(text)
     op = Op(op_name)

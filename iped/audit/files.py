@@ -27,12 +27,14 @@ from itertools import chain
 from pathlib import Path
 from typing import BinaryIO
 
+from iped.audit.bulk import BLOCK_SIZE, iter_block
 from iped.audit.group import Event, Grouper
 from iped.audit.journal import record_from_entry
 from iped.audit.records import (
     AUDIT_EOE,
     RawRecord,
     RecordError,
+    auditd_line,
     parse_kmsg_message,
     parse_log_line,
     parse_unproven_line,
@@ -79,7 +81,7 @@ def _log_records(lines: Iterable[str], strip: bool) -> Iterator[RawRecord]:
     One ``split(" ", 2)`` per line into ``type=NAME``, ``msg=audit(S.MS:N):`` and the body (a
     regex over the text spent most of its time scanning bodies character by character). Type
     tokens are looked up in a cache and a stamp is checked and converted once per event.
-    Other shapes (``node=``, no space after the colon) take :func:`_log_line`.
+    Other shapes (``node=``, no space after the colon) take :func:`iped.audit.records.auditd_line`.
     """
     types: dict[str, int] = {}
     last = "\n"  # the previous stamp token; never a real one (lines have no newline)
@@ -100,7 +102,7 @@ def _log_records(lines: Iterable[str], strip: bool) -> Iterator[RawRecord]:
                     # records of one event share the stamp: check and convert it once per event
                     if not (stok.startswith("msg=audit(") and stok.endswith("):")):
                         last = "\n"
-                        rec = _log_line(line)
+                        rec = auditd_line(line)
                         if rec is not None:
                             yield rec
                         continue
@@ -116,7 +118,7 @@ def _log_records(lines: Iterable[str], strip: bool) -> Iterator[RawRecord]:
                 continue
         if line.startswith(("type=", "node=")):
             last = "\n"
-            rec = _log_line(line)
+            rec = auditd_line(line)
             if rec is not None:
                 yield rec
 
@@ -195,42 +197,10 @@ def iter_file_events(path: str | Path, grouper: Grouper, unproven: Unproven | No
 
 
 def _log_event_lists(path: str | Path, grouper: Grouper) -> Iterator[list[Event]]:
-    from iped.audit.bulk import BLOCK_SIZE, iter_block
-
     with open(path, "rb") as fh:
         for block in _read_log_blocks(fh, BLOCK_SIZE):
             # (the last line of a file may lack its newline)
             yield from iter_block(grouper, block if block[-1:] == "\n" else block + "\n", _feed_lines)
-
-
-def _log_line(line: str) -> RawRecord | None:
-    """One ``[node=H ]type=NAME msg=audit(S.MS:N):[ ]body`` line of any shape, or None."""
-    if line.startswith("node="):
-        sp = line.find(" ")
-        line = line[sp + 1 :]
-        if sp < 6 or not line.startswith("type="):
-            return None
-    elif not line.startswith("type="):
-        return None
-    sp = line.find(" msg=audit(", 5)
-    close = line.find(")", sp)
-    if sp < 0 or close < 0:
-        return None
-    if line.startswith(": ", close + 1):
-        body = line[close + 3 :]
-    elif line.startswith(":", close + 1):
-        body = line[close + 2 :]
-    else:
-        return None
-    secms, _, ser = line[sp + len(" msg=audit(") : close].partition(":")
-    s, _, ms = secms.partition(".")
-    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal() and stamp_in_range(s, ms, ser)):
-        return None
-    try:
-        rtype = type_number(line[5:sp])
-    except RecordError:
-        return None
-    return RawRecord(rtype, int(s), int(ms), int(ser), body.partition("\x1d")[0].rstrip("\r"))
 
 
 def iter_export(fh: BinaryIO, unproven: Unproven | None = None) -> Iterator[RawRecord]:

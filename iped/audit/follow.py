@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from iped.audit.counters import AuditCounters, write_textfile
 from iped.audit.group import Event, Grouper
 from iped.audit.records import IpeAccess, RawRecord, RecordError, parse_stamped
-from iped.daemon.settings import AuditSettings, AuditSource
+from iped.settings import AuditSettings, AuditSource
 
 if TYPE_CHECKING:
     from iped.audit.netlink import NetlinkSource

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from itertools import islice, repeat
 from typing import Any, Generic, TypeVar, overload
 
+from iped.audit.native import _scan
 from iped.audit.records import (
     AUDIT_EOE,
     AUDIT_IPE_ACCESS,
@@ -34,11 +35,6 @@ from iped.audit.records import (
     TypedRecord,
     is_ipe,
 )
-
-try:
-    from iped.audit import _scan
-except ImportError:  # a checkout run without `pip install`: feed_ipe_runs in Python alone
-    _scan = None  # type: ignore[assignment]
 
 #: A gap this large is a serial reset (reboot, replayed file), not hundreds of thousands of losses.
 _MAX_GAP = 100_000

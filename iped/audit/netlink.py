@@ -18,15 +18,12 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from iped.audit import native
+from iped.audit.native import _scan
 from iped.audit.records import RawRecord, RecordError, parse_stamped
 
-try:
-    from iped.audit import _scan
-except ImportError:  # a checkout run without `pip install`: the Python reader
-    _scan = None  # type: ignore[assignment]
-
 #: read with the C helper when it is built (False: the Python reader, e.g. to compare them)
-use_c_reader: bool = _scan is not None
+use_c_reader: bool = native.BUILT
 
 NETLINK_AUDIT = 9
 AUDIT_NLGRP_READLOG = 1

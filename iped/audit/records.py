@@ -25,6 +25,8 @@ import re
 from collections.abc import Callable
 from typing import Final, NamedTuple
 
+from iped.audit.native import _scan
+
 AUDIT_SYSCALL: Final = 1300
 AUDIT_EOE: Final = 1320
 AUDIT_PROCTITLE: Final = 1327
@@ -152,6 +154,41 @@ def _finish(rtype: int, text: str, start: int, close: int) -> RawRecord:
     if body.endswith(("\n", "\x00")):
         body = body.rstrip("\x00\n")
     return RawRecord(rtype, stamp[0], stamp[1], stamp[2], body)
+
+
+def auditd_line(line: str) -> RawRecord | None:
+    """One auditd log line, ``[node=H ]type=NAME msg=audit(S.MS:N):[ ]body``, or None.
+
+    The strict shape auditd writes (no kmsg prefix; enriched fields after ``\\x1d`` and a
+    trailing ``\\r`` dropped), shared by the file reader's line path and the bulk scanner;
+    :func:`parse_log_line` takes every other source's lines and raises instead.
+    """
+    if line.startswith("node="):
+        sp = line.find(" ")
+        line = line[sp + 1 :]
+        if sp < 6 or not line.startswith("type="):
+            return None
+    elif not line.startswith("type="):
+        return None
+    sp = line.find(" msg=audit(", 5)
+    close = line.find(")", sp)
+    if sp < 0 or close < 0:
+        return None
+    if line.startswith(": ", close + 1):
+        body = line[close + 3 :]
+    elif line.startswith(":", close + 1):
+        body = line[close + 2 :]
+    else:
+        return None
+    secms, _, ser = line[sp + len(" msg=audit(") : close].partition(":")
+    s, _, ms = secms.partition(".")
+    if not (s.isdecimal() and ms.isdecimal() and ser.isdecimal() and stamp_in_range(s, ms, ser)):
+        return None
+    try:
+        rtype = type_number(line[5:sp])
+    except RecordError:
+        return None
+    return RawRecord(rtype, int(s), int(ms), int(ser), body.partition("\x1d")[0].rstrip("\r"))
 
 
 #: type name -> number, filled as names are met (a log uses a handful of names), up to
@@ -453,11 +490,6 @@ class Proctitle(NamedTuple):
 
 
 _tuple_new = tuple.__new__
-
-try:
-    from iped.audit import _scan
-except ImportError:  # a checkout run without `pip install`: the Python parsers alone
-    _scan = None  # type: ignore[assignment]
 
 TypedRecord = IpeAccess | IpeConfigChange | IpePolicyLoad | IpeMacStatus | Syscall | Proctitle
 

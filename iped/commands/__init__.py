@@ -11,7 +11,7 @@ must stay cheap. The verb table itself lives in :mod:`iped.cli`.
 
 What the verbs share lives here: :class:`ExitCode` (every exit code), :func:`outcome_exit`, and
 the one error path, :class:`CliError`/:func:`die` (``iped.cli.main`` prints it). Verbs that talk
-to the daemon go through :func:`iped.daemon.client.ask`; without a daemon they call the same
+to the daemon go through :func:`iped.commands.remote.ask`; without a daemon they call the same
 :mod:`iped.daemon.service` functions the daemon does.
 
 This module must stay import-light: it is imported on every ``iped`` invocation.
@@ -20,6 +20,9 @@ This module must stay import-light: it is imported on every ``iped`` invocation.
 from __future__ import annotations
 
 import enum
+
+from iped.errors import UserError
+from iped.outcome import Outcome
 
 # typing costs milliseconds at start-up and is only needed by the type checker.
 TYPE_CHECKING = False
@@ -55,8 +58,10 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
 
 #: what a reconcile's outcome means as the exit code of ``reload``, ``apply --once``,
 #: ``rollback`` (``dry-run``) and ``plan`` (``would-apply``): the README's exit-code table
-OUTCOME_EXIT = {"applied": ExitCode.OK, "would-apply": ExitCode.OK, "dry-run": ExitCode.OK,
-                "rejected": ExitCode.FAILED, "failed": ExitCode.APPLY_FAILED, "unchanged": ExitCode.UNCHANGED}
+OUTCOME_EXIT: dict[str, ExitCode] = {
+    Outcome.APPLIED: ExitCode.OK, Outcome.WOULD_APPLY: ExitCode.OK, Outcome.DRY_RUN: ExitCode.OK,
+    Outcome.REJECTED: ExitCode.FAILED, Outcome.FAILED: ExitCode.APPLY_FAILED, Outcome.UNCHANGED: ExitCode.UNCHANGED,
+}
 
 
 def outcome_exit(outcome: object) -> ExitCode:
@@ -64,18 +69,12 @@ def outcome_exit(outcome: object) -> ExitCode:
     return OUTCOME_EXIT.get(str(outcome), ExitCode.FAILED)
 
 
-class CliError(Exception):
-    """A user-facing failure: printed as ``iped: error: MESSAGE[ (hint: HINT)]``, one such line per
-    line of MESSAGE (an invalid configuration has one problem per line)."""
+class CliError(UserError):
+    """A verb's user-facing failure (:class:`iped.errors.UserError`, exit code 1 unless ``code``
+    says otherwise); ``main()`` prints it."""
 
     def __init__(self, message: str, *, hint: str | None = None, code: int = ExitCode.FAILED) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-        self.code = code
-
-    def __str__(self) -> str:
-        return self.message if self.hint is None else f"{self.message} (hint: {self.hint})"
+        super().__init__(message, hint=hint, code=code)
 
 
 def die(message: str, *, hint: str | None = None, code: int = ExitCode.FAILED) -> NoReturn:

@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from iped.commands.remote import print_json, render_record
     from iped.daemon import runtime, service
-    from iped.daemon.client import print_json, render_record
     from iped.daemon.log import StderrReporter
 
     rec = runtime.make_reconciler(runtime.load_for_command(args.config), StderrReporter())

@@ -23,7 +23,7 @@ from iped.commands import ExitCode, die
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from iped.config import ConfigProblem
-    from iped.daemon.settings import Settings
+    from iped.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,7 +125,7 @@ def check(path: Path, relative_to: Path | None = None) -> list[ConfigProblem]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import DEFAULT_CONFIG
+    from iped.paths import DEFAULT_CONFIG
 
     if args.config is not None and args.config_positional is not None:
         die("give the configuration once: --config FILE", code=ExitCode.USAGE)

@@ -17,7 +17,7 @@ from iped.commands import die
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from iped.daemon.log import Reporter
-    from iped.daemon.settings import Settings
+    from iped.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(settings: Settings, reporter: Reporter, args: argparse.Namespace) -> int:
     from iped.daemon import runtime
-    from iped.daemon.client import DEFAULT_CONFIG
     from iped.daemon.lock import DaemonLockError
     from iped.daemon.lock import acquire as acquire_daemon_lock
     from iped.daemon.loop import Daemon
     from iped.daemon.notify import Notifier
+    from iped.paths import DEFAULT_CONFIG
 
     sock = settings.daemon.control_socket
     try:  # held until this process exits: a busy daemon is not a dead one

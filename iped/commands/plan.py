@@ -14,7 +14,7 @@ from iped.commands import outcome_exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from iped.daemon.client import add_socket_arguments
+    from iped.commands.remote import add_socket_arguments
 
     add_socket_arguments(parser)
     parser.add_argument("--no-daemon", action="store_true",
@@ -35,7 +35,7 @@ def _from_daemon(args: argparse.Namespace) -> dict[str, object] | None:
 
     A daemon this user may not talk to (EACCES, the socket's mode or the daemon's peer check) is
     an error: a local run would only fail later, on files only root can read."""
-    from iped.daemon.client import ask_unless_no_daemon, checked_result, reply_error
+    from iped.commands.remote import ask_unless_no_daemon, checked_result, reply_error
 
     # the configuration to plan: the daemon's own, or a staged one (config management judging
     # what it is about to install)
@@ -53,7 +53,7 @@ def _from_daemon(args: argparse.Namespace) -> dict[str, object] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import print_json
+    from iped.commands.remote import print_json
     from iped.textsafe import escape_controls
 
     result = _from_daemon(args)

@@ -15,7 +15,7 @@ from iped.commands import ExitCode, outcome_exit
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from iped.daemon.client import add_socket_arguments
+    from iped.commands.remote import add_socket_arguments
 
     add_socket_arguments(parser)
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the daemon")
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import ask, print_json, render_record
+    from iped.commands.remote import ask, print_json, render_record
 
     rec = ask(args, "reload", args.timeout)
     if args.json:

@@ -15,6 +15,8 @@ import argparse
 from typing import Any
 
 from iped.commands import CliError, outcome_exit
+from iped.errors import UserError
+from iped.outcome import Outcome
 
 
 class RollbackRefusedError(CliError):
@@ -30,7 +32,7 @@ class RollbackRefusedError(CliError):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from iped.daemon.client import add_socket_arguments
+    from iped.commands.remote import add_socket_arguments
 
     add_socket_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="show what would be written, change nothing")
@@ -54,7 +56,7 @@ def _local(args: argparse.Namespace) -> dict[str, Any]:
 def _from_daemon(args: argparse.Namespace) -> dict[str, Any] | None:
     """The daemon's result; None (roll back here) only under the one no-daemon rule
     (:func:`iped.daemon.client.ask_unless_no_daemon`); RollbackRefusedError for its refusal."""
-    from iped.daemon.client import ask_unless_no_daemon, checked_result
+    from iped.commands.remote import ask_unless_no_daemon, checked_result
 
     asked = ask_unless_no_daemon(args, "rollback", 120, dry_run=bool(args.dry_run))
     if asked is None:
@@ -72,12 +74,12 @@ def _result(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import print_json, render_record
+    from iped.commands.remote import print_json, render_record
     from iped.textsafe import escape_controls
 
     try:
         res = _result(args)
-    except CliError as e:
+    except UserError as e:
         if args.json:  # a caller parsing stdout gets an answer, not an empty document
             failed = e if isinstance(e, RollbackRefusedError) else RollbackRefusedError(None, None, str(e))
             print_json({"ok": False, "errno": failed.errno, "errno_name": failed.errno_name, "error": failed.error})
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     what = escape_controls(f"rollback {res['name']}: {res['from_version']} -> {res['new_version']} with the "
                            f"content of sha256:{res['content_digest'][:16]}")
     target = escape_controls(res["target"])
-    if res["record"].get("outcome") == "dry-run":
+    if res["record"].get("outcome") == Outcome.DRY_RUN:
         print(f"{what} would be written to {target} (--dry-run: nothing written, nothing applied)")
     else:
         print(f"{what}, written to {target}")

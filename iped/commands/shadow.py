@@ -20,7 +20,7 @@ import json
 import sys
 
 from iped.commands import ExitCode, die
-from iped.rollout import cmdline
+from iped.commands import rollout_cli as cmdline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
                 die(f"--output {args.output}: {e.strerror}")
         try:
             shadow = Shadow(source.text, ShadowLog(out), success_audit=not args.denials_only)
-        except engine.policy_error_type() as e:
+        except engine.PolicyError as e:
             die(f"{source.origin}: {e}", hint="check it with 'iped validate'", code=ExitCode.USAGE)
         try:
             fan = Fanotify()

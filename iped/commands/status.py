@@ -18,7 +18,7 @@ LOGS = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from iped.daemon.client import add_socket_arguments
+    from iped.commands.remote import add_socket_arguments
 
     add_socket_arguments(parser)
     parser.add_argument("--no-daemon", action="store_true",
@@ -40,7 +40,7 @@ def direct_status(config: str | None) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.daemon.client import ask, print_json, render_status
+    from iped.commands.remote import ask, print_json, render_status
 
     result = direct_status(args.config) if args.no_daemon else {**ask(args, "status", 30), "daemon": True}
     if args.json:

@@ -22,7 +22,7 @@ import json
 import sys
 
 from iped.commands import ExitCode, die
-from iped.rollout import cmdline
+from iped.commands import rollout_cli as cmdline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         observations = cmdline.read_observations(args)
     try:
         result = suggest(text, origin, observations, cmdline.resolver(args), observations.records)
-    except engine.policy_error_type() as e:
+    except engine.PolicyError as e:
         die(f"{origin}: {e}", hint="check it with 'iped validate'", code=ExitCode.USAGE)
     except OverflowError as e:
         die(f"{origin}: {e}")

@@ -18,7 +18,7 @@ import argparse
 import json
 
 from iped.commands import ExitCode, die
-from iped.rollout import cmdline
+from iped.commands import rollout_cli as cmdline
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     observations = cmdline.read_observations(args)
     try:
         report = survey(source.text, source.origin, observations, cmdline.resolver(args), observations.records)
-    except engine.policy_error_type() as e:
+    except engine.PolicyError as e:
         die(f"{source.origin}: {e}", hint="check it with 'iped validate'", code=ExitCode.USAGE)
     if args.json:
         # (lines of --source not read: not proven to be the kernel's; docs/audit.md)
@@ -59,7 +59,7 @@ def _fleet(args: argparse.Namespace, text: bytes, origin: str) -> int:
     hosts = cmdline.fleet_hosts(args)
     try:
         report = survey_fleet(text, origin, hosts, cmdline.resolver(args), cmdline.since_of(args))
-    except engine.policy_error_type() as e:
+    except engine.PolicyError as e:
         die(f"{origin}: {e}", hint="check it with 'iped validate'", code=ExitCode.USAGE)
     if args.json:
         print(json.dumps(report.as_dict(), ensure_ascii=False))

@@ -1,12 +1,16 @@
 """The iped daemon: declared state (config + drop-in policies) -> kernel state, in one select loop.
 
-Modules, one concern each: ``settings`` (every configuration key, declared once), ``declared`` (the
-declared-state model), ``dropin`` (safe reading of a drop-in file), ``scan`` (the drop-in dir
-scan), ``overlay`` (the rollback overlay), ``actual`` (the securityfs snapshot), ``plan`` (pure planner), ``apply``
-(executor), ``reconcile`` (one reconcile and its record), ``service`` (plan, reload, rollback and
-status, shared by the loop and the command line's no-daemon paths), ``planlog`` (plan records and
-deployed texts in ``state_dir``), ``rollback`` (roll forward to earlier content), ``control``
-(control-socket protocol and server), ``client`` (the CLI's side of the socket), ``loop`` (the
-selector loop, no business logic), ``runtime`` (building the pieces from settings), ``notify``
-(sd_notify), ``log`` (reporters), ``devkey`` (development signing key, self-signed certificates).
+Modules, one concern each: ``declared`` (the declared-state model; ``find_active()``),
+``dropin`` (safe reading of one drop-in file), ``scan`` (the drop-in dir scan), ``overlay`` (the
+rollback overlay), ``actual`` (the securityfs snapshot), ``plan`` (pure planner), ``apply``
+(executor, each step read back), ``reconcile`` (one reconcile and its record), ``service`` (plan,
+reload, rollback and status, shared by the loop and the command line's no-daemon paths),
+``plan_document`` (the versioned ``iped plan --json``), ``planlog`` (plan records, the rollback
+chain and deployed texts in ``state_dir``), ``rollback`` (roll forward to earlier content),
+``control`` (control-socket protocol and server), ``connections`` (per-client buffers, caps, idle
+time-outs), ``client`` (the socket's client transport), ``lock`` (one daemon per socket), ``loop``
+(the selector loop), ``runtime`` (building the pieces from settings), ``notify`` (sd_notify),
+``log`` (reporters, journald), ``throttle`` (repeated log lines), ``metrics`` (the Prometheus
+textfile), ``status_text`` (``iped status`` for people), ``devkey`` (development signing key,
+self-signed certificates). The settings they read are :mod:`iped.settings`, one floor down.
 """

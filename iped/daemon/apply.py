@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from typing import TypeVar
 
 from iped.backend import Backend
@@ -18,19 +17,11 @@ from iped.daemon.actual import ActualState, LoadedPolicy, parse_version_text
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, StepKind
 from iped.errnos import describe_errno, errno_name
+from iped.outcome import Outcome
 
 #: told the number of steps done after each step that ran (and was read back and reported); the
 #: tests' entry point (tests/helpers/iped_with_hooks.py) stops the process there
 StepObserver = Callable[[int], None]
-
-
-class Outcome(StrEnum):
-    """How a reconcile ended (the CLI's exit code: iped.commands.outcome_exit)."""
-
-    APPLIED = "applied"
-    UNCHANGED = "unchanged"
-    REJECTED = "rejected"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,24 +28,40 @@ import socket
 import stat
 import struct
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from iped.errnos import errno_name
 
-READ_OPS = frozenset({"status", "plan", "ping"})
 MAX_LINE = 64 * 1024
 #: a client whose unread replies pass this many bytes is not read from until it catches up
 MAX_PENDING_OUTPUT = 64 * 1024
 #: request lines of one client answered per turn, so that one pipelining client cannot keep the
 #: loop from the others
 ANSWER_BATCH = 16
-#: the arguments each op takes besides "op", with their JSON type
-OP_ARGUMENTS: dict[str, dict[str, type]] = {
-    "status": {}, "plan": {"config": str}, "ping": {}, "reload": {}, "rollback": {"dry_run": bool},
-}
+
+
+@dataclass(frozen=True, slots=True)
+class OpSpec:
+    """One op of the control socket: whether it only reads (the control group may call it) and
+    the arguments it takes besides "op", with their JSON types. Its handler is the daemon's
+    ``_op_<name>`` method (:class:`iped.daemon.loop.Daemon`)."""
+
+    read_only: bool
+    arguments: Mapping[str, type] = field(default_factory=lambda: MappingProxyType({}))
+
+
+#: every op the control socket knows, declared once
+OPS: Mapping[str, OpSpec] = MappingProxyType({
+    "status": OpSpec(read_only=True),
+    "plan": OpSpec(read_only=True, arguments=MappingProxyType({"config": str})),
+    "ping": OpSpec(read_only=True),
+    "reload": OpSpec(read_only=False),
+    "rollback": OpSpec(read_only=False, arguments=MappingProxyType({"dry_run": bool})),
+})
 
 
 class ProtocolError(Exception):
@@ -70,10 +86,10 @@ def decode_request(line: bytes) -> dict[str, Any]:
 
 def check_arguments(req: dict[str, Any]) -> None:
     """Refuse (EINVAL) an argument the op does not take, or one of the wrong type: a misspelt
-    ``dry_run`` must not turn into the real thing. Ops without an entry in
-    :data:`OP_ARGUMENTS` take none."""
+    ``dry_run`` must not turn into the real thing. Ops not in :data:`OPS` take none."""
     op = req["op"]
-    allowed = OP_ARGUMENTS.get(op, {})
+    spec = OPS.get(op)
+    allowed = spec.arguments if spec is not None else {}
     for key, value in req.items():
         if key == "op":
             continue
@@ -128,7 +144,8 @@ class AccessPolicy:
     def allowed(self, cred: PeerCred, op: str) -> bool:
         if cred.uid in self.admin_uids:
             return True
-        if op not in READ_OPS or self.read_gid is None:
+        spec = OPS.get(op)
+        if spec is None or not spec.read_only or self.read_gid is None:
             return False
         return cred.gid == self.read_gid or self.read_gid in _supplementary_groups(cred.pid)
 
@@ -203,6 +220,9 @@ class ControlServer:
 
     def __init__(self, path: Path | None, handlers: dict[str, Handler], access: AccessPolicy,
                  group_gid: int | None = None) -> None:
+        unknown = sorted(set(handlers) - set(OPS))
+        if unknown:
+            raise ValueError(f"handlers for ops the control socket does not declare (control.OPS): {unknown}")
         self.path = path
         self.handlers = handlers
         self.access = access
@@ -246,7 +266,7 @@ class ControlServer:
                 raise ProtocolError(errno.EINVAL, f"unknown op {op!r}; known: {', '.join(sorted(self.handlers))}")
             check_arguments(req)
             if not self.access.allowed(cred, op):
-                why = ("it is neither root nor in the control group" if op in READ_OPS
+                why = ("it is neither root nor in the control group" if OPS[op].read_only
                        else "only root may change state")
                 raise ProtocolError(errno.EACCES, f"uid {cred.uid} may not {op!r}: {why}")
             return encode_reply(self.handlers[op](req, cred))

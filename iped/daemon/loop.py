@@ -21,18 +21,18 @@ from typing import Any, Protocol
 
 from iped.daemon import metrics, service
 from iped.daemon.actual import ActualState
-from iped.daemon.apply import Outcome
 from iped.daemon.connections import Clients, Source
-from iped.daemon.control import AccessPolicy, ControlServer, PeerCred, resolve_group
+from iped.daemon.control import OPS, AccessPolicy, ControlServer, PeerCred, resolve_group
 from iped.daemon.declared import DeclaredState
 from iped.daemon.dropin import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.plan import Plan
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
-from iped.daemon.settings import AuditSource, Settings
 from iped.daemon.throttle import Throttle
 from iped.errnos import describe_errno
+from iped.outcome import Outcome
+from iped.settings import AuditSource, Settings
 
 
 class Follower(Protocol):
@@ -78,8 +78,7 @@ class Daemon:
                                     f"root may use {self.settings.daemon.control_socket}")
         self.server = ControlServer(
             self.settings.daemon.control_socket,
-            {"status": self._op_status, "reload": self._op_reload, "plan": self._op_plan, "ping": self._op_ping,
-             "rollback": self._op_rollback},
+            {op: getattr(self, f"_op_{op}") for op in OPS},  # one handler per declared op
             AccessPolicy(frozenset({0, os.geteuid()}), gid), gid)
         self.clients = Clients(self.sel, self.server, reporter)
         self.throttle = Throttle(reporter)

@@ -28,11 +28,9 @@ from typing import Any, Protocol
 
 from iped.daemon.log import Reporter
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
-from iped.daemon.settings import Settings
 from iped.fsutil import write_atomically
-
-#: outcomes after which the kernel is in the declared state
-IN_SYNC_OUTCOMES = frozenset({"applied", "unchanged"})
+from iped.outcome import IN_SYNC_OUTCOMES, Outcome
+from iped.settings import Settings
 
 
 class ObservedDaemon(Protocol):
@@ -59,7 +57,7 @@ class StateMetrics:
 
     def observe(self, record: dict[str, Any], enforce: bool | None, success_audit: bool | None,
                 ready: bool, now: float) -> None:
-        outcome = str(record.get("outcome", "failed"))
+        outcome = str(record.get("outcome", Outcome.FAILED))
         self.reconciles[str(record.get("trigger", "?")), outcome] += 1
         self.in_sync = outcome in IN_SYNC_OUTCOMES
         self.active = record.get("active_after")

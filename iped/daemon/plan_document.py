@@ -14,13 +14,14 @@ from typing import Any
 from iped.daemon.actual import ActualState
 from iped.daemon.apply import state_after
 from iped.daemon.plan import Plan
+from iped.outcome import Outcome
 
 #: bump when a key changes meaning or disappears (adding keys does not bump it)
 PLAN_SCHEMA_VERSION = 1
 
 
-def plan_outcome(plan: Plan) -> str:
-    return "rejected" if plan.rejected else ("unchanged" if plan.unchanged else "would-apply")
+def plan_outcome(plan: Plan) -> Outcome:
+    return Outcome.REJECTED if plan.rejected else (Outcome.UNCHANGED if plan.unchanged else Outcome.WOULD_APPLY)
 
 
 def state_view(state: ActualState) -> dict[str, Any]:

@@ -15,16 +15,17 @@ from typing import Any
 
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, LoadedPolicy, read_actual
-from iped.daemon.apply import ApplyResult, Outcome, StepFailure, StepObserver, execute, state_after
+from iped.daemon.apply import ApplyResult, StepFailure, StepObserver, execute, state_after
 from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, fs_error
 from iped.daemon.dropin import read_policy_file
 from iped.daemon.log import Reporter
 from iped.daemon.plan import Plan, Step, make_plan
 from iped.daemon.planlog import PlanLog
 from iped.daemon.scan import declare, load_policy_file
-from iped.daemon.settings import PolicySettings, Settings
 from iped.errnos import errno_name
+from iped.outcome import RECONCILE_OUTCOMES, Outcome
 from iped.policyfile import SigningMaterial
+from iped.settings import PolicySettings, Settings
 
 
 def loaded_dict(p: LoadedPolicy | None) -> dict[str, Any] | None:
@@ -163,7 +164,7 @@ class Reconciler:
         self.reporter = reporter
         self.extra_anchors = extra_anchors
         self.declared: DeclaredState | None = None
-        self.counters: dict[str, int] = {"reconciles": 0, **{str(o): 0 for o in Outcome}}
+        self.counters: dict[str, int] = {"reconciles": 0, **{str(o): 0 for o in RECONCILE_OUTCOMES}}
         self.last: PlanRecord | FailedRead | None = None
         #: the kernel's state after the last reconcile (None: never reconciled, or securityfs unreadable)
         self.after: ActualState | None = None

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import iped
 from iped.backend import Backend, select_backend
-from iped.commands import CliError, ExitCode
-from iped.daemon.client import DEFAULT_CONFIG, NO_CONFIG_HINT, dev_runtime_dir, dev_socket_path
+from iped.daemon.client import dev_runtime_dir, dev_socket_path
 from iped.daemon.log import Reporter
 from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
-from iped.daemon.settings import BackendKind, Settings
+from iped.errors import USAGE, UserError
+from iped.paths import DEFAULT_CONFIG, NO_CONFIG_HINT
+from iped.settings import BackendKind, Settings
 
 #: the example policy ``--dev`` declares active when the checkout's config declares none
 DEV_ACTIVE = "allow_all"
@@ -37,28 +38,28 @@ def load(config: Path) -> Settings:
 
 def load_for_command(config: str | None, *, dev: bool = False) -> Settings:
     """The settings of a command-line verb (``--config``, default /etc/iped/iped.toml; ``--dev``:
-    :func:`dev_settings`). Raises CliError listing why they cannot be had: every problem of an
+    :func:`dev_settings`). Raises UserError listing why they cannot be had: every problem of an
     invalid configuration, one per line, each with its file:line."""
     from iped.config import ConfigError
 
     if not dev and config is None and not Path(DEFAULT_CONFIG).exists():
-        raise CliError(f"{DEFAULT_CONFIG}: ENOENT: no configuration file (iped is not set up on this host)",
-                       hint=NO_CONFIG_HINT)
+        raise UserError(f"{DEFAULT_CONFIG}: ENOENT: no configuration file (iped is not set up on this host)",
+                        hint=NO_CONFIG_HINT)
     if not dev and config is not None:
         try:  # as status and reload say it: the command line named a file that cannot be read
             with open(config, "rb"):
                 pass
         except OSError as e:
             name = errno.errorcode.get(e.errno or 0, "error")
-            raise CliError(f"--config {config}: {name}: {e.strerror or e}", code=ExitCode.USAGE) from None
+            raise UserError(f"--config {config}: {name}: {e.strerror or e}", code=USAGE) from None
     try:
         if dev:
             return dev_settings(Path(config) if config else None)
         return load(Path(config or DEFAULT_CONFIG))
     except ConfigError as e:
-        raise CliError("\n".join(str(p) for p in e.problems)) from None
+        raise UserError("\n".join(str(p) for p in e.problems)) from None
     except FileNotFoundError as e:
-        raise CliError(str(e)) from None
+        raise UserError(str(e)) from None
 
 
 def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Settings:
@@ -165,7 +166,7 @@ def make_backend(settings: Settings) -> Backend:
     try:
         certs = configured_certs(settings)
     except OSError as e:
-        raise CliError(error_line(e)) from None
+        raise UserError(error_line(e)) from None
     return select_backend(settings, certs)
 
 
@@ -215,7 +216,7 @@ def untrusted_paths(settings: Settings, plan_log: PlanLog) -> list[str]:
 
 def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | None = None, *,
                     writes_state: bool = True) -> Reconciler:
-    """The reconciler of ``settings``; CliError when the forced backend is not there, or when
+    """The reconciler of ``settings``; UserError when the forced backend is not there, or when
     the state dir cannot take the records of what it does (``writes_state``; checked before the
     kernel is touched, so an unusable state dir is never mistaken for a kernel error)."""
     plan_log = PlanLog(settings.daemon.state_dir, settings.daemon.history)
@@ -229,13 +230,13 @@ def make_reconciler(settings: Settings, reporter: Reporter, backend: Backend | N
         except OSError as e:
             from iped.errnos import errno_name
 
-            raise CliError(f"state_dir {plan_log.root}: {errno_name(e.errno or errno.EIO)}: {e.strerror or e}"
+            raise UserError(f"state_dir {plan_log.root}: {errno_name(e.errno or errno.EIO)}: {e.strerror or e}"
                            f"{f' ({e.filename})' if e.filename else ''}: plan records and rollback history "
                            "live there", hint="make it a writable directory or set [daemon] state_dir") from None
     if problems:
-        raise CliError("\n".join(problems))
+        raise UserError("\n".join(problems))
     try:
         backend = backend or make_backend(settings)
     except RuntimeError as e:  # backend = kernel without IPE
-        raise CliError(str(e)) from None
+        raise UserError(str(e)) from None
     return Reconciler(settings, backend, plan_log, reporter)

@@ -22,7 +22,7 @@ from iped.policyfile import CheckedPolicy, PolicyProblem, SigningMaterial, Stage
 from iped.trustpath import UntrustedPathError, check_path
 
 if TYPE_CHECKING:
-    from iped.daemon.settings import PolicySettings
+    from iped.settings import PolicySettings
 
 #: the meaning of the error that says no file declares the active policy
 UNDECLARED_ACTIVE = "the active policy is declared by no file"

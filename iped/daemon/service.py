@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from iped.daemon.actual import ActualState, read_actual
-from iped.daemon.apply import Outcome
 from iped.daemon.declared import DeclaredState
 from iped.daemon.plan import Plan, drift
 from iped.daemon.plan_document import plan_document, plan_outcome
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler, loaded_dict
 from iped.errnos import describe_errno
+from iped.outcome import Outcome
 
 STATUS_SCHEMA_VERSION = 1
 
@@ -142,7 +142,7 @@ class RollbackResult:
     def as_dict(self) -> dict[str, Any]:
         return {"target": self.target, "name": self.name, "from_version": self.from_version,
                 "new_version": self.new_version, "content_digest": self.content_digest,
-                "record": {"outcome": "dry-run"} if self.record is None else self.record.as_dict()}
+                "record": {"outcome": Outcome.DRY_RUN} if self.record is None else self.record.as_dict()}
 
 
 def rollback(rec: Reconciler, dry_run: bool,

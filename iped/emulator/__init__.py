@@ -4,8 +4,9 @@ Hold each module next to its C file: ``policy_parser`` (policy_parser.c; the one
 policy language, shared with ``iped validate`` and the daemon), ``digest`` (digest.c),
 ``policy`` (policy.c), ``fs`` (fs.c: ``enforce``, ``success_audit``, ``new_policy``),
 ``policy_fs`` (policy_fs.c: ``policies/<name>/*``), ``eval`` (eval.c), ``hooks`` (hooks.c),
-``audit`` (audit.c), ``ipe`` (ipe.c: boot, Kconfig, the :class:`Emulator` surface) and ``types``
-(the headers: ``Hook``, ``MatchType``, ``EvalContext``, ``FileInfo``, ``Task``). Around them, with
+``audit`` (audit.c), ``ipe`` (ipe.c: boot, the :class:`Emulator` surface), ``types``
+(the headers: ``Hook``, ``MatchType``, ``EvalContext``, ``FileInfo``, ``Task``, ``Policy``, Kconfig and
+release) and ``state`` (ipe.h: the kernel's shared state as the other files reach it). Around them, with
 no security/ipe/ counterpart: ``securityfs`` (the securityfs/VFS model), ``kstrtox``
 (lib/kstrtox.c), ``keyring`` (which keyrings verify a policy) and ``compiled`` (the indexed
 policy the kernel's linear scan is compared with). Reading a real file's properties from this
@@ -21,18 +22,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from iped.emulator.ipe import Emulator, KernelConfig, KernelProfile
-    from iped.emulator.types import FileInfo, Task
+    from iped.emulator.ipe import Emulator
+    from iped.emulator.types import FileInfo, KernelConfig, KernelProfile, Task
 
 __all__ = ["Emulator", "FileInfo", "KernelConfig", "KernelProfile", "Task"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("Emulator", "KernelConfig", "KernelProfile"):
+    if name == "Emulator":
         from iped.emulator import ipe
 
         return getattr(ipe, name)
-    if name in ("FileInfo", "Task"):
+    if name in ("FileInfo", "KernelConfig", "KernelProfile", "Task"):
         from iped.emulator import types
 
         return getattr(types, name)

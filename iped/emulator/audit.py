@@ -20,7 +20,7 @@ from iped.emulator.policy_parser import Action, Rule
 from iped.emulator.types import EvalContext, MatchType, Task
 
 if TYPE_CHECKING:
-    from iped.emulator.policy import Policy
+    from iped.emulator.types import Policy
 
 AUDIT_IPE_ACCESS = 1420
 AUDIT_IPE_CONFIG_CHANGE = 1421

@@ -20,7 +20,7 @@ from iped.emulator.policy_parser import Op, ParsedPolicy, PropType, Rule
 from iped.emulator.types import Decision, EvalContext, Facts, MatchType
 
 if TYPE_CHECKING:
-    from iped.emulator.ipe import KernelConfig
+    from iped.emulator.types import KernelConfig
 
 
 Predicate = Callable[[Facts], bool]

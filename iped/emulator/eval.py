@@ -19,8 +19,6 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from iped.emulator.audit import AUDIT_IPE_ACCESS, AuditLog, audit_match
 from iped.emulator.policy_parser import OP_INDEX, Action, Op, ParsedPolicy, Prop, PropType
@@ -28,18 +26,15 @@ from iped.emulator.types import (
     NO_FILE_FACTS,
     Decision,
     EvalContext,
+    EvalState,
     Facts,
     FileInfo,
     Hook,
+    KernelConfig,
     MatchType,
     Task,
     new_eval_ctx,
 )
-
-if TYPE_CHECKING:
-    from iped.emulator.compiled import CompiledPolicy
-    from iped.emulator.ipe import KernelConfig
-    from iped.emulator.policy import Policy
 
 log = logging.getLogger(__name__)
 
@@ -150,16 +145,6 @@ def evaluate_linear(parsed: ParsedPolicy, ctx: EvalContext, evaluators: Mapping[
 
 
 # --- applying a decision (ipe_evaluate_event) ---------------------------------------------------
-
-
-@dataclass
-class EvalState:
-    """eval.c's globals: the active policy (and its compiled form), enforce, success_audit."""
-
-    enforce: bool = True
-    success_audit: bool = False
-    active: Policy | None = None
-    compiled: CompiledPolicy | None = None
 
 
 def evaluate_event(state: EvalState, ctx: EvalContext, task: Task, audit: AuditLog) -> int:

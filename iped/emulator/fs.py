@@ -26,26 +26,26 @@ from iped.emulator.securityfs import (
 from iped.emulator.types import kernel_error
 
 if TYPE_CHECKING:
-    from iped.emulator.ipe import Emulator
+    from iped.emulator.state import Ipe
 
 
-def _require_cap(emu: Emulator) -> None:
+def _require_cap(emu: Ipe) -> None:
     if not emu.caller_has_cap_mac_admin:
         raise kernel_error(errno.EPERM, "CAP_MAC_ADMIN is required")
 
 
-def setaudit(emu: Emulator, data: bytes) -> int:
+def setaudit(emu: Ipe, data: bytes) -> int:
     """Write ``success_audit``: never audited. Raises OSError: EPERM; EINVAL not a boolean."""
     _require_cap(emu)
     emu.state.success_audit = kstrtobool_from_user(data, enable_disable=emu.profile.kstrtobool_enable_disable)
     return len(data)
 
 
-def getaudit(emu: Emulator) -> bytes:
+def getaudit(emu: Ipe) -> bytes:
     return b"1" if emu.state.success_audit else b"0"
 
 
-def setenforce(emu: Emulator, data: bytes) -> int:
+def setenforce(emu: Ipe, data: bytes) -> int:
     """Write ``enforce``: AUDIT_MAC_STATUS only when the value changes. Raises OSError: EPERM, EINVAL."""
     _require_cap(emu)
     old = emu.state.enforce
@@ -58,11 +58,11 @@ def setenforce(emu: Emulator, data: bytes) -> int:
     return len(data)
 
 
-def getenforce(emu: Emulator) -> bytes:
+def getenforce(emu: Ipe) -> bytes:
     return b"1" if emu.state.enforce else b"0"
 
 
-def new_policy(emu: Emulator, data: bytes) -> int:
+def new_policy(emu: Ipe, data: bytes) -> int:
     """Write ``new_policy``: verify, parse, create ``policies/<name>/``; the policy stays inactive.
 
     Raises OSError: EPERM no CAP_MAC_ADMIN; signature errnos (EBADMSG, ENOKEY, EKEYREJECTED,
@@ -83,7 +83,7 @@ def new_policy(emu: Emulator, data: bytes) -> int:
     return len(data)
 
 
-def init_securityfs(emu: Emulator) -> Dentry:
+def init_securityfs(emu: Ipe) -> Dentry:
     """ipe_init_securityfs(): success_audit, enforce, policies/, the boot policy's dir, new_policy.
 
     Raises OSError if the boot policy's directory cannot be created (the kernel then removes

@@ -18,7 +18,7 @@ from iped.emulator.policy_parser import Op
 from iped.emulator.types import EvalContext, FileInfo, Hook, Task
 
 if TYPE_CHECKING:
-    from iped.emulator.ipe import Emulator
+    from iped.emulator.state import Ipe
 
 PROT_EXEC = mmap.PROT_EXEC
 
@@ -97,16 +97,16 @@ def load_data_op(load_id: int) -> Op | None:
         return None
 
 
-def _run(emu: Emulator, ctx: EvalContext, task: Task | None) -> int:
+def _run(emu: Ipe, ctx: EvalContext, task: Task | None) -> int:
     return emu.evaluate_event(ctx, task)
 
 
-def bprm_check(emu: Emulator, file: FileInfo, task: Task | None = None) -> int:
+def bprm_check(emu: Ipe, file: FileInfo, task: Task | None = None) -> int:
     """ipe_bprm_check_security(): every exec (and each binfmt pass) evaluates EXECUTE."""
     return _run(emu, build_eval_ctx(file, Op.EXECUTE, Hook.BPRM_CHECK), task)
 
 
-def bprm_creds_for_exec(emu: Emulator, file: FileInfo, is_check: bool, task: Task | None = None) -> int:
+def bprm_creds_for_exec(emu: Ipe, file: FileInfo, is_check: bool, task: Task | None = None) -> int:
     """ipe_bprm_creds_for_exec() (6.19+): only ``execveat(.., AT_EXECVE_CHECK)`` is evaluated."""
     if not emu.profile.bprm_creds_for_exec:
         raise NotImplementedError(f"bprm_creds_for_exec is not an IPE hook on {emu.profile.name}")
@@ -115,7 +115,7 @@ def bprm_creds_for_exec(emu: Emulator, file: FileInfo, is_check: bool, task: Tas
     return _run(emu, build_eval_ctx(file, Op.EXECUTE, Hook.BPRM_CREDS_FOR_EXEC), task)
 
 
-def mmap_file(emu: Emulator, file: FileInfo | None, prot: int, task: Task | None = None) -> int:
+def mmap_file(emu: Ipe, file: FileInfo | None, prot: int, task: Task | None = None) -> int:
     """ipe_mmap_file(): only a mapping whose effective ``prot`` has PROT_EXEC; file None = anonymous."""
     if prot & PROT_EXEC:
         return _run(emu, build_eval_ctx(file, Op.EXECUTE, Hook.MMAP), task)
@@ -123,7 +123,7 @@ def mmap_file(emu: Emulator, file: FileInfo | None, prot: int, task: Task | None
 
 
 def file_mprotect(
-    emu: Emulator, vma_file: FileInfo | None, vma_is_exec: bool, prot: int, task: Task | None = None
+    emu: Ipe, vma_file: FileInfo | None, vma_is_exec: bool, prot: int, task: Task | None = None
 ) -> int:
     """ipe_file_mprotect(): skipped for an already VM_EXEC area; else only when adding PROT_EXEC."""
     if vma_is_exec:
@@ -133,12 +133,12 @@ def file_mprotect(
     return 0
 
 
-def kernel_read_file(emu: Emulator, file: FileInfo, read_id: int, task: Task | None = None) -> int:
+def kernel_read_file(emu: Ipe, file: FileInfo, read_id: int, task: Task | None = None) -> int:
     """ipe_kernel_read_file(): the op from the read id (READING_MODULE_COMPRESSED only on 6.19+)."""
     op = read_file_op(read_id, module_compressed=emu.profile.reading_module_compressed)
     return _run(emu, build_eval_ctx(file, op, Hook.KERNEL_READ), task)
 
 
-def kernel_load_data(emu: Emulator, load_id: int, task: Task | None = None) -> int:
+def kernel_load_data(emu: Ipe, load_id: int, task: Task | None = None) -> int:
     """ipe_kernel_load_data(): a buffer from userspace, so there is never a file."""
     return _run(emu, build_eval_ctx(None, load_data_op(load_id), Hook.KERNEL_LOAD), task)

@@ -1,10 +1,11 @@
-"""The emulated kernel: build options, ABI profile, boot, and the public surface (security/ipe/ipe.c).
+"""The emulated kernel: boot and the public surface (security/ipe/ipe.c).
 
 ipe_init() loads the compiled-in boot policy (unsigned, no audit record) and makes it active;
 ipe_init_securityfs() then builds the tree. :class:`Emulator` is the whole emulated IPE: the
 securityfs file API (``write``/``read``/``listdir``/``stat``), the LSM hooks, and the audit
-queue. :class:`KernelProfile` pins every behaviour that changed between releases, so a lab
-recording of one kernel can be replayed against the matching profile.
+queue; it is the :class:`iped.emulator.state.Ipe` the other files are handed, as ipe.c's
+globals are reached through headers. Its build options (:class:`KernelConfig`) and release
+(:class:`KernelProfile`) are declared with the other header types in :mod:`iped.emulator.types`.
 """
 
 from __future__ import annotations
@@ -15,85 +16,26 @@ from dataclasses import dataclass, field
 
 from iped.emulator import fs, hooks, securityfs
 from iped.emulator.audit import AuditLog
-from iped.emulator.eval import EvalState, build_eval_ctx, evaluate_event
+from iped.emulator.eval import build_eval_ctx, evaluate_event
 from iped.emulator.keyring import KeyringName, Keyrings
 from iped.emulator.policy import activate_boot_policy, new_policy
 from iped.emulator.securityfs import Dentry, StatResult
-from iped.emulator.types import HOOKS, OPS, EvalContext, FileInfo, Hook, Task
+from iped.emulator.types import (
+    HOOKS,
+    NEWEST_ABI,
+    OPS,
+    EvalContext,
+    EvalState,
+    FileInfo,
+    Hook,
+    KernelConfig,
+    KernelProfile,
+    Task,
+    profile_for,
+)
 
 #: bound once, as eval.py's _DENY: an enum attribute lookup per event is measurable
 _BPRM_CREDS_FOR_EXEC = Hook.BPRM_CREDS_FOR_EXEC
-
-
-@dataclass(frozen=True, slots=True)
-class KernelProfile:
-    """Behaviour that differs between kernel releases (each field names its commit or release).
-
-    * ``policy_load_errno`` (6.16, 1d887d6f): AUDIT_IPE_POLICY_LOAD gains ``errno=`` and failed
-      new_policy/update writes (EPERM included) are audited.
-    * ``kstrtobool_enable_disable`` (lib/kstrtox.c ae5b3500856f, taken as 6.16): ``e``/``d``.
-    * ``bprm_creds_for_exec`` (6.19): the AT_EXECVE_CHECK hook exists.
-    * ``reading_module_compressed`` (6.19): READING_MODULE_COMPRESSED maps to KMODULE.
-    * ``empty_mac_status_record``: ipe_audit_enforce()'s second, empty 1404 record (every
-      release by code reading; the lab decides).
-    """
-
-    name: str
-    policy_load_errno: bool
-    kstrtobool_enable_disable: bool
-    bprm_creds_for_exec: bool
-    reading_module_compressed: bool
-    empty_mac_status_record: bool = True
-
-
-PROFILES: dict[str, KernelProfile] = {
-    "6.12": KernelProfile("6.12", False, False, False, False),
-    "6.16": KernelProfile("6.16", True, True, False, False),
-    "6.19": KernelProfile("6.19", True, True, True, True),
-    "7.0": KernelProfile("7.0", True, True, True, True),
-}
-NEWEST_ABI = "7.0"
-
-
-def _version_key(abi: str) -> tuple[int, int]:
-    parts = abi.split("-", 1)[0].split(".")
-    try:
-        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
-    except ValueError:
-        raise ValueError(f"abi {abi!r} is not a kernel version like '6.12' or '7.0.3'") from None
-
-
-def profile_for(abi: str) -> KernelProfile:
-    """The profile of the newest listed release not newer than ``abi`` ("6.18" -> 6.16's, "7.1" -> 7.0's).
-
-    Raises ValueError: not a version, or older than 6.12 (no IPE, or its pre-release behaviour).
-    """
-    want = _version_key(abi)
-    fits = [p for name, p in PROFILES.items() if _version_key(name) <= want]
-    if not fits:
-        raise ValueError(f"abi {abi!r}: IPE is emulated from 6.12 on; known: {', '.join(PROFILES)}")
-    return max(fits, key=lambda p: _version_key(p.name))
-
-
-@dataclass(frozen=True, slots=True)
-class KernelConfig:
-    """Kconfig options and boot parameters that change what IPE does.
-
-    The four ``prop_*`` options make a property evaluate (off: it still parses, but evaluates
-    false — both TRUE and FALSE forms of the signature properties). ``boot_policy`` is the text
-    of CONFIG_IPE_BOOT_POLICY; ``enforce``/``success_audit`` are ``ipe.enforce=`` and
-    ``ipe.success_audit=`` on the kernel command line.
-    """
-
-    prop_dm_verity: bool = True
-    prop_dm_verity_signature: bool = True
-    prop_fs_verity: bool = True
-    prop_fs_verity_builtin_sig: bool = True
-    policy_sig_secondary_keyring: bool = True
-    policy_sig_platform_keyring: bool = True
-    boot_policy: bytes | None = None
-    enforce: bool = True
-    success_audit: bool = False
 
 
 @dataclass

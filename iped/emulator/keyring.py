@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from iped.emulator.ipe import KernelConfig
+    from iped.emulator.types import KernelConfig
 
 KeyringName = Literal["builtin", "secondary", "platform"]
 

@@ -1,9 +1,10 @@
 """Policy objects and their life cycle: load, update in place, activate (security/ipe/policy.c).
 
-A :class:`Policy` is immutable (``struct ipe_policy`` minus the securityfs pointer): the PKCS#7
-blob as written (None for the boot policy), the policy text (the PKCS#7 inner content, or the
-compiled-in text) and the parsed policy. A :class:`PolicyNode` is the policy directory's
-``i_private``: update swaps the policy inside it, delete empties it.
+A :class:`~iped.emulator.types.Policy` (declared with the header types, as policy.h declares
+``struct ipe_policy``) is immutable: the PKCS#7 blob as written (None for the boot policy), the
+policy text (the PKCS#7 inner content, or the compiled-in text) and the parsed policy. A
+:class:`PolicyNode` is the policy directory's ``i_private``: update swaps the policy inside it,
+delete empties it.
 """
 
 from __future__ import annotations
@@ -20,20 +21,11 @@ from iped.emulator.audit import (
 )
 from iped.emulator.compiled import compile_policy
 from iped.emulator.keyring import verify_pkcs7_signature
-from iped.emulator.policy_parser import ParsedPolicy, PolicyError, parse_policy
-from iped.emulator.types import kernel_error
+from iped.emulator.policy_parser import PolicyError, parse_policy
+from iped.emulator.types import Policy, kernel_error
 
 if TYPE_CHECKING:
-    from iped.emulator.ipe import Emulator
-
-
-@dataclass(frozen=True, eq=False)
-class Policy:
-    """One loaded policy; identity (``is``) is what the kernel compares for "the active one"."""
-
-    text: bytes
-    pkcs7: bytes | None
-    parsed: ParsedPolicy
+    from iped.emulator.state import Ipe
 
 
 @dataclass(eq=False)
@@ -43,7 +35,7 @@ class PolicyNode:
     policy: Policy | None
 
 
-def new_policy(emu: Emulator, text: bytes | None, pkcs7: bytes | None) -> Policy:
+def new_policy(emu: Ipe, text: bytes | None, pkcs7: bytes | None) -> Policy:
     """ipe_new_policy(): unsigned ``text`` (boot policy only) or a signed ``pkcs7`` blob.
 
     Raises OSError: EBADMSG/ENOPKG/EKEYREJECTED/ENOKEY/ENODATA from signature verification;
@@ -62,7 +54,7 @@ def new_policy(emu: Emulator, text: bytes | None, pkcs7: bytes | None) -> Policy
     return Policy(body, pkcs7, parsed)
 
 
-def update_policy(emu: Emulator, node: PolicyNode, pkcs7: bytes) -> None:
+def update_policy(emu: Ipe, node: PolicyNode, pkcs7: bytes) -> None:
     """ipe_update_policy(): replace ``node``'s policy with a signed, strictly newer one.
 
     Raises OSError: ENOENT deleted meanwhile; any new_policy() errno; EINVAL other name;
@@ -85,13 +77,13 @@ def update_policy(emu: Emulator, node: PolicyNode, pkcs7: bytes) -> None:
         emu.audit.log(AUDIT_IPE_CONFIG_CHANGE, audit_policy_activation(old, new, emu.task))
 
 
-def _make_active(emu: Emulator, p: Policy) -> None:
+def _make_active(emu: Ipe, p: Policy) -> None:
     """rcu_assign_pointer(ipe_active_policy, p), with the policy compiled once here."""
     emu.state.compiled = compile_policy(p.parsed, emu.config)
     emu.state.active = p
 
 
-def set_active_pol(emu: Emulator, p: Policy) -> None:
+def set_active_pol(emu: Ipe, p: Policy) -> None:
     """ipe_set_active_pol(): make ``p`` active; already active is a silent success.
 
     Raises OSError: EINVAL the active policy has a higher version (equal is allowed).
@@ -105,6 +97,6 @@ def set_active_pol(emu: Emulator, p: Policy) -> None:
     emu.audit.log(AUDIT_IPE_CONFIG_CHANGE, audit_policy_activation(ap, p, emu.task))
 
 
-def activate_boot_policy(emu: Emulator, p: Policy) -> None:
+def activate_boot_policy(emu: Ipe, p: Policy) -> None:
     """ipe_init(): the boot policy becomes active directly, with no audit record."""
     _make_active(emu, p)

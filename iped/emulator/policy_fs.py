@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from iped.emulator.audit import AUDIT_IPE_POLICY_LOAD, audit_policy_load
 from iped.emulator.kstrtox import kstrtobool_from_user
-from iped.emulator.policy import Policy, PolicyNode, set_active_pol, update_policy
+from iped.emulator.policy import PolicyNode, set_active_pol, update_policy
 from iped.emulator.policy_parser import name_str
 from iped.emulator.securityfs import (
     Dentry,
@@ -23,10 +23,10 @@ from iped.emulator.securityfs import (
     securityfs_create_file,
     securityfs_remove,
 )
-from iped.emulator.types import kernel_error
+from iped.emulator.types import Policy, kernel_error
 
 if TYPE_CHECKING:
-    from iped.emulator.ipe import Emulator
+    from iped.emulator.state import Ipe
 
 
 def _node(d: Dentry) -> PolicyNode:
@@ -43,7 +43,7 @@ def _policy(d: Dentry) -> Policy:
     return p
 
 
-def read_pkcs7(emu: Emulator, d: Dentry) -> bytes:
+def read_pkcs7(emu: Ipe, d: Dentry) -> bytes:
     """The blob as written. Raises OSError: ENOENT deleted, or an unsigned (boot) policy."""
     p = _policy(d)
     if p.pkcs7 is None:
@@ -51,23 +51,23 @@ def read_pkcs7(emu: Emulator, d: Dentry) -> bytes:
     return p.pkcs7
 
 
-def read_policy(emu: Emulator, d: Dentry) -> bytes:
+def read_policy(emu: Ipe, d: Dentry) -> bytes:
     return _policy(d).text
 
 
-def read_name(emu: Emulator, d: Dentry) -> bytes:
+def read_name(emu: Ipe, d: Dentry) -> bytes:
     return _policy(d).parsed.name
 
 
-def read_version(emu: Emulator, d: Dentry) -> bytes:
+def read_version(emu: Ipe, d: Dentry) -> bytes:
     return str(_policy(d).parsed.version).encode()
 
 
-def getactive(emu: Emulator, d: Dentry) -> bytes:
+def getactive(emu: Ipe, d: Dentry) -> bytes:
     return b"1" if _policy(d) is emu.state.active else b"0"
 
 
-def _bool_true(emu: Emulator, data: bytes) -> None:
+def _bool_true(emu: Ipe, data: bytes) -> None:
     """The common head of setactive()/delete_policy(): EPERM, then EINVAL unless true."""
     if not emu.caller_has_cap_mac_admin:
         raise kernel_error(errno.EPERM, "CAP_MAC_ADMIN is required")
@@ -75,14 +75,14 @@ def _bool_true(emu: Emulator, data: bytes) -> None:
         raise kernel_error(errno.EINVAL, "only a true value is accepted")
 
 
-def setactive(emu: Emulator, d: Dentry, data: bytes) -> int:
+def setactive(emu: Ipe, d: Dentry, data: bytes) -> int:
     """Raises OSError: EPERM; EINVAL not true / older than the active policy; ENOENT deleted."""
     _bool_true(emu, data)
     set_active_pol(emu, _policy(d))
     return len(data)
 
 
-def update(emu: Emulator, d: Dentry, data: bytes) -> int:
+def update(emu: Ipe, d: Dentry, data: bytes) -> int:
     """update_policy(): Raises OSError as policy.update_policy() (EPERM first); 6.16+ audits failures."""
     try:
         if not emu.caller_has_cap_mac_admin:
@@ -95,7 +95,7 @@ def update(emu: Emulator, d: Dentry, data: bytes) -> int:
     return len(data)
 
 
-def delete_policy(emu: Emulator, d: Dentry, data: bytes) -> int:
+def delete_policy(emu: Ipe, d: Dentry, data: bytes) -> int:
     """Raises OSError: EPERM no capability or the active policy; EINVAL not true; ENOENT deleted."""
     _bool_true(emu, data)
     node = _node(d)
@@ -110,8 +110,8 @@ def delete_policy(emu: Emulator, d: Dentry, data: bytes) -> int:
     return len(data)
 
 
-Reader = Callable[["Emulator", Dentry], bytes]
-Writer = Callable[["Emulator", Dentry, bytes], int]
+Reader = Callable[["Ipe", Dentry], bytes]
+Writer = Callable[["Ipe", Dentry, bytes], int]
 
 #: policy_subdir[]: (name, mode, read, write), in creation order.
 POLICY_SUBDIR: tuple[tuple[str, int, Reader | None, Writer | None], ...] = (
@@ -125,14 +125,14 @@ POLICY_SUBDIR: tuple[tuple[str, int, Reader | None, Writer | None], ...] = (
 )
 
 
-def _fops(emu: Emulator, read: Reader | None, write: Writer | None) -> FileOps:
+def _fops(emu: Ipe, read: Reader | None, write: Writer | None) -> FileOps:
     return FileOps(
         (lambda d: read(emu, d)) if read is not None else None,
         (lambda d, b: write(emu, d, b)) if write is not None else None,
     )
 
 
-def new_policyfs_node(emu: Emulator, p: Policy) -> None:
+def new_policyfs_node(emu: Ipe, p: Policy) -> None:
     """ipe_new_policyfs_node(): ``policies/<name>/`` with the seven files.
 
     Raises OSError: EEXIST same name; EACCES/ENAMETOOLONG unusable name.

@@ -5,7 +5,9 @@ Counterparts: security/ipe/hooks.h (``enum ipe_hook_type`` -> :class:`Hook`), ev
 the LSM blobs ``ipe_superblock``/``ipe_bdev``/``ipe_inode`` whose facts :class:`FileInfo` carries)
 and include/linux/err.h (a negative errno returned to userspace -> :func:`kernel_error`).
 :class:`Task` is the ``current`` an audit record names; :class:`Decision` is what eval.c's
-evaluation loop settles on before it audits. The policy's own enums (``ipe_op_type``,
+evaluation loop settles on before it audits. policy.h's ``struct ipe_policy`` is :class:`Policy`,
+eval.h's globals :class:`EvalState`; the build options (Kconfig, boot parameters) are
+:class:`KernelConfig` and what changed between releases :class:`KernelProfile`. The policy's own enums (``ipe_op_type``,
 ``ipe_action_type``, ``ipe_prop_type``) live with the parser in :mod:`iped.emulator.policy_parser`,
 which ``iped validate`` imports on its own.
 
@@ -19,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from functools import partial
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
-from iped.emulator.policy_parser import Action, Op, Rule
+from iped.emulator.policy_parser import Action, Op, ParsedPolicy, Rule
 
 UNSET_ID = 4294967295  # (u32)-1: an unset loginuid / sessionid
 
@@ -119,27 +121,7 @@ class EvalContext(NamedTuple):
     op: Op | None
     hook: Hook
     file: FileInfo | None
-    facts: Facts
-
-    @property
-    def initramfs(self) -> bool:
-        return self.facts[0]
-
-    @property
-    def root_hash(self) -> tuple[bytes, bytes] | None:
-        return self.facts[1]
-
-    @property
-    def dm_verity_signed(self) -> bool:
-        return self.facts[2]
-
-    @property
-    def fsverity_digest(self) -> tuple[bytes, bytes] | None:
-        return self.facts[3]
-
-    @property
-    def fs_verity_signed(self) -> bool:
-        return self.facts[4]
+    facts: Facts  # (initramfs, dm-verity root hash, its signature, fs-verity digest, its signature)
 
 
 #: ``EvalContext((op, hook, file, facts))`` straight through tuple.__new__: a NamedTuple's own
@@ -156,3 +138,100 @@ class Decision:
     action: Action
     match_type: MatchType
     rule: Rule | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KernelProfile:
+    """Behaviour that differs between kernel releases (each field names its commit or release).
+
+    * ``policy_load_errno`` (6.16, 1d887d6f): AUDIT_IPE_POLICY_LOAD gains ``errno=`` and failed
+      new_policy/update writes (EPERM included) are audited.
+    * ``kstrtobool_enable_disable`` (lib/kstrtox.c ae5b3500856f, taken as 6.16): ``e``/``d``.
+    * ``bprm_creds_for_exec`` (6.19): the AT_EXECVE_CHECK hook exists.
+    * ``reading_module_compressed`` (6.19): READING_MODULE_COMPRESSED maps to KMODULE.
+    * ``empty_mac_status_record``: ipe_audit_enforce()'s second, empty 1404 record (every
+      release by code reading; the lab decides).
+    """
+
+    name: str
+    policy_load_errno: bool
+    kstrtobool_enable_disable: bool
+    bprm_creds_for_exec: bool
+    reading_module_compressed: bool
+    empty_mac_status_record: bool = True
+
+
+PROFILES: dict[str, KernelProfile] = {
+    "6.12": KernelProfile("6.12", False, False, False, False),
+    "6.16": KernelProfile("6.16", True, True, False, False),
+    "6.19": KernelProfile("6.19", True, True, True, True),
+    "7.0": KernelProfile("7.0", True, True, True, True),
+}
+NEWEST_ABI = "7.0"
+
+
+def _version_key(abi: str) -> tuple[int, int]:
+    parts = abi.split("-", 1)[0].split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        raise ValueError(f"abi {abi!r} is not a kernel version like '6.12' or '7.0.3'") from None
+
+
+def profile_for(abi: str) -> KernelProfile:
+    """The profile of the newest listed release not newer than ``abi`` ("6.18" -> 6.16's, "7.1" -> 7.0's).
+
+    Raises ValueError: not a version, or older than 6.12 (no IPE, or its pre-release behaviour).
+    """
+    want = _version_key(abi)
+    fits = [p for name, p in PROFILES.items() if _version_key(name) <= want]
+    if not fits:
+        raise ValueError(f"abi {abi!r}: IPE is emulated from 6.12 on; known: {', '.join(PROFILES)}")
+    return max(fits, key=lambda p: _version_key(p.name))
+
+
+@dataclass(frozen=True, slots=True)
+class KernelConfig:
+    """Kconfig options and boot parameters that change what IPE does.
+
+    The four ``prop_*`` options make a property evaluate (off: it still parses, but evaluates
+    false — both TRUE and FALSE forms of the signature properties). ``boot_policy`` is the text
+    of CONFIG_IPE_BOOT_POLICY; ``enforce``/``success_audit`` are ``ipe.enforce=`` and
+    ``ipe.success_audit=`` on the kernel command line.
+    """
+
+    prop_dm_verity: bool = True
+    prop_dm_verity_signature: bool = True
+    prop_fs_verity: bool = True
+    prop_fs_verity_builtin_sig: bool = True
+    policy_sig_secondary_keyring: bool = True
+    policy_sig_platform_keyring: bool = True
+    boot_policy: bytes | None = None
+    enforce: bool = True
+    success_audit: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Policy:
+    """One loaded policy; identity (``is``) is what the kernel compares for "the active one"."""
+
+    text: bytes
+    pkcs7: bytes | None
+    parsed: ParsedPolicy
+
+
+class Decider(Protocol):
+    """What an active policy is evaluated by (:class:`iped.emulator.compiled.CompiledPolicy`)."""
+
+    def decide(self, op: Op | None, facts: Facts, /) -> Decision: ...
+
+
+@dataclass
+class EvalState:
+    """eval.h's globals (``ipe_active_policy``, ``ipe_enforce``, ``ipe_success_audit``): the active
+    policy and its compiled form, enforce, success_audit."""
+
+    enforce: bool = True
+    success_audit: bool = False
+    active: Policy | None = None
+    compiled: Decider | None = None

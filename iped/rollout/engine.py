@@ -1,7 +1,7 @@
 """The one door from :mod:`iped.rollout` into the emulator, the policy parser and file discovery.
 
-Other helpers restructure ``iped.emulator`` (and move discovery out of it): every name the
-rollout tools need is imported here and nowhere else, so a rename is a one-line fix.
+Every name the rollout tools need from those is imported here and nowhere else, so a rename
+there is a one-line fix here; :func:`parse_policy` and :class:`PolicyError` are the parser's own.
 
 :class:`PolicyEngine` evaluates through the emulator's public :class:`~iped.emulator.Emulator`
 (the policy as its boot policy, permissive, ``success_audit`` on) and returns the very 1420 body
@@ -14,25 +14,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
 from iped import discovery as _discovery
 from iped.audit.records import AUDIT_IPE_ACCESS, IpeAccess, parse_access
 from iped.emulator import Emulator, FileInfo, KernelConfig, Task
 from iped.emulator.audit import audit_untrusted as _audit_untrusted
+from iped.emulator.policy_parser import Op, ParsedPolicy, PolicyError, parse_policy
 
-if TYPE_CHECKING:
-    from iped.emulator.policy_parser import ParsedPolicy
-
-
-def parse_policy(text: bytes) -> ParsedPolicy:
-    """The shared, kernel-exact parser (the one ``iped validate`` uses).
-
-    Raises PolicyError (errno, line, token, reason) for text the kernel would reject.
-    """
-    from iped.emulator.policy_parser import parse_policy as _parse
-
-    return _parse(text)
+# the shared, kernel-exact parser (the one ``iped validate`` uses) and its error (errno, line,
+# token, reason): the emulator is imported above anyway, so nothing is gained by importing late
+__all__ = ["PolicyError", "parse_policy"]
 
 
 def fixed_action(parsed: ParsedPolicy, op: str) -> tuple[str, bool] | None:
@@ -43,8 +34,6 @@ def fixed_action(parsed: ParsedPolicy, op: str) -> tuple[str, bool] | None:
     policy allows a file whose properties cannot be read. None when properties can matter (or
     the op is unknown).
     """
-    from iped.emulator.policy_parser import Op
-
     try:
         table = parsed.table(Op(op))
     except ValueError:
@@ -53,13 +42,6 @@ def fixed_action(parsed: ParsedPolicy, op: str) -> tuple[str, bool] | None:
     if default is None or any(rule.action != default for rule in table.rules):
         return None
     return str(default), bool(table.rules)
-
-
-def policy_error_type() -> type[Exception]:
-    """The parser's exception class, for ``except`` clauses that must not import it eagerly."""
-    from iped.emulator.policy_parser import PolicyError
-
-    return PolicyError
 
 
 def new_file_info(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from iped.daemon.settings import Settings
+    from iped.settings import Settings
 
 #: the policy a site starts from: everything but code execution and module loading is allowed;
 #: run it with ``enforce = false`` and every exec and module load is audited as a would-be denial

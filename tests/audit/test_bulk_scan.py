@@ -110,7 +110,7 @@ def test_declines_what_python_handles() -> None:
     with pytest.raises(TypeError):
         _scan.scan_block(b"bytes", RawRecord, IpeAccess, Syscall, Proctitle, Event)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        _scan.scan_block("x\n", int, IpeAccess, Syscall, Proctitle, Event)  # type: ignore[arg-type]
+        _scan.scan_block("x\n", int, IpeAccess, Syscall, Proctitle, Event)  # type: ignore[type-var]
 
 
 def test_no_leak() -> None:

@@ -13,7 +13,7 @@ from iped.audit.counters import AuditCounters, prometheus_text, write_textfile
 from iped.audit.follow import EmulatorSource, Follower, make_follower
 from iped.audit.group import Event
 from iped.audit.records import IpeAccess, RawRecord
-from iped.daemon.settings import AuditSettings, AuditSource
+from iped.settings import AuditSettings, AuditSource
 
 GOLDEN = Path(__file__).parent / "golden"
 

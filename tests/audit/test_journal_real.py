@@ -52,7 +52,7 @@ def _write_journal(directory: Path, name: str, export: str) -> None:
     src = directory.parent / f"{name}.export"
     src.write_text(export)
     subprocess.run([str(JOURNAL_REMOTE), f"--output={directory / name}", str(src)],
-                   check=True, capture_output=True)  # fmt: skip
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
 
 
 @pytest.fixture

@@ -14,11 +14,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from iped.audit import netlink
+from iped.audit import native, netlink
 from iped.audit.netlink import NetlinkSource
 from iped.audit.records import RawRecord
 
 _HDR = struct.Struct("=IHHII")
+
+
+@pytest.fixture(autouse=True)
+def c_reader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The C reader must be built: without it ``read()`` *is* ``read_py()`` and nothing is compared."""
+    assert native.BUILT, "iped.audit._scan is not built"
+    monkeypatch.setattr(netlink, "use_c_reader", True)
 
 
 def frame(rtype: int, payload: bytes, length: int | None = None) -> bytes:
@@ -127,7 +134,7 @@ def test_bad_arguments() -> None:
     from iped.audit import _scan
 
     with pytest.raises(TypeError):
-        _scan.recv_records(0, int, print, ValueError, True, 1, False)  # type: ignore[arg-type]
+        _scan.recv_records(0, int, print, ValueError, True, 1, False)  # type: ignore[arg-type, type-var]
     with pytest.raises(OSError):
         _scan.recv_records(10_000, RawRecord, RawRecord, ValueError, True, 1, False)  # type: ignore[arg-type]
 

@@ -108,7 +108,8 @@ def test_kmsg_lines_count_only_with_the_kernels_facility(tmp_path: Path) -> None
     assert len(injected) == 1 and injected[0].startswith("13,"), injected  # LOG_USER << 3 | 5
     outputs = {"kmsg": injected[0]}
     for flag in ("-x", "-r", ""):
-        out = subprocess.run(["dmesg", *([flag] if flag else [])], capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(["dmesg", *([flag] if flag else [])], capture_output=True, text=True, check=True,
+                             timeout=120).stdout
         outputs[f"dmesg {flag}"] = next(ln for ln in out.splitlines() if marker in ln)
     assert outputs["dmesg -x"].startswith("user  :notice:") and outputs["dmesg -r"].startswith("<5>")
     for what, text in outputs.items():

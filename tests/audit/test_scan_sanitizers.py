@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _runtime(name: str) -> str:
-    path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True, check=True).stdout
+    path = subprocess.run(["gcc", f"-print-file-name={name}"], capture_output=True, text=True, check=True,
+                          timeout=600).stdout
     assert os.path.isabs(path.strip()), f"gcc has no {name} (Debian: libasan8/libubsan1, pulled in by gcc)"
     return path.strip()
 
@@ -35,7 +36,7 @@ def test_scanner_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> None:
         ["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
          "-fno-omit-frame-pointer", "-fPIC", "-shared", f"-I{sysconfig.get_paths()['include']}",
          str(ROOT / "iped/audit/_scan.c"), "-o", str(pkg / "audit" / f"_scan{suffix}")],
-        check=True, capture_output=True,
+        check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     env = {
         **os.environ,
@@ -46,13 +47,13 @@ def test_scanner_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> None:
         "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
     }
     probe = subprocess.run([sys.executable, "-c", "import iped.audit._scan as s; print(s.__file__)"],
-                           env=env, capture_output=True, text=True, check=True, cwd=tmp_path)  # fmt: skip
+                           env=env, capture_output=True, text=True, check=True, cwd=tmp_path, timeout=600)  # fmt: skip
     assert probe.stdout.strip().startswith(str(tmp_path)), probe.stdout
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
          "tests/audit/test_bulk_scan.py", "tests/audit/test_bulk.py", "tests/audit/test_netlink_reader.py",
          "tests/audit/test_follow.py"],
-        check=False, env=env, capture_output=True, text=True, cwd=tmp_path,
+        check=False, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )  # fmt: skip
     report = r.stdout[-3000:] + r.stderr[-3000:]
     assert "AddressSanitizer" not in report and "runtime error:" not in report, report

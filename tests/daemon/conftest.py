@@ -173,6 +173,21 @@ def wait_for(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condit
     raise AssertionError(f"timed out waiting for {what}; last={last!r}")
 
 
+def wait_child(pid: int, timeout: float = 60.0, flags: int = 0) -> int:
+    """``os.waitpid(pid, flags)``'s status, bounded: a child still running (or, with WUNTRACED,
+    neither stopped nor exited) after ``timeout`` seconds is killed, reaped and the test fails."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got, status = os.waitpid(pid, flags | os.WNOHANG)
+        if got == pid:
+            return status
+        if time.monotonic() >= deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError(f"child {pid} still running after {timeout:g} s (killed)")
+        time.sleep(0.01)
+
+
 @dataclass
 class DaemonProc:
     site: Site
@@ -191,7 +206,7 @@ class DaemonProc:
                 self.proc.wait(20)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.wait(timeout=30)
         return self.proc.stderr.read() if self.proc.stderr is not None else ""
 
 

@@ -25,10 +25,11 @@ from iped.commands import ExitCode, outcome_exit
 from iped.config import load_settings
 from iped.daemon import runtime
 from iped.daemon.actual import ActualState, read_actual
-from iped.daemon.apply import Outcome, state_after
+from iped.daemon.apply import state_after
 from iped.daemon.log import NullReporter
 from iped.daemon.plan import StepKind
 from iped.daemon.reconcile import PlanRecord, Reconciler
+from iped.outcome import Outcome
 from tests.daemon.conftest import ROOT, Site, iped, policy_text, start_daemon
 from tests.helpers.iped_with_hooks import FAULT_ENV, Fault, FaultMode, FaultyEmulatorBackend
 

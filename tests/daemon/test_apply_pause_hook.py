@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import ROOT, Site, policy_text
+from tests.daemon.conftest import ROOT, Site, policy_text, wait_child
 from tests.helpers.iped_with_hooks import PAUSE_AFTER_STEP_ENV
 
 
@@ -45,7 +45,7 @@ def apply_once(site: Site, log: Path, pause: str | None, entry: tuple[str, ...] 
 
 def wait_stopped_or_exited(proc: subprocess.Popen[bytes]) -> bool:
     """True when ``proc`` stopped itself, False when it exited (then it is reaped)."""
-    _, status = os.waitpid(proc.pid, os.WUNTRACED)
+    status = wait_child(proc.pid, 60, os.WUNTRACED)
     if os.WIFSTOPPED(status):
         return True
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -87,7 +87,7 @@ def finish_after_pause(proc: subprocess.Popen[bytes], log: Path, pause_after: in
     finally:
         if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=30)
     assert proc.returncode == 0, log.read_text()
     record = json.loads(out)
     assert len(record["steps"]) == 3 and len(steps_reported(log)) == 3
@@ -103,7 +103,7 @@ def test_inert_unless_set_to_a_reached_step(site: Site, tmp_path: Path, pause: s
     finally:
         if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=30)
     assert proc.returncode == 0, log.read_text()
     assert len(steps_reported(log)) == 3
 
@@ -118,6 +118,6 @@ def test_the_shipped_iped_has_no_pause_switch(site: Site, tmp_path: Path) -> Non
     finally:
         if proc.returncode is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=30)
     assert proc.returncode == 0, log.read_text()
     assert len(steps_reported(log)) == 3

@@ -26,9 +26,9 @@ from iped.daemon.actual import read_actual
 from iped.daemon.log import LEVEL_MESSAGE_IDS, MESSAGE_IDS, NullReporter
 from iped.daemon.loop import EXIT_START_REFUSED, Daemon
 from iped.daemon.notify import Notifier
-from iped.daemon.settings import AuditSource
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text, start_daemon, wait_for
+from iped.settings import AuditSource
+from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text, start_daemon, wait_child, wait_for
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 
 UNIT = ROOT / "systemd" / "iped.service"
@@ -132,7 +132,7 @@ def test_declared_policy_refused_at_start_fails_the_start_at_once(site: Site, tm
         finally:
             os._exit(code)
     try:
-        _, wstatus = os.waitpid(pid, 0)  # it ends by itself; rx's timeout bounds a hang below
+        wstatus = wait_child(pid, 60)  # it ends by itself: READY=1 or a hang would fail here
         rx.settimeout(0)
         got: list[str] = []
         with contextlib.suppress(BlockingIOError):
@@ -271,7 +271,7 @@ def test_every_journal_entry_has_a_documented_message_id(site: Site, tmp_path: P
     finally:
         out = d.stop()
         rx.sendto(b"END", os.fspath(jdir / "socket"))
-        os.waitpid(collector, 0)
+        wait_child(collector, 60)
         rx.close()
     assert proc.returncode == 0, out
     assert out == "", f"stderr would be journal entries without MESSAGE_ID: {out}"

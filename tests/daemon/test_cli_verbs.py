@@ -19,7 +19,7 @@ def test_status_imports_nothing_heavy(tmp_path: Path) -> None:
             "heavy = [m for m in ('pydantic', 'cryptography', 'iped.emulator', 'systemd', 'pyudev', "
             "'iped.config', 'iped.daemon.loop') if m in sys.modules]; print(rc, heavy)")
     r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "none.sock")], capture_output=True, text=True,
-                       cwd=ROOT, check=False)
+                       cwd=ROOT, check=False, timeout=120)
     assert r.stdout.strip() == "3 []", r.stdout + r.stderr
 
 
@@ -76,16 +76,19 @@ def test_no_configuration_on_the_host_says_what_to_do(
 ) -> None:
     """Issue 20: with no /etc/iped every verb said ``/etc/iped/iped.toml:1: (file): No such file or
     directory``, and status "daemon unreachable", with no word of --config or --dev."""
+    from iped import paths
     from iped.cli import main
+    from iped.commands import remote
     from iped.daemon import client, runtime
 
     absent = str(tmp_path / "etc" / "iped.toml")  # this host's /etc/iped, as on a fresh machine
-    monkeypatch.setattr(client, "DEFAULT_CONFIG", absent)
-    monkeypatch.setattr(runtime, "DEFAULT_CONFIG", absent)
+    for module in (paths, client, runtime, remote):  # the declaration, and each module's binding of it
+        monkeypatch.setattr(module, "DEFAULT_CONFIG", absent)
     assert main(["check-config"]) == 1  # its default --config, as on a fresh machine
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "give --config FILE" in err and "--dev" in err
-    monkeypatch.setattr(client, "DEFAULT_SOCKET", str(tmp_path / "control.sock"))
+    for module in (paths, client, remote):
+        monkeypatch.setattr(module, "DEFAULT_SOCKET", str(tmp_path / "control.sock"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # no dev daemon's socket either
     assert main(["status"]) == 3
     err = capsys.readouterr().err

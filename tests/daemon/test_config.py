@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from iped.config import ConfigError, key_lines, load_settings, parse_config
-from iped.daemon.settings import AuditSource, BackendKind
+from iped.settings import AuditSource, BackendKind
 
 
 def problems(text: str, tmp_path: Path) -> list[str]:
@@ -115,7 +115,7 @@ def test_core_modules_do_not_import_pydantic() -> None:
 
     code = ("import sys, iped.daemon.loop, iped.daemon.reconcile, iped.backend, iped.commands.status;"
             "print('pydantic' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
     assert out.strip() == "False"
 
 
@@ -136,7 +136,7 @@ def test_shipped_config_on_a_fresh_install_changes_nothing(tmp_path: Path) -> No
         .replace('"/run/iped/control.sock"', f'"{tmp_path / "control.sock"}"')
     )
     r = subprocess.run([sys.executable, "-m", "iped", "apply", "--once", "--config", str(config)],
-                       capture_output=True, text=True, check=False)  # fmt: skip
+                       capture_output=True, text=True, check=False, timeout=120)  # fmt: skip
     assert r.returncode == 9, r.stdout + r.stderr
 
 

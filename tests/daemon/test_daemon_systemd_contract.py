@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from iped.daemon.apply import Outcome, StepFailure
+from iped.daemon.apply import StepFailure
 from iped.daemon.declared import DeclError
 from iped.daemon.loop import EXIT_START_REFUSED, startup_refusal
 from iped.daemon.plan import Step, StepKind
 from iped.daemon.reconcile import PlanRecord
 from iped.emulator.policy_parser import Version
 from iped.errnos import describe_errno
+from iped.outcome import Outcome
 
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "iped.service"
 

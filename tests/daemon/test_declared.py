@@ -15,8 +15,8 @@ from iped.daemon.dropin import is_ignored, policy_files
 from iped.daemon.log import NullReporter
 from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
-from iped.daemon.settings import PolicySettings, Settings
 from iped.pkcs7 import sign_policy
+from iped.settings import PolicySettings, Settings
 from tests.daemon.conftest import policy_text
 
 
@@ -162,6 +162,20 @@ def test_rolled_forward_overlay_precedence(tmp_path: Path, dev_keys: tuple[Path,
     assert set(rec.superseded) == {rolled / "a.pol", rolled / "gone.pol"}
 
 
+def test_no_trust_anchors_and_no_signing_key_trusts_no_signer(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
+    """An empty anchor set is an empty keyring, not "trust not checked": a .p7s from any signer
+    is ENOKEY, and nothing is declared from it (never ``None``'s embedded-certificate check)."""
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "b.p7s").write_bytes(sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(),
+                                          dev_keys[1].read_bytes()))
+    pol = PolicySettings(dir=d, active="b", signing_key=None, signing_cert=None, trust_anchors=())
+    rec = Reconciler(Settings(policies=pol), make_emulator_backend([], "test"), PlanLog(tmp_path / "s"), NullReporter())
+    got = rec.scan()
+    assert got.policies == ()
+    assert [(Path(e.file).name, e.errno) for e in got.errors] == [("b.p7s", errno.ENOKEY)]
+
+
 def test_missing_signing_key_is_not_worded_as_the_kernels_enokey(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:
     """Issue 20: the kernel said nothing; its ENOKEY meaning ("signer not trusted: no key in the
     secondary or platform keyring ...") belongs only to what the kernel said."""
@@ -287,7 +301,7 @@ from iped.backend import make_emulator_backend
 from iped.daemon.log import NullReporter
 from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
-from iped.daemon.settings import PolicySettings, Settings
+from iped.settings import PolicySettings, Settings
 
 pol = PolicySettings(dir=Path(sys.argv[1]), active=None, trust_anchors=(Path(sys.argv[2]),))
 rec = Reconciler(Settings(policies=pol), make_emulator_backend([], "test"), PlanLog(Path(sys.argv[3])), NullReporter())
@@ -315,7 +329,7 @@ def test_verifying_leaves_the_crypto_stack_out_of_the_daemon(tmp_path: Path, dev
     (d / "a.p7s").write_bytes(good)
     (d / "b.p7s").write_bytes(bad[:-1] + bytes([bad[-1] ^ 1]))
     argv = [sys.executable, "-c", SCAN_IN_A_FRESH_PROCESS, str(d), str(dev_keys[1]), str(tmp_path / "s")]
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["policies"] == ["a"]

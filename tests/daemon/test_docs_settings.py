@@ -7,7 +7,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from iped.daemon.settings import AuditSettings, DaemonSettings, PolicySettings, Settings
+from iped.settings import AuditSettings, DaemonSettings, PolicySettings, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

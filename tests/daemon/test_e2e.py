@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request, start_daemon, wait_for
+from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request, start_daemon, wait_child, wait_for
 
 
 def loaded(st: dict[str, Any]) -> dict[str, tuple[str, bool]]:
@@ -263,7 +263,7 @@ def _as_nobody(sock: Path, gid: int, groups: tuple[int, ...] = ()) -> list[dict[
     while chunk := os.read(r, 65536):
         data += chunk
     os.close(r)
-    os.waitpid(pid, 0)
+    wait_child(pid, 60)
     got: list[dict[str, Any]] | str = json.loads(data)
     return got
 
@@ -441,7 +441,7 @@ def test_sd_notify_protocol(site: Site, tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+            proc.wait(timeout=30)
         rx.close()
 
 

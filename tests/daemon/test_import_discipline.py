@@ -38,7 +38,7 @@ def start(tmp_path: Path, config: str) -> dict[str, object]:
     (tmp_path / "iped.toml").write_text(config)
     env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")}
     out = subprocess.run([sys.executable, "-c", START, str(tmp_path / "iped.toml")], env=env, check=True,
-                         capture_output=True, text=True, cwd=tmp_path)
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
     result: dict[str, object] = json.loads(out.stdout)
     return result
 
@@ -65,6 +65,6 @@ def test_an_invalid_config_still_gets_pydantic_and_its_errors(tmp_path: Path) ->
     """The fast path declines, pydantic words the error: the discipline above costs no message."""
     (tmp_path / "iped.toml").write_text(EMULATOR.replace('state_dir = "s"', "state_dir = 5"))
     out = subprocess.run([sys.executable, "-m", "iped", "daemon", "--config", str(tmp_path / "iped.toml")],
-                         capture_output=True, text=True, cwd=tmp_path, check=False)
+                         capture_output=True, text=True, cwd=tmp_path, check=False, timeout=120)
     assert out.returncode != 0
     assert f"{tmp_path / 'iped.toml'}:6: daemon.state_dir: Input is not a valid path" in out.stderr

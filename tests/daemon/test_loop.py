@@ -10,10 +10,11 @@ import pytest
 from iped.backend import Backend
 from iped.config import load_settings
 from iped.daemon import runtime, service
+from iped.daemon.control import OPS, ControlServer
 from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon, SettingsLoader
 from iped.daemon.notify import Notifier
-from iped.daemon.settings import AuditSource, Settings
+from iped.settings import AuditSource, Settings
 from tests.daemon.conftest import Site, policy_text
 
 
@@ -104,3 +105,11 @@ def test_one_securityfs_snapshot_per_reconcile(site: Site, daemon_of: list[Daemo
     backend.listings = 0
     assert d.reload("test", record_unchanged=True).as_dict()["outcome"] == "unchanged"
     assert backend.listings == 1
+
+
+def test_the_daemon_serves_every_declared_control_op_and_no_other(site: Site, daemon_of: list[Daemon]) -> None:
+    d = make_daemon(load_settings(site.config))
+    daemon_of.append(d)
+    assert sorted(d.server.handlers) == sorted(OPS)
+    with pytest.raises(ValueError, match=r"control\.OPS.*'shutdown'"):
+        ControlServer(None, {**d.server.handlers, "shutdown": d.server.handlers["ping"]}, d.server.access)

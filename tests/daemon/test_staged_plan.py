@@ -9,7 +9,7 @@ import pwd
 from pathlib import Path
 from typing import Any
 
-from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request
+from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request, wait_child
 from tests.helpers.iped_with_hooks import STATE_ENV
 
 
@@ -69,7 +69,7 @@ def _plan_as_control_group_member(sock: Path, staged: Path) -> dict[str, Any]:
     while chunk := os.read(r, 65536):
         data += chunk
     os.close(r)
-    os.waitpid(pid, 0)
+    wait_child(pid, 60)
     got: dict[str, Any] = json.loads(data)
     return got
 

@@ -98,6 +98,24 @@ def test_texts_are_pruned_to_what_chain_and_plans_reference(site: Site) -> None:
     assert rec.plan_log.load_text(got.content_digest) is not None
 
 
+def test_rollback_after_the_plan_log_rotated_and_the_daemon_restarted(site: Site) -> None:
+    """The start prunes texts/ (PlanLog.prepare): a text only the rollback chain still names, its
+    plan records rotated out, must survive it, or the first rollback after a restart is ENOENT."""
+    rec = reconciler(site, history=5)
+    rec.reconcile("startup")
+    first = hashlib.sha256(policy_text("base", "1.0.0")).hexdigest()
+    site.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
+    assert rec.reconcile("reload").outcome == "applied"
+    for _ in range(5 + 1):
+        assert rec.reconcile("sighup").outcome == "unchanged"
+    assert all(first not in str(r) for r in rec.plan_log.recent())  # only the chain names it now
+    # the daemon restarts on the same kernel: a new reconciler (PlanLog.prepare) over the same backend
+    restarted = runtime.make_reconciler(rec.settings, RecordingReporter(), rec.backend)
+    assert restarted.plan_log.load_text(first) == policy_text("base", "1.0.0")
+    got = service.rollback(restarted, dry_run=False)
+    assert got.content_digest == first and got.record is not None and got.record.outcome == "applied"
+
+
 def test_a_rejected_plan_keeps_the_rolled_forward_policy(site: Site) -> None:
     """Issue 20: the drop-in file of a rolled-back policy moved out and straight back. While it
     is gone the plan is rejected (ENOENT: the active policy is declared by no file); that rejected

@@ -71,11 +71,12 @@ def test_rollback_that_cannot_write_names_the_errno_and_the_path(quiet_daemon: D
     assert iped("reload", "--socket", str(s.socket)).returncode == 0
     target = s.state / "rolled-forward"
     target.mkdir(mode=0o700, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options},mode=0700", "tmpfs", str(target)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options},mode=0700", "tmpfs", str(target)], check=True,
+                   timeout=120)
     try:
         r = iped("rollback", "--socket", str(s.socket))
     finally:
-        subprocess.run(["umount", "-l", str(target)], check=True)
+        subprocess.run(["umount", "-l", str(target)], check=True, timeout=120)
     assert r.returncode != 0
     assert name in r.stderr and str(target / "base.pol") in r.stderr, r.stderr
     assert "internal error" not in r.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from iped.daemon.client import render_status as render  # what `iped status` prints
+from iped.commands.remote import render_status as render  # what `iped status` prints
 
 #: a reply as a --dev daemon gave it, after the kernel drifted from a reconcile that was in sync
 REPLY: dict[str, Any] = {

@@ -28,7 +28,8 @@ from iped.daemon.actual import read_actual
 from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
-from tests.daemon.conftest import Site, notifications, request, wait_for
+from iped.pkcs7 import sign_policy
+from tests.daemon.conftest import Site, notifications, policy_text, request, wait_for
 from tests.daemon.test_loop import CountingBackend
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 
@@ -76,6 +77,33 @@ def test_no_ready_while_the_kernel_refuses_the_declared_policy(
         (ready,) = notifications(rx)
         assert ready.startswith("READY=1\nSTATUS=in sync: active base 1.0.0") and "(applied, reload)" in ready
         assert d.status()["ready"] is True
+    finally:
+        for s in (d._sigr, d._sigw):
+            s.close()
+
+
+def test_no_ready_while_another_policy_is_active(
+        site: Site, monkeypatch: pytest.MonkeyPatch, notify_socket: tuple[socket.socket, Notifier]) -> None:
+    """READY=1 means the *declared* policy is active, not any policy: with another one already
+    active (an earlier deployment, a boot policy) and the declared one refused, it is NOT READY."""
+    rx, notifier = notify_socket
+    settings = load_settings(site.config)
+    emulator = runtime.make_backend(settings)
+    assert isinstance(emulator, EmulatorBackend)
+    other = sign_policy(policy_text("other", "1.0.0"), site.key.read_bytes(), site.cert.read_bytes())
+    emulator.emulator.write("new_policy", other)
+    emulator.emulator.write("policies/other/active", b"1")
+    kernel = CountingBackend(FaultyEmulatorBackend(emulator.emulator, "scripted", Fault("new_policy", 1, errno.ENOKEY)))
+    d = Daemon(runtime.make_reconciler(settings, NullReporter(), kernel), notifier, NullReporter())
+    try:
+        assert d.reload("startup", record_unchanged=True).outcome == "failed"
+        msgs = notifications(rx)
+        assert not any(m.startswith("READY=1") for m in msgs), msgs
+        (status,) = msgs
+        assert status.startswith("STATUS=NOT READY: declared policy 'base' is not active: ") and "ENOKEY" in status
+        assert d.status()["ready"] is False
+        actual = read_actual(kernel)
+        assert actual.active is not None and actual.active.name == "other"  # the kernel as it was
     finally:
         for s in (d._sigr, d._sigw):
             s.close()

@@ -42,18 +42,18 @@ def unit_root(tmp_path: Path) -> Path:
 def test_unit_verifies(tmp_path: Path, analyze: str) -> None:
     root = unit_root(tmp_path)
     r = subprocess.run([analyze, "verify", f"--root={root}", "iped.service"],
-                       capture_output=True, text=True, check=False)
+                       capture_output=True, text=True, check=False, timeout=120)
     assert r.returncode == 0, r.stderr
     # and the check is real: without the binary it fails
     (root / "usr/bin/iped").unlink()
     r = subprocess.run([analyze, "verify", f"--root={root}", "iped.service"],
-                       capture_output=True, text=True, check=False)
+                       capture_output=True, text=True, check=False, timeout=120)
     assert r.returncode != 0 and "/usr/bin/iped" in r.stderr
 
 
 def test_security_exposure_at_most_2(analyze: str) -> None:
     r = subprocess.run([analyze, "security", "--offline=yes", str(UNIT)],
-                       capture_output=True, text=True, check=False)
+                       capture_output=True, text=True, check=False, timeout=120)
     m = re.search(r"Overall exposure level for iped\.service: (\d+\.\d+)", r.stdout + r.stderr)
     assert m, r.stdout + r.stderr
     assert float(m.group(1)) <= 2.0
@@ -103,7 +103,7 @@ def test_daemon_code_runs_without_writable_executable_memory(tmp_path: Path, dev
         from iped.cli import main
         sys.exit(main(["apply", "--once", "--config", "{cfg}"]))
     """)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, cwd=ROOT, timeout=120)
     if r.stdout.startswith("PRCTL-FAILED"):
         err = int(r.stdout.split()[1])
         if err == errno.EINVAL:  # the only errno of a kernel that does not know PR_SET_MDWE

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 
 from iped.cli import main
-from iped.commands import CliError
 from iped.config import ConfigError, load_settings
 from iped.daemon import runtime, service
 from iped.daemon.devkey import ensure_dev_key
 from iped.daemon.reconcile import Reconciler
 from iped.daemon.rollback import RollbackError
+from iped.errors import UserError
 from tests.daemon.conftest import RecordingReporter, Site, make_site, policy_text
 
 NOBODY = 65534
@@ -119,7 +119,7 @@ def test_a_state_dir_another_user_owns_cannot_weaken_the_policy(reachable_site: 
     rec.plan_log.rolled_forward.mkdir(mode=0o700)
     os.chown(state, NOBODY, -1)  # a hand-made state_dir handed to the wrong user
     subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "/usr/bin/python3", "-c",
-                    PLANT, str(state)], check=True)
+                    PLANT, str(state)], check=True, timeout=120)
     record = rec.reconcile("inotify")
     assert record.outcome == "rejected", record.as_dict()
     assert record.active_after is not None and str(record.active_after.version) == "1.0.0"
@@ -127,7 +127,7 @@ def test_a_state_dir_another_user_owns_cannot_weaken_the_policy(reachable_site: 
         f"{state}: EPERM (Operation not permitted): owned by uid 65534 (nobody), who is not root: that user can "
         f"change what iped would take as declared (rolled-forward) policies (hint: chown root {state}, or remove "
         "it if you did not create it)"]
-    with pytest.raises(CliError, match=f"^{state}: owned by uid 65534 \\(nobody\\)"):
+    with pytest.raises(UserError, match=f"^{state}: owned by uid 65534 \\(nobody\\)"):
         reconciler(reachable_site)  # and a daemon does not start on it
 
 
@@ -135,7 +135,7 @@ def test_a_state_dir_subdirectory_others_can_write_is_refused_at_start(own_site:
     reconciler(own_site)
     texts = own_site.state / "texts"
     texts.chmod(0o777)
-    with pytest.raises(CliError, match=f"^{texts}: writable by every user \\(mode 0777\\): they can change what iped "
+    with pytest.raises(UserError, match=f"^{texts}: writable by every user \\(mode 0777\\): they can change what iped "
                                        "would take as the policy texts rollback re-signs"):
         reconciler(own_site)
 
@@ -199,7 +199,7 @@ def test_a_trust_anchor_others_can_write_is_refused(own_site: Site, tmp_path: Pa
         "[policies]\n", f'[policies]\ntrust_anchors = ["{anchor}"]\n'))
     code, err = check_config(own_site, capsys)
     assert code == 1 and f"policies.trust_anchors: {anchor}: writable by every user (mode 0666)" in err
-    with pytest.raises(CliError, match=f"^{anchor}: writable by every user"):
+    with pytest.raises(UserError, match=f"^{anchor}: writable by every user"):
         reconciler(own_site)  # the emulator's keyring is built from the anchors at start
 
 
@@ -213,7 +213,7 @@ def test_a_prometheus_textfile_dir_others_can_write_is_refused(own_site: Site, t
     prom.chmod(0o777)  # ... but no one else may write there
     code, err = check_config(own_site, capsys)
     assert code == 1 and f"audit.prometheus_textfile: {prom}: writable by every user (mode 0777)" in err
-    with pytest.raises(CliError, match=f"^{prom}: writable by every user"):
+    with pytest.raises(UserError, match=f"^{prom}: writable by every user"):
         reconciler(own_site)
 
 

@@ -74,7 +74,7 @@ def _as_nobody(directory: Path, mode: str, reply: object = None) -> subprocess.P
 
 def _stop(proc: subprocess.Popen[str]) -> None:
     proc.kill()
-    proc.wait()
+    proc.wait(timeout=30)
 
 
 def _dev_env(runtime: Path) -> dict[str, str]:

@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 from iped.emulator import Emulator, FileInfo, Task
 from iped.emulator.compiled import compile_policy, evaluate
 from iped.emulator.eval import build_eval_ctx, evaluate_linear, property_evaluators
-from iped.emulator.ipe import KernelConfig
 from iped.emulator.policy_parser import Action, Op, parse_policy
-from iped.emulator.types import Hook
+from iped.emulator.types import Hook, KernelConfig
 from tests.emulator.test_emulator_signing import load, make_emulator
 
 SHA = bytes(range(32))

@@ -8,8 +8,8 @@ import stat
 import pytest
 
 from iped.emulator import Emulator
-from iped.emulator.ipe import KernelConfig
 from iped.emulator.kstrtox import kstrtobool
+from iped.emulator.types import KernelConfig
 from tests.emulator.test_emulator_signing import load, make_emulator, sign
 
 BOOT = b"policy_name=boot policy_version=0.0.1\nDEFAULT action=ALLOW\n"

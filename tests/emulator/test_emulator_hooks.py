@@ -192,5 +192,5 @@ def test_emulator_import_stays_light() -> None:
         "e.evaluate('EXECUTE', 'MMAP', FileInfo('/a', 'vda', 1)); "
         "print(sorted(m for m in ('cryptography', 'pydantic', 'pyudev', 'systemd', 'asn1crypto') if m in sys.modules))"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, timeout=120).stdout
     assert out.strip() == "[]"

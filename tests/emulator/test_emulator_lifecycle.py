@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from iped.emulator import Emulator
-from iped.emulator.ipe import KernelConfig
+from iped.emulator.types import KernelConfig
 from tests.emulator.test_emulator_signing import load, make_emulator, policy_text, sign
 
 U = "auid=4294967295 ses=4294967295"

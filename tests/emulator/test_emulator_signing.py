@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import NameOID
 
 from iped.emulator import Emulator
-from iped.emulator.ipe import KernelConfig
+from iped.emulator.types import KernelConfig
 
 KEYS = Path(__file__).resolve().parents[1] / "lab" / "keys"
 

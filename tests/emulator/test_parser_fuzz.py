@@ -7,7 +7,8 @@ import errno
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iped.emulator.policy_parser import Op, PolicyError, format_policy, parse_policy
+from iped.emulator.policy_parser import Op, PolicyError, parse_policy
+from tests.emulator.policy_format import format_policy
 
 PARSER_ERRNOS = {errno.EBADMSG, errno.EINVAL, errno.ERANGE}
 

@@ -99,7 +99,7 @@ def seed_pip_bootstrap(cache: Path) -> Path:
     """
     cache.mkdir(parents=True, exist_ok=True)
     version = subprocess.run([sys.executable, "-c", PIP_VERSION_OF_ANSIBLE_TEST, ANSIBLE_PYTHON],
-                             capture_output=True, text=True, check=True).stdout.strip()
+                             capture_output=True, text=True, check=True, timeout=1800).stdout.strip()
     if not (cache / f"pip-{version}-py3-none-any.whl").is_file():
         require_ok(subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
                                    "--dest", str(cache), f"pip=={version}"],

@@ -31,8 +31,8 @@ from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon
 from iped.daemon.metrics import state_textfile
 from iped.daemon.notify import Notifier
-from iped.daemon.settings import AuditSource
-from tests.daemon.conftest import ROOT, Site, iped, policy_text, start_daemon, wait_for
+from iped.settings import AuditSource
+from tests.daemon.conftest import ROOT, Site, iped, policy_text, start_daemon, wait_child, wait_for
 from tests.daemon.test_as_deployed import PosingAsKernel
 from tests.fleet.conftest import SLOW_DEBOUNCE_MS
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
@@ -115,7 +115,7 @@ def written_not_ready(site: Site, tmp: Path) -> str:
             code = Daemon(runtime.make_reconciler(settings, NullReporter(), refusing), Notifier({}),
                           NullReporter()).run()
         os._exit(code)
-    _, status = os.waitpid(pid, 0)
+    status = wait_child(pid, 60)
     assert os.waitstatus_to_exitcode(status) == 78
     return state_textfile(textfile).read_text()
 

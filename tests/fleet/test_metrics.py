@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from iped.daemon.metrics import StateMetrics, prometheus_text, state_textfile
@@ -37,6 +38,15 @@ def test_every_metric_parses_with_its_labels() -> None:
     assert got[("iped_last_reconcile_timestamp_seconds", ())] == 1700000060.0
     assert got[("iped_declared_errors", ())] == 2
     assert got[("iped_ready", ())] == 1
+
+
+@pytest.mark.parametrize(("outcome", "in_sync"), [("applied", 1), ("unchanged", 1), ("rejected", 0), ("failed", 0)])
+def test_in_sync_after_applied_or_unchanged_only(outcome: str, in_sync: int) -> None:
+    """A reconcile with nothing to change leaves the kernel as declared: in sync, as after an applied one."""
+    m = StateMetrics()
+    m.observe({"trigger": "reload", "outcome": outcome, "errors": []}, enforce=True, success_audit=False,
+              ready=True, now=1700000000.0)
+    assert samples(prometheus_text(m))[("iped_in_sync", ())] == in_sync
 
 
 def reload(site: Site) -> int:

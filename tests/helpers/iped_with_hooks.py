@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from iped.daemon.apply import StepObserver
     from iped.daemon.log import Reporter
     from iped.daemon.reconcile import Reconciler
-    from iped.daemon.settings import Settings
+    from iped.settings import Settings
 
 FAULT_ENV = "IPED_EMULATOR_FAULT"
 PAUSE_AFTER_STEP_ENV = "IPED_TEST_PAUSE_AFTER_STEP"

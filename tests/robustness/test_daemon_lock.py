@@ -36,7 +36,7 @@ def test_second_daemon_refuses_while_a_stopped_first_one_holds_the_lock(abused: 
 def test_lock_is_free_again_once_the_daemon_is_gone(site: Site) -> None:
     first = spawn_daemon(site)
     first.proc.kill()
-    first.proc.wait()
+    first.proc.wait(timeout=30)
     again = spawn_daemon(site)  # a stale socket and lock file of a killed daemon are taken over
     try:
         assert again.status_ok()

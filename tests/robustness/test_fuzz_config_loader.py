@@ -1,5 +1,6 @@
-"""Fuzzing the iped.toml loader (iped.config): any text gives Settings or ConfigError, and every
-problem is located (FILE:LINE within the file, a key). 0 crashes.
+"""Fuzzing the iped.toml loader (iped.config): any text gives Settings or ConfigError; every
+problem is located (FILE:LINE within the file, a key), and every loaded configuration round-trips
+(written back as TOML, it loads to the same Settings). 0 crashes.
 
 Small example counts in the normal run; ``IPED_FUZZ_LONG=1`` runs 100 times as many.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from enum import StrEnum
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iped.config import SECTIONS, ConfigError, load_settings, parse_config
-from iped.daemon.settings import Settings
+from iped.settings import Settings
 
 SCALE = 100 if os.environ.get("IPED_FUZZ_LONG") == "1" else 1
 FUZZ = settings(max_examples=60 * SCALE, deadline=None)
@@ -43,14 +45,38 @@ def toml_value(v: object) -> str:
     return str(v)
 
 
+def as_toml(loaded: Settings) -> str:
+    """``loaded`` written back as iped.toml (None: TOML has no null, the key is left out)."""
+    out = []
+    for section in SECTIONS:
+        values = getattr(loaded, section)
+        lines = [f"{f.name} = {toml_value(_plain(getattr(values, f.name)))}"
+                 for f in dataclasses.fields(values) if getattr(values, f.name) is not None]
+        out.append(f"[{section}]\n" + "".join(line + "\n" for line in lines))
+    return "".join(out)
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, StrEnum):
+        return value.value
+    return value
+
+
 def loads(source: str) -> Settings | ConfigError:
+    """Load ``source``: a rejection names each problem's line; a success round-trips."""
     try:
-        return parse_config(source, PATH)
+        loaded = parse_config(source, PATH)
     except ConfigError as e:
         lines = source.count("\n") + 1
         for p in e.problems:
             assert p.file == PATH and 1 <= p.line <= lines and p.key and p.problem, p
         return e
+    assert parse_config(as_toml(loaded), PATH) == loaded, as_toml(loaded)
+    return loaded
 
 
 @FUZZ
@@ -78,3 +104,17 @@ def test_arbitrary_file_bytes(tmp_path_factory: pytest.TempPathFactory, data: by
         load_settings(path)
     except ConfigError as e:
         assert all(p.file == path and p.line >= 1 for p in e.problems)
+
+
+def test_the_example_config_and_every_key_set_round_trip() -> None:
+    example = (Path(__file__).parents[2] / "etc" / "iped.toml").read_text(encoding="utf-8")
+    assert isinstance(loads(example), Settings)
+    every = (
+        '[policies]\ndir = "/p"\nactive = "a"\nenforce = false\nsuccess_audit = true\n'
+        'trust_anchors = ["/a.crt", "b.crt"]\nsigning_key = "/k.pem"\nsigning_cert = "/k.crt"\nprotect = ["x", "y"]\n'
+        '[daemon]\nbackend = "emulator"\nstate_dir = "s"\ncontrol_socket = "/run/x.sock"\ncontrol_group = "adm"\n'
+        'history = 3\ndebounce_ms = 0\n'
+        '[audit]\nsource = "journal"\nreceive_buffer = 8192\nprometheus_textfile = "t.prom"\n'
+    )
+    loaded = loads(every)
+    assert isinstance(loaded, Settings) and loaded.policies.protect == ("x", "y")

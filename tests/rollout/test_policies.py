@@ -11,8 +11,8 @@ import pytest
 from iped.daemon.devkey import ensure_dev_key
 from iped.daemon.log import NullReporter
 from iped.daemon.runtime import make_reconciler
-from iped.daemon.settings import BackendKind, DaemonSettings, PolicySettings, Settings
 from iped.rollout.policies import PolicySourceError, declared_active
+from iped.settings import BackendKind, DaemonSettings, PolicySettings, Settings
 
 from .streams import ALLOW_ALL, BASE
 

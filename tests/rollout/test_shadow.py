@@ -34,17 +34,17 @@ def mnt(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("mounting a tmpfs and fanotify filesystem marks need root")
     target = tmp_path / "mnt"
     target.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "iped-shadow-test", str(target)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "iped-shadow-test", str(target)], check=True, timeout=120)
     try:
         shutil.copy2("/bin/true", target / "prog")
         yield target
     finally:
-        subprocess.run(["umount", "-l", str(target)], check=False)
+        subprocess.run(["umount", "-l", str(target)], check=False, timeout=120)
 
 
 def _exec_and_drain(shadow: Shadow, fan: Fanotify, prog: Path, runs: int = 1) -> int:
     for _ in range(runs):
-        subprocess.run([str(prog)], check=True)
+        subprocess.run([str(prog)], check=True, timeout=120)
     seen = 0
     # notifications are queued by the time exec returns; wait a little for any stragglers
     while select.select([fan.fileno()], [], [], 0.5)[0]:
@@ -120,7 +120,7 @@ def test_cli_without_cap_sys_admin_says_so(tmp_path: Path) -> None:
     pol = tmp_path / "s.pol"
     pol.write_bytes(ALLOW_ALL)
     cmd = ["setpriv", "--bounding-set", "-sys_admin", *_iped("shadow", "--policy", str(pol), "--duration", "0.1")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "fanotify: EPERM: shadow mode needs CAP_SYS_ADMIN" in proc.stderr
 
@@ -138,16 +138,17 @@ def test_cli_shadow_of_the_declared_policy_feeds_audit(mnt: Path, tmp_path: Path
     try:
         assert proc.stderr is not None
         assert "evaluating executions" in proc.stderr.readline()  # marks are in place
-        subprocess.run([str(mnt / "prog")], check=True)
+        subprocess.run([str(mnt / "prog")], check=True, timeout=120)
         assert proc.wait(timeout=20) == 0
         assert "1 execution seen, 0 allowed, 1 would be denied" in proc.stderr.read()
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=30)
     metrics = prom.read_text()
     assert 'iped_audit_decisions_total{op="EXECUTE",hook="BPRM_CHECK",action="DENY",enforcing="0"} 1' in metrics
     audit = subprocess.run(
-        _iped("audit", "--source", str(log), "--denials"), capture_output=True, text=True, check=True
+        _iped("audit", "--source", str(log), "--denials"), capture_output=True, text=True, check=True,
+        timeout=120,
     )
     assert audit.stdout.count("AUDIT-DENY EXECUTE/BPRM_CHECK") == 1 and f"{mnt}/prog" in audit.stdout
 
@@ -184,4 +185,4 @@ def test_cli_shadow_sleeps_until_an_event_and_sigterm_alone_stops_it(mnt: Path, 
         assert "shadow: 0 executions seen" in proc.stderr.read()
     finally:
         proc.kill()
-        proc.wait()
+        proc.wait(timeout=30)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from iped.daemon.client import DEFAULT_SOCKET
+from iped.paths import DEFAULT_SOCKET
 
 
 class BackendKind(StrEnum):

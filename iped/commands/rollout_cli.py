@@ -10,7 +10,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from iped.commands import CliError, ExitCode, die
+from iped.commands import ExitCode, die
+from iped.errors import UserError
 
 if TYPE_CHECKING:
     from iped.rollout.facts import Resolver
@@ -117,15 +118,15 @@ def declared_policy(args: argparse.Namespace) -> PolicySource | None:
     A configuration that does not exist is None when ``--config`` was not given (no iped here
     yet); a broken one is a usage error with every problem printed.
     """
-    from iped.daemon.client import DEFAULT_CONFIG
     from iped.daemon.runtime import load_for_command
+    from iped.paths import DEFAULT_CONFIG
     from iped.rollout.policies import PolicySourceError, declared_active
 
     if args.config is None and not os.path.exists(DEFAULT_CONFIG):
         return None
     try:
         settings = load_for_command(args.config)
-    except CliError as e:  # one problem per line, each FILE:LINE: every error line stands alone
+    except UserError as e:  # one problem per line, each FILE:LINE: every error line stands alone
         die("\n".join(f"cannot read the configuration: {problem}" for problem in str(e).splitlines()),
             code=ExitCode.USAGE)
     try:
