@@ -48,4 +48,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"  - {s['description']}")
         for problem in errors:
             print(f"  rejected: {problem['message']}")
+        boot: dict[str, list[str]] = result.get("boot") or {}  # type: ignore[assignment]
+        for note in boot.get("notes") or []:
+            print(f"  boot: {note}")
     return outcome_exit(result["outcome"])

@@ -186,6 +186,15 @@ def render_status(st: dict[str, Any]) -> str:
     errs = st.get("declared", {}).get("errors") or []
     for e in errs:
         lines.append(f"  ! {e.get('message')}")
+    boot = st.get("boot") or {}
+    if boot:
+        copy = boot.get("copy") or {}
+        lines.append(f"boot:          {boot.get('summary')}")
+        files = ", ".join(f"{f.get('name')} sha256:{str(f.get('blob_digest'))[:16]}" for f in copy.get("files") or [])
+        lines.append(f"boot copy:     {'on' if copy.get('enabled') else 'off'}  {copy.get('dir')}: {files or 'empty'}"
+                     f"  {'current' if copy.get('current') else 'NOT the active blob'}"
+                     f"  fail_closed: {'on' if boot.get('fail_closed') else 'off'}")
+        lines += [f"  - {n}" for n in boot.get("notes") or []]
     plans = st.get("last_plans") or []
     if plans:
         lines.append("last plans:")

@@ -213,7 +213,7 @@ class Daemon:
         self.rec.config_error = []
         if (new.daemon, new.audit) != (self.settings.daemon, self.settings.audit):
             self.reporter.log("warning", "[daemon]/[audit] changes take effect only after a restart")
-        self.rec.settings = Settings(new.policies, self.settings.daemon, self.settings.audit,
+        self.rec.settings = Settings(new.policies, self.settings.daemon, self.settings.audit, new.boot,
                                      self.settings.path, self.settings.dev)
         self.settings = self.rec.settings
         if self.inotify is not None:

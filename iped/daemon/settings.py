@@ -71,6 +71,19 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BootSettings:
+    """``[boot]``: what PID 1's IPE loader finds at the next boot (docs/boot.md); both opt-in."""
+
+    # keep copy_dir/<active>.p7b equal to the blob the kernel holds active (systemd >= 257 loads it)
+    copy: bool = False
+    copy_dir: Path = field(default=Path("/etc/ipe"), metadata={"max_path_bytes": 4095})
+    # iped-boot.service fails when the declared policy was not active before iped started
+    fail_closed: bool = False
+    # written by iped boot-check at boot (iped-boot.service), read by iped status and plan
+    record: Path = field(default=Path("/run/iped-boot/boot.json"), metadata={"max_path_bytes": 4095})
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration; ``path`` is the file it came from (None: built-in defaults).
 
@@ -80,5 +93,6 @@ class Settings:
     policies: PolicySettings = field(default_factory=PolicySettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    boot: BootSettings = field(default_factory=BootSettings)
     path: Path | None = None
     dev: bool = False
