@@ -150,13 +150,13 @@ def boot_facts(settings: BootSettings, declared_active: str | None, actual: Actu
             else "it was loaded before iped"
         notes.append(f"at boot the active policy was {at_boot['name']} {at_boot['version']} ({origin}), "
                      f"not the declared {declared_active!r}")
-    if settings.copy and not current:
+    if settings.keep_copy and not current:
         notes.append(f"boot copy in {settings.copy_dir} is not the kernel's active blob: the next boot loads "
                      + (", ".join(f"{f['name']}" for f in files) or "nothing"))
     return {
         "record": record,
         "summary": summary_line(record),
-        "copy": {"enabled": settings.copy, "dir": str(settings.copy_dir), "files": files, "current": current,
+        "copy": {"enabled": settings.keep_copy, "dir": str(settings.copy_dir), "files": files, "current": current,
                  "last_sync": last_sync},
         "fail_closed": settings.fail_closed,
         "notes": notes,

@@ -127,7 +127,7 @@ class Reconciler:
         #: the kernel's state after the last reconcile (None: never reconciled, or securityfs unreadable)
         self.after: ActualState | None = None
         self.config_error: list[str] = []
-        #: the boot copy after the last reconcile ([boot] copy; None: off or never synced)
+        #: the boot copy after the last reconcile ([boot] keep_copy; None: off or never synced)
         self.boot_copy: BootCopy | None = None
         #: rolled-forward files the drop-in dir superseded at the last scan (removed by reconcile)
         self.superseded: tuple[Path, ...] = ()
@@ -203,7 +203,7 @@ class Reconciler:
             self.reporter.log("error", f"state_dir {self.plan_log.root}: {errno_name(e.errno or errno.EIO)}: "
                                        f"{e.strerror or e}: plan records and rollback history are not kept")
         self.last, self.after = record, after
-        if self.settings.boot.copy and result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
+        if self.settings.boot.keep_copy and result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
             self._sync_boot_copy(after)
         return record
 

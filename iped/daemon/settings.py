@@ -75,7 +75,7 @@ class BootSettings:
     """``[boot]``: what PID 1's IPE loader finds at the next boot (docs/boot.md); both opt-in."""
 
     # keep copy_dir/<active>.p7b equal to the blob the kernel holds active (systemd >= 257 loads it)
-    copy: bool = False
+    keep_copy: bool = False
     copy_dir: Path = field(default=Path("/etc/ipe"), metadata={"max_path_bytes": 4095})
     # iped-boot.service fails when the declared policy was not active before iped started
     fail_closed: bool = False

@@ -1,4 +1,4 @@
-"""Boot: the boot copy PID 1 loads (``[boot] copy``), ``iped boot-check`` and its record, fail-closed.
+"""Boot: the boot copy PID 1 loads (``[boot] keep_copy``), ``iped boot-check`` and its record, fail-closed.
 
 The reconciler runs on the emulator (the same surface as securityfs); ``iped boot-check`` runs as
 a real process against a securityfs-shaped directory tree (its backend reads plain files exactly
@@ -30,11 +30,11 @@ from tests.daemon.conftest import ROOT, Site, iped, policy_text
 
 
 def boot_site(site: Site, monkeypatch: pytest.MonkeyPatch, *, copy: bool = True, record: bool = False) -> Path:
-    """``site`` with ``[boot] copy`` in ``<root>/ipe``; returns that directory."""
+    """``site`` with ``[boot] keep_copy`` in ``<root>/ipe``; returns that directory."""
     monkeypatch.delenv(FAULT_ENV, raising=False)
     copy_dir = site.root / "ipe"
     copy_dir.mkdir()
-    site.extra = (f"[boot]\ncopy = {str(copy).lower()}\ncopy_dir = \"ipe\"\n"
+    site.extra = (f"[boot]\nkeep_copy = {str(copy).lower()}\ncopy_dir = \"ipe\"\n"
                   + ('record = "boot.json"\n' if record else ""))
     site.write_config()
     return copy_dir
