@@ -248,3 +248,41 @@ def test_a_different_policy_loaded_by_pid1_is_named_in_the_plan(site: Site, monk
     status = service.status(rec)
     assert status["boot"]["summary"].startswith("FAILED: declared policy 'base' was NOT active")
     assert status["boot"]["copy"]["current"] is False
+
+
+# ----------------------------------------------------------------------------- the units
+
+
+SYSTEMD = ROOT / "systemd"
+
+
+@pytest.mark.parametrize("unit", ["iped.service", "iped-boot.service"])
+def test_units_exposure_at_most_1_5(unit: str) -> None:
+    r = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(SYSTEMD / unit)],
+                       capture_output=True, text=True, check=False)
+    level = [ln for ln in (r.stdout + r.stderr).splitlines() if "Overall exposure level" in ln]
+    assert level, r.stdout + r.stderr
+    assert float(level[0].split(":")[1].split()[0]) <= 1.5, level[0]
+
+
+def test_boot_unit_with_the_fail_closed_drop_in_verifies(tmp_path: Path) -> None:
+    """Both units and the drop-in as installed: systemd-analyze verify accepts them, iped.service
+    pulls iped-boot in ahead of itself and may write the boot copy, the drop-in halts on failure."""
+    root = tmp_path / "root"
+    system = root / "etc/systemd/system"
+    (system / "iped-boot.service.d").mkdir(parents=True)
+    for unit in ("iped.service", "iped-boot.service"):
+        (system / unit).write_bytes((SYSTEMD / unit).read_bytes())
+    (system / "iped-boot.service.d/fail-closed.conf").write_bytes((SYSTEMD / "fail-closed.conf").read_bytes())
+    (root / "usr/bin").mkdir(parents=True)
+    shim = root / "usr/bin/iped"
+    shim.write_text(f"#!/bin/sh\nexec {sys.executable} -m iped \"$@\"\n")
+    shim.chmod(0o755)
+    r = subprocess.run(["systemd-analyze", "verify", f"--root={root}", "iped-boot.service", "iped.service"],
+                       capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    main = (SYSTEMD / "iped.service").read_text().splitlines()
+    assert "Wants=iped-boot.service" in main and "ReadWritePaths=-/etc/ipe" in main
+    assert any(ln.startswith("After=") and "iped-boot.service" in ln for ln in main)
+    assert "FailureAction=halt" in (SYSTEMD / "fail-closed.conf").read_text().splitlines()
+    assert "FailureAction" not in (SYSTEMD / "iped-boot.service").read_text()
