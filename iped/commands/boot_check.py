@@ -31,7 +31,7 @@ def _say(line: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from iped.backend import SecurityfsBackend
-    from iped.daemon.bootrecord import build_record, cmdline_fail_closed, current_boot_id
+    from iped.daemon.bootrecord import build_record, cmdline_fail_closed, current_boot_id, read_deployed
     from iped.daemon.settings import Settings
     from iped.fsutil import write_atomically
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         record = build_record(SecurityfsBackend(ipe_root, "boot-check"), settings.boot.copy_dir,
                               settings.policies.active, settings.policies.enforce, fail_closed=fail_closed,
-                              boot_id=current_boot_id() or "")
+                              boot_id=current_boot_id() or "", deployed=read_deployed(settings.daemon.state_dir))
     except OSError as e:
         _say(f"{ipe_root}: cannot read the IPE state: {e}")
         return ExitCode.FAILED if fail_closed and settings.policies.enforce else ExitCode.OK

@@ -22,6 +22,8 @@ from iped.daemon.bootcopy import read_copy
 from iped.daemon.settings import BootSettings
 
 RECORD_SCHEMA_VERSION = 1
+#: in the daemon's state dir: name, version and sha256 of the blob it last wrote to the boot copy
+DEPLOYED_FILE = "boot-copy.json"
 #: kernel command line switch: fail closed whatever iped.toml says (a signed UKI's command line
 #: cannot be edited by whoever can edit /etc)
 CMDLINE_SWITCH = "iped.fail_closed"
@@ -53,26 +55,49 @@ def verdict(record: dict[str, Any]) -> BootVerdict:
     """
     declared = record["declared"]["active"]
     active = record["kernel"]["active"]
+    deployed = record.get("deployed") or {}
     fail_closed = bool(record["fail_closed"])
     if declared is None:
         return BootVerdict(True, fail_closed, False, "no active policy is declared")
     now = f"{active['name']} {active['version']}" if active else "none"
-    if active is not None and active["name"] == declared:
+    older = active is not None and deployed.get("name") == active["name"] and \
+        _version(active["version"]) < _version(str(deployed.get("version")))
+    if active is not None and active["name"] == declared and not older:
         how = f"loaded by PID 1 from {record['loaded_from']}" if record["loaded_by"] == "pid1" else \
             "loaded before iped (not from the boot copy: initramfs or an earlier iped at this boot)"
         return BootVerdict(True, fail_closed, False, f"declared policy {declared!r} in force at boot ({now}), {how}")
     files = ", ".join(f"{f['path']} ({f.get('error') or f['name']})" for f in record["boot_copy_files"]) or "none"
     reason = (f"declared policy {declared!r} was NOT active before iped.service (kernel's active policy: {now}; "
               f"*.p7b in {record['boot_copy_dir']}: {files})")
+    if older:
+        reason = (f"declared policy {declared!r} was active before iped.service at version {active['version']}, "
+                  f"LOWER than {deployed['version']} that iped last wrote to the boot copy (an older blob put back?)")
     stops = fail_closed and bool(record["declared"]["enforce"])
     if fail_closed and not stops:
         reason += "; fail-closed does not stop the boot: enforce = false is declared"
     return BootVerdict(False, fail_closed, stops, reason)
 
 
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split("."))
+    except ValueError:
+        return ()
+
+
+def read_deployed(state_dir: Path) -> dict[str, Any] | None:
+    """What the daemon last wrote to the boot copy (``state_dir/boot-copy.json``), or None."""
+    try:
+        got = json.loads((state_dir / DEPLOYED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return got if isinstance(got, dict) else None
+
+
 def build_record(backend: Backend, copy_dir: Path, declared_active: str | None, declared_enforce: bool, *,
-                 fail_closed: bool, boot_id: str) -> dict[str, Any]:
-    """The record of the kernel's IPE state now (before iped), with its verdict."""
+                 fail_closed: bool, boot_id: str, deployed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of the kernel's IPE state now (before iped), with its verdict; ``deployed``:
+    :func:`read_deployed` (a lower version active than that is not "in force")."""
     actual = read_actual(backend)
     files = read_copy(copy_dir)
     active = actual.active
@@ -97,6 +122,7 @@ def build_record(backend: Backend, copy_dir: Path, declared_active: str | None, 
         "boot_copy_dir": str(copy_dir),
         "boot_copy_files": files,
         "declared": {"active": declared_active, "enforce": declared_enforce},
+        "deployed": deployed,
         "fail_closed": fail_closed,
     }
     v = verdict(record)

@@ -215,6 +215,8 @@ class Reconciler:
         before = self.boot_copy
         self.boot_copy = sync(self.backend, after, self.settings.policies.active, self.settings.boot.copy_dir)
         bc = self.boot_copy
+        if bc.current:
+            self._record_deployed(bc)
         if bc.state == "written":
             self.reporter.log("notice", f"boot copy written: {bc.message}", "boot_copy_written")
         elif bc.state == "failed" and (before is None or before.message != bc.message):
@@ -222,6 +224,23 @@ class Reconciler:
         for name in bc.removed:
             self.reporter.log("notice", f"boot copy: removed {self.settings.boot.copy_dir / name} (PID 1 would "
                                         "load it too)", "boot_copy_written")
+
+    def _record_deployed(self, bc: BootCopy) -> None:
+        """state_dir/boot-copy.json: the version iped-boot.service must find active at the next boot
+        (an older blob put back in its place is reported as not in force)."""
+        import json
+
+        from iped.daemon.bootrecord import DEPLOYED_FILE
+        from iped.fsutil import write_atomically
+
+        text = json.dumps({"name": bc.name, "version": bc.version, "blob_digest": bc.blob_digest}, sort_keys=True)
+        path = self.settings.daemon.state_dir / DEPLOYED_FILE
+        try:
+            if not path.is_file() or path.read_text() != text:
+                write_atomically(path, text, 0o644, sync_dir=True, exact_mode=True)
+        except OSError as e:
+            self.reporter.log("warning", f"{path}: {errno_name(e.errno or errno.EIO)}: {e.strerror or e}: the "
+                                         "version of the boot copy is not recorded", "boot_copy_failed")
 
     def _remove_superseded(self) -> None:
         """Rolled-forward files the drop-in dir has caught up with: the admin's file now rules."""

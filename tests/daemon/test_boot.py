@@ -197,6 +197,25 @@ def test_boot_check_fails_closed_only_when_asked(site: Site, monkeypatch: pytest
         assert "enforce = false" in done.stderr
 
 
+def test_an_older_blob_put_back_in_the_boot_copy_is_not_in_force(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PID 1 loaded the declared policy, but at a lower version than iped last wrote to the boot
+    copy (an older signed blob put back): not in force, and fail-closed stops the boot."""
+    copy_dir = boot_site(site, monkeypatch, record=True)
+    site.extra += "fail_closed = true\n"
+    site.write_config()
+    rec = reconciler(site)
+    site.put("base.pol", policy_text("base", "1.0.1"))
+    assert rec.reconcile("start").outcome == Outcome.APPLIED
+    deployed = json.loads((site.state / "boot-copy.json").read_text())
+    assert (deployed["name"], deployed["version"]) == ("base", "1.0.1")
+    assert rec.boot_copy is not None and deployed["blob_digest"] == rec.boot_copy.blob_digest
+    (copy_dir / "base.p7b").write_bytes(b"old signed base")
+    ipe = fake_securityfs(site.root, {"base": ("1.0.0", True, b"old signed base")})
+    done, record = boot_check(site, ipe)
+    assert done.returncode == 1, done.stderr
+    assert record["in_force"] is False and "LOWER than 1.0.1" in record["reason"]
+
+
 def test_boot_check_with_a_broken_config_never_halts(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     boot_site(site, monkeypatch)
     site.config.write_text("[policies\n")
