@@ -604,8 +604,9 @@ def boot_policy_before_iped() -> str:
     record = json.loads(BOOT_RECORD.read_text())
     expect(record["in_force"] is True and record["loaded_by"] == "pid1"
            and record["kernel"]["active"]["blob_digest"] == want["sha256"], f"iped-boot's record: {record}")
-    # PID 1 logs to the kernel log until journald runs: those entries carry SYSLOG_PID, not _PID
-    entries = [e for e in journal_this_boot() if "1" in (e.get("_PID"), e.get("SYSLOG_PID"))]
+    # only PID 1 writes these two messages; it logs to the kernel log until journald runs (such
+    # entries carry no _PID), so they are matched by text, ordered by their monotonic time
+    entries = journal_this_boot()
     pid1 = [e for e in entries
             if f"Successfully loaded and activated the IPE policy {want['name']}." in str(e.get("MESSAGE"))]
     starting = [e for e in entries if str(e.get("MESSAGE", "")).startswith("Starting iped.service")]
