@@ -305,3 +305,21 @@ def test_boot_unit_with_the_fail_closed_drop_in_verifies(tmp_path: Path) -> None
     assert any(ln.startswith("After=") and "iped-boot.service" in ln for ln in main)
     assert "FailureAction=halt" in (SYSTEMD / "fail-closed.conf").read_text().splitlines()
     assert "FailureAction" not in (SYSTEMD / "iped-boot.service").read_text()
+
+
+def test_status_says_what_pid1_loaded_and_whether_the_copy_is_current(site: Site,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from iped.daemon.client import render_status
+
+    copy_dir = boot_site(site, monkeypatch, record=True)
+    first = reconciler(site)
+    assert first.reconcile("start").outcome == Outcome.APPLIED
+    rebooted = reconciler(site)
+    pid1_loads(rebooted, (copy_dir / "base.p7b").read_bytes(), "base")
+    ipe = fake_securityfs(site.root, {"base": ("1.0.0", True, (copy_dir / "base.p7b").read_bytes())})
+    assert boot_check(site, ipe)[0].returncode == 0
+    assert rebooted.reconcile("start").outcome == Outcome.UNCHANGED
+    text = render_status(service.status(rebooted))
+    assert f"boot:          in force: declared policy 'base' in force at boot (base 1.0.0), loaded by PID 1 from " \
+           f"{copy_dir / 'base.p7b'}" in text, text
+    assert f"boot copy:     on  {copy_dir}: base sha256:" in text and "  current  fail_closed: off" in text, text
