@@ -51,6 +51,12 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError:
         _say(f"{args.config}: not found, checking with the defaults")
     fail_closed = forced or settings.boot.fail_closed
+    from iped.daemon.bootrecord import read_record
+
+    earlier = read_record(settings.boot.record, current_boot_id())
+    if earlier is not None:  # started again later in this boot (iped restarted, upgraded): keep the boot's
+        _say(f"recorded at this boot already ({earlier.get('recorded_at')}): {earlier.get('reason')}")
+        return ExitCode.OK
     ipe_root = Path(args.ipe_root)
     if not ipe_root.is_dir():
         why = f"{ipe_root}: no IPE in this kernel (securityfs not mounted, or IPE not in lsm=)"

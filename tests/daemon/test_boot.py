@@ -216,6 +216,20 @@ def test_an_older_blob_put_back_in_the_boot_copy_is_not_in_force(site: Site, mon
     assert record["in_force"] is False and "LOWER than 1.0.1" in record["reason"]
 
 
+def test_boot_check_keeps_the_first_record_of_a_boot(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    """iped-boot.service started again later in the boot (an upgrade restarts iped, which pulls it
+    in) must not replace what was in force at boot with what iped has loaded since."""
+    copy_dir = boot_site(site, monkeypatch, record=True)
+    ipe = fake_securityfs(site.root, {})
+    done, first = boot_check(site, ipe)
+    assert done.returncode == 0 and first["in_force"] is False
+    (copy_dir / "base.p7b").write_bytes(b"signed base 1.0.0")
+    later = fake_securityfs(site.root / "later", {"base": ("1.0.0", True, b"signed base 1.0.0")})
+    done, again = boot_check(site, later)
+    assert done.returncode == 0 and "recorded at this boot already" in done.stderr
+    assert again == first
+
+
 def test_boot_check_with_a_broken_config_never_halts(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
     boot_site(site, monkeypatch)
     site.config.write_text("[policies\n")
