@@ -53,6 +53,7 @@ class Verb(enum.StrEnum):
     suggest = enum.auto()
     shadow = enum.auto()
     check_config = "check-config"
+    boot_check = "boot-check"
 
     @property
     def help(self) -> str:
@@ -78,6 +79,7 @@ _VERB_HELP: dict[Verb, str] = {
     Verb.suggest: "rules that allow what a policy would deny, from the files' IPE properties",
     Verb.shadow: "without IPE: evaluate real executions (fanotify, notification only) and log them as IPE would",
     Verb.check_config: "check an iped.toml with the daemon's rules, and that its key files are readable",
+    Verb.boot_check: "at boot (iped-boot.service): record the policy PID 1 loaded; fail closed when asked",
 }
 
 

@@ -113,6 +113,30 @@ class AuditSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BootSettings:
+    """``[boot]``: what PID 1's IPE loader finds at the next boot (docs/boot.md); both opt-in.
+
+    Read by the daemon after each reconcile (iped.daemon.bootcopy) and by ``iped boot-check``
+    (iped-boot.service).
+
+    Keys:
+
+    keep_copy: keep copy_dir/<active>.p7b equal to the blob the kernel holds active (what
+        systemd >= 257's PID 1 loads at the next boot); other ``*.p7b`` there are removed.
+    copy_dir: PID 1's first IPE directory; the daemon's unit may write only there.
+    fail_closed: iped-boot.service fails (and, with the shipped drop-in linked in, halts the boot)
+        when the declared policy was not active before iped started; never with enforce off.
+    record: where iped boot-check records, once per boot, what PID 1 loaded; read by iped status
+        and iped plan.
+    """
+
+    keep_copy: bool = False
+    copy_dir: Path = field(default=Path("/etc/ipe"), metadata={"max_path_bytes": 4095})
+    fail_closed: bool = False
+    record: Path = field(default=Path("/run/iped-boot/boot.json"), metadata={"max_path_bytes": 4095})
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """The whole configuration; ``path`` is the file it came from (None: built-in defaults).
 
@@ -122,5 +146,6 @@ class Settings:
     policies: PolicySettings = field(default_factory=PolicySettings)
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     audit: AuditSettings = field(default_factory=AuditSettings)
+    boot: BootSettings = field(default_factory=BootSettings)
     path: Path | None = None
     dev: bool = False

@@ -36,6 +36,7 @@ def test_every_verb_has_help_and_a_module_name() -> None:
         "suggest",
         "shadow",
         "check-config",
+        "boot-check",
     }
     for verb in Verb:
         assert verb.help and verb.module == f"iped.commands.{verb.value.replace('-', '_')}"

@@ -70,4 +70,7 @@ def run(args: argparse.Namespace) -> int:
             print(escape_controls(f"  - {s.get('description') if isinstance(s, dict) else s}"))
         for problem in errors:
             print(escape_controls(f"  rejected: {problem.get('message') if isinstance(problem, dict) else problem}"))
+        boot: dict[str, list[str]] = result.get("boot") or {}  # type: ignore[assignment]
+        for note in boot.get("notes") or []:
+            print(escape_controls(f"  boot: {note}"))
     return outcome_exit(result["outcome"])

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 Kind = Literal["policy_loaded", "policy_updated", "policy_activated", "policy_deleted", "setting_changed",
                "plan_rejected", "apply_failed", "daemon_started", "daemon_ready", "daemon_stopping",
-               "policy_rolled_forward", "rolled_forward_superseded"]
+               "policy_rolled_forward", "rolled_forward_superseded", "boot_copy_written", "boot_copy_failed"]
 
 #: Fixed MESSAGE_IDs of named events (journalctl MESSAGE_ID=<id>); stable, documented in docs/daemon.md.
 MESSAGE_IDS: dict[Kind, str] = {
@@ -39,6 +39,8 @@ MESSAGE_IDS: dict[Kind, str] = {
     "daemon_stopping": "b562a945f3884449ae94481cb29d3508",
     "policy_rolled_forward": "5da1ed26a9b84493a543f6a10ea8ab30",
     "rolled_forward_superseded": "4987cec9e4f14d41822484c69c229f37",
+    "boot_copy_written": "182681e2301947d885cabfa6c522523b",
+    "boot_copy_failed": "303088ad10504883b817c6fddaca00b8",
 }
 
 #: The MESSAGE_ID of a line that is no named event, by level (a warning about a directory that

@@ -202,7 +202,8 @@ class Daemon:
         except OSError as e:
             code = e.errno or errno.EIO
             raise ProtocolError(code, f"{config}: {errno_name(code)}: {e.strerror or e}") from None
-        settings = Settings(staged.policies, self.settings.daemon, self.settings.audit, config, self.settings.dev)
+        settings = Settings(policies=staged.policies, daemon=self.settings.daemon, audit=self.settings.audit,
+                            boot=staged.boot, path=config, dev=self.settings.dev)
         rec = Reconciler(settings, self.rec.backend, self.rec.plan_log, NullReporter(), self.rec.extra_anchors)
         return {**service.plan(rec).as_dict(), "config": str(config)}
 
@@ -260,7 +261,7 @@ class Daemon:
         trust_configured_certs(self.rec.backend, new)
         if (new.daemon, new.audit) != (self.settings.daemon, self.settings.audit):
             self.reporter.log("warning", "[daemon]/[audit] changes take effect only after a restart")
-        self.rec.settings = Settings(new.policies, self.settings.daemon, self.settings.audit,
+        self.rec.settings = Settings(new.policies, self.settings.daemon, self.settings.audit, new.boot,
                                      self.settings.path, self.settings.dev)
         self.settings = self.rec.settings
         if self.inotify is not None:

@@ -16,8 +16,9 @@ from iped.daemon.apply import state_after
 from iped.daemon.plan import Plan
 from iped.outcome import Outcome
 
-#: bump when a key changes meaning or disappears (adding keys does not bump it)
-PLAN_SCHEMA_VERSION = 1
+#: bump when a key changes meaning or disappears (adding keys does not bump it);
+#: 2: ``boot`` -- what PID 1 loaded at this boot and the boot copy (docs/boot.md)
+PLAN_SCHEMA_VERSION = 2
 
 
 def plan_outcome(plan: Plan) -> Outcome:
@@ -36,8 +37,9 @@ def state_view(state: ActualState) -> dict[str, Any]:
     }
 
 
-def plan_document(actual: ActualState, plan: Plan, backend: str) -> dict[str, Any]:
-    """The whole ``iped plan --json`` document (without ``daemon``, which the caller knows)."""
+def plan_document(actual: ActualState, plan: Plan, backend: str, boot: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole ``iped plan --json`` document (without ``daemon``, which the caller knows);
+    ``boot``: :func:`iped.daemon.bootrecord.boot_facts`."""
     before = state_view(actual)
     after = before if plan.rejected else state_view(state_after(actual, plan.steps))
     return {
@@ -49,4 +51,5 @@ def plan_document(actual: ActualState, plan: Plan, backend: str) -> dict[str, An
         "steps": [s.as_dict() for s in plan.steps],
         "errors": [e.as_dict() for e in plan.errors],
         "reasons": [str(e) for e in plan.errors],
+        "boot": boot,
     }

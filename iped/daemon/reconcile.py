@@ -16,6 +16,7 @@ from typing import Any
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, LoadedPolicy, read_actual
 from iped.daemon.apply import ApplyResult, StepFailure, StepObserver, execute, state_after
+from iped.daemon.bootcopy import BootCopy
 from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, fs_error
 from iped.daemon.dropin import read_policy_file
 from iped.daemon.log import Reporter
@@ -169,6 +170,8 @@ class Reconciler:
         #: the kernel's state after the last reconcile (None: never reconciled, or securityfs unreadable)
         self.after: ActualState | None = None
         self.config_error: list[str] = []
+        #: the boot copy after the last reconcile ([boot] keep_copy; None: off or never synced)
+        self.boot_copy: BootCopy | None = None
         #: rolled-forward files the drop-in dir superseded at the last scan (removed by reconcile)
         self.superseded: tuple[Path, ...] = ()
         #: told of every step of a plan done (None in iped itself; the tests' entry point sets it)
@@ -260,7 +263,44 @@ class Reconciler:
             self.reporter.log("error", f"state_dir {self.plan_log.root}: {errno_name(e.errno or errno.EIO)}: "
                                        f"{e.strerror or e}: plan records and rollback history are not kept")
         self.last, self.after = record, after
+        if self.settings.boot.keep_copy and result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
+            self._sync_boot_copy(after)
         return record
+
+    def _sync_boot_copy(self, after: ActualState) -> None:
+        """PID 1's copy follows the kernel's active blob (never a refused one: only after a plan
+        that ran to its end, and only the blob the kernel holds)."""
+        from iped.daemon.bootcopy import sync
+
+        before = self.boot_copy
+        self.boot_copy = sync(self.backend, after, self.settings.policies.active, self.settings.boot.copy_dir)
+        bc = self.boot_copy
+        if bc.current:
+            self._record_deployed(bc)
+        if bc.state == "written":
+            self.reporter.log("notice", f"boot copy written: {bc.message}", "boot_copy_written")
+        elif bc.state == "failed" and (before is None or before.message != bc.message):
+            self.reporter.log("error", f"boot copy: {bc.message}", "boot_copy_failed")
+        for name in bc.removed:
+            self.reporter.log("notice", f"boot copy: removed {self.settings.boot.copy_dir / name} (PID 1 would "
+                                        "load it too)", "boot_copy_written")
+
+    def _record_deployed(self, bc: BootCopy) -> None:
+        """state_dir/boot-copy.json: the version iped-boot.service must find active at the next boot
+        (an older blob put back in its place is reported as not in force)."""
+        import json
+
+        from iped.daemon.bootrecord import DEPLOYED_FILE
+        from iped.fsutil import write_atomically
+
+        text = json.dumps({"name": bc.name, "version": bc.version, "blob_digest": bc.blob_digest}, sort_keys=True)
+        path = self.settings.daemon.state_dir / DEPLOYED_FILE
+        try:
+            if not path.is_file() or path.read_text() != text:
+                write_atomically(path, text, 0o644, sync_dir=True, exact_mode=True)
+        except OSError as e:
+            self.reporter.log("warning", f"{path}: {errno_name(e.errno or errno.EIO)}: {e.strerror or e}: the "
+                                         "version of the boot copy is not recorded", "boot_copy_failed")
 
     def _remove_superseded(self) -> None:
         """Rolled-forward files the drop-in dir has caught up with: the admin's file now rules."""

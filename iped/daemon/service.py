@@ -22,7 +22,7 @@ from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler, loaded_dic
 from iped.errnos import describe_errno
 from iped.outcome import Outcome
 
-STATUS_SCHEMA_VERSION = 1
+STATUS_SCHEMA_VERSION = 2  # 2: "boot" (docs/boot.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,18 +32,27 @@ class PlanPreview:
     backend: str
     actual: ActualState
     plan: Plan
+    boot: dict[str, Any] | None = None
 
     @property
     def outcome(self) -> str:
         return plan_outcome(self.plan)
 
     def as_dict(self) -> dict[str, Any]:
-        return plan_document(self.actual, self.plan, self.backend)
+        return plan_document(self.actual, self.plan, self.backend, self.boot)
+
+
+def boot_facts(rec: Reconciler, actual: ActualState) -> dict[str, Any]:
+    """What PID 1 loaded at this boot and what it loads at the next (docs/boot.md)."""
+    from iped.daemon.bootrecord import boot_facts as facts
+
+    return facts(rec.settings.boot, rec.settings.policies.active, actual,
+                 rec.boot_copy.as_dict() if rec.boot_copy else None)
 
 
 def plan(rec: Reconciler) -> PlanPreview:
     _, actual, p = rec.compute()
-    return PlanPreview(rec.backend.kind, actual, p)
+    return PlanPreview(rec.backend.kind, actual, p, boot_facts(rec, actual))
 
 
 def reload(rec: Reconciler, trigger: str, record_unchanged: bool = True) -> PlanRecord | FailedRead:
@@ -201,5 +210,6 @@ def status(rec: Reconciler, extra: dict[str, Any] | None = None) -> dict[str, An
         "counters": dict(rec.counters),
         "config": str(rec.settings.path) if rec.settings.path else None,
         "pid": os.getpid(),
+        "boot": boot_facts(rec, actual),
         **(extra or {}),
     }

@@ -141,6 +141,22 @@ def _audit(st: dict[str, Any]) -> list[str]:
     ]
 
 
+def _boot(st: dict[str, Any]) -> list[str]:
+    """What PID 1 loaded at this boot and whether the boot copy is current (docs/boot.md)."""
+    boot = _obj(st.get("boot"))
+    if not boot:
+        return []
+    copy = _obj(boot.get("copy"))
+    files = ", ".join(f"{f.get('name', '?')} sha256:{str(f.get('blob_digest'))[:16]}" for f in _objs(copy.get("files")))
+    current = "current" if copy.get("current") else "NOT the active blob"
+    return [
+        _line("boot", str(boot.get("summary", "?"))),
+        _line("boot copy", f"{_on_off(copy.get('enabled'))}  {copy.get('dir', '?')}: {files or 'empty'}  {current}"
+                           f"  fail_closed: {_on_off(boot.get('fail_closed'))}"),
+        *(f"  - {n}" for n in boot.get("notes") or [] if isinstance(boot.get("notes"), list)),
+    ]
+
+
 def render(status: Any) -> str:
     """The text of ``iped status`` for a status reply (docs/daemon.md's schema)."""
     from iped.textsafe import escape_controls
@@ -166,6 +182,7 @@ def render(status: Any) -> str:
     if errors:
         lines.append("declared state errors:")
         lines += [f"  ! {e.get('message', '?')}" for e in errors]
+    lines += _boot(st)
     lines += _plans(st)
     lines.append(_line("reconciles", _counters(st)))
     lines += _audit(st)

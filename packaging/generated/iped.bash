@@ -5,7 +5,7 @@
 #    source ~/.local/share/bash_completion/iped
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_iped_subparsers=(validate sign daemon reload status plan apply rollback audit explain survey suggest shadow check-config)
+_shtab_iped_subparsers=(validate sign daemon reload status plan apply rollback audit explain survey suggest shadow check-config boot-check)
 
 _shtab_iped_validate_option_strings=(-h --help --trust --json --format --require-signed)
 _shtab_iped_sign_option_strings=(-h --help --key --cert -o --output --hash)
@@ -21,6 +21,7 @@ _shtab_iped_survey_option_strings=(-h --help --policy --source --since --facts -
 _shtab_iped_suggest_option_strings=(-h --help --policy --name --starter --source --since --facts --config --json --collection)
 _shtab_iped_shadow_option_strings=(-h --help --policy --config --output -o --watch --denials-only --duration --count --json --prometheus-textfile --batch-ms)
 _shtab_iped_check_config_option_strings=(-h --help --config --relative-to)
+_shtab_iped_boot_check_option_strings=(-h --help --config --ipe-root --cmdline)
 _shtab_iped_option_strings=(-h --help --debug --version)
 
 _shtab_iped_validate_pos_0_COMPGEN=_shtab_iped_policy_files
@@ -62,10 +63,13 @@ _shtab_iped_shadow___watch_COMPGEN=_shtab_compgen_files
 _shtab_iped_shadow___prometheus_textfile_COMPGEN=_shtab_compgen_files
 _shtab_iped_check_config___config_COMPGEN=_shtab_compgen_files
 _shtab_iped_check_config___relative_to_COMPGEN=_shtab_compgen_dirs
+_shtab_iped_boot_check___config_COMPGEN=_shtab_compgen_files
+_shtab_iped_boot_check___ipe_root_COMPGEN=_shtab_compgen_dirs
+_shtab_iped_boot_check___cmdline_COMPGEN=_shtab_compgen_files
 
 _shtab_iped_validate___format_choices=(auto text pkcs7)
 _shtab_iped_sign___hash_choices=(sha224 sha256 sha384 sha512)
-_shtab_iped_pos_0_choices=(validate sign daemon reload status plan apply rollback audit explain survey suggest shadow check-config)
+_shtab_iped_pos_0_choices=(validate sign daemon reload status plan apply rollback audit explain survey suggest shadow check-config boot-check)
 
 _shtab_iped_validate_pos_0_nargs=+
 _shtab_iped_validate__h_nargs=0
@@ -120,6 +124,8 @@ _shtab_iped_shadow___denials_only_nargs=0
 _shtab_iped_shadow___json_nargs=0
 _shtab_iped_check_config__h_nargs=0
 _shtab_iped_check_config___help_nargs=0
+_shtab_iped_boot_check__h_nargs=0
+_shtab_iped_boot_check___help_nargs=0
 _shtab_iped_pos_0_nargs=A...
 _shtab_iped__h_nargs=0
 _shtab_iped___help_nargs=0

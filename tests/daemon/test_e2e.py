@@ -25,7 +25,7 @@ def loaded(st: dict[str, Any]) -> dict[str, tuple[str, bool]]:
 
 def test_startup_loads_and_activates_declared_policy(daemon: DaemonProc) -> None:
     st = daemon.status()
-    assert st["schema_version"] == 1
+    assert st["schema_version"] == 2
     assert st["backend"]["kind"] == "emulator"
     assert st["ready"] is True
     assert st["in_sync"] is True and st["drift"] == []
@@ -287,11 +287,11 @@ def test_control_socket_mode_group_and_peer_access(daemon: DaemonProc) -> None:
     reload_reply, status_reply = _as_member(sock, nogroup)
     assert reload_reply["ok"] is False and reload_reply["errno_name"] == "EACCES"
     assert "only root may change state" in reload_reply["error"]
-    assert status_reply["ok"] is True and status_reply["result"]["schema_version"] == 1
+    assert status_reply["ok"] is True and status_reply["result"]["schema_version"] == 2
     # ... and as a supplementary group only (the file's group bits and SO_PEERCRED's pid -> /proc)
     reload_reply, status_reply = _as_member(sock, 54321, (nogroup,))
     assert reload_reply["errno_name"] == "EACCES" and "only root may change state" in reload_reply["error"]
-    assert status_reply["ok"] is True and status_reply["result"]["schema_version"] == 1
+    assert status_reply["ok"] is True and status_reply["result"]["schema_version"] == 2
     # not in the group: the socket's 0660 refuses the connect itself
     refused = _as_nobody(sock, 54321)
     assert isinstance(refused, str) and refused.startswith("PermissionError(13"), refused
@@ -344,7 +344,7 @@ def test_status_cli_and_plan(quiet_daemon: DaemonProc) -> None:
     r = iped("status", "--socket", str(s.socket), "--json")
     assert r.returncode == 0
     st = json.loads(r.stdout)
-    assert st["schema_version"] == 1 and st["active"]["name"] == "base"
+    assert st["schema_version"] == 2 and st["active"]["name"] == "base"
     r = iped("status", "--socket", str(s.socket))
     assert "EMULATOR" in r.stdout and "* base" in r.stdout
     s.put("extra.pol", policy_text("extra", "0.0.1"))

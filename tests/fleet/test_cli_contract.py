@@ -105,7 +105,7 @@ def versions(state: dict[str, Any]) -> dict[str, str]:
 def test_plan_json_is_a_versioned_before_after_document(slow_daemon: DaemonProc) -> None:
     site = slow_daemon.site
     rc, doc = plan(site)
-    assert (rc, doc["schema_version"], doc["outcome"], doc["daemon"]) == (9, 1, "unchanged", True)
+    assert (rc, doc["schema_version"], doc["outcome"], doc["daemon"]) == (9, 2, "unchanged", True)
     assert doc["before"] == doc["after"] and doc["after"]["active"] == "base"
     assert {"enforce", "success_audit"} <= doc["after"].keys()
     [base] = doc["after"]["policies"]

@@ -26,7 +26,7 @@ def test_every_step_kind_lands_in_after() -> None:
         Step(StepKind.SUCCESS_AUDIT, value=True),
     ))
     doc = plan_document(ACTUAL, plan, "emulator")
-    assert (doc["schema_version"], doc["outcome"]) == (1, "would-apply")
+    assert (doc["schema_version"], doc["outcome"]) == (2, "would-apply")
     assert doc["before"] == {"active": "old", "enforce": False, "success_audit": False, "policies": [
         {"name": "kept", "version": "3.0.0", "text_digest": "c" * 64, "blob_digest": None, "active": False},
         {"name": "old", "version": "1.0.0", "text_digest": "a" * 64, "blob_digest": "b" * 64, "active": True},

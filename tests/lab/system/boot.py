@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,12 @@ from tests.lab.firmware import enrolled_firmware
 from tests.lab.initramfs import BUSYBOX, Cpio, ModuleIndex, decompress
 from tests.lab.kernels import Kernel
 from tests.lab.system import CHECKOUT, system_cache
-from tests.lab.system.image import GUEST_LAB_DIR, GUEST_RESULTS, read_file
+from tests.lab.system.image import GUEST_LAB_DIR, GUEST_PHASE, GUEST_RESULTS, read_file
 from tests.lab.vm import die_with_parent
 
+#: "1": the first boot runs only guest_checks.PHASES["quick"] (start, a refused start, fleet
+#: declared, the boot copy), then the boot phases; select their tests with -k (the others never run)
+QUICK_ENV = "IPED_LAB_SYSTEM_QUICK"
 #: Loaded by the initramfs (their dependencies are added from .modinfo).
 ROOT_MODULES = ("virtio_blk", "ext4")
 CMDLINE = "console=ttyS0 panic=-1 audit=1 quiet systemd.show_status=error"
@@ -50,13 +53,19 @@ exec switch_root /newroot /lib/systemd/systemd
 
 @dataclass(frozen=True)
 class SystemRun:
-    """What one boot of a system image left: per-check results and the serial console."""
+    """What the boots of a system image left: per-check results (accumulated over the boots that
+    run checks), the serial console of the last of them, and the boots that must stop early.
+
+    ``stops``: name -> :class:`StoppedBoot` of the boots after the checks (:data:`STOP_BOOTS`),
+    missing when an earlier boot did not finish its checks.
+    """
 
     release: str
     image: Path
     console_log: str
     seconds: float
     results: dict[str, dict[str, Any]]
+    stops: dict[str, StoppedBoot] = field(default_factory=dict)
 
     def tail(self, lines: int = 60) -> str:
         text = "\n".join(self.console_log.rstrip().splitlines()[-lines:]) or "(empty)"
@@ -86,26 +95,84 @@ def initramfs(kernel: Kernel) -> Path:
     return target
 
 
-def boot_image(kernel: Kernel, image: Path, *, timeout: float, memory_mb: int = 2048) -> SystemRun:
-    """Boot ``image`` on ``kernel`` until the guest powers off; read the checks' results.
+@dataclass(frozen=True)
+class StoppedBoot:
+    """A boot that must stop before the checks: did ``marker`` reach the console, and after how long."""
 
-    Raises :class:`LabError` (with the console tail) on a timeout or when the checks never
-    wrote their results file.
-    """
+    name: str
+    marker: str
+    seen: bool
+    seconds: float
+    console_log: str
+
+    def tail(self, lines: int = 40) -> str:
+        text = "\n".join(self.console_log.rstrip().splitlines()[-lines:]) or "(empty)"
+        return f"--- console of the {self.name} boot, last {lines} lines ---\n{text}"
+
+
+#: The boots after the checks' boots, in order: name, the console line that shows the boot stopped
+#: (a halted or frozen guest never exits QEMU: it is killed once this is seen), and the guest file
+#: the host replaces before it (debugfs), None for none. docs/boot.md.
+STOP_BOOTS: tuple[tuple[str, str, str | None], ...] = (
+    # fail_closed on, boot copy removed (setup_fail_closed): iped-boot.service fails, the drop-in halts
+    ("fail_closed", "System halted", None),
+    # a boot copy the kernel refuses (EBADMSG): systemd 257's PID 1 itself stops ("freeze")
+    ("corrupted_copy", "Failed to load IPE policy", "/etc/ipe/fleet.p7b"),
+)
+
+
+def qemu_argv(kernel: Kernel, image: Path, memory_mb: int = 2048) -> list[str]:
     firmware = enrolled_firmware()
-    initrd = initramfs(kernel)
-    console = image.with_suffix(".console.log")
     vars_fd = firmware.fresh_vars(image.with_suffix(".vars.fd"))
-    argv = [
+    return [
         *die_with_parent(),
         "qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-smp", "1",
         "-m", str(memory_mb), "-nographic", "-no-reboot", "-nic", "none",
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={firmware.code}",
         "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}",
-        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd),
+        "-kernel", str(kernel.vmlinuz), "-initrd", str(initramfs(kernel)),
         "-drive", f"if=virtio,format=raw,file={image}",
         "-append", CMDLINE,
     ]
+
+
+def boot_until_stopped(kernel: Kernel, image: Path, name: str, marker: str, *, timeout: float) -> StoppedBoot:
+    """Boot ``image`` until ``marker`` is on the console (then 3 s more for the rest of the
+    message, and QEMU is killed), QEMU exits, or ``timeout``."""
+    import subprocess
+
+    console = image.with_name(f"{image.stem}.{name}.console.log")
+    start = time.monotonic()
+    seen_at: float | None = None
+    with console.open("wb") as sink:
+        proc = subprocess.Popen(qemu_argv(kernel, image), stdin=subprocess.DEVNULL, stdout=sink,
+                                stderr=subprocess.STDOUT)
+        try:
+            while proc.poll() is None and time.monotonic() - start < timeout:
+                if seen_at is None and marker.encode() in console.read_bytes():
+                    seen_at = time.monotonic()
+                if seen_at is not None and time.monotonic() - seen_at > 3:
+                    break
+                time.sleep(0.5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    text = console.read_text(errors="replace")
+    kept = system_cache() / "last-run" / kernel.release
+    kept.mkdir(parents=True, exist_ok=True)
+    (kept / f"console.{name}.log").write_text(text)
+    return StoppedBoot(name, marker, marker in text, round(time.monotonic() - start, 1), text)
+
+
+def boot_image(kernel: Kernel, image: Path, *, timeout: float, memory_mb: int = 2048, tag: str = "") -> SystemRun:
+    """Boot ``image`` on ``kernel`` until the guest powers off; read the checks' results.
+
+    Raises :class:`LabError` (with the console tail) on a timeout or when the checks never
+    wrote their results file.
+    """
+    console = image.with_name(f"{image.stem}{'.' + tag if tag else ''}.console.log")
+    argv = qemu_argv(kernel, image, memory_mb)
     start = time.monotonic()
     try:
         run(argv, check=False, timeout=timeout, output=console, what=f"booting the system image on {kernel.release}")
@@ -124,8 +191,12 @@ def boot_image(kernel: Kernel, image: Path, *, timeout: float, memory_mb: int = 
     kept = system_cache() / "last-run" / kernel.release
     kept.mkdir(parents=True, exist_ok=True)
     (kept / "results.json").write_text(raw)
-    (kept / "console.log").write_text(console_text)
-    results = {r["name"]: r for r in json.loads(raw)["checks"]}
+    (kept / f"console{'.' + tag if tag else ''}.log").write_text(console_text)
+    try:
+        results = {r["name"]: r for r in json.loads(raw)["checks"]}
+    except (ValueError, KeyError):  # QEMU killed while the guest rewrote it
+        raise LabError(f"system image on {kernel.release}: {GUEST_RESULTS} unreadable ({len(raw)} bytes)"
+                       f"{' after a timeout' if timed_out else ''}\n{partial.tail()}") from None
     if timed_out:
         results["(boot)"] = {"name": "(boot)", "ok": False, "seconds": seconds,
                              "detail": f"timed out after {timeout:g} s; checks not reached are missing"}
@@ -171,9 +242,40 @@ def collection_files() -> dict[str, bytes]:
 def boot_checks(rootfs: Path, series: str, workdir: Path, *, timeout: float) -> SystemRun:
     """Make an image of ``rootfs`` for the newest kernel of ``series`` and boot it."""
     from tests.lab.kernels import get_kernel
+    from tests.lab.system.guest_checks import PHASE_ORDER, QUICK_PHASE
     from tests.lab.system.image import disk_image
 
     kernel = get_kernel(series)
     workdir.mkdir(parents=True, exist_ok=True)
-    image = disk_image(rootfs, kernel, workdir / f"system-{series}.ext4", image_files())
-    return boot_image(kernel, image, timeout=timeout)
+    files = image_files()
+    first = PHASE_ORDER[0]
+    if os.environ.get(QUICK_ENV) == "1":  # only what the boot phases need before them
+        first = QUICK_PHASE
+        files[GUEST_PHASE] = f"{QUICK_PHASE}\n".encode()
+    image = disk_image(rootfs, kernel, workdir / f"system-{series}.ext4", files)
+    # one boot per phase of checks, each rebooting what the one before left (docs/boot.md)
+    started = time.monotonic()
+    run = boot_image(kernel, image, timeout=timeout, tag=first)
+    for phase in PHASE_ORDER[1:]:
+        if (read_file(image, GUEST_PHASE) or "").strip() != phase:
+            return run
+        run = boot_image(kernel, image, timeout=timeout, tag=phase)
+    if (read_file(image, GUEST_PHASE) or "").strip() != "done":
+        return run
+    stops = {}
+    for name, marker, replaced in STOP_BOOTS:
+        if replaced is not None:  # the fleet blob cut short: the kernel answers EBADMSG
+            write_file(image, replaced, files[f"{GUEST_LAB_DIR}/policies/fleet-60001.0.0.p7s"][:300])
+        stops[name] = boot_until_stopped(kernel, image, name, marker, timeout=min(timeout, 300))
+    return SystemRun(run.release, image, run.console_log, time.monotonic() - started, run.results, stops)
+
+
+def write_file(image: Path, guest_path: str, data: bytes) -> None:
+    """Replace ``guest_path`` in the (unmounted) ext4 ``image`` with ``data`` (``debugfs -w``)."""
+    local = image.with_name(f"{image.stem}.write.tmp")
+    local.write_bytes(data)
+    try:
+        run(["debugfs", "-w", "-R", f"rm {guest_path}", image], check=False, what="debugfs rm")
+        run(["debugfs", "-w", "-R", f"write {local} {guest_path}", image], what=f"writing {guest_path} into the image")
+    finally:
+        local.unlink(missing_ok=True)

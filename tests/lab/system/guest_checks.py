@@ -16,6 +16,7 @@ local signing key).
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -32,6 +33,19 @@ STORE = LAB / "policies"
 POLICIES = Path("/etc/iped/policies.d")
 CONFIG = Path("/etc/iped/iped.toml")
 IPE = Path("/sys/kernel/security/ipe")
+#: what PID 1's loader (systemd 257, ipe-setup.c) reads at boot; iped keeps it ([boot] keep_copy)
+BOOT_COPY = Path("/etc/ipe")
+#: what iped-boot.service records before iped.service starts (docs/boot.md)
+BOOT_RECORD = Path("/run/iped-boot/boot.json")
+#: what the lab's own early unit (iped-lab-early.service, shell, before iped-boot and iped) saw
+EARLY_RECORD = Path("/run/iped-lab-early.txt")
+#: the blob the last boot's checks left in the boot copy, for the next boot to find active
+BOOT_EXPECTED = LAB / "boot-expected.json"
+#: which group of checks the next boot runs (:data:`PHASES`)
+PHASE_FILE = LAB / "phase"
+FAIL_CLOSED_DROP_IN = Path("/etc/systemd/system/iped-boot.service.d/fail-closed.conf")
+MSG_LOADED = "4e85e2caa5ea4630b4b769ac37a8cd93"
+MSG_UPDATED = "099874aaef534d60bb269271f11decf6"
 UPGRADE_SUFFIX = "+lab1"
 #: MESSAGE_IDs from iped/daemon/log.py (docs/daemon.md).
 MSG_ACTIVATED = "e01ef155bfc045c0ba3635e7cd124585"
@@ -55,6 +69,10 @@ debounce_ms = {debounce_ms}
 
 [audit]
 source = "{audit_source}"
+
+[boot]
+keep_copy = true
+fail_closed = {fail_closed}
 """
 
 
@@ -103,9 +121,10 @@ def unit_property(name: str) -> str:
     return sh("systemctl", "show", "-P", name, "iped.service")[1].strip()
 
 
-def write_config(active: str, *, enforce: bool = True, debounce_ms: int = 200, audit_source: str = "auto") -> None:
+def write_config(active: str, *, enforce: bool = True, debounce_ms: int = 200, audit_source: str = "auto",
+                 fail_closed: bool = False) -> None:
     CONFIG.write_text(CONFIG_TEMPLATE.format(active=active, enforce=str(enforce).lower(), debounce_ms=debounce_ms,
-                                             audit_source=audit_source))
+                                             audit_source=audit_source, fail_closed=str(fail_closed).lower()))
 
 
 def declare(stored: str, as_name: str) -> None:
@@ -115,6 +134,21 @@ def declare(stored: str, as_name: str) -> None:
 def journal(*match: str) -> list[dict[str, str]]:
     _, out = sh("journalctl", "-o", "json", "--no-pager", *match)
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def boot_copy_files() -> dict[str, str]:
+    """The ``*.p7b`` PID 1 would load at the next boot: file name -> sha256."""
+    import hashlib
+
+    if not BOOT_COPY.is_dir():
+        return {}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(BOOT_COPY.glob("*.p7b"))}
+
+
+def kernel_blob_sha256(name: str) -> str:
+    import hashlib
+
+    return hashlib.sha256((IPE / "policies" / name / "pkcs7").read_bytes()).hexdigest()
 
 
 def enforcement_kept(before: tuple[str, str] | None, what: str) -> str:
@@ -262,6 +296,8 @@ def restart_keeps_enforcement() -> str:
 
 def kernel_refused_start() -> str:
     before = active_policy()
+    copy_before = boot_copy_files()
+    expect(list(copy_before) == ["lab_a.p7b"], f"before the refused start the boot copy is {copy_before}")
     sh("systemctl", "stop", "iped.service")
     declare("lab_b-2.0.0-untrusted.p7s", "lab_b.p7s")
     write_config("lab_b")
@@ -278,13 +314,15 @@ def kernel_refused_start() -> str:
                f"StatusText does not name ENOKEY and lab_b.p7s: {status_text!r}")
         expect(restarts == "0" and state in ("failed", "inactive"), f"NRestarts={restarts} ActiveState={state}")
         kept = enforcement_kept(before, "refused start")
+        # the blob the kernel refused (ENOKEY) never reaches what PID 1 loads at the next boot
+        expect(boot_copy_files() == copy_before, f"boot copy {copy_before} -> {boot_copy_files()} after ENOKEY")
     finally:
         sh("systemctl", "stop", "iped.service")
         (POLICIES / "lab_b.p7s").unlink()
         write_config("lab_a")
         sh("systemctl", "reset-failed", "iped.service")
         sh("systemctl", "start", "iped.service")
-    return f"exit {rc} after {took:.1f} s; StatusText {status_text!r}; {kept}"
+    return f"exit {rc} after {took:.1f} s; StatusText {status_text!r}; {kept}; boot copy unchanged"
 
 
 def plain_policy(name: str, version: str) -> str:
@@ -527,6 +565,7 @@ PLAYBOOK = """- hosts: localhost
         iped_daemon_settings: {backend: kernel}
         iped_audit_settings: {source: auto}
         iped_purge_undeclared: true
+        iped_boot_keep_copy: true
         iped_policies:
           - {src: %s/fleet-60001.0.0.p7s, dest: fleet.p7s}
 """
@@ -560,6 +599,135 @@ def ansible_role_converges() -> str:
     return f"first run {first}; second run {second}; active {now}"
 
 
+def declare_fleet() -> str:
+    """The quick run's stand-in for the checks between: ``fleet`` 60001.0.0 declared active, as
+    the Ansible role leaves it."""
+    for f in POLICIES.glob("*"):
+        f.unlink()
+    declare("fleet-60001.0.0.p7s", "fleet.p7s")
+    write_config("fleet")
+    rc, _ = sh("systemctl", "reload", "iped.service")
+    wait_until("fleet active", lambda: active_policy() == ("fleet", "60001.0.0"))
+    return f"reload exit {rc}; active {active_policy()}"
+
+
+def boot_copy_follows() -> str:
+    """After every change of this boot (versions, rollback, kill rounds, the role), the boot copy
+    is exactly the blob the kernel holds active: the one PID 1 loads at the next boot."""
+    now = active_policy()
+    expect(now is not None, "no active policy")
+    assert now is not None
+    files = boot_copy_files()
+    want = kernel_blob_sha256(now[0])
+    expect(files == {f"{now[0]}.p7b": want}, f"boot copy {files}, the kernel's active {now} is sha256 {want}")
+    _, text = sh("iped", "status", "--json")
+    copy = json.loads(text)["boot"]["copy"]
+    expect(copy["current"] is True and copy["enabled"] is True, f"iped status --json boot.copy: {copy}")
+    BOOT_EXPECTED.write_text(json.dumps({"name": now[0], "version": now[1], "sha256": want}))
+    return f"{BOOT_COPY}/{now[0]}.p7b = active {now}, sha256 {want[:16]}"
+
+
+def journal_this_boot(*match: str) -> list[dict[str, str]]:
+    return journal("-b", *match)
+
+
+def boot_policy_before_iped() -> str:
+    """After the reboot: PID 1 loaded the boot copy before any unit, the lab's early unit saw it
+    active before iped-boot and iped ran, iped-boot recorded it as PID 1's, the digest is the one
+    iped deployed last boot, and the journal shows PID 1's activation before iped.service started."""
+    want = json.loads(BOOT_EXPECTED.read_text())
+    early = EARLY_RECORD.read_text() if EARLY_RECORD.exists() else "(missing)"
+    line = f"{want['name']} {want['version']} active=1 sha256={want['sha256']}"
+    expect(line in early.splitlines(), f"the early unit saw:\n{early}\nexpected the line {line!r}")
+    record = json.loads(BOOT_RECORD.read_text())
+    expect(record["in_force"] is True and record["loaded_by"] == "pid1"
+           and record["kernel"]["active"]["blob_digest"] == want["sha256"], f"iped-boot's record: {record}")
+    # only PID 1 writes these two messages; it logs to the kernel log until journald runs (such
+    # entries carry no _PID), so they are matched by text, ordered by their monotonic time
+    entries = journal_this_boot()
+    pid1 = [e for e in entries
+            if f"Successfully loaded and activated the IPE policy {want['name']}." in str(e.get("MESSAGE"))]
+    starting = [e for e in entries if str(e.get("MESSAGE", "")).startswith("Starting iped.service")]
+    expect(bool(pid1) and bool(starting),
+           f"journal: {len(pid1)} PID 1 IPE activations, {len(starting)} 'Starting iped.service' entries")
+    t_pid1, t_iped = int(pid1[0]["__MONOTONIC_TIMESTAMP"]), int(starting[0]["__MONOTONIC_TIMESTAMP"])
+    expect(t_pid1 < t_iped, f"PID 1's activation at {t_pid1} us is not before iped.service's start at {t_iped} us")
+    expect(kernel_blob_sha256(want["name"]) == want["sha256"], "the active blob changed after boot")
+    uptime = early.splitlines()[-1]
+    return (f"PID 1 activated {want['name']} {want['version']} at {t_pid1 / 1e6:.2f} s, iped.service started at "
+            f"{t_iped / 1e6:.2f} s; the early unit saw it active ({uptime} s); iped-boot: {record['reason']}")
+
+
+def nothing_to_do_after_boot() -> str:
+    """iped started on the policy PID 1 loaded: no load, update or activation at this boot, the
+    plan is unchanged, and status says the boot policy was in force."""
+    writes = [e.get("MESSAGE") for m in (MSG_LOADED, MSG_UPDATED, MSG_ACTIVATED)
+              for e in journal_this_boot(f"MESSAGE_ID={m}")]
+    expect(not writes, f"iped wrote to the kernel at this boot: {writes}")
+    rc, out = sh("iped", "plan", "--json")
+    plan = json.loads(out) if out.strip().startswith("{") else {}
+    expect(rc == 9 and plan.get("outcome") == "unchanged" and plan.get("boot", {}).get("notes") == [],
+           f"iped plan: exit {rc}\n{out[-2000:]}")
+    _, text = sh("iped", "status", "--json")
+    status = json.loads(text)
+    expect(status["counters"].get("applied", 0) == 0, f"counters {status['counters']}")
+    summary = status["boot"]["summary"]
+    expect(summary.startswith("in force:") and "loaded by PID 1" in summary, f"status boot summary: {summary}")
+    return f"plan unchanged; {summary}"
+
+
+def setup_remove_boot_copy() -> str:
+    """For the next boot: the boot copy removed (as an attacker would), iped stopped first so it
+    cannot write it back, iped still enabled."""
+    rc, out = sh("systemctl", "stop", "iped.service")
+    expect(rc == 0, f"systemctl stop: exit {rc}\n{out}")
+    for p in BOOT_COPY.glob("*.p7b"):
+        p.unlink()
+    os.sync()
+    return f"{BOOT_COPY} now {boot_copy_files()}"
+
+
+def boot_copy_removed_fail_open() -> str:
+    """fail_closed off, the boot copy removed: PID 1 loaded nothing, the boot went on, iped-boot
+    recorded the failure (journal, status), iped then activated the declared policy and wrote the
+    copy back."""
+    want = json.loads(BOOT_EXPECTED.read_text())
+    early = EARLY_RECORD.read_text() if EARLY_RECORD.exists() else "(missing)"
+    expect("active=1" not in early, f"a policy was active before iped although the copy was removed:\n{early}")
+    record = json.loads(BOOT_RECORD.read_text())
+    expect(record["in_force"] is False and record["stops_boot"] is False, f"iped-boot's record: {record}")
+    logged = " ".join(str(e.get("MESSAGE")) for e in journal_this_boot("_SYSTEMD_UNIT=iped-boot.service"))
+    expect(f"WARNING: declared policy '{want['name']}' was NOT active" in logged, f"iped-boot's journal: {logged}")
+    _, text = sh("iped", "status", "--json")
+    status = json.loads(text)
+    summary = status["boot"]["summary"]
+    expect(summary.startswith("FAILED:"), f"status boot summary: {summary}")
+    expect(active_policy() == (want["name"], want["version"]), f"iped did not activate it: {active_policy()}")
+    wait_until("the boot copy written back", lambda: boot_copy_files() == {f"{want['name']}.p7b": want["sha256"]})
+    return f"status: {summary}"
+
+
+def setup_fail_closed() -> str:
+    """For the next boot (it must halt): iped installed again after the purge, fail_closed on with
+    the packaged drop-in linked, the declared policy as before, the boot copy removed."""
+    want = json.loads(BOOT_EXPECTED.read_text())
+    debs = sorted(p for p in (LAB / "debs").glob("iped_*.deb") if UPGRADE_SUFFIX not in p.name)
+    rc, out = sh("dpkg", "-i", str(debs[0]), timeout=300)
+    expect(rc == 0, f"dpkg -i {debs[0].name}: exit {rc}\n{out}")
+    POLICIES.mkdir(parents=True, exist_ok=True)
+    declare(f"fleet-{want['version']}.p7s", "fleet.p7s")
+    write_config(want["name"], fail_closed=True)
+    FAIL_CLOSED_DROP_IN.parent.mkdir(parents=True, exist_ok=True)
+    FAIL_CLOSED_DROP_IN.unlink(missing_ok=True)
+    FAIL_CLOSED_DROP_IN.symlink_to("/usr/share/iped/fail-closed.conf")
+    rc, out = sh("systemctl", "enable", "iped.service")
+    expect(rc == 0, f"systemctl enable: exit {rc}\n{out}")
+    for p in BOOT_COPY.glob("*.p7b"):
+        p.unlink()
+    os.sync()
+    return f"fail_closed on, drop-in {FAIL_CLOSED_DROP_IN}, boot copy {boot_copy_files()}"
+
+
 def purge_keeps_enforcement() -> str:
     before = active_policy()
     rc, out = sh("apt-get", "purge", "-y", "-q", "iped", timeout=300)
@@ -568,21 +736,37 @@ def purge_keeps_enforcement() -> str:
     return enforcement_kept(before, "purge")
 
 
-CHECKS: tuple[Callable[[], str], ...] = (
-    enable_start_ready, footprint_after_start, security_exposure, status_cli, man_pages_and_completion,
-    reload_nothing_to_change, reload_applied,
-    reload_rejected, rollback_through_service, stop_keeps_enforcement, restart_keeps_enforcement,
-    kernel_refused_start, sigkill_mid_plan, upgrade_keeps_enforcement, audit_follower_sees_denial,
-    audit_follower_journal_with_auditd, ansible_role_converges, message_id_on_every_entry,
-    purge_keeps_enforcement,
-)
+#: The checks of each boot of one image, in boot order; the last check of a boot prepares the next.
+#: After "copy_removed" the host boots twice more without checks (tests/lab/system/boot.py): the
+#: fail-closed boot must halt, and a corrupted boot copy must stop PID 1 itself.
+PHASES: dict[str, tuple[Callable[[], str], ...]] = {
+    "main": (
+        enable_start_ready, footprint_after_start, security_exposure, status_cli, man_pages_and_completion,
+        reload_nothing_to_change,
+        reload_applied, reload_rejected, rollback_through_service, stop_keeps_enforcement, restart_keeps_enforcement,
+        kernel_refused_start, sigkill_mid_plan, upgrade_keeps_enforcement, audit_follower_sees_denial,
+        audit_follower_journal_with_auditd, ansible_role_converges, message_id_on_every_entry, boot_copy_follows,
+    ),
+    "after_reboot": (boot_policy_before_iped, nothing_to_do_after_boot, setup_remove_boot_copy),
+    "copy_removed": (boot_copy_removed_fail_open, purge_keeps_enforcement, setup_fail_closed),
+}
+PHASE_ORDER = tuple(PHASES)
+CHECKS: tuple[Callable[[], str], ...] = tuple(c for phase in PHASES.values() for c in phase)
+#: IPED_LAB_SYSTEM_QUICK=1 (host): the first boot runs only this, then the boot phases as usual
+QUICK_PHASE = "quick"
+PHASES[QUICK_PHASE] = (enable_start_ready, kernel_refused_start, declare_fleet, boot_copy_follows)
+NEXT_PHASE = {**dict(itertools.pairwise(PHASE_ORDER)), QUICK_PHASE: PHASE_ORDER[1]}
 
 
 def main() -> int:
+    phase = PHASE_FILE.read_text().strip() if PHASE_FILE.exists() else PHASE_ORDER[0]
     results: list[dict[str, object]] = []
+    if phase not in (PHASE_ORDER[0], QUICK_PHASE) and RESULTS.exists():
+        results = json.loads(RESULTS.read_text())["checks"]
     facts = {"uname": os.uname().release, "python": sys.version.split()[0],
              "systemd": sh("systemctl", "--version")[1].split("\n")[0]}
-    for check in CHECKS:
+    following = NEXT_PHASE.get(phase, "done")
+    for check in PHASES.get(phase, ()):
         start = time.monotonic()
         try:
             detail, ok = check(), True
@@ -595,6 +779,8 @@ def main() -> int:
         print(f"iped-lab-check {check.__name__}: {'ok' if ok else 'FAILED'} ({seconds} s)", flush=True)
         RESULTS.write_text(json.dumps({"facts": facts, "checks": results}, indent=1))
         os.sync()
+    PHASE_FILE.write_text(following + "\n")
+    os.sync()
     return 0
 
 

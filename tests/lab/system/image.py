@@ -35,7 +35,30 @@ GUEST_DEBS = "/var/lib/iped-lab/debs"
 #: Where the checks, their inputs and their results live inside the image.
 GUEST_LAB_DIR = "/var/lib/iped-lab"
 GUEST_RESULTS = f"{GUEST_LAB_DIR}/results.json"
+#: which checks the next boot runs (guest_checks.PHASE_FILE)
+GUEST_PHASE = f"{GUEST_LAB_DIR}/phase"
 CHECKS_UNIT = "iped-lab-checks.service"
+#: records the kernel's IPE state at boot before iped-boot and iped run, in shell (no iped code)
+EARLY_UNIT = "iped-lab-early.service"
+EARLY_SCRIPT = f"{GUEST_LAB_DIR}/early.sh"
+EARLY_SCRIPT_TEXT = """#!/bin/sh
+# each loaded policy: name version active=0|1 sha256=<of its pkcs7>, then the uptime
+for d in /sys/kernel/security/ipe/policies/*/; do
+  [ -d "$d" ] || continue
+  echo "$(cat "$d/name") $(cat "$d/version") active=$(cat "$d/active") sha256=$(sha256sum < "$d/pkcs7" | cut -d' ' -f1)"
+done > /run/iped-lab-early.txt
+echo "uptime $(cut -d' ' -f1 /proc/uptime)" >> /run/iped-lab-early.txt
+"""
+EARLY_UNIT_TEXT = f"""[Unit]
+Description=iped system-image lab: the IPE state before iped-boot.service and iped.service
+DefaultDependencies=no
+Before=iped-boot.service iped.service sysinit.target
+[Service]
+Type=oneshot
+ExecStart=/bin/sh {EARLY_SCRIPT}
+[Install]
+WantedBy=sysinit.target
+"""
 JOURNAL_AUDIT_SOCKET = "systemd-journald-audit.socket"
 IMAGE_SIZE = "2G"
 
@@ -116,6 +139,13 @@ def disk_image(rootfs: Path, kernel: Kernel, dest: Path, files: Mapping[str, byt
         wants.mkdir(parents=True, exist_ok=True)
         (etc / "systemd/system" / CHECKS_UNIT).write_text(CHECKS_UNIT_TEXT)
         (wants / CHECKS_UNIT).symlink_to(f"/etc/systemd/system/{CHECKS_UNIT}")
+        (etc / "systemd/system" / EARLY_UNIT).write_text(EARLY_UNIT_TEXT)
+        early_script = tree / EARLY_SCRIPT.lstrip("/")
+        early_script.parent.mkdir(parents=True, exist_ok=True)
+        early_script.write_text(EARLY_SCRIPT_TEXT)
+        early_wants = etc / "systemd/system/sysinit.target.wants"
+        early_wants.mkdir(parents=True, exist_ok=True)
+        (early_wants / EARLY_UNIT).symlink_to(f"/etc/systemd/system/{EARLY_UNIT}")
         # journald collects audit records (the journal audit source's input) only through this
         # socket, which Debian does not enable and which cannot start while journald runs
         sockets = etc / "systemd/system/sockets.target.wants"

@@ -18,7 +18,7 @@ import pytest
 
 from tests.lab import SERIES
 from tests.lab.system import SUMMARY_KEY, guest_checks
-from tests.lab.system.boot import SystemRun, boot_checks
+from tests.lab.system.boot import STOP_BOOTS, SystemRun, boot_checks
 
 CHECK_NAMES = [check.__name__ for check in guest_checks.CHECKS]
 SystemRuns = Callable[[str], SystemRun]
@@ -28,6 +28,9 @@ def summary(run: SystemRun) -> list[str]:
     """What the lab's terminal summary says of one boot: checks passed, time, the footprint."""
     ok = sum(1 for r in run.results.values() if r["ok"])
     lines = [f"{run.release}: {ok}/{len(run.results)} in-image checks ok in {run.seconds:.0f} s"]
+    for stop in run.stops.values():
+        lines.append(f"{run.release}: {stop.name} boot stopped in {stop.seconds:.0f} s: "
+                     f"{'yes' if stop.seen else 'NO'} ({stop.marker!r})")
     footprint = run.results.get("footprint_after_start")
     if footprint is not None and footprint["ok"]:
         lines.append(f"{run.release}: iped.service after start: {footprint['detail']}")
@@ -66,3 +69,24 @@ def test_in_image(system_runs: SystemRuns, check: str, series: str) -> None:
     result = run.results.get(check)
     assert result is not None, f"{check} never ran on {run.release} (boot {run.seconds:.0f} s)\n{run.tail()}"
     assert result["ok"], f"{check} on {run.release} ({result['seconds']} s):\n{result['detail']}"
+
+
+#: what each early-stopping boot must print, beside its marker (docs/boot.md)
+STOP_REASONS = {
+    "fail_closed": "iped-boot: FAIL-CLOSED: declared policy 'fleet' was NOT active before iped.service",
+    "corrupted_copy": "Failed to copy the IPE policy /etc/ipe/fleet.p7b",
+}
+
+
+@pytest.mark.parametrize("series", SERIES)
+@pytest.mark.parametrize("stop", [name for name, _, _ in STOP_BOOTS])
+def test_boot_stops(system_runs: SystemRuns, stop: str, series: str) -> None:
+    """fail_closed on with the boot copy removed: iped-boot.service fails with the reason on the
+    console and the packaged drop-in halts; a corrupted boot copy: systemd 257's PID 1 stops by
+    itself. Either way no unit of multi-user.target (the checks) ever runs."""
+    run = system_runs(series)
+    booted = run.stops.get(stop)
+    assert booted is not None, f"the {stop} boot never ran: an earlier boot did not finish its checks\n{run.tail()}"
+    assert booted.seen, f"{booted.marker!r} never reached the console in {booted.seconds} s\n{booted.tail()}"
+    assert STOP_REASONS[stop] in booted.console_log, f"the reason is not on the console\n{booted.tail()}"
+    assert "iped-lab-check" not in booted.console_log, f"the boot went on to the checks\n{booted.tail()}"
