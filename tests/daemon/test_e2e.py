@@ -506,7 +506,10 @@ def _iped_as_nobody(sock: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
     cmd = ["setpriv", "--reuid=nobody", "--regid=54321", "--clear-groups",
            sys.executable, "-m", "iped", *args, "--socket", sock.name]
-    return subprocess.run(cmd, cwd=sock.parent, capture_output=True, text=True, timeout=60, check=False)
+    # (no coverage of this process: under pytest-cov it would write its data file as nobody, fail,
+    # and say so on stderr)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE_", "COVERAGE_"))}
+    return subprocess.run(cmd, cwd=sock.parent, capture_output=True, text=True, timeout=60, check=False, env=env)
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
