@@ -179,7 +179,8 @@ class Daemon:
         self._refresh_settings()  # a plan after an edit of iped.toml must plan what the file says now
         computed = self.rec.compute()
         self._refresh_after_fix("plan", computed)
-        return service.PlanPreview(self.rec.backend.kind, computed[1], computed[2]).as_dict()
+        return service.PlanPreview(self.rec.backend.kind, computed[1], computed[2],
+                                   service.boot_facts(self.rec, computed[1])).as_dict()
 
     def _plan_staged(self, config: Path, cred: PeerCred) -> Any:
         """``iped plan --config STAGED``: the plan of another configuration (and the drop-in dir

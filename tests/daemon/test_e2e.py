@@ -569,3 +569,11 @@ def test_signing_cert_added_to_a_running_emulator_daemon_is_trusted_by_plan_and_
         assert "its keyring holds the configured trust_anchors and signing_cert" in st["backend"]["reason"]
     finally:
         d.stop()
+
+
+def test_the_daemons_plan_carries_the_boot_facts(daemon: DaemonProc) -> None:
+    """`iped plan --json` asked of the daemon has the boot facts (schema 2) as the local plan has:
+    the system lab's nothing_to_do_after_boot found `"boot": null` from the daemon."""
+    r = iped("plan", "--json", "--socket", str(daemon.site.socket))
+    doc = json.loads(r.stdout)
+    assert doc["daemon"] is True and isinstance(doc["boot"], dict) and "notes" in doc["boot"], doc

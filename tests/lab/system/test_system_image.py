@@ -4,7 +4,7 @@ One boot per kernel runs every check of :mod:`tests.lab.system.guest_checks` in 
 check becomes one test here (``test_in_image[<check>-<series>]``), failing with what the guest
 saw.  The packages and the root filesystem are built once (cached by input hash), then the two
 kernels boot side by side, one vCPU each.  Knob: ``IPED_LAB_SYSTEM_TIMEOUT`` (seconds per
-guest, default 900).
+guest, default 1500).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def system_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     from tests.lab.system.image import build_rootfs
     from tests.lab.system.packages import build_debs
 
-    timeout = float(os.environ.get("IPED_LAB_SYSTEM_TIMEOUT") or 900)
+    timeout = float(os.environ.get("IPED_LAB_SYSTEM_TIMEOUT") or 1500)
     base: Path = tmp_path_factory.mktemp("system-image")
     pool = ThreadPoolExecutor(max_workers=len(SERIES), thread_name_prefix="iped-lab-system")
     rootfs = pool.submit(lambda: build_rootfs(build_debs()))
