@@ -50,6 +50,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.lab)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start the system-image lab as soon as its tests are selected: it runs behind the rest."""
+    if any(item.path.name == "test_system_image.py" and item.path.is_relative_to(HERE) for item in session.items):
+        from tests.lab.system import background
+
+        background.start(session.config)
+
+
 def _needed_series(items: list[pytest.Item]) -> frozenset[str]:
     """Kernels the selected lab tests use, so parallel mode boots no kernel in vain."""
     needed: set[str] = set()

@@ -3,24 +3,32 @@
 One boot per kernel runs every check of :mod:`tests.lab.system.guest_checks` in order; each
 check becomes one test here (``test_in_image[<check>-<series>]``), failing with what the guest
 saw.  The packages and the root filesystem are built once (cached by input hash), then the two
-kernels boot side by side, one vCPU each.  Knob: ``IPED_LAB_SYSTEM_TIMEOUT`` (seconds per
-guest, default 1500).
+kernels boot side by side, one vCPU each, all of it from the end of collection on, behind the
+rest of the suite (:mod:`tests.lab.system.background`).  Knob: ``IPED_LAB_SYSTEM_TIMEOUT``
+(seconds per boot, default 1500).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
+from _pytest.mark import ParameterSet
 
 from tests.lab import SERIES
-from tests.lab.system import SUMMARY_KEY, guest_checks
-from tests.lab.system.boot import STOP_BOOTS, SystemRun, boot_checks
+from tests.lab.system import SUMMARY_KEY, background, guest_checks
+from tests.lab.system.boot import STOP_BOOTS, SystemRun
 
-CHECK_NAMES = [check.__name__ for check in guest_checks.CHECKS]
+
+def _checks_by_series() -> Iterator[ParameterSet]:
+    """(check, series): every check on every kernel, but a one-series check
+    (guest_checks.ONE_SERIES) on its own kernel, with its stand-in on the other."""
+    for position in range(len(guest_checks.CHECKS)):
+        for series in SERIES:
+            name = guest_checks.checks_on(series)[position].__name__
+            yield pytest.param(name, series, id=f"{name}-{series}")
+
+
 SystemRuns = Callable[[str], SystemRun]
 
 
@@ -38,32 +46,20 @@ def summary(run: SystemRun) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def system_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemRuns]:
-    """``system_runs(series)``: that kernel's boot (both start on first use; errors re-raise per test)."""
-    from tests.lab.system.image import build_rootfs
-    from tests.lab.system.packages import build_debs
-
-    timeout = float(os.environ.get("IPED_LAB_SYSTEM_TIMEOUT") or 1500)
-    base: Path = tmp_path_factory.mktemp("system-image")
-    pool = ThreadPoolExecutor(max_workers=len(SERIES), thread_name_prefix="iped-lab-system")
-    rootfs = pool.submit(lambda: build_rootfs(build_debs()))
-    runs: dict[str, Future[SystemRun]] = {}
+def system_runs(request: pytest.FixtureRequest) -> SystemRuns:
+    """``system_runs(series)``: that kernel's boot, started when collection ended
+    (:mod:`tests.lab.system.background`); errors re-raise per test."""
+    lab = background.start(request.config)
 
     def get(series: str) -> SystemRun:
-        if not runs:
-            built = rootfs.result()  # a build failure fails every test with its reason
-            for s in SERIES:
-                runs[s] = pool.submit(boot_checks, built, s, base, timeout=timeout)
-        run = runs[series].result()
+        run = lab.result(series)
         request.config.stash.setdefault(SUMMARY_KEY, {})[series] = summary(run)
         return run
 
-    yield get
-    pool.shutdown(wait=True, cancel_futures=True)
+    return get
 
 
-@pytest.mark.parametrize("series", SERIES)
-@pytest.mark.parametrize("check", CHECK_NAMES)
+@pytest.mark.parametrize(("check", "series"), list(_checks_by_series()))
 def test_in_image(system_runs: SystemRuns, check: str, series: str) -> None:
     run = system_runs(series)
     result = run.results.get(check)
