@@ -44,15 +44,21 @@ _session_key = pytest.StashKey["_LabSession"]()
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark everything under tests/lab as ``lab`` (before ``-m`` selection runs)."""
+    """Mark everything under tests/lab as ``lab`` (before ``-m`` selection runs), and put the
+    system-image tests last: their guests run behind everything before them."""
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.lab)
+    items.sort(key=_is_system_image)  # stable: every other test keeps its place
+
+
+def _is_system_image(item: pytest.Item) -> bool:
+    return item.path.name == "test_system_image.py" and item.path.is_relative_to(HERE)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Start the system-image lab as soon as its tests are selected: it runs behind the rest."""
-    if any(item.path.name == "test_system_image.py" and item.path.is_relative_to(HERE) for item in session.items):
+    if any(_is_system_image(item) for item in session.items):
         from tests.lab.system import background
 
         background.start(session.config)
