@@ -2,7 +2,7 @@
 
 (A test of the READY=1 promise was once caught only because an unbounded ``os.waitpid`` hung.)
 Read from the source: ``subprocess.run``/``check_output`` and ``Popen.wait``/``communicate``
-take a ``timeout``; ``os.waitpid`` is only called through ``tests.daemon.conftest.wait_child``
+take a ``timeout``; ``os.waitpid`` is only called through ``tests.helpers.daemon.wait_child``
 (or right after SIGKILL inside it). The QEMU lab runs under its own guest time-outs.
 """
 
@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 
-TESTS = Path(__file__).parent
+from tests.helpers.paths import TESTS
+
 #: the lab's host and guest code, bounded by the lab harness's own timeouts
 EXEMPT_DIRS = {"lab", "lab_guest"}
 #: where os.waitpid may be called directly: the bounded helper itself
-WAITPID_ALLOWED = {"tests/daemon/conftest.py:wait_child"}
+WAITPID_ALLOWED = {"tests/helpers/daemon.py:wait_child"}
 
 
 def unbounded_waits(path: Path, rel: str) -> list[str]:
@@ -39,7 +40,7 @@ def unbounded_waits(path: Path, rel: str) -> list[str]:
         elif name in ("wait", "communicate") and owner.endswith("proc") and not node.args and not bounded:
             out.append(f"{where}: {owner}.{name}() without a timeout")
         elif owner == "os" and name == "waitpid" and node.lineno not in exempt_lines:
-            out.append(f"{where}: os.waitpid (use tests.daemon.conftest.wait_child)")
+            out.append(f"{where}: os.waitpid (use tests.helpers.daemon.wait_child)")
     return out
 
 

@@ -30,8 +30,10 @@ from iped.daemon.log import NullReporter
 from iped.daemon.plan import StepKind
 from iped.daemon.reconcile import PlanRecord, Reconciler
 from iped.outcome import Outcome
-from tests.daemon.conftest import ROOT, Site, iped, policy_text, start_daemon
+from tests.helpers.daemon import Site, iped, start_daemon
 from tests.helpers.iped_with_hooks import FAULT_ENV, Fault, FaultMode, FaultyEmulatorBackend
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 #: the securityfs file each step kind writes, as a FAULT_ENV path suffix
 SUFFIX = {StepKind.ENFORCE: "enforce", StepKind.LOAD: "new_policy", StepKind.UPDATE: "update",

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import ROOT, Site, policy_text, wait_child
+from tests.helpers.daemon import Site, wait_child
 from tests.helpers.iped_with_hooks import PAUSE_AFTER_STEP_ENV
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 
 def three_step_site(site: Site) -> Site:

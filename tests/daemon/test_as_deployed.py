@@ -28,8 +28,10 @@ from iped.daemon.loop import EXIT_START_REFUSED, Daemon
 from iped.daemon.notify import Notifier
 from iped.pkcs7 import sign_policy
 from iped.settings import AuditSource
-from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text, start_daemon, wait_child, wait_for
+from tests.helpers.daemon import DaemonProc, Site, iped, start_daemon, wait_child, wait_for
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 UNIT = ROOT / "systemd" / "iped.service"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace (unshare --mount) needs root")

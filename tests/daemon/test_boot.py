@@ -26,8 +26,10 @@ from iped.daemon.bootcopy import sync
 from iped.daemon.log import NullReporter
 from iped.daemon.reconcile import Reconciler
 from iped.outcome import Outcome
-from tests.daemon.conftest import ROOT, Site, iped, policy_text
+from tests.helpers.daemon import Site, iped
 from tests.helpers.iped_with_hooks import FAULT_ENV, Fault, FaultyEmulatorBackend
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 
 def boot_site(site: Site, monkeypatch: pytest.MonkeyPatch, *, copy: bool = True, record: bool = False) -> Path:

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import ROOT, Site, iped, policy_text
+from tests.helpers.daemon import Site, iped
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 
 def test_status_imports_nothing_heavy(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
 from iped.pkcs7 import sign_policy
 from iped.settings import PolicySettings, Settings
-from tests.daemon.conftest import policy_text
+from tests.helpers.policies import policy_text
 
 
 def reconciler(tmp_path: Path, keys: tuple[Path, Path], with_key: bool = True,

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request, start_daemon, wait_child, wait_for
+from tests.helpers.daemon import DaemonProc, Site, iped, request, start_daemon, wait_child, wait_for
+from tests.helpers.policies import policy_text
 
 
 def loaded(st: dict[str, Any]) -> dict[str, tuple[str, bool]]:
@@ -406,7 +407,7 @@ def test_sd_notify_protocol(site: Site, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.daemon.conftest import ROOT
+    from tests.helpers.paths import ROOT
 
     ns = tmp_path / "notify.sock"
     rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -449,7 +450,7 @@ def test_dev_mode_quick_start(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from tests.daemon.conftest import ROOT
+    from tests.helpers.paths import ROOT
 
     env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
     proc = subprocess.Popen([sys.executable, "-m", "iped", "daemon", "--dev"], cwd=ROOT, env=env,

@@ -15,7 +15,8 @@ from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon, SettingsLoader
 from iped.daemon.notify import Notifier
 from iped.settings import AuditSource, Settings
-from tests.daemon.conftest import Site, policy_text
+from tests.helpers.daemon import Site
+from tests.helpers.policies import policy_text
 
 
 class CountingBackend:

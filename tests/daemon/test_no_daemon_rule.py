@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from iped.cli import main
-from tests.daemon.conftest import Site
+from tests.helpers.daemon import Site
 
 ERROR_REPLY = {"ok": False, "errno": 5, "errno_name": "EIO", "error": "the daemon's own failure"}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from iped.config import load_settings
 from iped.daemon import runtime
 from iped.daemon.actual import read_actual
-from tests.daemon.conftest import RecordingReporter, Site, iped, start_daemon
+from tests.helpers.daemon import RecordingReporter, Site, iped, start_daemon
 
 #: not UTF-8: the kernel loads it (tests/corpus/30-names.toml n-ff, truth of 6.12 and 7)
 ODD = b"bad\xff\xfeutf8"

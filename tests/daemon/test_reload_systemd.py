@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 
-from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, start_daemon
+from tests.helpers.daemon import DaemonProc, Site, iped, start_daemon
+from tests.helpers.policies import policy_text
 
 
 def test_unchanged_ok_exits_0_for_nothing_to_change_and_after_a_change(daemon: DaemonProc) -> None:

@@ -9,8 +9,9 @@ import pwd
 from pathlib import Path
 from typing import Any
 
-from tests.daemon.conftest import DaemonProc, Site, iped, policy_text, request, wait_child
+from tests.helpers.daemon import DaemonProc, Site, iped, request, wait_child
 from tests.helpers.iped_with_hooks import STATE_ENV
+from tests.helpers.policies import policy_text
 
 
 def stage(site: Site, root: Path, active: str, *policies: tuple[str, str]) -> Path:

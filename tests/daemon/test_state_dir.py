@@ -10,7 +10,8 @@ from pathlib import Path
 from iped.config import load_settings
 from iped.daemon import runtime, service
 from iped.daemon.reconcile import Reconciler
-from tests.daemon.conftest import RecordingReporter, Site, iped, policy_text
+from tests.helpers.daemon import RecordingReporter, Site, iped
+from tests.helpers.policies import policy_text
 
 
 def unusable_state_dir(site: Site) -> Path:

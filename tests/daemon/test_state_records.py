@@ -16,7 +16,9 @@ from iped.config import load_settings
 from iped.daemon import runtime, service
 from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
-from tests.daemon.conftest import ROOT, DaemonProc, RecordingReporter, Site, iped, policy_text
+from tests.helpers.daemon import DaemonProc, RecordingReporter, Site, iped
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 
 def reconciler(site: Site, reporter: RecordingReporter) -> Reconciler:

@@ -29,9 +29,10 @@ from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import Site, notifications, policy_text, request, wait_for
 from tests.daemon.test_loop import CountingBackend
+from tests.helpers.daemon import Site, notifications, request, wait_for
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
+from tests.helpers.policies import policy_text
 
 
 class RecordingBackend(CountingBackend):

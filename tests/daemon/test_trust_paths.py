@@ -21,7 +21,8 @@ from iped.daemon.devkey import ensure_dev_key
 from iped.daemon.reconcile import Reconciler
 from iped.daemon.rollback import RollbackError
 from iped.errors import UserError
-from tests.daemon.conftest import RecordingReporter, Site, make_site, policy_text
+from tests.helpers.daemon import RecordingReporter, Site, make_site
+from tests.helpers.policies import policy_text
 
 NOBODY = 65534
 
@@ -218,7 +219,7 @@ def test_a_prometheus_textfile_dir_others_can_write_is_refused(own_site: Site, t
 
 
 def test_the_daemon_does_not_start_on_a_state_dir_others_can_write(own_site: Site) -> None:
-    from tests.daemon.conftest import iped
+    from tests.helpers.daemon import iped
 
     own_site.state.mkdir()
     own_site.state.chmod(0o777)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import ROOT, iped, request, wait_for
+from tests.helpers.daemon import iped, request, wait_for
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None
                                 or os.path.exists("/run/iped/control.sock"),

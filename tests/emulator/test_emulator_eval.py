@@ -15,7 +15,7 @@ from iped.emulator.compiled import compile_policy, evaluate
 from iped.emulator.eval import build_eval_ctx, evaluate_linear, property_evaluators
 from iped.emulator.policy_parser import Action, Op, parse_policy
 from iped.emulator.types import Hook, KernelConfig
-from tests.emulator.test_emulator_signing import load, make_emulator
+from tests.helpers.emulator import load, make_emulator
 
 SHA = bytes(range(32))
 SHA_HEX = SHA.hex()

@@ -10,7 +10,8 @@ import pytest
 from iped.emulator import Emulator
 from iped.emulator.kstrtox import kstrtobool
 from iped.emulator.types import KernelConfig
-from tests.emulator.test_emulator_signing import load, make_emulator, sign
+from tests.helpers.certs import sign
+from tests.helpers.emulator import load, make_emulator
 
 BOOT = b"policy_name=boot policy_version=0.0.1\nDEFAULT action=ALLOW\n"
 PER_POLICY = ["pkcs7", "policy", "name", "version", "active", "update", "delete"]

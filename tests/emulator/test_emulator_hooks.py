@@ -9,7 +9,7 @@ import pytest
 
 from iped.emulator import Emulator, FileInfo, Task
 from iped.emulator.hooks import KernelLoadDataId, KernelReadFileId
-from tests.emulator.test_emulator_signing import load, make_emulator
+from tests.helpers.emulator import load, make_emulator
 
 TASK = Task(pid=300, comm="insmod", auid=0, ses=2)
 F = FileInfo("/lib/modules/x.ko", "vda1", 4242)

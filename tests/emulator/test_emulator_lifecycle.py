@@ -9,7 +9,9 @@ import pytest
 
 from iped.emulator import Emulator
 from iped.emulator.types import KernelConfig
-from tests.emulator.test_emulator_signing import load, make_emulator, policy_text, sign
+from tests.helpers.certs import sign
+from tests.helpers.emulator import load, make_emulator
+from tests.helpers.policies import policy_text
 
 U = "auid=4294967295 ses=4294967295"
 BOOT = b"policy_name=boot policy_version=1.0.0\nDEFAULT action=ALLOW\n"

@@ -1,81 +1,19 @@
-"""Signed policies through the emulator: signing helpers shared by the emulator tests, and the
-signature errnos the kernel's verify_pkcs7_signature() + IPE's keyring fallback produce."""
+"""Signed policies through the emulator (keyring.py): the signature errnos the kernel's
+verify_pkcs7_signature() + IPE's keyring fallback produce."""
 
 from __future__ import annotations
 
-import datetime
 import errno
-import functools
-from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import pkcs7
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from iped.emulator import Emulator
 from iped.emulator.types import KernelConfig
-
-KEYS = Path(__file__).resolve().parents[1] / "lab" / "keys"
-
-
-@functools.cache
-def signer(name: str = "rsa-signer") -> tuple[bytes, bytes]:
-    """(cert PEM, key PEM): the committed lab test keys, or a fresh self-signed EC pair."""
-    crt, key = KEYS / f"{name}.crt", KEYS / f"{name}.key"
-    if crt.exists() and key.exists():
-        return crt.read_bytes(), key.read_bytes()
-    k = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"iped test {name}")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(k.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(k, hashes.SHA256())
-    )
-    return (
-        cert.public_bytes(serialization.Encoding.PEM),
-        k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    )
-
-
-def sign(text: bytes, name: str = "rsa-signer") -> bytes:
-    """An attached, attribute-less DER PKCS#7 (what ``openssl smime -sign -noattr -nodetach`` makes)."""
-    crt, key = signer(name)
-    cert = x509.load_pem_x509_certificate(crt)
-    pkey = serialization.load_pem_private_key(key, None)
-    return (
-        pkcs7.PKCS7SignatureBuilder()
-        .set_data(text)
-        .add_signer(cert, pkey, hashes.SHA256())  # type: ignore[arg-type]
-        .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.NoAttributes, pkcs7.PKCS7Options.Binary])
-    )
-
-
-def policy_text(name: str = "p", version: str = "0.0.1", *rules: str, default: str = "DEFAULT action=ALLOW") -> bytes:
-    return "\n".join([f"policy_name={name} policy_version={version}", default, *rules]).encode() + b"\n"
-
-
-def make_emulator(abi: str = "7.0", config: KernelConfig | None = None) -> Emulator:
-    emu = Emulator(abi=abi, config=config or KernelConfig())
-    emu.trust(signer()[0])
-    return emu
-
-
-def load(
-    emu: Emulator, name: str = "p", version: str = "0.0.1", *rules: str, default: str = "DEFAULT action=ALLOW"
-) -> bytes:
-    blob = sign(policy_text(name, version, *rules, default=default))
-    assert emu.write("new_policy", blob) == len(blob)
-    return blob
+from tests.helpers.certs import sign, signer
+from tests.helpers.emulator import load, make_emulator
+from tests.helpers.policies import policy_text
 
 
 def _errno_of(emu: Emulator, blob: bytes) -> int:

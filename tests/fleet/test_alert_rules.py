@@ -32,10 +32,11 @@ from iped.daemon.loop import Daemon
 from iped.daemon.metrics import state_textfile
 from iped.daemon.notify import Notifier
 from iped.settings import AuditSource
-from tests.daemon.conftest import ROOT, Site, iped, policy_text, start_daemon, wait_child, wait_for
 from tests.daemon.test_as_deployed import PosingAsKernel
-from tests.fleet.conftest import SLOW_DEBOUNCE_MS
+from tests.helpers.daemon import SLOW_DEBOUNCE_MS, Site, iped, start_daemon, wait_child, wait_for
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 RULES = ROOT / "prometheus" / "iped-alerts.rules.yml"
 PROMTOOL = shutil.which("promtool")

@@ -10,7 +10,8 @@ import pytest
 
 from iped.cli import main
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import DaemonProc, Site, iped, policy_text
+from tests.helpers.daemon import DaemonProc, Site, iped
+from tests.helpers.policies import policy_text
 
 TEXT = policy_text("fleet", "1.0.0")
 
@@ -102,8 +103,8 @@ def versions(state: dict[str, Any]) -> dict[str, str]:
     return {p["name"]: p["version"] for p in state["policies"]}
 
 
-def test_plan_json_is_a_versioned_before_after_document(slow_daemon: DaemonProc) -> None:
-    site = slow_daemon.site
+def test_plan_json_is_a_versioned_before_after_document(quiet_daemon: DaemonProc) -> None:
+    site = quiet_daemon.site
     rc, doc = plan(site)
     assert (rc, doc["schema_version"], doc["outcome"], doc["daemon"]) == (9, 2, "unchanged", True)
     assert doc["before"] == doc["after"] and doc["after"]["active"] == "base"
@@ -126,9 +127,9 @@ def test_plan_json_is_a_versioned_before_after_document(slow_daemon: DaemonProc)
     assert any("anti-rollback" in r and "ESTALE" in r for r in doc["reasons"])
 
 
-def test_plan_from_the_daemon_reads_the_edited_config(slow_daemon: DaemonProc) -> None:
+def test_plan_from_the_daemon_reads_the_edited_config(quiet_daemon: DaemonProc) -> None:
     """Before the fix the daemon planned with the iped.toml it had loaded at its last reconcile."""
-    site = slow_daemon.site
+    site = quiet_daemon.site
     site.put("other.pol", policy_text("other", "2.0.0"))
     site.active = "other"
     site.write_config()

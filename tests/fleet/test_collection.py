@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.fleet.conftest import ANSIBLE_PYTHON, COLLECTION, require_ok, run_ansible
+from tests.helpers.ansible import ANSIBLE_PYTHON, COLLECTION, require_ok, run_ansible
 
 #: the default set of ansible-core 2.19 for a collection: a test dropped from (or added to) ansible-test's
 #: default set shows here first. docs/fleet.md lists the same set.

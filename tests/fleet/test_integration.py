@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import DaemonProc, Site, policy_text
-from tests.fleet.conftest import COLLECTION, IPED, ROOT, SLOW_DEBOUNCE_MS, require_ok, run_ansible
+from tests.helpers.ansible import COLLECTION, IPED, require_ok, run_ansible
+from tests.helpers.daemon import SLOW_DEBOUNCE_MS, DaemonProc, Site
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 
 def tampered_signature(site: Site) -> bytes:
@@ -18,9 +20,9 @@ def tampered_signature(site: Site) -> bytes:
     return bytes(blob)
 
 
-def test_ipe_state_target(slow_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
-    site = slow_daemon.site
-    assert slow_daemon.status()["active"]["version"] == "1.0.0"
+def test_ipe_state_target(quiet_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
+    site = quiet_daemon.site
+    assert quiet_daemon.status()["active"]["version"] == "1.0.0"
     bad = tmp_path / "tampered.p7s"
     bad.write_bytes(tampered_signature(site))
     home.mkdir()
@@ -73,20 +75,20 @@ def recap(out: str) -> dict[str, int]:
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
 
 
-def test_role_converges_then_changes_nothing(slow_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
-    site = slow_daemon.site
+def test_role_converges_then_changes_nothing(quiet_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
+    site = quiet_daemon.site
     src = tmp_path / "app.pol"
     src.write_bytes(policy_text("app", "2.0.0"))
     playbook = write_playbook(tmp_path / "site.yml", site, src)
     check = recap(require_ok(run_ansible("ansible-playbook", "--check", "--diff", str(playbook), home=home)))
     assert check["changed"] > 0 and check["failed"] == 0
-    assert slow_daemon.status()["active"]["name"] == "base"  # check mode wrote nothing
+    assert quiet_daemon.status()["active"]["name"] == "base"  # check mode wrote nothing
     assert not (site.policies / "app.pol").exists()
 
     first = require_ok(run_ansible("ansible-playbook", str(playbook), home=home))
     assert recap(first)["changed"] > 0 and recap(first)["failed"] == 0
     assert "TASK [iped.ipe.iped : Converge now" in first
-    status = slow_daemon.status()
+    status = quiet_daemon.status()
     assert status["active"]["name"] == "app" and status["in_sync"]
     assert not (site.policies / "base.pol").exists()  # undeclared: purged, and the daemon deleted it
     assert [p["name"] for p in status["policies"]] == ["app"]

@@ -10,8 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from iped.daemon.metrics import StateMetrics, prometheus_text, state_textfile
-from tests.daemon.conftest import ROOT, Site, policy_text, start_daemon, wait_for
-from tests.fleet.conftest import SLOW_DEBOUNCE_MS
+from tests.helpers.daemon import SLOW_DEBOUNCE_MS, Site, start_daemon, wait_for
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

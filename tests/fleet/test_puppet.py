@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import DaemonProc, policy_text
-from tests.fleet.conftest import IPED
 from tests.fleet.test_integration import tampered_signature
+from tests.helpers.ansible import IPED
+from tests.helpers.daemon import DaemonProc
+from tests.helpers.policies import policy_text
 
 PUPPET = shutil.which("puppet")
 if PUPPET is None:  # packaging/dev.sh installs Debian's puppet-agent
@@ -59,15 +60,15 @@ def puppet_apply(tmp: Path, text: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300, check=False)
 
 
-def test_masterless_puppet_places_validates_and_converges(slow_daemon: DaemonProc, tmp_path: Path) -> None:
-    site = slow_daemon.site
+def test_masterless_puppet_places_validates_and_converges(quiet_daemon: DaemonProc, tmp_path: Path) -> None:
+    site = quiet_daemon.site
     good = tmp_path / "base.p7s"
     good.write_bytes(sign_policy(policy_text("base", "1.1.0"), site.key.read_bytes(), site.cert.read_bytes()))
     (site.policies / "base.pol").unlink()  # the signed file declares base from now on
     first = puppet_apply(tmp_path, manifest(site.policies, site.config, good, "base.p7s"))
     assert first.returncode == 2, first.stdout + first.stderr
     assert "Exec[iped converge]" in first.stdout
-    st = slow_daemon.status()
+    st = quiet_daemon.status()
     assert st["active"]["version"] == "1.1.0" and st["in_sync"], st["drift"]
 
     again = puppet_apply(tmp_path, manifest(site.policies, site.config, good, "base.p7s"))
@@ -79,4 +80,4 @@ def test_masterless_puppet_places_validates_and_converges(slow_daemon: DaemonPro
     assert refused.returncode in (4, 6), refused.stdout + refused.stderr
     assert "validate" in (refused.stdout + refused.stderr).lower()
     assert not (site.policies / "tampered.p7s").exists()
-    assert slow_daemon.status()["active"]["version"] == "1.1.0"
+    assert quiet_daemon.status()["active"]["version"] == "1.1.0"

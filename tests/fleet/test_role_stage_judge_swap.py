@@ -17,9 +17,11 @@ from typing import Any
 
 from iped.daemon.devkey import ensure_dev_key
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import DaemonProc, Site, iped, policy_text
-from tests.fleet.conftest import BIN, IPED, ROOT, SLOW_DEBOUNCE_MS, ansible_env
+from tests.helpers.ansible import BIN, IPED, ansible_env
+from tests.helpers.daemon import SLOW_DEBOUNCE_MS, DaemonProc, Site, iped
 from tests.helpers.iped_with_hooks import STATE_ENV
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 #: the suite's JSON stdout callback (ansible-core has none)
 CALLBACKS = Path(__file__).with_name("callback_plugins")
@@ -104,11 +106,11 @@ def kernel_view(policies: list[dict[str, Any]], active: str | None, enforce: boo
             "policies": sorted((p["name"], p["version"], p["text_digest"]) for p in policies)}
 
 
-def test_untrusted_signer_fails_before_any_file_changes(slow_daemon: DaemonProc, home: Path,
+def test_untrusted_signer_fails_before_any_file_changes(quiet_daemon: DaemonProc, home: Path,
                                                         tmp_path: Path) -> None:
     """Item 1: a .p7s from a signer the host does not trust passed `validate` (no --trust), then the
     purge deleted the good file before the converge failed (ENOKEY)."""
-    site = slow_daemon.site
+    site = quiet_daemon.site
     before = tree_digest(site.config, site.policies)
     rogue_key, rogue_cert = ensure_dev_key(tmp_path / "rogue")
     src = tmp_path / "fleet.p7s"
@@ -116,14 +118,14 @@ def test_untrusted_signer_fails_before_any_file_changes(slow_daemon: DaemonProc,
     rc, doc = play(playbook(tmp_path / "site.yml", site, [{"src": str(src)}]), home)
     assert rc != 0 and failures(doc), doc["stats"]
     assert tree_digest(site.config, site.policies) == before
-    st = slow_daemon.status()
+    st = quiet_daemon.status()
     assert st["active"]["version"] == "1.0.0" and st["in_sync"]
 
 
-def test_rejected_plan_fails_before_any_file_changes(slow_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
+def test_rejected_plan_fails_before_any_file_changes(quiet_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
     """Item 1, the judge itself: a policy each file check accepts but the kernel refuses as a whole
     (a lower version than the loaded one: ESTALE) fails the play with the files as they were."""
-    site = slow_daemon.site
+    site = quiet_daemon.site
     before = tree_digest(site.config, site.policies)
     src = tmp_path / "base.pol"
     src.write_bytes(policy_text("base", "0.9.0"))
@@ -132,13 +134,13 @@ def test_rejected_plan_fails_before_any_file_changes(slow_daemon: DaemonProc, ho
     assert tree_digest(site.config, site.policies) == before
     judged = task_result(doc, "Judge the staged state")
     assert judged.get("failed") and any("ESTALE" in r for r in judged["reasons"]), judged
-    assert slow_daemon.status()["active"]["version"] == "1.0.0"
+    assert quiet_daemon.status()["active"]["version"] == "1.0.0"
 
 
-def test_check_mode_diff_is_what_the_run_does(slow_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
+def test_check_mode_diff_is_what_the_run_does(quiet_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:
     """Item 2: check mode planned the files on disk, not the ones the play writes: a flip of
     enforce and a new active policy were reported `ok`. Now check mode's plan is the run's."""
-    site = slow_daemon.site
+    site = quiet_daemon.site
     src = tmp_path / "app.pol"
     src.write_bytes(policy_text("app", "2.0.0"))
     book = playbook(tmp_path / "site.yml", site, [{"src": str(src)}], active="app", enforce=False)
@@ -155,19 +157,19 @@ def test_check_mode_diff_is_what_the_run_does(slow_daemon: DaemonProc, home: Pat
 
     rc, real = play(book, home)
     assert rc == 0, failures(real)
-    st = slow_daemon.status()
+    st = quiet_daemon.status()
     assert kernel_view(st["policies"], st["active"]["name"], st["enforce"]) == \
         kernel_view(plan["after"]["policies"], plan["after"]["active"], plan["after"]["enforce"])
     rc, again = play(book, home, "--check", "--diff")
     assert rc == 0 and not task_result(again, "Judge the staged state")["changed"]
 
 
-def test_once_without_a_daemon_reads_the_state_directly(slow_daemon: DaemonProc, home: Path,
+def test_once_without_a_daemon_reads_the_state_directly(quiet_daemon: DaemonProc, home: Path,
                                                         tmp_path: Path) -> None:
     """Item 3: `iped_converge_method: once` converged, then always failed at "Read IPE state"
     (`iped status` needs the daemon, exit 3)."""
-    site = slow_daemon.site
-    slow_daemon.stop()
+    site = quiet_daemon.site
+    quiet_daemon.stop()
     emulated = tmp_path / "emulated-kernel.jsonl"  # the emulator's state between processes
     src = tmp_path / "app.pol"
     src.write_bytes(policy_text("app", "2.0.0"))
@@ -184,11 +186,11 @@ def test_once_without_a_daemon_reads_the_state_directly(slow_daemon: DaemonProc,
     assert rc == 0 and again["stats"]["localhost"]["changed"] == 0, failures(again)
 
 
-def test_check_mode_on_a_host_without_a_configuration(slow_daemon: DaemonProc, home: Path,
+def test_check_mode_on_a_host_without_a_configuration(quiet_daemon: DaemonProc, home: Path,
                                                       tmp_path: Path) -> None:
     """Item 4: `--check` failed on a host without iped.toml yet (the handler planned the file the
     template had not written). Now it reports the plan of the staged state and writes nothing."""
-    site = slow_daemon.site
+    site = quiet_daemon.site
     fresh = tmp_path / "fresh-etc-iped"
     src = tmp_path / "app.pol"
     src.write_bytes(policy_text("app", "2.0.0"))
@@ -201,12 +203,12 @@ def test_check_mode_on_a_host_without_a_configuration(slow_daemon: DaemonProc, h
     assert plan["after"]["active"] == "app" and plan["outcome"] == "would-apply"
 
 
-def test_a_run_after_a_rejection_is_fixed_reports_in_sync(slow_daemon: DaemonProc, home: Path,
+def test_a_run_after_a_rejection_is_fixed_reports_in_sync(quiet_daemon: DaemonProc, home: Path,
                                                           tmp_path: Path) -> None:
     """Item 5: after a rejected reconcile, a run that restores the declared state got `ok` from
     ipe_state (iped exit 9) and then failed its assert: the daemon still said in_sync false with a
     drift naming a file that was gone."""
-    site = slow_daemon.site
+    site = quiet_daemon.site
     (site.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
     assert iped("reload", "--socket", str(site.socket)).returncode == 1
     src = tmp_path / "base.pol"
@@ -225,7 +227,7 @@ def test_a_converge_that_fails_after_the_swap_puts_the_files_back(site: Site, ho
     """The judge accepts, the files are swapped in, then the kernel refuses a write mid-apply
     (the emulator's second activation fails with EIO): the play fails, the previous files are put
     back (same digest), and the previously active policy stays active."""
-    from tests.daemon.conftest import start_daemon
+    from tests.helpers.daemon import start_daemon
 
     site.debounce_ms = SLOW_DEBOUNCE_MS
     site.write_config()

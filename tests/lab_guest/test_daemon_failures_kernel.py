@@ -35,7 +35,8 @@ import pytest
 
 from iped.daemon.loop import EXIT_START_REFUSED
 from iped.pkcs7 import sign_policy
-from tests.daemon.conftest import ROOT, notifications, request, wait_for
+from tests.helpers.daemon import notifications, request, wait_for
+from tests.helpers.paths import ROOT
 
 from .test_daemon_kernel import IPE, Lab, kernel_active, policy, sysfs
 from .test_discovery_kernel import version_above_active

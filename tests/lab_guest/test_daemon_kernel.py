@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon.conftest import ROOT, request, wait_for
+from tests.helpers.daemon import request, wait_for
+from tests.helpers.paths import ROOT
 
 IPE = Path("/sys/kernel/security/ipe")
 KEYS = ROOT / "tests" / "lab" / "keys"

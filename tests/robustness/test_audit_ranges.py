@@ -18,7 +18,7 @@ from iped.audit.files import iter_file_events, iter_log_text
 from iped.audit.group import Event, Grouper
 from iped.audit.records import RecordError, parse_policy_load, parse_stamped
 from iped.audit.render import event_objects, human_line
-from tests.daemon.conftest import iped
+from tests.helpers.daemon import iped
 
 FUZZ_EXAMPLES = 3000 if os.environ.get("IPED_FUZZ_LONG") else 100
 

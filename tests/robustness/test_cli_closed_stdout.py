@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.daemon.conftest import ROOT, policy_text
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 
 def validate_into_closed_pipe(*files: Path) -> subprocess.CompletedProcess[bytes]:

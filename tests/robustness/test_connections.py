@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from iped.daemon.connections import LISTENER_PAUSE, MAX_CLIENTS, Clients, client_cap
 from iped.daemon.control import AccessPolicy, ControlServer, PeerCred
 from iped.daemon.throttle import Throttle
-from tests.daemon.conftest import RecordingReporter
+from tests.helpers.daemon import RecordingReporter
 
 FUZZ_EXAMPLES = 5000 if os.environ.get("IPED_FUZZ_LONG") else 150
 

@@ -16,8 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.daemon.conftest import Site
-from tests.robustness.conftest import Daemon, spawn_daemon
+from tests.helpers.daemon import Daemon, Site, spawn_daemon
 
 #: a reply slower than this means the loop was stalled (the old blocking send: 5 s per client)
 LIVENESS_S = 4.0

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from tests.daemon.conftest import ROOT, Site, iped
-from tests.robustness.conftest import Daemon, spawn_daemon
+from tests.helpers.daemon import Daemon, Site, iped, spawn_daemon
+from tests.helpers.paths import ROOT
 
 
 def second_daemon(site: Site) -> subprocess.CompletedProcess[str]:

@@ -23,7 +23,8 @@ from iped.daemon.devkey import ensure_dev_key
 from iped.daemon.dropin import writer_in_proc
 from iped.daemon.log import Reporter
 from iped.daemon.reconcile import PlanRecord, Reconciler
-from tests.daemon.conftest import RecordingReporter, Site, make_site, policy_text, request, start_daemon, wait_for
+from tests.helpers.daemon import RecordingReporter, Site, make_site, request, start_daemon, wait_for
+from tests.helpers.policies import policy_text
 
 
 @pytest.fixture(scope="module")

@@ -1,26 +1,31 @@
-"""Fixtures for the daemon tests: a signing key, a config in tmp_path, a real daemon process."""
+"""A real ``iped`` for tests: a site (config, drop-in dir, state dir in tmp_path), the CLI as a
+process, the control socket, and a daemon process with bounded waits on it.
+
+The fixtures built on these (``site``, ``daemon``, ``quiet_daemon``, ``abused``) are in tests/conftest.py."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from iped.daemon.devkey import ensure_dev_key
 from iped.daemon.log import StderrReporter
 from tests.helpers.iped_with_hooks import HOOK_ENVS
+from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
-ROOT = Path(__file__).resolve().parents[2]
+#: a debounce no test outlasts: the daemon never converges on its own (inotify) before the command
+#: under test does, so only explicit reloads act
+SLOW_DEBOUNCE_MS = 60000
 
 
 class RecordingReporter(StderrReporter):
@@ -35,15 +40,6 @@ class RecordingReporter(StderrReporter):
 
     def log(self, level: str, message: str, kind: str | None = None) -> None:
         self.messages.append((level, message, kind))
-
-
-def policy_text(name: str, version: str, *extra: str) -> bytes:
-    return "\n".join([f"policy_name={name} policy_version={version}", "DEFAULT action=ALLOW", *extra, ""]).encode()
-
-
-@pytest.fixture(scope="session")
-def dev_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return ensure_dev_key(tmp_path_factory.mktemp("keys"))
 
 
 @dataclass
@@ -110,11 +106,6 @@ def make_site(root: Path, keys: tuple[Path, Path]) -> Site:
     s.put("base.pol", policy_text("base", "1.0.0"))
     s.write_config()
     return s
-
-
-@pytest.fixture
-def site(tmp_path: Path, dev_keys: tuple[Path, Path]) -> Site:
-    return make_site(tmp_path, dev_keys)
 
 
 def iped_argv(env: dict[str, str]) -> list[str]:
@@ -232,19 +223,43 @@ def start_daemon(site: Site, stderr: Any = subprocess.PIPE, preexec: Callable[[]
     return d
 
 
-@pytest.fixture
-def daemon(site: Site) -> Iterator[DaemonProc]:
-    d = start_daemon(site)
-    yield d
-    d.stop()
+@dataclass
+class Daemon(DaemonProc):
+    """A daemon whose log goes to a file, and whose CPU time and RSS a test can read (/proc)."""
+
+    log: Path = Path("/dev/null")
+
+    def status_ok(self) -> bool:
+        return bool(request(self.site.socket, "status")["ok"])
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the daemon so far (/proc/PID/stat fields 14 and 15)."""
+        with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS")
+
+    def stop(self) -> str:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a test may have stopped it
+        return super().stop()
 
 
-@pytest.fixture
-def quiet_daemon(site: Site) -> Iterator[DaemonProc]:
-    """A daemon whose file events wait a minute: only explicit reloads act, so each exit code
-    (0 applied, 9 unchanged) is exact instead of racing the debounced inotify reconcile."""
-    site.debounce_ms = 60000
-    site.write_config()
-    d = start_daemon(site)
-    yield d
-    d.stop()
+def spawn_daemon(site: Site, nofile: int | None = None) -> Daemon:
+    """``iped daemon --config`` with its log in a file; ``nofile``: soft RLIMIT_NOFILE."""
+
+    def limit() -> None:
+        if nofile is not None:
+            _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard))
+
+    log = site.root / "daemon.log"
+    with open(log, "wb") as out:
+        d = start_daemon(site, stderr=out, preexec=limit)
+    return Daemon(site, d.proc, log)
