@@ -10,7 +10,7 @@ to the line that set the key (or the section header, or line 1).
 pydantic (and pydantic-core, the largest import of the daemon's start) is imported only when a
 file needs it: :func:`plain_values` accepts what is plainly valid without it -- the right TOML
 type, within its limits, no unknown key -- and declines everything else, which pydantic then
-judges and words. Both give the same values for what both accept (tests/daemon/test_config_fast_path.py).
+judges and words. Both give the same values for what both accept (tests/test_config_fast_path.py).
 """
 
 from __future__ import annotations

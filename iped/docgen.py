@@ -12,7 +12,7 @@ Both pages come from a small roff writer here rather than argparse-manpage: iped
 parser to give it, and for iped(8) argparse-manpage lists the verbs under "POSITIONAL ARGUMENTS"
 and refills argparse's pre-wrapped usage lines (packaging/README.md). The outputs are committed
 under ``packaging/generated/`` and shipped by both packages (no generator at build time, no build
-dependency); ``tests/test_manual.py`` regenerates them and fails on any difference, so an option
+dependency); ``tests/project/test_manual.py`` regenerates them and fails on any difference, so an option
 or key changed without ``python -m iped.docgen`` fails CI. shtab is imported inside
 :func:`completion` only (a test extra, not a runtime dependency); nothing at run time imports
 this module.

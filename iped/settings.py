@@ -38,7 +38,7 @@ class AuditSource(StrEnum):
 class PolicySettings:
     """``[policies]``: what the daemon makes true in the kernel.
 
-    Keys (the meanings iped.toml(5) prints; ``tests/test_manual.py`` wants one per field):
+    Keys (the meanings iped.toml(5) prints; ``tests/project/test_manual.py`` wants one per field):
 
     dir: the drop-in directory: ``*.p7s`` pre-signed PKCS#7 policies (production) and ``*.pol``
         plain text the daemon signs with signing_key. Dotfiles, ``*~``, ``*.swp``, ``*.dpkg-*``,

@@ -15,7 +15,7 @@ venv="$top/.venv"
 # mmdebstrap, the ext4 image with mkfs.ext4 and reads it back with debugfs (e2fsprogs); the
 # packaging tests build the SRPM with rpmbuild (rpm) and lint it (rpmlint); the alert rules are
 # checked with promtool (prometheus), the Puppet example with puppet apply (puppet-agent);
-# tests/test_manual.py renders the man pages (man-db) and loads the zsh completion (zsh).
+# tests/project/test_manual.py renders the man pages (man-db) and loads the zsh completion (zsh).
 apt_packages=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
     openssl qemu-system-x86 ovmf busybox-static xz-utils cpio

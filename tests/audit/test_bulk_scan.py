@@ -23,7 +23,7 @@ from iped.audit.records import IpeAccess, Proctitle, RawRecord, Syscall, parse_p
 from iped.audit.records import _parse_access_re as parse_access  # (parse_access itself tries the C helper first)
 
 from .test_bulk import SYSCALL, messy_lines
-from .test_kernel_records import _bodies as kernel_bodies
+from .test_records_kernel import _bodies as kernel_bodies
 
 try:
     from iped.audit import _scan

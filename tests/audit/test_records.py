@@ -183,7 +183,7 @@ def test_c_access_parser_matches_python_on_kernel_bodies() -> None:
     from iped.audit import _scan
     from iped.audit.records import IpeAccess, _parse_access_re
 
-    from .test_kernel_records import _bodies
+    from .test_records_kernel import _bodies
 
     bodies = sorted({body for _, rtype, body in _bodies() if rtype == 1420})
     odd = [b.replace('comm="', 'comm="x') for b in bodies[:5]] + [b.replace("pid=", "pid=+") for b in bodies[:5]]

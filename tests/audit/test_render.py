@@ -26,7 +26,7 @@ from iped.audit.render import JsonLines, event_objects, json_line, stamp_texts
 from iped.emulator.audit import audit_untrusted
 
 from .test_bulk import SYSCALL, messy_lines
-from .test_kernel_records import _bodies as kernel_bodies
+from .test_records_kernel import _bodies as kernel_bodies
 
 GOLDEN = Path(__file__).parent / "golden"
 POLICY = GOLDEN / "policy.pol"

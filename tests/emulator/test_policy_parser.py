@@ -15,7 +15,7 @@ from iped.emulator.policy_parser import (
     Version,
     parse_policy,
 )
-from tests.emulator.policy_format import format_policy
+from tests.helpers.policy_format import format_policy
 
 # (description, policy text, expected errno) — the KUnit table, in its order. The kernel test
 # passes strlen(policy), so text after a NUL is never seen; parse_policy truncates the same way.

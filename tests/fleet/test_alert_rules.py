@@ -32,11 +32,11 @@ from iped.daemon.loop import Daemon
 from iped.daemon.metrics import state_textfile
 from iped.daemon.notify import Notifier
 from iped.settings import AuditSource
-from tests.daemon.test_as_deployed import PosingAsKernel
 from tests.helpers.daemon import SLOW_DEBOUNCE_MS, Site, iped, start_daemon, wait_child, wait_for
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 from tests.helpers.paths import ROOT
 from tests.helpers.policies import policy_text
+from tests.integration.test_as_deployed import PosingAsKernel
 
 RULES = ROOT / "prometheus" / "iped-alerts.rules.yml"
 PROMTOOL = shutil.which("promtool")
@@ -148,7 +148,7 @@ def written_denials(tmp: Path) -> str:
     the golden log, which holds enforcing denials."""
     from iped.audit.files import iter_file
     from iped.audit.follow import Follower
-    from tests.audit.test_journal_real import GOLDEN_LOG, _export, _write_journal
+    from tests.audit.test_journal import GOLDEN_LOG, _export, _write_journal
 
     journal = tmp / "journal"
     journal.mkdir()

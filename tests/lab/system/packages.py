@@ -57,7 +57,7 @@ for src in $sdist iped; do
     (cd $src && apt-get build-dep -y -q ./ >/dev/null && dpkg-buildpackage -us -uc -b)
 done
 mv ./*.deb out/
-# lintian on the built packages, kept beside them (tests/test_packaging.py wants no E: or W: line)
+# lintian on the built packages, kept beside them (tests/project/test_packaging.py wants no E: or W: line)
 apt-get install -y -q --no-install-recommends lintian >/dev/null
 lintian --tag-display-limit 0 out/*.deb > out/lintian.txt 2>&1 || true
 # the upgrade: the same files under a higher version, as a rebuilt package would be

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from iped.config import SECTIONS, ConfigError, load_settings, parse_config
 from iped.settings import Settings
+from tests.helpers.paths import EXAMPLE_CONFIG
 
 SCALE = 100 if os.environ.get("IPED_FUZZ_LONG") == "1" else 1
 FUZZ = settings(max_examples=60 * SCALE, deadline=None)
@@ -107,7 +108,7 @@ def test_arbitrary_file_bytes(tmp_path_factory: pytest.TempPathFactory, data: by
 
 
 def test_the_example_config_and_every_key_set_round_trip() -> None:
-    example = (Path(__file__).parents[2] / "etc" / "iped.toml").read_text(encoding="utf-8")
+    example = EXAMPLE_CONFIG.read_text(encoding="utf-8")
     assert isinstance(loads(example), Settings)
     every = (
         '[policies]\ndir = "/p"\nactive = "a"\nenforce = false\nsuccess_audit = true\n'

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from pathlib import Path
 
 from iped.settings import AuditSettings, DaemonSettings, PolicySettings, Settings
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: `[section] key`, `section.key`, and whatever follows the word "setting" in backticks
 _SECTION = r"(policies|daemon|audit)"

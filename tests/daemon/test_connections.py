@@ -22,6 +22,7 @@ from iped.daemon.connections import LISTENER_PAUSE, MAX_CLIENTS, Clients, client
 from iped.daemon.control import AccessPolicy, ControlServer, PeerCred
 from iped.daemon.throttle import Throttle
 from tests.helpers.daemon import RecordingReporter
+from tests.helpers.paths import UNIT
 
 FUZZ_EXAMPLES = 5000 if os.environ.get("IPED_FUZZ_LONG") else 150
 
@@ -189,7 +190,7 @@ def test_fuzzed_requests_get_one_clean_reply(line: bytes) -> None:
 
 
 def test_unit_sets_a_descriptor_limit_the_client_cap_fits_under() -> None:
-    unit = Path(__file__).resolve().parents[2] / "systemd" / "iped.service"
+    unit = UNIT
     limits = [line.split("=", 1)[1] for line in unit.read_text().splitlines() if line.startswith("LimitNOFILE=")]
     assert len(limits) == 1, "LimitNOFILE must be set deliberately in the unit"
     # with the daemon's usual ~30 own descriptors the client cap, not EMFILE, bounds a flood

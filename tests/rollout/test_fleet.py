@@ -16,7 +16,7 @@ import pytest
 from iped.audit.files import iter_file
 from iped.cli import main
 from iped.rollout.fleet import hosts_in
-from tests.audit.test_journal_real import JOURNAL_REMOTE, _export
+from tests.audit.test_journal import JOURNAL_REMOTE, _export
 from tests.rollout.streams import DENIED_DIGEST, write_facts, write_period
 
 #: every access allowed but the one fs-verity digest the site denies (/opt/app/evil)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import ROOT
+
 DEBIAN = ROOT / "packaging" / "debian"
 SPEC = ROOT / "packaging" / "rpm" / "iped.spec"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -59,7 +60,7 @@ def parse_requirement(text: str) -> Requirement:
     specs: list[tuple[str, str]] = []
     for part in filter(None, (p.strip() for p in m.group(2).split(","))):
         sm = re.fullmatch(r"(>=|<=|==|>|<)\s*([0-9][0-9A-Za-z.+]*)", part)
-        assert sm, f"unsupported specifier {part!r} in {text!r}: teach tests/test_packaging.py about it"
+        assert sm, f"unsupported specifier {part!r} in {text!r}: teach tests/project/test_packaging.py about it"
         specs.append((sm.group(1), sm.group(2)))
     return Requirement(normalise(m.group(1)), tuple(specs))
 

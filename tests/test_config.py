@@ -8,6 +8,7 @@ import pytest
 
 from iped.config import ConfigError, key_lines, load_settings, parse_config
 from iped.settings import AuditSource, BackendKind
+from tests.helpers.paths import EXAMPLE_CONFIG
 
 
 def problems(text: str, tmp_path: Path) -> list[str]:
@@ -103,7 +104,7 @@ def test_key_lines_scan() -> None:
 
 
 def test_example_config_is_valid() -> None:
-    s = load_settings(Path(__file__).resolve().parents[2] / "etc" / "iped.toml")
+    s = load_settings(EXAMPLE_CONFIG)
     # shipped as /etc/iped/iped.toml: declares no active policy, so a fresh install changes nothing
     assert s.policies.active is None
     assert s.daemon.control_socket == Path("/run/iped/control.sock")
@@ -126,7 +127,7 @@ def test_shipped_config_on_a_fresh_install_changes_nothing(tmp_path: Path) -> No
     import subprocess
     import sys
 
-    shipped = (Path(__file__).resolve().parents[2] / "etc" / "iped.toml").read_text()
+    shipped = (EXAMPLE_CONFIG).read_text()
     (tmp_path / "policies.d").mkdir()
     config = tmp_path / "iped.toml"
     config.write_text(

@@ -22,8 +22,8 @@ from iped.cli import Verb
 from iped.commands import EXIT_MEANINGS, ExitCode
 from iped.config import SECTIONS
 from iped.docgen import OUTPUTS, full_parser, key_meanings, render
+from tests.helpers.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 GENERATED = ROOT / "packaging" / "generated"
 
 

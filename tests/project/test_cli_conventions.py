@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from iped.cli import Verb, build_parser, load_verb, main
+from tests.helpers.paths import ROOT
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+README = (ROOT / "README.md").read_text()
 
 
 @dataclass(frozen=True)

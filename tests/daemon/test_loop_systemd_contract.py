@@ -2,14 +2,13 @@
 
 * a start whose declared active policy is rejected or refused by the kernel fails at once with
   a status line naming the errno and the file, and an exit status the unit does not restart on;
-* (every journal entry carrying a MESSAGE_ID is tested over a whole run in test_as_deployed.py).
+* (every journal entry carrying a MESSAGE_ID is tested over a whole run in tests/integration/test_as_deployed.py).
 """
 
 from __future__ import annotations
 
 import errno
 import re
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,7 @@ from iped.daemon.reconcile import PlanRecord
 from iped.emulator.policy_parser import Version
 from iped.errnos import describe_errno
 from iped.outcome import Outcome
-
-UNIT = Path(__file__).resolve().parents[2] / "systemd" / "iped.service"
+from tests.helpers.paths import UNIT
 
 
 def record(outcome: Outcome, failure: StepFailure | None = None, errors: tuple[DeclError, ...] = ()) -> PlanRecord:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from iped.commands.audit import parse_since
+from tests.helpers.paths import AUDIT_GOLDEN
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = AUDIT_GOLDEN
 LOG = str(GOLDEN / "doc-examples.log")
 POLICY = str(GOLDEN / "policy.pol")
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.audit.test_cli import POLICY, cli
+from tests.commands.test_audit import POLICY, cli
 
 #: "x<ESC>[2Jy" and "/tmp/<ESC>]0;pwned<BEL>": the kernel prints such untrusted strings as hex
 COMM = b"x\x1b[2Jy".hex().upper()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.paths import TESTS
 from tests.lab import SERIES
 from tests.lab.corpus.cases import Case, Step, load_cases
 from tests.lab.corpus.normalise import Normaliser, fact_placeholders
@@ -37,7 +38,7 @@ def _junit(outdir: Path, cases: dict[str, str]) -> GuestOutput:
 def test_host_expects_every_guest_test() -> None:
     expected = expected_guest_tests()
     modules = {key.split("::")[0] for key in expected}
-    on_disk = {f"tests.lab_guest.{p.stem}" for p in (Path(__file__).parent / "lab_guest").glob("test_*.py")}
+    on_disk = {f"tests.lab_guest.{p.stem}" for p in (TESTS / "lab_guest").glob("test_*.py")}
     assert modules == on_disk, (modules, on_disk)
     assert f"{BOOT}::test_untrusted_signer_policy_rejected" in expected
     assert f"{BOOT}::test_enrolled_signer_policy_loads[rsa]" in expected

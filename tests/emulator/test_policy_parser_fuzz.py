@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iped.emulator.policy_parser import Op, PolicyError, parse_policy
-from tests.emulator.policy_format import format_policy
+from tests.helpers.policy_format import format_policy
 
 PARSER_ERRNOS = {errno.EBADMSG, errno.EINVAL, errno.ERANGE}
 

@@ -6,7 +6,7 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.paths import ROOT
 
 #: `tests/x.py::name`, or `::name` for another test of the file named last
 _REF = re.compile(r"`(tests/[\w/]+\.py)?::(\w+)`")
