@@ -12,6 +12,7 @@ import pytest
 from iped import __version__
 from iped.cli import Verb, build_parser, load_verb, main
 from iped.commands import CliError, ExitCode
+from tests.helpers.policies import policy_text
 
 
 def run_iped(*args: str) -> subprocess.CompletedProcess[str]:
@@ -93,7 +94,7 @@ def test_missing_verb_module_fails_alone_with_clear_message(
     assert capsys.readouterr().err == ("iped: error: 'survey' is not available in this build "
                                        "(module iped.commands.survey is missing)\n")
     policy = tmp_path / "ok.pol"
-    policy.write_text("policy_name=ok policy_version=0.0.1\nDEFAULT action=ALLOW\n")
+    policy.write_bytes(policy_text("ok"))
     assert main(["validate", str(policy)]) == ExitCode.OK
 
 

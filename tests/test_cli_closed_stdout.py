@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers.paths import ROOT
-from tests.helpers.policies import policy_text
+from tests.helpers.policies import policy_text, unparsable
 
 
 def validate_into_closed_pipe(*files: Path) -> subprocess.CompletedProcess[bytes]:
@@ -29,7 +29,7 @@ def test_closed_stdout_keeps_the_verdict(tmp_path: Path) -> None:
     r = validate_into_closed_pipe(*good)
     assert (r.returncode, r.stderr) == (0, b"")
     bad = tmp_path / "bad.pol"
-    bad.write_bytes(b"policy_name=bad policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    bad.write_bytes(unparsable("bad"))
     r = validate_into_closed_pipe(good[0], bad, good[1])
     assert r.returncode == 1
     assert r.stderr.decode().splitlines() == [

@@ -1,15 +1,13 @@
 """iped.pkcs7 against the real openssl binary: signing recipe, and the kernel's errno per case.
 
-Keys and certificates are made by ``openssl req`` in temporary directories, and the odd
-containers (detached, signed attributes, ``-nocerts``, PEM) by ``openssl smime``, so every
-case is a blob some real tool produces.
+Keys and certificates come from the tests' one certificate builder (tests/helpers/certs.py) in
+temporary directories, and the odd containers (detached, signed attributes, ``-nocerts``, PEM)
+from ``openssl smime``, so every container is a blob a real tool produces.
 """
 
 from __future__ import annotations
 
 import errno
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,52 +24,10 @@ from iped.pkcs7 import (
     unverified_content,
     verify_policy,
 )
+from tests.helpers.certs import Signer, make_leaf, make_signer, openssl
+from tests.helpers.policies import policy_text
 
-POLICY = b"policy_name=signed policy_version=1.2.3\nDEFAULT action=ALLOW\nop=EXECUTE boot_verified=TRUE action=DENY\n"
-
-
-@dataclass(frozen=True)
-class Signer:
-    """A key pair made by openssl: ``key``/``crt`` paths and their PEM bytes."""
-
-    key: Path
-    crt: Path
-
-    @property
-    def key_pem(self) -> bytes:
-        return self.key.read_bytes()
-
-    @property
-    def cert_pem(self) -> bytes:
-        return self.crt.read_bytes()
-
-
-def openssl(*args: str | Path, stdin: bytes | None = None) -> bytes:
-    """Run the real openssl binary; its stdout, or the test fails with its stderr."""
-    proc = subprocess.run(["openssl", *map(str, args)], input=stdin, capture_output=True, check=False, timeout=120)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    return proc.stdout
-
-
-def make_signer(directory: Path, name: str, kind: str = "rsa") -> Signer:
-    """A self-signed signer certificate (RSA-2048 or ECDSA P-256), key mode 0600."""
-    directory.mkdir(parents=True, exist_ok=True)
-    key, crt = directory / f"{name}.key", directory / f"{name}.crt"
-    newkey = ["-newkey", "rsa:2048"] if kind == "rsa" else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
-    openssl("req", "-x509", *newkey, "-nodes", "-keyout", key, "-out", crt, "-subj", f"/CN={name}", "-days", "30")
-    key.chmod(0o600)
-    return Signer(key, crt)
-
-
-def make_leaf(directory: Path, name: str, ca: Signer) -> Signer:
-    """A certificate issued by ``ca`` with SKID/AKID, as a CA-run signing setup has."""
-    key, csr, crt, ext = (directory / f"{name}.{s}" for s in ("key", "csr", "crt", "ext"))
-    ext.write_text("subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\nbasicConstraints=CA:FALSE\n")
-    openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
-    openssl("x509", "-req", "-in", csr, "-CA", ca.crt, "-CAkey", ca.key, "-CAcreateserial", "-out", crt,
-            "-days", "30", "-extfile", ext)  # fmt: skip
-    key.chmod(0o600)
-    return Signer(key, crt)
+POLICY = policy_text("signed", "1.2.3", "op=EXECUTE boot_verified=TRUE action=DENY")
 
 
 @pytest.fixture(scope="module")

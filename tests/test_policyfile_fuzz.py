@@ -19,11 +19,12 @@ from iped.daemon.devkey import ensure_dev_key
 from iped.daemon.scan import load_policy_file
 from iped.pkcs7 import SignatureError, check_signature, parse_message, sign_policy, verify_policy
 from iped.policyfile import CheckedPolicy, PolicyProblem, SigningMaterial, check_policy
+from tests.helpers.policies import policy_text
 
 SCALE = 100 if os.environ.get("IPED_FUZZ_LONG") == "1" else 1
 FUZZ = settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-TEXT = b"policy_name=fuzz policy_version=1.2.3\nDEFAULT action=ALLOW\nop=EXECUTE boot_verified=TRUE action=DENY\n"
+TEXT = policy_text("fuzz", "1.2.3", "op=EXECUTE boot_verified=TRUE action=DENY")
 
 
 @pytest.fixture(scope="module")

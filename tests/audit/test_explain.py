@@ -6,6 +6,7 @@ from pathlib import Path
 
 from iped.audit.explain import PolicyIndex, explain_access, explain_file, explain_load
 from iped.audit.records import parse_access, parse_policy_load
+from tests.helpers.policies import policy_text
 
 GOLDEN = Path(__file__).parent / "golden"
 POLICY = (GOLDEN / "policy.pol").read_bytes()
@@ -27,7 +28,7 @@ def test_index_maps_every_rule_and_default() -> None:
 
 
 def test_first_of_identical_rules_wins() -> None:
-    text = b"policy_name=d policy_version=0.0.1\nDEFAULT action=ALLOW\nop=EXECUTE boot_verified=TRUE action=DENY\nop=EXECUTE boot_verified=TRUE action=DENY\n"  # noqa: E501
+    text = policy_text("d", "0.0.1", *["op=EXECUTE boot_verified=TRUE action=DENY"] * 2)
     loc = PolicyIndex.from_text(text, "d").locate("op=EXECUTE boot_verified=TRUE action=DENY")
     assert loc is not None and loc.line == 3
 

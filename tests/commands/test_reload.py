@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from tests.helpers.daemon import DaemonProc, Site, iped, start_daemon
-from tests.helpers.policies import policy_text
+from tests.helpers.policies import policy_text, unparsable
 
 
 def test_unchanged_ok_exits_0_for_nothing_to_change_and_after_a_change(daemon: DaemonProc) -> None:
@@ -24,7 +24,7 @@ def test_unchanged_ok_exits_0_for_nothing_to_change_and_after_a_change(daemon: D
 
 def test_unchanged_ok_still_fails_a_rejected_plan(daemon: DaemonProc) -> None:
     s = daemon.site
-    (s.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    (s.policies / "broken.pol").write_bytes(unparsable())
     r = iped("reload", "--unchanged-ok", "--socket", str(s.socket))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "broken.pol" in r.stdout + r.stderr

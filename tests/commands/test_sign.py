@@ -10,9 +10,10 @@ import pytest
 
 from iped.cli import main
 from iped.pkcs7 import verify_policy
-from tests.test_pkcs7 import Signer, make_signer, openssl
+from tests.helpers.certs import Signer, make_signer, openssl
+from tests.helpers.policies import policy_text
 
-GOOD = b"policy_name=tosign policy_version=2.0.0\nDEFAULT action=ALLOW\nop=KMODULE action=DENY\n"
+GOOD = policy_text("tosign", "2.0.0", "op=KMODULE action=DENY")
 
 
 @pytest.fixture(scope="module")

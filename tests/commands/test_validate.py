@@ -12,9 +12,10 @@ import pytest
 
 from iped.cli import main
 from iped.pkcs7 import sign_policy
-from tests.test_pkcs7 import Signer, make_signer, openssl
+from tests.helpers.certs import Signer, make_signer, openssl
+from tests.helpers.policies import policy_text
 
-GOOD = b"policy_name=good policy_version=1.0.2\nDEFAULT action=ALLOW\n"
+GOOD = policy_text("good", "1.0.2")
 BAD_PROPERTY = (
     b"policy_name=bad policy_version=1.0.0\nDEFAULT action=ALLOW\n\nop=EXECUTE boot_verified=maybe action=ALLOW\n"
 )
@@ -70,9 +71,9 @@ def test_invalid_policy_line_errno_token(tmp_path: Path, capsys: pytest.CaptureF
 @pytest.mark.parametrize(
     ("text", "errno_name", "line"),
     [
-        (b"policy_name=v policy_version=1.70000.0\nDEFAULT action=ALLOW\n", "ERANGE", 1),
-        (b"policy_name=v policy_version=1.x.0\nDEFAULT action=ALLOW\n", "EINVAL", 1),
-        (b"policy_name=v policy_version=1.0.0\nDEFAULT op=EXECUTE action=ALLOW\n", "EBADMSG", None),
+        (policy_text("v", "1.70000.0"), "ERANGE", 1),
+        (policy_text("v", "1.x.0"), "EINVAL", 1),
+        (policy_text("v", "1.0.0", default="DEFAULT op=EXECUTE action=ALLOW"), "EBADMSG", None),
         (b"", "EBADMSG", None),
     ],
     ids=["range", "inval", "missing-defaults", "empty"],

@@ -17,7 +17,7 @@ from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
 from iped.pkcs7 import sign_policy
 from iped.settings import PolicySettings, Settings
-from tests.helpers.policies import policy_text
+from tests.helpers.policies import policy_text, unparsable
 
 
 def reconciler(tmp_path: Path, keys: tuple[Path, Path], with_key: bool = True,
@@ -50,7 +50,7 @@ def test_scan_collects_located_errors(tmp_path: Path, dev_keys: tuple[Path, Path
     rec = reconciler(tmp_path, dev_keys)
     d = rec.settings.policies.dir
     (d / "a.pol").write_bytes(policy_text("a", "1.0.0"))
-    (d / "b.pol").write_bytes(b"policy_name=b policy_version=1.0\nDEFAULT action=ALLOW\n")
+    (d / "b.pol").write_bytes(policy_text("b", "1.0"))
     (d / "c.pol").write_bytes(policy_text("a", "2.0.0"))
     (d / "d.p7s").write_bytes(b"\x30\x03\x02\x01\x01")
     got = rec.scan()
@@ -148,7 +148,7 @@ def test_rolled_forward_overlay_precedence(tmp_path: Path, dev_keys: tuple[Path,
     (etc / "a.pol").write_bytes(policy_text("a", "1.1.0"))
     (rolled / "a.pol").write_bytes(policy_text("a", "1.1.1"))
     (rolled / "gone.pol").write_bytes(policy_text("gone", "2.0.0"))  # the drop-in dir no longer declares it
-    (etc / "b.pol").write_bytes(b"policy_name=b policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    (etc / "b.pol").write_bytes(unparsable("b"))
     (rolled / "b.pol").write_bytes(policy_text("b", "1.0.1"))  # its drop-in file is broken: kept, not in effect
     decl = rec.scan()
     a = decl.get("a")

@@ -24,7 +24,7 @@ from iped.daemon.dropin import writer_in_proc
 from iped.daemon.log import Reporter
 from iped.daemon.reconcile import PlanRecord, Reconciler
 from tests.helpers.daemon import RecordingReporter, Site, make_site, request, start_daemon, wait_for
-from tests.helpers.policies import policy_text
+from tests.helpers.policies import policy_text, unparsable
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_hard_link_to_a_non_policy_echoes_no_byte(site: Site, tmp_path: Path) ->
 
 
 def test_policy_errors_after_the_header_keep_their_token(site: Site) -> None:
-    (site.policies / "b.pol").write_bytes(b"policy_name=b policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    (site.policies / "b.pol").write_bytes(unparsable("b"))
     err = by_file(reconciler(site).reconcile("reload").errors)["b.pol"]
     assert err.line == 2 and "'action=ALOW'" in err.reason
 

@@ -76,7 +76,7 @@ def test_daemon_writes_its_state_after_every_reconcile(site: Site) -> None:
         assert len(dict(labels)["digest"]) == 64
         assert abs(got[("iped_last_reconcile_timestamp_seconds", ())] - time.time()) < 120
 
-        site.put("broken.pol", b"policy_name=broken policy_version=1.0.0\nDEFAULT action=MAYBE\n")
+        site.put("broken.pol", policy_text("broken", "1.0.0", default="DEFAULT action=MAYBE"))
         assert reload(site) == 1
         got = samples(state.read_text())
         assert got[("iped_in_sync", ())] == 0

@@ -9,6 +9,7 @@ from iped.daemon.actual import ActualState, LoadedPolicy
 from iped.daemon.declared import DeclaredPolicy, DeclaredState, DeclError, sha256
 from iped.daemon.plan import StepKind, make_plan
 from iped.emulator.policy_parser import Version
+from tests.helpers.policies import policy_text
 
 
 def v(s: str) -> Version:
@@ -17,7 +18,7 @@ def v(s: str) -> Version:
 
 
 def decl(name: str, ver: str, body: str = "") -> DeclaredPolicy:
-    text = f"policy_name={name} policy_version={ver}\nDEFAULT action=ALLOW\n{body}".encode()
+    text = policy_text(name, ver) + body.encode()
     return DeclaredPolicy(name, v(ver), text, b"blob:" + text, Path(f"/p/{name}.pol"), "CN=test")
 
 

@@ -16,6 +16,7 @@ from iped.emulator.eval import build_eval_ctx, evaluate_linear, property_evaluat
 from iped.emulator.policy_parser import Action, Op, parse_policy
 from iped.emulator.types import Hook, KernelConfig
 from tests.helpers.emulator import load, make_emulator
+from tests.helpers.policies import policy_text
 
 SHA = bytes(range(32))
 SHA_HEX = SHA.hex()
@@ -306,7 +307,7 @@ _config = st.builds(KernelConfig, st.booleans(), st.booleans(), st.booleans(), s
 def test_compiled_equals_linear(
     rules: list[str], default: str, events: list[tuple[Op | None, FileInfo | None]], config: KernelConfig
 ) -> None:
-    parsed = parse_policy("\n".join(["policy_name=h policy_version=0.0.0", default, *rules]).encode())
+    parsed = parse_policy(policy_text("h", "0.0.0", *rules, default=default))
     compiled = compile_policy(parsed, config)
     evaluators = property_evaluators(config)
     for op, f in events:

@@ -12,8 +12,9 @@ from iped.emulator.kstrtox import kstrtobool
 from iped.emulator.types import KernelConfig
 from tests.helpers.certs import sign
 from tests.helpers.emulator import load, make_emulator
+from tests.helpers.policies import policy_text
 
-BOOT = b"policy_name=boot policy_version=0.0.1\nDEFAULT action=ALLOW\n"
+BOOT = policy_text("boot")
 PER_POLICY = ["pkcs7", "policy", "name", "version", "active", "update", "delete"]
 
 
@@ -99,7 +100,7 @@ def test_broken_boot_policy_leaves_nothing_active() -> None:
 
 
 def test_boot_policy_with_unusable_name_removes_the_tree() -> None:
-    emu = Emulator(config=KernelConfig(boot_policy=b"policy_name=.. policy_version=0.0.0\nDEFAULT action=ALLOW\n"))
+    emu = Emulator(config=KernelConfig(boot_policy=policy_text("..", "0.0.0")))
     assert emu.securityfs_error is not None and emu.securityfs_error.errno == errno.EACCES
     assert _errno(emu.listdir, "") == errno.ENOENT
 
@@ -238,5 +239,5 @@ def test_recreated_policy_dir_lists_first_and_update_keeps_place() -> None:
     emu.write("policies/a/delete", b"1")
     load(emu, "a")
     assert emu.listdir("policies") == ["a", "c", "b"]
-    emu.write("policies/b/update", sign(b"policy_name=b policy_version=0.0.2\nDEFAULT action=ALLOW\n"))
+    emu.write("policies/b/update", sign(policy_text("b", "0.0.2")))
     assert emu.listdir("policies") == ["a", "c", "b"]

@@ -87,7 +87,7 @@ def test_der_certificate_is_accepted_as_anchor() -> None:
 
 def test_parse_errors_come_after_the_signature() -> None:
     emu = make_emulator()
-    bad = b"policy_name=x policy_version=99999.0.0\nDEFAULT action=ALLOW\n"
+    bad = policy_text("x", "99999.0.0")
     assert _errno_of(emu, sign(bad)) == errno.ERANGE
     assert _errno_of(emu, sign(bad, "untrusted-signer-generated")) == errno.ENOKEY
 

@@ -14,7 +14,7 @@ from tests.helpers.emulator import load, make_emulator
 from tests.helpers.policies import policy_text
 
 U = "auid=4294967295 ses=4294967295"
-BOOT = b"policy_name=boot policy_version=1.0.0\nDEFAULT action=ALLOW\n"
+BOOT = policy_text("boot", "1.0.0")
 EMPTY_SHA256 = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
 
 

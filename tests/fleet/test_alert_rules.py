@@ -83,7 +83,7 @@ def written_state(site: Site) -> tuple[str, str]:
     d = start_daemon(site)
     try:
         in_sync = wait_for(lambda: state.exists() and state.read_text(), what="the state textfile")
-        site.put("broken.pol", b"policy_name=broken policy_version=1.0.0\nDEFAULT action=MAYBE\n")
+        site.put("broken.pol", policy_text("broken", "1.0.0", default="DEFAULT action=MAYBE"))
         assert iped("reload", "--config", str(site.config)).returncode == 1
         rejected = state.read_text()
     finally:

@@ -21,7 +21,7 @@ from tests.helpers.ansible import BIN, IPED, ansible_env
 from tests.helpers.daemon import SLOW_DEBOUNCE_MS, DaemonProc, Site, iped
 from tests.helpers.iped_with_hooks import STATE_ENV
 from tests.helpers.paths import ROOT
-from tests.helpers.policies import policy_text
+from tests.helpers.policies import policy_text, unparsable
 
 #: the suite's JSON stdout callback (ansible-core has none)
 CALLBACKS = Path(__file__).with_name("callback_plugins")
@@ -209,7 +209,7 @@ def test_a_run_after_a_rejection_is_fixed_reports_in_sync(quiet_daemon: DaemonPr
     ipe_state (iped exit 9) and then failed its assert: the daemon still said in_sync false with a
     drift naming a file that was gone."""
     site = quiet_daemon.site
-    (site.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    (site.policies / "broken.pol").write_bytes(unparsable())
     assert iped("reload", "--socket", str(site.socket)).returncode == 1
     src = tmp_path / "base.pol"
     src.write_bytes((site.policies / "base.pol").read_bytes())

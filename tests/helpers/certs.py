@@ -2,13 +2,16 @@
 kernel's keyrings look at (CA or signer, code signing, key identifiers) chosen by its arguments.
 
 The lab's committed keys (tests/lab/keys.py), the emulator's signer and the tests' own CAs and
-leaves are all made here, so a certificate profile the kernel accepts is written once.
+leaves (:func:`make_signer`, :func:`make_leaf`) are all made here, so a certificate profile the
+kernel accepts is written once. The odd PKCS#7 containers stay ``openssl smime``'s (tests/test_pkcs7.py).
 """
 
 from __future__ import annotations
 
 import datetime
 import functools
+import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -117,3 +120,45 @@ def sign(text: bytes, name: str = "rsa-signer") -> bytes:
         .add_signer(cert, pkey, hashes.SHA256())  # type: ignore[arg-type]
         .sign(serialization.Encoding.DER, [pkcs7.PKCS7Options.NoAttributes, pkcs7.PKCS7Options.Binary])
     )
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A key pair on disk: ``key``/``crt`` paths and their PEM bytes."""
+
+    key: Path
+    crt: Path
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key.read_bytes()
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.crt.read_bytes()
+
+
+def make_signer(directory: Path, name: str, kind: str = "rsa") -> Signer:
+    """A self-signed certificate (RSA-2048 or ECDSA P-256) as ``openssl req -x509`` makes one:
+    CA:TRUE with a subject key identifier, so it may sign policies and issue leaves; key mode 0600."""
+    key = new_key(kind)
+    crt, key_path = write_pair(directory, name, certificate(key, common_name(name), ca=True, key_ids=True), key)
+    return Signer(key_path, crt)
+
+
+def make_leaf(directory: Path, name: str, ca: Signer) -> Signer:
+    """A certificate issued by ``ca`` with SKID/AKID, as a CA-run signing setup has."""
+    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem)
+    ca_key = serialization.load_pem_private_key(ca.key_pem, None)
+    assert isinstance(ca_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+    key = new_key("rsa")
+    cert = certificate(key, common_name(name), key_ids=True, issuer=(ca_cert, ca_key))
+    crt, key_path = write_pair(directory, name, cert, key)
+    return Signer(key_path, crt)
+
+
+def openssl(*args: str | Path, stdin: bytes | None = None) -> bytes:
+    """Run the real openssl binary; its stdout, or the test fails with its stderr."""
+    proc = subprocess.run(["openssl", *map(str, args)], input=stdin, capture_output=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    return proc.stdout

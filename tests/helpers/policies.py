@@ -15,3 +15,8 @@ def header(name: str = "p", version: str = "0.0.1") -> str:
 def policy_text(name: str = "p", version: str = "0.0.1", *rules: str, default: str = ALLOW) -> bytes:
     """A whole policy: header, ``default``, then ``rules``, one per line, ending in a newline."""
     return "\n".join([header(name, version), default, *rules, ""]).encode()
+
+
+def unparsable(name: str = "broken", version: str = "1.0.0") -> bytes:
+    """A policy the parser refuses (EBADMSG): its one rule misspells its action."""
+    return "\n".join([header(name, version), "op=EXECUTE action=ALOW", ""]).encode()

@@ -31,7 +31,7 @@ from iped.settings import AuditSource
 from tests.helpers.daemon import DaemonProc, Site, iped, start_daemon, wait_child, wait_for
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 from tests.helpers.paths import ROOT
-from tests.helpers.policies import policy_text
+from tests.helpers.policies import policy_text, unparsable
 
 UNIT = ROOT / "systemd" / "iped.service"
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a private mount namespace (unshare --mount) needs root")
@@ -57,7 +57,7 @@ def test_systemctl_reload_succeeds_on_applied_and_unchanged_fails_on_rejected(si
         site.put("extra.pol", policy_text("extra", "0.0.1"))
         r = exec_reload(site)
         assert (r.returncode, "applied" in r.stdout) == (0, True), r.stdout + r.stderr
-        (site.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+        (site.policies / "broken.pol").write_bytes(unparsable())
         r = exec_reload(site)
         assert r.returncode == 1, r.stdout + r.stderr
         assert "rejected" in r.stdout and "broken.pol" in r.stdout
@@ -262,7 +262,7 @@ def test_every_journal_entry_has_a_documented_message_id(site: Site, tmp_path: P
         site.put("base.pol", policy_text("base", "1.1.0", "op=KMODULE action=DENY"))
         assert iped("reload", "--socket", sock).returncode == 0
         assert iped("rollback", "--socket", sock).returncode == 0
-        (site.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+        (site.policies / "broken.pol").write_bytes(unparsable())
         assert iped("reload", "--socket", sock).returncode == 1
         (site.policies / "broken.pol").unlink()
         site.put("next.pol", policy_text("next", "2.0.0"))

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers.policies import policy_text
 from tests.lab.corpus.blobs import build_blob
 from tests.lab.corpus.cases import BlobSpec, Case, CorpusError, Step, load_cases
 from tests.lab.corpus.executor import run_cases
@@ -105,7 +106,7 @@ def test_loader_rejects(tmp_path: Path, body: str, message: str) -> None:
 
 
 def test_blob_transformations() -> None:
-    text = b"policy_name=t policy_version=0.0.0\nDEFAULT action=ALLOW\n"
+    text = policy_text("t", "0.0.0")
     der = build_blob(BlobSpec("a", ""), text)
     assert der[:1] == b"\x30" and text in der
     assert build_blob(BlobSpec("a", "", sign="none"), text) == text

@@ -17,7 +17,7 @@ import pytest
 
 from iped.pkcs7 import sign_policy
 from tests.helpers.daemon import DaemonProc, Site, iped, request, start_daemon, wait_child, wait_for
-from tests.helpers.policies import policy_text
+from tests.helpers.policies import policy_text, unparsable
 
 
 def loaded(st: dict[str, Any]) -> dict[str, tuple[str, bool]]:
@@ -46,7 +46,7 @@ def test_reload_exit_codes_applied_unchanged_rejected(quiet_daemon: DaemonProc) 
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(r.stdout)["outcome"] == "applied"
     assert "extra" in loaded(daemon.status())
-    (s.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    (s.policies / "broken.pol").write_bytes(unparsable())
     r = iped("reload", "--socket", str(s.socket), "--json")
     assert r.returncode == 1, r.stdout + r.stderr
     rec = json.loads(r.stdout)
@@ -189,7 +189,7 @@ def test_status_alone_reports_a_rejection_put_right(quiet_daemon: DaemonProc) ->
     """The same fix seen by ``iped status`` with no plan or reload in between."""
     daemon = quiet_daemon
     s = daemon.site
-    (s.policies / "broken.pol").write_bytes(b"policy_name=broken policy_version=1.0.0\nop=EXECUTE action=ALOW\n")
+    (s.policies / "broken.pol").write_bytes(unparsable())
     assert iped("reload", "--socket", str(s.socket)).returncode == 1
     (s.policies / "broken.pol").unlink()
     st = daemon.status()
@@ -540,7 +540,7 @@ def test_plan_and_rollback_refused_on_the_socket_say_so_instead_of_running_local
 
 
 def test_emulator_start_whose_declared_policy_is_rejected_exits_78_as_on_a_kernel(site: Site) -> None:
-    site.put("base.pol", b"policy_name=base policy_version=1.0.0\nDEFAULT action=MAYBE\n")
+    site.put("base.pol", policy_text("base", "1.0.0", default="DEFAULT action=MAYBE"))
     r = iped("daemon", "--config", str(site.config), timeout=30)  # never READY: it must end by itself
     assert r.returncode == 78, r.stderr
     assert re.search(r"FAILED: declared active policy 'base' not activated, rejected: .*base\.pol:2: EBADMSG",

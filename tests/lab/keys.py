@@ -22,14 +22,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
-from iped.daemon.devkey import self_signed_cert
+from tests.helpers.certs import certificate, common_name, new_key
 from tests.lab import cache_dir
 
 #: Committed key material (part of the checkout; see tests/lab/keys/README.md).
@@ -125,72 +123,26 @@ def generate(directory: Path) -> None:
     for signer in ALL_SIGNERS:
         if (directory / f"{signer.name}.crt").exists() and (directory / f"{signer.name}.key").exists():
             continue
-        key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-        if signer is EC_SIGNER:
-            key = ec.generate_private_key(ec.SECP256R1())
-        else:
-            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, TEST_ORG),
-            x509.NameAttribute(NameOID.COMMON_NAME, signer.common_name),
-        ])
+        key = new_key("ec" if signer is EC_SIGNER else "rsa")
+        name = common_name(signer.common_name, organization=TEST_ORG)
         not_before = datetime.datetime(2025, 1, 1, tzinfo=datetime.UTC)
         not_after = not_before.replace(year=2125)
         if signer.ca:
-            cert = _ca_cert(key, name, not_before, not_after)
+            # self-signed CA: CA:TRUE (pathlen 0), keyCertSign, a subject key identifier
+            cert = certificate(key, name, ca=True, key_ids=True, not_before=not_before, not_after=not_after)
         elif signer.issuer is not None:
             issuer = next(s for s in ALL_SIGNERS if s.name == signer.issuer)
             issuer_cert = x509.load_pem_x509_certificate((directory / f"{issuer.name}.crt").read_bytes())
             issuer_key = serialization.load_pem_private_key((directory / f"{issuer.name}.key").read_bytes(), None)
-            cert = _issued_cert(key, name, not_before, not_after, issuer_cert=issuer_cert, issuer_key=issuer_key)
+            assert isinstance(issuer_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey)
+            # a policy signer issued by the CA; its authority key identifier is how the kernel finds the CA
+            cert = certificate(key, name, code_signing=True, key_ids=True, issuer=(issuer_cert, issuer_key),
+                               not_before=not_before, not_after=not_after)
         else:
-            cert = self_signed_cert(key, name, not_before, not_after, code_signing=True)
+            # a self-signed policy signer: the profile of iped's own dev key (iped.daemon.devkey)
+            cert = certificate(key, name, code_signing=True, key_ids=True, not_before=not_before, not_after=not_after)
         (directory / f"{signer.name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         key_path = directory / f"{signer.name}.key"
         key_path.write_bytes(key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
         key_path.chmod(0o600)
-
-
-def _ca_cert(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, name: x509.Name,
-             not_before: datetime.datetime, not_after: datetime.datetime) -> x509.Certificate:
-    """Self-signed CA: CA:TRUE (pathlen 0), keyCertSign, a subject key identifier."""
-    from cryptography.hazmat.primitives import hashes
-
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-
-
-def _issued_cert(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, name: x509.Name,
-                 not_before: datetime.datetime, not_after: datetime.datetime, *,
-                 issuer_cert: x509.Certificate, issuer_key: Any) -> x509.Certificate:
-    """End-entity policy signer issued by a CA: the self-signed profile plus an authority key
-    identifier (keyid only) naming the CA, which is how the kernel finds the CA in its keyring."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import ExtendedKeyUsageOID
-
-    ca_skid = issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name).issuer_name(issuer_cert.subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_skid), critical=False)
-        .sign(issuer_key, hashes.SHA256())
-    )

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers.policies import policy_text
+
 #: what an emulator daemon without signing material, started outside systemd, must not load
 #: (pyudev is the loop's dm monitor, which every backend keeps)
 NOT_NEEDED = ("pydantic", "pydantic_core", "cryptography", "asn1crypto", "systemd.journal")
@@ -34,7 +36,7 @@ def start(tmp_path: Path, config: str) -> dict[str, object]:
     """``iped daemon``'s way to READY=1 (settings, reconciler, loop setup, the startup reconcile),
     in a fresh interpreter: which modules it loaded."""
     (tmp_path / "p").mkdir(exist_ok=True)
-    (tmp_path / "p" / "base.pol").write_text("policy_name=base policy_version=0.0.1\nDEFAULT action=ALLOW\n")
+    (tmp_path / "p" / "base.pol").write_bytes(policy_text("base"))
     (tmp_path / "iped.toml").write_text(config)
     env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")}
     out = subprocess.run([sys.executable, "-c", START, str(tmp_path / "iped.toml")], env=env, check=True,

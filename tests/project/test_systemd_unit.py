@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.paths import ROOT
+from tests.helpers.policies import policy_text
 
 UNIT = ROOT / "systemd" / "iped.service"
 
@@ -85,7 +86,7 @@ def test_daemon_code_runs_without_writable_executable_memory(tmp_path: Path, dev
     """PR_SET_MDWE(PR_MDWE_REFUSE_EXEC_GAIN) is what MemoryDenyWriteExecute= asks of the kernel."""
     pol = tmp_path / "p"
     pol.mkdir()
-    (pol / "a.pol").write_text("policy_name=a policy_version=1.0.0\nDEFAULT action=ALLOW\n")
+    (pol / "a.pol").write_bytes(policy_text("a", "1.0.0"))
     cfg = tmp_path / "iped.toml"
     cfg.write_text(f'[policies]\ndir = "p"\nactive = "a"\nsigning_key = "{dev_keys[0]}"\n'
                    f'signing_cert = "{dev_keys[1]}"\n[daemon]\nbackend = "emulator"\nstate_dir = "s"\n')

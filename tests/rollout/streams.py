@@ -15,6 +15,7 @@ from iped.audit.records import AUDIT_EOE, AUDIT_IPE_ACCESS, AUDIT_SYSCALL, RawRe
 from iped.rollout import engine
 from iped.rollout.policies import starter_policy
 from iped.rollout.shadow import Process, syscall_body
+from tests.helpers.policies import policy_text
 
 ROOTHASH = "a1" * 32
 DIGEST = "b2" * 32
@@ -66,7 +67,7 @@ op=EXECUTE fsverity_digest=sha256:"""
 """
 )
 
-ALLOW_ALL = b"policy_name=site policy_version=1.0.0\nDEFAULT action=ALLOW\n"
+ALLOW_ALL = policy_text("site", "1.0.0")
 
 
 def write_facts(directory: Path) -> Path:

@@ -17,11 +17,11 @@ from iped.audit.files import iter_file
 from iped.cli import main
 from iped.rollout.fleet import hosts_in
 from tests.audit.test_journal import JOURNAL_REMOTE, _export
+from tests.helpers.policies import policy_text
 from tests.rollout.streams import DENIED_DIGEST, write_facts, write_period
 
 #: every access allowed but the one fs-verity digest the site denies (/opt/app/evil)
-POLICY = (b"policy_name=site policy_version=1.0.0\nDEFAULT action=ALLOW\n"
-          b"op=EXECUTE fsverity_digest=sha256:" + DENIED_DIGEST.encode() + b" action=DENY\n")
+POLICY = policy_text("site", "1.0.0", f"op=EXECUTE fsverity_digest=sha256:{DENIED_DIGEST} action=DENY")
 
 
 def receive(collection: Path, host: str, log: Path) -> Path:

@@ -22,9 +22,10 @@ from iped.rollout.fanotify import FAN_OPEN_EXEC, FAN_OPEN_EXEC_PERM, Fanotify, F
 from iped.rollout.observe import observe
 from iped.rollout.shadow import Shadow, ShadowLog
 from iped.rollout.survey import survey
+from tests.helpers.policies import policy_text
 
-DENY_TMPFS = b"policy_name=s policy_version=0.0.1\nDEFAULT action=ALLOW\nop=EXECUTE boot_verified=FALSE action=DENY\n"
-ALLOW_ALL = b"policy_name=s policy_version=0.0.1\nDEFAULT action=ALLOW\n"
+DENY_TMPFS = policy_text("s", "0.0.1", "op=EXECUTE boot_verified=FALSE action=DENY")
+ALLOW_ALL = policy_text("s", "0.0.1")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from iped.rollout.observe import observe
 from iped.rollout.policies import next_version, starter_policy
 from iped.rollout.suggest import Suggestion, insertion_line, suggest
 from iped.rollout.survey import survey
+from tests.helpers.policies import policy_text
 from tests.rollout.streams import BASE, CAT_DIGEST, DIGEST, ROOTHASH, write_facts, write_period
 
 
@@ -73,7 +74,7 @@ def test_survey_of_the_suggestion_leaves_only_the_flagged(tmp_path: Path) -> Non
 
 
 def test_nothing_to_suggest_keeps_the_base(tmp_path: Path) -> None:
-    allow = b"policy_name=a policy_version=1.0.0\nDEFAULT action=ALLOW\n"
+    allow = policy_text("a", "1.0.0")
     result = _suggest(tmp_path, allow)
     assert result.text == allow and result.complete and not result.rules
 

@@ -11,6 +11,7 @@ from iped.cli import main
 from iped.rollout.facts import FactsResolver, load_facts
 from iped.rollout.observe import observe
 from iped.rollout.survey import survey
+from tests.helpers.policies import policy_text
 from tests.rollout.streams import ALLOW_ALL, BASE, DENIED_DIGEST, write_facts, write_period
 
 
@@ -50,8 +51,8 @@ def test_survey_go_when_the_policy_allows_everything_that_ran(tmp_path: Path) ->
 
 
 #: a policy whose decision for EXECUTE depends on the file's properties (KMODULE's does not)
-BY_PROPERTY = (b"policy_name=site policy_version=1.0.0\nDEFAULT action=ALLOW\nDEFAULT op=EXECUTE action=DENY\n"
-               b"op=EXECUTE boot_verified=TRUE action=ALLOW\n")  # fmt: skip
+BY_PROPERTY = policy_text("site", "1.0.0", "DEFAULT op=EXECUTE action=DENY",
+                          "op=EXECUTE boot_verified=TRUE action=ALLOW")
 
 
 def test_a_file_that_cannot_be_resolved_is_unknown_and_counts_against_go(tmp_path: Path) -> None:
