@@ -10,49 +10,21 @@ export (with the trusted fields journald-audit.c writes: ``_TRANSPORT=audit``,
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from iped.audit.files import iter_file
 from iped.audit.journal import CURSOR_FILE, JournalSource
-from iped.audit.records import TYPE_NAMES, RawRecord
+from iped.audit.records import RawRecord
+from tests.helpers.journal import BOOT_ID, JOURNAL_REMOTE, export, write_journal
+from tests.helpers.paths import AUDIT_GOLDEN
 
-GOLDEN_LOG = Path(__file__).parent / "golden" / "doc-examples.log"
-JOURNAL_REMOTE = next((p for p in (Path("/lib/systemd/systemd-journal-remote"),
-                                   Path("/usr/lib/systemd/systemd-journal-remote")) if p.exists()), None)  # fmt: skip
-BOOT_ID = "0123456789abcdef0123456789abcdef"
+GOLDEN_LOG = AUDIT_GOLDEN / "doc-examples.log"
 IPE_TYPES = {1420, 1421, 1422, 1404}
 
 if JOURNAL_REMOTE is None:  # packaging/dev.sh installs it
     pytest.fail("systemd-journal-remote is not installed: run packaging/dev.sh setup", pytrace=False)
-
-
-def _export(records: list[RawRecord], first: int, *, numeric_names: bool = False) -> str:
-    """A journal export stream with one entry per record, as journald-audit.c stores them, and a
-    kernel-transport entry between every two (which the source must not match)."""
-    out = []
-    for n, rec in enumerate(records, first):
-        # (older systemd names types it does not know AUDIT1420)
-        name = f"AUDIT{rec.type}" if numeric_names else TYPE_NAMES.get(rec.type, f"AUDIT{rec.type}")
-        usec = rec.sec * 1_000_000 + rec.msec * 1000
-        out.append(
-            f"__REALTIME_TIMESTAMP={usec + 17}\n__MONOTONIC_TIMESTAMP={n * 1000}\n_BOOT_ID={BOOT_ID}\n"
-            f"_TRANSPORT=audit\n_AUDIT_TYPE={rec.type}\n_AUDIT_ID={rec.serial}\n"
-            f"_SOURCE_REALTIME_TIMESTAMP={usec}\nMESSAGE={name} {rec.body}\n\n"
-            f"__REALTIME_TIMESTAMP={usec + 18}\n__MONOTONIC_TIMESTAMP={n * 1000 + 1}\n_BOOT_ID={BOOT_ID}\n"
-            f"_TRANSPORT=kernel\nMESSAGE=audit: type={rec.type} noise\n\n"
-        )
-    return "".join(out)
-
-
-def _write_journal(directory: Path, name: str, export: str) -> None:
-    assert JOURNAL_REMOTE is not None
-    src = directory.parent / f"{name}.export"
-    src.write_text(export)
-    subprocess.run([str(JOURNAL_REMOTE), f"--output={directory / name}", str(src)],
-                   check=True, capture_output=True, timeout=120)  # fmt: skip
 
 
 @pytest.fixture
@@ -67,7 +39,7 @@ def test_reads_ipe_records_and_resumes_from_its_cursor(tmp_path: Path, records: 
     journal, state = tmp_path / "journal", tmp_path / "state"
     journal.mkdir()
     first, later = records[:-4], records[-4:]
-    _write_journal(journal, "a.journal", _export(first, 1))
+    write_journal(journal, "a.journal", export(first, 1))
 
     source = JournalSource(state, since=0.0, path=str(journal))
     got = source.read()
@@ -84,7 +56,7 @@ def test_reads_ipe_records_and_resumes_from_its_cursor(tmp_path: Path, records: 
     again.close()
 
     # records that arrived meanwhile (another journal file, numeric type names), read once
-    _write_journal(journal, "b.journal", _export(later, 1000, numeric_names=True))
+    write_journal(journal, "b.journal", export(later, 1000, numeric_names=True))
     resumed = JournalSource(state, path=str(journal))
     assert resumed.read() == [r for r in later if r.type in IPE_TYPES]
     assert resumed.read() == []
@@ -94,7 +66,7 @@ def test_reads_ipe_records_and_resumes_from_its_cursor(tmp_path: Path, records: 
 def test_without_a_cursor_starts_at_since_or_at_the_end(tmp_path: Path, records: list[RawRecord]) -> None:
     journal = tmp_path / "journal"
     journal.mkdir()
-    _write_journal(journal, "a.journal", _export(records, 1))
+    write_journal(journal, "a.journal", export(records, 1))
     ipe = [r for r in records if r.type in IPE_TYPES]
     cut = ipe[len(ipe) // 2]
 
@@ -115,7 +87,7 @@ def test_unreadable_entries_are_counted(tmp_path: Path, records: list[RawRecord]
         f"__REALTIME_TIMESTAMP=1700000000000017\n__MONOTONIC_TIMESTAMP=999999\n_BOOT_ID={BOOT_ID}\n"
         "_TRANSPORT=audit\n_AUDIT_TYPE=1420\nMESSAGE=IPE_ACCESS ipe_op=EXECUTE no audit id\n\n"
     )
-    _write_journal(journal, "a.journal", _export(records[:3], 1) + broken)
+    write_journal(journal, "a.journal", export(records[:3], 1) + broken)
     src = JournalSource(None, since=0, path=str(journal))
     try:
         assert len(src.read()) == len([r for r in records[:3] if r.type in IPE_TYPES])

@@ -15,30 +15,9 @@ from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon, SettingsLoader
 from iped.daemon.notify import Notifier
 from iped.settings import AuditSource, Settings
+from tests.helpers.backends import PosingAsKernel
 from tests.helpers.daemon import Site
 from tests.helpers.policies import policy_text
-
-
-class CountingBackend:
-    """The emulator backend, posing as the kernel, counting every securityfs read."""
-
-    kind = "kernel"
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.reason = "counting wrapper around the emulator"
-        self.listings = 0
-
-    def read(self, path: str) -> bytes:
-        return self.inner.read(path)
-
-    def write(self, path: str, data: bytes) -> int:
-        return self.inner.write(path, data)
-
-    def listdir(self, path: str) -> list[str]:
-        if path == "policies":
-            self.listings += 1
-        return self.inner.listdir(path)
 
 
 def make_daemon(settings: Settings, backend: Backend | None = None,
@@ -94,7 +73,7 @@ def test_changing_policies_dir_moves_the_watch(site: Site, daemon_of: list[Daemo
 
 def test_one_securityfs_snapshot_per_reconcile(site: Site, daemon_of: list[Daemon]) -> None:
     settings = load_settings(site.config)
-    backend = CountingBackend(runtime.make_backend(settings))
+    backend = PosingAsKernel(runtime.make_backend(settings))
     d = make_daemon(settings, backend)
     daemon_of.append(d)
     record = d.reload("test", record_unchanged=True).as_dict()

@@ -29,13 +29,13 @@ from iped.daemon.log import NullReporter
 from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
 from iped.pkcs7 import sign_policy
-from tests.daemon.test_loop import CountingBackend
+from tests.helpers.backends import PosingAsKernel
 from tests.helpers.daemon import Site, notifications, request, wait_for
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 from tests.helpers.policies import policy_text
 
 
-class RecordingBackend(CountingBackend):
+class RecordingBackend(PosingAsKernel):
     """Posing as the kernel, and keeping every write (path, data) in order."""
 
     def __init__(self, inner: Backend) -> None:
@@ -63,7 +63,7 @@ def test_no_ready_while_the_kernel_refuses_the_declared_policy(
     emulator = runtime.make_backend(settings)
     assert isinstance(emulator, EmulatorBackend)
     # the kernel refuses the first load of the declared active policy: a signer it does not trust
-    kernel = CountingBackend(FaultyEmulatorBackend(emulator.emulator, "scripted", Fault("new_policy", 1, errno.ENOKEY)))
+    kernel = PosingAsKernel(FaultyEmulatorBackend(emulator.emulator, "scripted", Fault("new_policy", 1, errno.ENOKEY)))
     d = Daemon(runtime.make_reconciler(settings, NullReporter(), kernel), notifier, NullReporter())
     try:
         assert d.reload("startup", record_unchanged=True).outcome == "failed"
@@ -94,7 +94,7 @@ def test_no_ready_while_another_policy_is_active(
     other = sign_policy(policy_text("other", "1.0.0"), site.key.read_bytes(), site.cert.read_bytes())
     emulator.emulator.write("new_policy", other)
     emulator.emulator.write("policies/other/active", b"1")
-    kernel = CountingBackend(FaultyEmulatorBackend(emulator.emulator, "scripted", Fault("new_policy", 1, errno.ENOKEY)))
+    kernel = PosingAsKernel(FaultyEmulatorBackend(emulator.emulator, "scripted", Fault("new_policy", 1, errno.ENOKEY)))
     d = Daemon(runtime.make_reconciler(settings, NullReporter(), kernel), notifier, NullReporter())
     try:
         assert d.reload("startup", record_unchanged=True).outcome == "failed"

@@ -32,11 +32,11 @@ from iped.daemon.loop import Daemon
 from iped.daemon.metrics import state_textfile
 from iped.daemon.notify import Notifier
 from iped.settings import AuditSource
+from tests.helpers.backends import PosingAsKernel
 from tests.helpers.daemon import SLOW_DEBOUNCE_MS, Site, iped, start_daemon, wait_child, wait_for
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
-from tests.helpers.paths import ROOT
+from tests.helpers.paths import AUDIT_GOLDEN, ROOT
 from tests.helpers.policies import policy_text
-from tests.integration.test_as_deployed import PosingAsKernel
 
 RULES = ROOT / "prometheus" / "iped-alerts.rules.yml"
 PROMTOOL = shutil.which("promtool")
@@ -148,12 +148,13 @@ def written_denials(tmp: Path) -> str:
     the golden log, which holds enforcing denials."""
     from iped.audit.files import iter_file
     from iped.audit.follow import Follower
-    from tests.audit.test_journal import GOLDEN_LOG, _export, _write_journal
+    from tests.helpers.journal import export, write_journal
 
     journal = tmp / "journal"
     journal.mkdir()
-    records = sorted((r for r in iter_file(GOLDEN_LOG) if r.body), key=lambda r: (r.sec, r.msec, r.serial))
-    _write_journal(journal, "a.journal", _export(records, 1))
+    golden = iter_file(AUDIT_GOLDEN / "doc-examples.log")
+    records = sorted((r for r in golden if r.body), key=lambda r: (r.sec, r.msec, r.serial))
+    write_journal(journal, "a.journal", export(records, 1))
     textfile = tmp / "collector-audit" / "iped.prom"
     textfile.parent.mkdir()
     follower = Follower(JournalDir(journal), textfile=textfile, group_timeout=0.0)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from iped.backend import Backend, EmulatorBackend
+from iped.backend import EmulatorBackend
 from iped.config import load_settings
 from iped.daemon import runtime
 from iped.daemon.actual import read_actual
@@ -28,6 +28,7 @@ from iped.daemon.loop import EXIT_START_REFUSED, Daemon
 from iped.daemon.notify import Notifier
 from iped.pkcs7 import sign_policy
 from iped.settings import AuditSource
+from tests.helpers.backends import PosingAsKernel
 from tests.helpers.daemon import DaemonProc, Site, iped, start_daemon, wait_child, wait_for
 from tests.helpers.iped_with_hooks import Fault, FaultyEmulatorBackend
 from tests.helpers.paths import ROOT
@@ -77,26 +78,6 @@ def test_systemctl_reload_after_inotify_applied_the_change(daemon: DaemonProc) -
     r = exec_reload(s)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(iped("reload", "--socket", str(s.socket), "--json").stdout)["outcome"] == "unchanged"
-
-
-class PosingAsKernel:
-    """The emulator backend with kind "kernel": the deployed case, where no emulator shortcut
-    (the emulator enforces nothing) can make readiness look right."""
-
-    kind = "kernel"
-
-    def __init__(self, inner: Backend) -> None:
-        self.inner = inner
-        self.reason = "the emulator posing as the kernel"
-
-    def read(self, path: str) -> bytes:
-        return self.inner.read(path)
-
-    def write(self, path: str, data: bytes) -> int:
-        return self.inner.write(path, data)
-
-    def listdir(self, path: str) -> list[str]:
-        return self.inner.listdir(path)
 
 
 def notify_socket(path: Path) -> socket.socket:

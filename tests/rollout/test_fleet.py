@@ -16,7 +16,7 @@ import pytest
 from iped.audit.files import iter_file
 from iped.cli import main
 from iped.rollout.fleet import hosts_in
-from tests.audit.test_journal import JOURNAL_REMOTE, _export
+from tests.helpers.journal import JOURNAL_REMOTE, export
 from tests.helpers.policies import policy_text
 from tests.rollout.streams import DENIED_DIGEST, write_facts, write_period
 
@@ -29,7 +29,7 @@ def receive(collection: Path, host: str, log: Path) -> Path:
     assert JOURNAL_REMOTE is not None
     records = [r for r in iter_file(log) if r.body]
     out = collection / f"remote-{host}.journal"
-    subprocess.run([str(JOURNAL_REMOTE), f"--output={out}", "-"], input=_export(records, 1).encode(),
+    subprocess.run([str(JOURNAL_REMOTE), f"--output={out}", "-"], input=export(records, 1).encode(),
                    check=True, capture_output=True, timeout=60)
     return out
 
