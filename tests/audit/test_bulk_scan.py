@@ -21,9 +21,7 @@ from iped.audit import bulk
 from iped.audit.group import Event
 from iped.audit.records import IpeAccess, Proctitle, RawRecord, Syscall, parse_proctitle, parse_syscall
 from iped.audit.records import _parse_access_re as parse_access  # (parse_access itself tries the C helper first)
-
-from .test_bulk import SYSCALL, messy_lines
-from .test_records_kernel import _bodies as kernel_bodies
+from tests.helpers.records import SYSCALL, kernel_bodies, messy_lines
 
 try:
     from iped.audit import _scan

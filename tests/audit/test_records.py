@@ -23,6 +23,7 @@ from iped.audit.records import (
     parse_unproven_line,
     type_number,
 )
+from tests.helpers.records import kernel_bodies
 
 ADMIN_GUIDE_1420 = (
     'ipe_op=EXECUTE ipe_hook=MMAP enforcing=1 pid=2241 comm="ld-linux.so" path="/deny/lib/libc.so.6" '
@@ -183,9 +184,7 @@ def test_c_access_parser_matches_python_on_kernel_bodies() -> None:
     from iped.audit import _scan
     from iped.audit.records import IpeAccess, _parse_access_re
 
-    from .test_records_kernel import _bodies
-
-    bodies = sorted({body for _, rtype, body in _bodies() if rtype == 1420})
+    bodies = sorted({body for _, rtype, body in kernel_bodies() if rtype == 1420})
     odd = [b.replace('comm="', 'comm="x') for b in bodies[:5]] + [b.replace("pid=", "pid=+") for b in bodies[:5]]
     typed = 0
     for body in (

@@ -8,12 +8,6 @@ back unchanged. A parser that drops, mangles or mis-decodes a field fails here o
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from iped.audit.records import (
@@ -27,34 +21,9 @@ from iped.audit.records import (
     parse_policy_load,
 )
 from iped.emulator.audit import audit_untrusted
+from tests.helpers.records import kernel_bodies
 
-TRUTH = Path(__file__).resolve().parents[1] / "corpus" / "truth"
 UNSET = 4294967295
-_PLACEHOLDER = re.compile(r"\{(pid|ino|sha256:[^}]*|blob:[^}]*|fact:[^}]*)\}")
-
-
-def _concrete(body: str) -> str:
-    def value(m: re.Match[str]) -> str:
-        kind, _, label = m.group(1).partition(":")
-        if kind in ("pid", "ino"):
-            return "4242" if kind == "pid" else "17"
-        return hashlib.sha256(label.encode()).hexdigest().upper()
-
-    return _PLACEHOLDER.sub(value, body)
-
-
-def _bodies() -> Iterator[tuple[str, int, str]]:
-    for truth in sorted(TRUTH.glob("*.json")):
-        doc = json.loads(truth.read_text())
-        for case_id, case in doc.items():
-            if case_id.startswith("_"):
-                continue
-            for step in case["steps"]:
-                for rec in step.get("audit", []):
-                    rtype, _, body = rec.partition(" ")
-                    yield f"{truth.stem}:{case_id}", int(rtype), _concrete(body)
-
-
 def _id(n: int | None) -> int:
     return UNSET if n is None else n
 
@@ -96,7 +65,7 @@ def render_mac_status(r: IpeMacStatus) -> str:
             f"ses={_id(r.ses)} enabled=1 old-enabled=1 lsm=ipe res={r.res}")
 
 
-BODIES = list(_bodies())
+BODIES = list(kernel_bodies())
 
 
 def test_truth_has_every_record_kind_from_both_kernels() -> None:

@@ -24,9 +24,7 @@ from iped.audit.group import Event, Grouper
 from iped.audit.records import RawRecord
 from iped.audit.render import JsonLines, event_objects, json_line, stamp_texts
 from iped.emulator.audit import audit_untrusted
-
-from .test_bulk import SYSCALL, messy_lines
-from .test_records_kernel import _bodies as kernel_bodies
+from tests.helpers.records import SYSCALL, kernel_bodies, messy_lines
 
 GOLDEN = Path(__file__).parent / "golden"
 POLICY = GOLDEN / "policy.pol"
