@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench_daemon import start_daemon  # noqa: E402 (benchmarks/ is the script's directory)
 
-from tests.daemon.test_control_abuse import clients  # noqa: E402
+from tests.helpers.daemon import clients  # noqa: E402
 
 
 def status_ms(sock: Path) -> float:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.commands.test_audit import POLICY, cli
+from iped.cli import main as cli
+from tests.helpers.paths import AUDIT_GOLDEN
+
+POLICY = str(AUDIT_GOLDEN / "policy.pol")
 
 #: "x<ESC>[2Jy" and "/tmp/<ESC>]0;pwned<BEL>": the kernel prints such untrusted strings as hex
 COMM = b"x\x1b[2Jy".hex().upper()

@@ -13,10 +13,9 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-from tests.helpers.daemon import Daemon, Site, spawn_daemon
+from tests.helpers.daemon import Daemon, Site, clients, spawn_daemon
 
 #: a reply slower than this means the loop was stalled (the old blocking send: 5 s per client)
 LIVENESS_S = 4.0
@@ -42,26 +41,6 @@ def status_within(sock: Path, seconds: float = LIVENESS_S) -> dict[str, object]:
     reply: dict[str, object] = json.loads(buf)
     assert reply["ok"], reply
     return reply
-
-
-@contextlib.contextmanager
-def clients(sock: Path, count: int) -> Iterator[list[socket.socket]]:
-    """``count`` connections (fewer if the daemon's queue is full), closed on exit."""
-    conns: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.setblocking(False)
-            try:
-                s.connect(os.fspath(sock))
-            except BlockingIOError:
-                s.close()
-                continue
-            conns.append(s)
-        yield conns
-    finally:
-        for s in conns:
-            s.close()
 
 
 def test_clients_that_never_read_do_not_stall_the_daemon(abused: Daemon) -> None:

@@ -5,16 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.helpers.ansible import ANSIBLE_PYTHON, COLLECTION, require_ok, run_ansible
+from tests.helpers.ansible import ANSIBLE_PYTHON, COLLECTION, SANITY_TESTS, require_ok, run_ansible
 
-#: the default set of ansible-core 2.19 for a collection: a test dropped from (or added to) ansible-test's
-#: default set shows here first. docs/fleet.md lists the same set.
-SANITY_TESTS = (
-    "action-plugin-docs", "ansible-doc", "changelog", "compile", "empty-init", "ignores", "import", "line-endings",
-    "no-assert", "no-get-exception", "no-illegal-filenames", "no-smart-quotes", "pep8", "pslint", "pylint",
-    "replace-urlopen", "runtime-metadata", "shebang", "shellcheck", "symlinks", "use-argspec-type-path",
-    "use-compat-six", "validate-modules", "yamllint",
-)
 #: a cold cache installs pylint, yamllint, voluptuous, ... into a virtualenv per test
 SANITY_TIMEOUT = 1200
 

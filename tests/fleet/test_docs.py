@@ -13,8 +13,7 @@ from iped.audit.counters import AuditCounters
 from iped.audit.counters import prometheus_text as audit_text
 from iped.daemon.metrics import StateMetrics
 from iped.daemon.metrics import prometheus_text as state_text
-from tests.fleet.test_collection import SANITY_TESTS
-from tests.helpers.ansible import COLLECTION
+from tests.helpers.ansible import COLLECTION, SANITY_TESTS
 from tests.helpers.paths import ROOT
 
 DOC = (ROOT / "docs" / "fleet.md").read_text()

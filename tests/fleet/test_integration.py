@@ -6,18 +6,10 @@ import re
 import sys
 from pathlib import Path
 
-from iped.pkcs7 import sign_policy
 from tests.helpers.ansible import COLLECTION, IPED, require_ok, run_ansible
-from tests.helpers.daemon import SLOW_DEBOUNCE_MS, DaemonProc, Site
+from tests.helpers.daemon import SLOW_DEBOUNCE_MS, DaemonProc, Site, tampered_signature
 from tests.helpers.paths import ROOT
 from tests.helpers.policies import policy_text
-
-
-def tampered_signature(site: Site) -> bytes:
-    """A signed policy whose signature no longer matches (its last byte, inside the signature, flipped)."""
-    blob = bytearray(sign_policy(policy_text("tampered", "1.0.0"), site.key.read_bytes(), site.cert.read_bytes()))
-    blob[-1] ^= 0xFF
-    return bytes(blob)
 
 
 def test_ipe_state_target(quiet_daemon: DaemonProc, home: Path, tmp_path: Path) -> None:

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from iped.pkcs7 import sign_policy
-from tests.fleet.test_integration import tampered_signature
 from tests.helpers.ansible import IPED
-from tests.helpers.daemon import DaemonProc
+from tests.helpers.daemon import DaemonProc, tampered_signature
 from tests.helpers.policies import policy_text
 
 PUPPET = shutil.which("puppet")

@@ -74,3 +74,13 @@ def seed_pip_bootstrap(cache: Path) -> Path:
     script = cache / f"get_pip_{version.replace('.', '_')}.py"
     shutil.copyfile(GET_PIP, script)
     return script
+
+
+#: the default set of ansible-core 2.19 for a collection: a test dropped from (or added to) ansible-test's
+#: default set shows here first. docs/fleet.md lists the same set.
+SANITY_TESTS = (
+    "action-plugin-docs", "ansible-doc", "changelog", "compile", "empty-init", "ignores", "import", "line-endings",
+    "no-assert", "no-get-exception", "no-illegal-filenames", "no-smart-quotes", "pep8", "pslint", "pylint",
+    "replace-urlopen", "runtime-metadata", "shebang", "shellcheck", "symlinks", "use-argspec-type-path",
+    "use-compat-six", "validate-modules", "yamllint",
+)

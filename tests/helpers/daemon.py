@@ -5,6 +5,7 @@ The fixtures built on these (``site``, ``daemon``, ``quiet_daemon``, ``abused``)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,32 @@ def spawn_daemon(site: Site, nofile: int | None = None) -> Daemon:
     with open(log, "wb") as out:
         d = start_daemon(site, stderr=out, preexec=limit)
     return Daemon(site, d.proc, log)
+
+
+def tampered_signature(site: Site) -> bytes:
+    """A signed policy whose signature no longer matches (its last byte, inside the signature, flipped)."""
+    from iped.pkcs7 import sign_policy  # the crypto stack only for the tests that sign
+
+    blob = bytearray(sign_policy(policy_text("tampered", "1.0.0"), site.key.read_bytes(), site.cert.read_bytes()))
+    blob[-1] ^= 0xFF
+    return bytes(blob)
+
+
+@contextlib.contextmanager
+def clients(sock: Path, count: int) -> Iterator[list[socket.socket]]:
+    """``count`` connections (fewer if the daemon's queue is full), closed on exit."""
+    conns: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            try:
+                s.connect(os.fspath(sock))
+            except BlockingIOError:
+                s.close()
+                continue
+            conns.append(s)
+        yield conns
+    finally:
+        for s in conns:
+            s.close()

@@ -9,7 +9,8 @@ import time
 import pytest
 
 from iped.config import load_settings
-from tests.helpers.daemon import DaemonProc, Site, iped, wait_child, wait_for
+from iped.pkcs7 import SignatureError, verify_policy
+from tests.helpers.daemon import DaemonProc, Site, clients, iped, tampered_signature, wait_child, wait_for
 
 
 def test_a_site_is_a_config_the_daemon_takes(site: Site) -> None:
@@ -36,5 +37,13 @@ def test_wait_child_kills_a_child_that_outlives_its_bound() -> None:
         wait_child(pid, timeout=0.2)
 
 
-def test_a_daemon_answers_status(daemon: DaemonProc) -> None:
+def test_a_daemon_answers_status_and_its_clients_are_closed(daemon: DaemonProc) -> None:
     assert daemon.status()["active"]["name"] == "base"
+    with clients(daemon.site.socket, 3) as conns:
+        assert len(conns) == 3
+    assert all(c.fileno() == -1 for c in conns)
+
+
+def test_a_tampered_signature_does_not_verify(site: Site) -> None:
+    with pytest.raises(SignatureError):
+        verify_policy(tampered_signature(site), [site.cert.read_bytes()])

@@ -14,6 +14,7 @@ The rule, read from the file names (tests/README.md maps the tree):
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,21 @@ def misplaced(tests: Path, package: Path) -> list[str]:
 
 def test_the_tree_mirrors_the_package() -> None:
     assert misplaced(TESTS, ROOT / "iped") == []
+
+
+def test_no_test_file_is_a_library() -> None:
+    """Shared code lives in tests/helpers/: no test file or conftest imports another (the lab's
+    own packages, which run inside guests, are left as they are)."""
+    found = []
+    for path in sorted(TESTS.rglob("*.py")):
+        if path.relative_to(TESTS).parts[0] in ("lab", "lab_guest"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                      if n.rsplit(".", 1)[-1].startswith(("test_", "conftest"))]
+    assert found == []
 
 
 def test_the_readme_maps_every_folder() -> None:
