@@ -2,14 +2,15 @@
 ``tests/x/test_y_<aspect>.py`` when one module has several files), so a module's tests are found
 by its path and nowhere else.
 
-The rule, read from the file names (tests/README.md maps the tree):
+The rule (tests/README.md maps the tree):
 
 * a folder of tests/ is either a mirror (``tests/x/`` of the package ``iped/x/``; tests/ itself
   mirrors ``iped/``; tests/helpers/ mirrors itself) or one of the named suites in :data:`SUITES`;
 * in a mirror, every ``test_*.py`` names a module of the mirrored package: ``y.py``, a
   subpackage ``y/``, or a C extension ``_y.c``, followed by nothing or by ``_<aspect>``;
 * in a named suite, no ``test_*.py`` has a module's exact name: a file called ``test_metrics.py``
-  holds the tests of a ``metrics.py`` and belongs beside its mirror.
+  holds the tests of a ``metrics.py`` and belongs beside its mirror;
+* no test file or conftest imports another (shared code is in tests/helpers/).
 """
 
 from __future__ import annotations
