@@ -11,9 +11,10 @@ from iped.audit import bulk
 from iped.audit.files import iter_file, iter_file_events
 from iped.audit.group import Event, Grouper
 from iped.audit.records import Proctitle, Syscall, parse_typed
+from tests.helpers.paths import AUDIT_GOLDEN
 from tests.helpers.records import SYSCALL, access_body, messy_lines
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = AUDIT_GOLDEN
 
 
 @pytest.fixture(autouse=True, params=["c", "python"])

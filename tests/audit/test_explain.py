@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from iped.audit.explain import PolicyIndex, explain_access, explain_file, explain_load
 from iped.audit.records import parse_access, parse_policy_load
+from tests.helpers.paths import AUDIT_GOLDEN
 from tests.helpers.policies import policy_text
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = AUDIT_GOLDEN
 POLICY = (GOLDEN / "policy.pol").read_bytes()
 DIGEST = "FD88F2B8824E197F850BF4C5109BEA5CF0EE38104F710843BB72DA796BA5AF9E"
 

@@ -14,8 +14,9 @@ from iped.audit.follow import EmulatorSource, Follower, make_follower
 from iped.audit.group import Event
 from iped.audit.records import IpeAccess, RawRecord
 from iped.settings import AuditSettings, AuditSource
+from tests.helpers.paths import AUDIT_GOLDEN
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = AUDIT_GOLDEN
 
 
 def emulator_with_policy() -> object:

@@ -24,9 +24,10 @@ from iped.audit.group import Event, Grouper
 from iped.audit.records import RawRecord
 from iped.audit.render import JsonLines, event_objects, json_line, stamp_texts
 from iped.emulator.audit import audit_untrusted
+from tests.helpers.paths import AUDIT_GOLDEN
 from tests.helpers.records import SYSCALL, kernel_bodies, messy_lines
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = AUDIT_GOLDEN
 POLICY = GOLDEN / "policy.pol"
 
 

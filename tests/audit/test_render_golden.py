@@ -29,10 +29,11 @@ from iped.audit.files import iter_file, iter_log_text
 from iped.audit.group import Grouper
 from iped.audit.records import RawRecord
 from iped.audit.render import event_objects
+from tests.helpers.paths import AUDIT_GOLDEN
 from tests.lab import SERIES
 from tests.lab.corpus.truth import load_truth
 
-GOLDEN = Path(__file__).parent / "golden"
+GOLDEN = AUDIT_GOLDEN
 CASES = sorted(p.stem for p in GOLDEN.glob("*.log"))
 KERNEL_TRUTH = "kernel-truth"
 #: Fixed values for the run-varying placeholders of the truth (the rest come from its _facts).

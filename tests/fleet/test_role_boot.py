@@ -9,8 +9,9 @@ import jinja2
 import pytest
 
 from iped.config import load_settings
+from tests.helpers.paths import ROOT
 
-ROLE = Path(__file__).resolve().parents[2] / "ansible/ansible_collections/iped/ipe/roles/iped"
+ROLE = ROOT / "ansible/ansible_collections/iped/ipe/roles/iped"
 TEMPLATE = ROLE / "templates/iped.toml.j2"
 
 
