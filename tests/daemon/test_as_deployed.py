@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from iped.backend import Backend, EmulatorBackend
+from iped.backend import KERNEL_CAPABILITIES, Backend, EmulatorBackend
 from iped.config import load_settings
 from iped.daemon import runtime
 from iped.daemon.actual import read_actual
 from iped.daemon.log import LEVEL_MESSAGE_IDS, MESSAGE_IDS, NullReporter
-from iped.daemon.loop import EXIT_START_REFUSED, Daemon
+from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
+from iped.daemon.readiness import EXIT_START_REFUSED
 from iped.pkcs7 import sign_policy
 from iped.settings import AuditSource
 from tests.daemon.conftest import ROOT, DaemonProc, Site, iped, policy_text, start_daemon, wait_child, wait_for
@@ -82,6 +83,7 @@ class PosingAsKernel:
     (the emulator enforces nothing) can make readiness look right."""
 
     kind = "kernel"
+    capabilities = KERNEL_CAPABILITIES
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner

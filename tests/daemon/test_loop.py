@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from iped.backend import Backend
+from iped.backend import KERNEL_CAPABILITIES, Backend
 from iped.config import load_settings
 from iped.daemon import runtime, service
 from iped.daemon.control import OPS, ControlServer
@@ -22,6 +22,7 @@ class CountingBackend:
     """The emulator backend, posing as the kernel, counting every securityfs read."""
 
     kind = "kernel"
+    capabilities = KERNEL_CAPABILITIES
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
@@ -51,8 +52,8 @@ def daemon_of(site: Site) -> Iterator[list[Daemon]]:
     made: list[Daemon] = []
     yield made
     for d in made:
-        if d.inotify is not None:
-            d.inotify.close()
+        if d.watcher is not None:
+            d.watcher.close()
         if d.follower is not None:
             d.follower.close()  # type: ignore[attr-defined]
 
