@@ -40,11 +40,9 @@ def direct_status(config: str | None) -> dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.commands.remote import ask, print_json, render_status
+    from iped.commands.output import show
+    from iped.commands.remote import ask, render_status
 
     result = direct_status(args.config) if args.no_daemon else {**ask(args, "status", 30), "daemon": True}
-    if args.json:
-        print_json(result)
-    else:
-        print(render_status(result))
+    show(args, result, render_status)
     return ExitCode.OK
