@@ -1,9 +1,13 @@
-"""The one thing pyproject.toml cannot declare on bookworm's setuptools: the C scanner.
+"""The one thing pyproject.toml cannot declare on bookworm's setuptools: the C helpers.
 
-``iped.audit._scan`` speeds up reading auditd logs (see iped/audit/bulk.py); iped works
-without it, at about half the speed.
+``iped.audit._scan`` speeds up reading auditd logs (``_scan.c``, see iped/audit/bulk.py) and the
+daemon's netlink follower (``_netlink.c``); iped works without it, at about half the speed.
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("iped.audit._scan", ["iped/audit/_scan.c"], extra_compile_args=["-Wall", "-Wextra"])])
+#: one extension module from two files; _scan.h is what they share
+SOURCES = ["iped/audit/_scan.c", "iped/audit/_netlink.c"]
+
+setup(ext_modules=[Extension("iped.audit._scan", SOURCES, depends=["iped/audit/_scan.h"],
+                             extra_compile_args=["-Wall", "-Wextra"])])

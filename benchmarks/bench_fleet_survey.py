@@ -71,7 +71,7 @@ def host_log(path: Path, variant: int, events: int, files: Mapping[str, Any]) ->
     for p in programs:
         op, hook = ("KMODULE", "KERNEL_READ") if p.endswith(".ko") else ("EXECUTE", "BPRM_CHECK")
         comm = Path(p).name[:15]
-        bodies[p] = (emu.evaluate_body(op, hook, files[p], engine.new_task(4242, comm)),
+        bodies[p] = (emu.evaluate_body(op, hook, files[p], engine.Task(4242, comm)),
                      syscall_body(Process(4242, 1, 0, comm, p)).rsplit(" key=", 1)[0])
     lines = []
     for n in range(events):

@@ -1,11 +1,12 @@
 """The securityfs backend: the real /sys/kernel/security/ipe or the in-process emulator.
 
 Both implement :class:`Backend` with paths relative to the IPE root (``new_policy``,
-``policies/<name>/active``), so planning and applying take either; ``kind`` says which one it
-is (status, readiness). A write is exactly one ``write()`` of the whole buffer and raises
-``OSError`` with the kernel's errno. Faults are scripted by the tests'
-own entry point (tests/helpers/iped_with_hooks.py), never by the shipped package: no environment
-variable changes what a backend does.
+``policies/<name>/active``), so planning and applying take either. Where they differ in a way
+the daemon must act on, a backend says so in its :class:`Capabilities`; the daemon never asks
+which one it has (``kind`` is only shown: status, plan records). A write is exactly one
+``write()`` of the whole buffer and raises ``OSError`` with the kernel's errno. Faults are
+scripted by the tests' own entry point (tests/helpers/iped_with_hooks.py), never by the shipped
+package: no environment variable changes what a backend does.
 """
 
 from __future__ import annotations
@@ -21,11 +22,27 @@ IPE_ROOT = Path("/sys/kernel/security/ipe")
 SECURITYFS = Path("/sys/kernel/security")
 
 
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What the daemon may rely on, or must do, for one backend: asked instead of its ``kind``."""
+
+    #: the IPE state lives in this process: it ends with it, and nothing is enforced
+    state_in_process: bool
+    #: the audit records are those of this process's own writes, each a complete event, read in
+    #: process (``drain_audit()``): drained and flushed after each reconcile, never polled
+    audit_from_own_writes: bool
+
+
+KERNEL_CAPABILITIES = Capabilities(state_in_process=False, audit_from_own_writes=False)
+EMULATOR_CAPABILITIES = Capabilities(state_in_process=True, audit_from_own_writes=True)
+
+
 class Backend(Protocol):
     """What the daemon needs from securityfs."""
 
     kind: str
     reason: str
+    capabilities: Capabilities
 
     def read(self, path: str) -> bytes:
         """Whole file content. Raises OSError: ENOENT missing (or pkcs7 of a boot policy)."""
@@ -47,6 +64,7 @@ class SecurityfsBackend:
     root: Path = IPE_ROOT
     reason: str = ""
     kind: str = "kernel"
+    capabilities: Capabilities = KERNEL_CAPABILITIES
 
     def read(self, path: str) -> bytes:
         with open(self.root / path, "rb") as f:
@@ -68,6 +86,7 @@ class EmulatorBackend:
     """Adapter over ``iped.emulator.Emulator``: the same surface as securityfs, in process."""
 
     kind = "emulator"
+    capabilities = EMULATOR_CAPABILITIES
 
     def __init__(self, emulator: Any, reason: str) -> None:
         self.emulator = emulator

@@ -35,7 +35,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from iped import __version__
 from iped.cli import Verb, build_parser, load_verb
 from iped.commands import EXIT_MEANINGS, ExitCode
-from iped.daemon.loop import EXIT_START_REFUSED
+from iped.daemon.readiness import EXIT_START_REFUSED
 
 #: the files written by :func:`write_all`, relative to the output directory
 OUTPUTS = ("iped.8", "iped.toml.5", "iped.bash", "_iped")

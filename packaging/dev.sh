@@ -42,10 +42,11 @@ install_venv() {
         echo "+ python3 -m venv $venv" >&2
         python3 -m venv "$venv"
     fi
-    # (re)install when the package metadata or the C scanner changed: pip install -e builds
-    # iped/audit/_scan.*.so in place
+    # (re)install when the package metadata or the C helpers changed: pip install -e builds
+    # iped/audit/_scan.*.so in place (from _scan.c, _netlink.c and _scan.h)
     if [ ! -f "$stamp" ] || [ "$top/pyproject.toml" -nt "$stamp" ] || [ "$top/setup.py" -nt "$stamp" ] ||
-        [ "$top/iped/audit/_scan.c" -nt "$stamp" ] || ! compgen -G "$top/iped/audit/_scan.*.so" >/dev/null; then
+        [ "$top/iped/audit/_scan.c" -nt "$stamp" ] || [ "$top/iped/audit/_netlink.c" -nt "$stamp" ] ||
+        [ "$top/iped/audit/_scan.h" -nt "$stamp" ] || ! compgen -G "$top/iped/audit/_scan.*.so" >/dev/null; then
         echo "+ pip install -e .[test]" >&2
         "$venv/bin/pip" install -q --upgrade pip
         "$venv/bin/pip" install -q -e "$top[test]"

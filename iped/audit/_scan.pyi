@@ -1,5 +1,5 @@
 # The C block scanner (_scan.c), its items documented in iped.audit.bulk; the netlink reader of
-# iped.audit.netlink.
+# iped.audit.netlink and the follower's grouping (_netlink.c): one extension module.
 #
 # Generic in the classes the callers hand in (RawRecord, IpeAccess, Syscall, Proctitle, Event of
 # iped.audit.records and iped.audit.group), so that this stub imports nothing from iped: the

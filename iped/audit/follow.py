@@ -156,7 +156,8 @@ def open_source(
     Returns the source and a sentence saying which one was picked and why.
     Raises PermissionError (netlink without CAP_AUDIT_READ), ImportError (no systemd-python).
     """
-    if kind == "emulator" or (kind == "auto" and hasattr(backend, "drain_audit")):
+    own_writes = backend is not None and backend.capabilities.audit_from_own_writes
+    if kind == "emulator" or (kind == "auto" and own_writes):
         return EmulatorSource(backend.drain_audit), "emulator: the emulator's own audit stream"
     if kind == "netlink":
         return _Netlink(counters, receive_buffer), "netlink: audit multicast group (AUDIT_NLGRP_READLOG)"
@@ -273,8 +274,8 @@ def make_follower(settings: AuditSettings, backend: Any = None, *, state_dir: Pa
                   group_timeout: float = 2.0) -> Follower | None:
     """Build the daemon's follower from its ``[audit]`` settings; None when auditing is off.
 
-    ``state_dir`` keeps the journal cursor; ``backend`` with ``drain_audit`` (the emulator) is
-    the record stream under ``auto``.
+    ``state_dir`` keeps the journal cursor; under ``auto``, a ``backend`` whose capabilities say
+    its audit records are those of its own writes (the emulator) is the record stream.
     """
     if settings.source == AuditSource.NONE:
         return None

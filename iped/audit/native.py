@@ -1,4 +1,5 @@
-"""The C helpers of ``_scan.c`` (block scanner, netlink reader, grouper, 1420 parser), or None.
+"""The C helpers of the ``_scan`` extension, or None: ``_scan.c`` (block scanner, 1420 parser) and
+``_netlink.c`` (netlink reader, grouper).
 
 The one place that tries the optional import: a checkout run without ``pip install`` has no
 compiled ``_scan`` and every caller falls back to its Python path. Callers bind the name

@@ -188,8 +188,3 @@ def split_frames(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
         frames.append((rtype, data[offset + _NLMSG_HDR.size : offset + length]))
         offset += (length + 3) & ~3  # NLMSG_ALIGN
     return frames, False
-
-
-def pack_frame(rtype: int, payload: bytes, *, flags: int, seq: int) -> bytes:
-    """One netlink frame (port id 0) carrying ``payload``: what a user-space sender writes."""
-    return _NLMSG_HDR.pack(_NLMSG_HDR.size + len(payload), rtype, flags, seq, 0) + payload

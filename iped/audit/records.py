@@ -109,7 +109,7 @@ class RawRecord(NamedTuple):
 
 #: the most digits of each part of an ``audit(S.MS:N)`` stamp: seconds before the year 5138,
 #: milliseconds, a serial of 20 (the kernel's is 32-bit). A longer part is out of range and its
-#: record is skipped (netlink counts it as malformed), in the Python paths and in _scan.c alike.
+#: record is skipped (netlink counts it as malformed), in the Python paths and in C alike.
 STAMP_DIGITS: Final = (11, 3, 20)
 
 

@@ -20,14 +20,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.commands.remote import print_json, render_record
+    from iped.commands.output import show
+    from iped.commands.remote import render_record
     from iped.daemon import runtime, service
     from iped.daemon.log import StderrReporter
 
     rec = runtime.make_reconciler(runtime.load_for_command(args.config), StderrReporter())
     record = service.reload(rec, "apply --once").as_dict()
-    if args.json:
-        print_json(record)
-    else:
-        print(render_record(record))
+    show(args, record, render_record)
     return outcome_exit(record["outcome"])

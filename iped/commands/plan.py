@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 from iped.commands import outcome_exit
 
@@ -21,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="compute here, without asking a daemon (without it: only when none listens)")
 
 
-def _local(args: argparse.Namespace) -> dict[str, object]:
+def _local(args: argparse.Namespace) -> dict[str, Any]:
     from iped.daemon import runtime, service
     from iped.daemon.log import NullReporter
 
@@ -29,7 +30,7 @@ def _local(args: argparse.Namespace) -> dict[str, object]:
     return {**service.plan(rec).as_dict(), "backend_reason": rec.backend.reason, "daemon": False}
 
 
-def _from_daemon(args: argparse.Namespace) -> dict[str, object] | None:
+def _from_daemon(args: argparse.Namespace) -> dict[str, Any] | None:
     """The daemon's plan; None (compute here) only under the one no-daemon rule
     (:func:`iped.daemon.client.ask_unless_no_daemon`): with ``--no-daemon``, or when nothing listens.
 
@@ -52,25 +53,23 @@ def _from_daemon(args: argparse.Namespace) -> dict[str, object] | None:
     return {**checked_result(path, "plan", reply.get("result")), "daemon": True}
 
 
-def run(args: argparse.Namespace) -> int:
-    from iped.commands.remote import print_json
+def render(result: dict[str, Any]) -> str:
+    """The plan for people: the outcome, then its steps, rejections and boot notes, one a line."""
     from iped.textsafe import escape_controls
+
+    lines = [f"plan ({'from the daemon' if result['daemon'] else 'computed locally'}, "
+             f"backend {result['backend']}): {result['outcome']}"]
+    lines += [f"  - {s.get('description') if isinstance(s, dict) else s}" for s in result["steps"]]
+    lines += [f"  rejected: {p.get('message') if isinstance(p, dict) else p}" for p in result["errors"]]
+    lines += [f"  boot: {note}" for note in (result.get("boot") or {}).get("notes") or []]
+    return "\n".join(map(escape_controls, lines))
+
+
+def run(args: argparse.Namespace) -> int:
+    from iped.commands.output import show
 
     result = _from_daemon(args)
     if result is None:
         result = _local(args)
-    if args.json:
-        print_json(result)
-    else:
-        print(escape_controls(f"plan ({'from the daemon' if result['daemon'] else 'computed locally'}, "
-                              f"backend {result['backend']}): {result['outcome']}"))
-        steps: list[dict[str, str]] = result["steps"]  # type: ignore[assignment]
-        errors: list[dict[str, str]] = result["errors"]  # type: ignore[assignment]
-        for s in steps:
-            print(escape_controls(f"  - {s.get('description') if isinstance(s, dict) else s}"))
-        for problem in errors:
-            print(escape_controls(f"  rejected: {problem.get('message') if isinstance(problem, dict) else problem}"))
-        boot: dict[str, list[str]] = result.get("boot") or {}  # type: ignore[assignment]
-        for note in boot.get("notes") or []:
-            print(escape_controls(f"  boot: {note}"))
+    show(args, result, render)
     return outcome_exit(result["outcome"])

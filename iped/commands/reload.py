@@ -24,12 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.commands.remote import ask, print_json, render_record
+    from iped.commands.output import show
+    from iped.commands.remote import ask, render_record
 
     rec = ask(args, "reload", args.timeout)
-    if args.json:
-        print_json(rec)
-    else:
-        print(render_record(rec))
+    show(args, rec, render_record)
     code = outcome_exit(rec.get("outcome"))
     return ExitCode.OK if args.unchanged_ok and code == ExitCode.UNCHANGED else code

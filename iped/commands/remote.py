@@ -1,12 +1,11 @@
 """What the verbs that talk to the daemon share: their socket arguments, one request and its
 error reply, and the text rendering of a plan record and of the status.
 
-The socket itself is :mod:`iped.daemon.client`'s. Import-light (``iped status``): json, os, sys.
+The socket itself is :mod:`iped.daemon.client`'s. Import-light (``iped status``): os, sys.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -26,10 +25,6 @@ def add_socket_arguments(parser: Any) -> None:
                         "/run/iped/control.sock, or the 'iped daemon --dev' socket)")
     parser.add_argument("--config", metavar="FILE", help="iped.toml to read the socket path from")
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-
-
-def print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 #: the fields each op's result must have, with their JSON types, before a verb reads them

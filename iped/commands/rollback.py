@@ -74,8 +74,7 @@ def _result(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.commands.remote import print_json, render_record
-    from iped.textsafe import escape_controls
+    from iped.commands.output import print_json, show
 
     try:
         res = _result(args)
@@ -84,15 +83,18 @@ def run(args: argparse.Namespace) -> int:
             failed = e if isinstance(e, RollbackRefusedError) else RollbackRefusedError(None, None, str(e))
             print_json({"ok": False, "errno": failed.errno, "errno_name": failed.errno_name, "error": failed.error})
         raise
-    if args.json:
-        print_json(res)
-        return outcome_exit(res["record"].get("outcome"))
+    show(args, res, render)
+    return outcome_exit(res["record"].get("outcome"))
+
+
+def render(res: dict[str, Any]) -> str:
+    """The rollback for people: what is (or would be) written where, then the reconcile's record."""
+    from iped.commands.remote import render_record
+    from iped.textsafe import escape_controls
+
     what = escape_controls(f"rollback {res['name']}: {res['from_version']} -> {res['new_version']} with the "
                            f"content of sha256:{res['content_digest'][:16]}")
     target = escape_controls(res["target"])
     if res["record"].get("outcome") == Outcome.DRY_RUN:
-        print(f"{what} would be written to {target} (--dry-run: nothing written, nothing applied)")
-    else:
-        print(f"{what}, written to {target}")
-        print(render_record(res["record"]))
-    return outcome_exit(res["record"].get("outcome"))
+        return f"{what} would be written to {target} (--dry-run: nothing written, nothing applied)"
+    return f"{what}, written to {target}\n{render_record(res['record'])}"

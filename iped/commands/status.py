@@ -33,18 +33,16 @@ def direct_status(config: str | None) -> dict[str, object]:
 
     rec = runtime.make_reconciler(runtime.load_for_command(config), NullReporter(), writes_state=False)
     st = service.status(rec, {"daemon": False, "ready": None, "pid": None})
-    where = "the emulator in this process" if rec.backend.kind == "emulator" else "the kernel's securityfs"
+    where = "the emulator in this process" if rec.backend.capabilities.state_in_process else "the kernel's securityfs"
     st["status_line"] = (f"{'in sync' if st['in_sync'] else 'NOT in sync'} (no daemon: read directly from {where} "
                          "and the declared files)")
     return st
 
 
 def run(args: argparse.Namespace) -> int:
-    from iped.commands.remote import ask, print_json, render_status
+    from iped.commands.output import show
+    from iped.commands.remote import ask, render_status
 
     result = direct_status(args.config) if args.no_daemon else {**ask(args, "status", 30), "daemon": True}
-    if args.json:
-        print_json(result)
-    else:
-        print(render_status(result))
+    show(args, result, render_status)
     return ExitCode.OK

@@ -1,9 +1,11 @@
 """The one selector loop: inotify, udev, control socket, signals, audit follower. No threads.
 
-Each source turns readiness into a typed event; reconciling is :class:`Reconciler`'s job. Bursts of
-file events are debounced through the selector timeout (no sleeps), ``IN_Q_OVERFLOW`` forces a
-full rescan, and idle means blocked in ``select()`` until an event or the next watchdog ping.
-A handler that raises is logged and the loop goes on.
+Each source turns readiness into a typed event; reconciling is :class:`Reconciler`'s job, which
+file events ask for is :mod:`iped.daemon.watch`'s, when READY=1 is sent :mod:`iped.daemon.readiness`'s,
+and what the backend needs (its audit drained after a reconcile) its :class:`Capabilities`.
+Bursts of file events are debounced through the selector timeout (no sleeps), and idle means
+blocked in ``select()`` until an event or the next watchdog ping. A handler that raises is
+logged and the loop goes on.
 """
 
 from __future__ import annotations
@@ -19,19 +21,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from iped.daemon import metrics, service
+from iped.daemon import metrics, readiness, service
 from iped.daemon.actual import ActualState
 from iped.daemon.connections import Clients, Source
 from iped.daemon.control import OPS, AccessPolicy, ControlServer, PeerCred, resolve_group
 from iped.daemon.declared import DeclaredState
-from iped.daemon.dropin import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.daemon.notify import Notifier
 from iped.daemon.plan import Plan
+from iped.daemon.readiness import EXIT_START_REFUSED, startup_refusal
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.daemon.throttle import Throttle
-from iped.errnos import describe_errno
-from iped.outcome import Outcome
+from iped.daemon.watch import Watcher
 from iped.settings import AuditSource, Settings
 
 
@@ -66,9 +67,8 @@ class Daemon:
         self.next_ping: float | None = None
         self.started = time.time()
         self.events: dict[str, int] = {"inotify": 0, "udev": 0, "signals": 0, "requests": 0, "overflows": 0}
-        self.inotify: Any = None
-        self.watches: dict[int, str] = {}  # inotify wd -> role ("policies", "config")
-        self.watched: dict[str, Path] = {}  # role -> the directory its watch is on
+        self.watcher: Watcher | None = None
+        self.state_metrics = metrics.StateMetrics()  # the textfile's, accumulated over this daemon's life
         self.monitor: Any = None
         self.follower: Follower | None = None
         self.follower_error: str | None = None
@@ -94,37 +94,9 @@ class Daemon:
         self.sel.register(self._sigr, selectors.EVENT_READ, Source("signal"))
 
     def _setup_inotify(self) -> None:
-        from inotify_simple import INotify, flags
-
-        self.inotify = INotify(nonblocking=True)
-        self._flags = flags
-        self._add_watches()
-        self.sel.register(self.inotify.fileno(), selectors.EVENT_READ, Source("inotify"))
-
-    def _add_watches(self) -> None:
-        """Watch the policy dir and the config file's dir; a dir that moved (config reload) is
-        unwatched and its new place watched."""
-        f = self._flags
-        # A file is declared once it is complete: closed after writing, or renamed in. IN_CREATE
-        # (and IN_MODIFY) would reconcile over a file its writer still holds; IN_CREATE is watched
-        # only for names that are not written (symlinks, FIFOs, hard links), see _created_complete.
-        mask = f.CLOSE_WRITE | f.MOVED_TO | f.MOVED_FROM | f.DELETE | f.CREATE | f.DELETE_SELF | f.MOVE_SELF
-        dirs = {"policies": self.settings.policies.dir}
-        if self.settings.path is not None:
-            dirs["config"] = self.settings.path.parent
-        for role, d in dirs.items():
-            wd = next((w for w, r in self.watches.items() if r == role), None)
-            if wd is not None:
-                if self.watched.get(role) == d:
-                    continue
-                self.watches.pop(wd)
-                with contextlib.suppress(OSError):  # already gone with its directory
-                    self.inotify.rm_watch(wd)
-            try:
-                self.watches[self.inotify.add_watch(os.fspath(d), mask)] = role
-                self.watched[role] = d
-            except OSError as e:
-                self.reporter.log("warning", f"cannot watch {d}: {e.strerror}; changes there need 'iped reload'")
+        self.watcher = Watcher(self.reporter)
+        self.watcher.watch(self.settings)
+        self.sel.register(self.watcher.fileno(), selectors.EVENT_READ, Source("inotify"))
 
     def _setup_udev(self) -> None:
         try:
@@ -215,7 +187,7 @@ class Daemon:
         if record is not None:
             self.reporter.log("notice", f"declared state in effect again ({trigger}): {service.health(self.rec).line}")
             self._update_readiness(record)
-            metrics.after_reconcile(self, record)
+            self._update_metrics(record)
 
     def _op_reload(self, req: dict[str, Any], cred: PeerCred) -> Any:
         return self.reload("reload", record_unchanged=True).as_dict()
@@ -265,8 +237,8 @@ class Daemon:
         self.rec.settings = Settings(new.policies, self.settings.daemon, self.settings.audit, new.boot,
                                      self.settings.path, self.settings.dev)
         self.settings = self.rec.settings
-        if self.inotify is not None:
-            self._add_watches()
+        if self.watcher is not None:
+            self.watcher.watch(self.settings)
 
     def reload(self, trigger: str, record_unchanged: bool = False) -> PlanRecord | FailedRead:
         """Reconcile now (RELOADING=1 ... READY=1 around it)."""
@@ -276,37 +248,27 @@ class Daemon:
         self._refresh_settings()
         record = service.reload(self.rec, trigger, record_unchanged)
         self._update_readiness(record)
-        metrics.after_reconcile(self, record)
-        if self.rec.backend.kind == "emulator":
+        self._update_metrics(record)
+        if self.rec.backend.capabilities.audit_from_own_writes:
             self._drain_follower()
         return record
 
-    def _declared_active_ok(self, record: PlanRecord | FailedRead) -> bool:
-        """Is the declared policy active? The record's after-state says so (no second read).
-        The emulator answers as the kernel does: playbooks tested on it must see the start
-        fail (exit 78) where a host would."""
-        want = self.settings.policies.active
-        if want is None:
-            return True
-        return record.active_after is not None and record.active_after.name == want
-
     def _update_readiness(self, record: PlanRecord | FailedRead) -> None:
-        """READY=1 only once the declared policy is active, then after every reconcile (it ends a
-        RELOADING=1); STATUS= is :func:`service.health`'s line: in sync, or why not (errno, file).
-
-        Until then STATUS= says NOT READY and why. A start that cannot get there does not wait
-        for TimeoutStartSec: :meth:`run` exits with :data:`EXIT_START_REFUSED`.
-        """
+        """Tell systemd what :func:`readiness.after_reconcile` says (READY=1 or NOT READY); a start
+        that cannot get ready does not wait for TimeoutStartSec: :meth:`run` exits with
+        :data:`EXIT_START_REFUSED`."""
         health = service.health(self.rec)
-        if self.ready:
-            self.notifier.ready(health.line)
-        elif self._declared_active_ok(record):
-            self.ready = True
-            self.notifier.ready(health.line)
-            self.reporter.log("notice" if health.in_effect else "warning", f"ready: {health.line}", "daemon_ready")
-        else:
-            self.notifier.status(f"NOT READY: declared policy {self.settings.policies.active!r} is not active: "
-                                 f"{health.line}")
+        said = readiness.after_reconcile(self.ready, record, self.settings.policies.active, health.line)
+        if not said.ready:
+            self.notifier.status(said.status)
+            return
+        self.ready = True
+        self.notifier.ready(said.status)
+        if said.became_ready:
+            self.reporter.log("notice" if health.in_effect else "warning", f"ready: {said.status}", "daemon_ready")
+
+    def _update_metrics(self, record: PlanRecord | FailedRead) -> None:
+        metrics.after_reconcile(self.state_metrics, record, self.rec, self.ready, self.reporter)
 
     def schedule(self, trigger: str) -> None:
         self.pending = self.pending or trigger
@@ -314,37 +276,11 @@ class Daemon:
 
     # -- event handlers -------------------------------------------------------------------
     def _on_inotify(self) -> None:
-        f = self._flags
-        try:
-            events = self.inotify.read(timeout=0)
-        except BlockingIOError:
-            return
-        for ev in events:
-            if ev.mask & f.Q_OVERFLOW:
-                self.events["overflows"] += 1
-                self.schedule("inotify-overflow")
-                continue
-            role = self.watches.get(ev.wd)
-            if ev.mask & f.IGNORED:
-                self.watches.pop(ev.wd, None)
-                self.schedule("inotify")
-                continue
-            if ev.mask & f.CREATE and not self._created_complete(role, ev.name):
-                continue  # a new file being written: its IN_CLOSE_WRITE follows
-            if role == "policies" and (not ev.name or not is_ignored(ev.name)):
-                self.events["inotify"] += 1
-                self.schedule("inotify")
-            elif role == "config" and self.settings.path is not None and ev.name in (
-                    self.settings.path.name, self.settings.policies.dir.name):
-                self.events["inotify"] += 1
-                self.schedule("config")
-
-    def _created_complete(self, role: str | None, name: str) -> bool:
-        """Is a just-created name already all it will be? A regular file someone still writes is
-        not (its IN_CLOSE_WRITE follows); a symlink, FIFO, directory, a hard link to a closed file
-        or an O_TMPFILE linked in is never written after creation, so the scan should see it now."""
-        d = self.watched.get(role or "")
-        return d is None or not name or not is_being_written(d / name)
+        assert self.watcher is not None
+        for change in self.watcher.read(self.settings):
+            if change.counter is not None:
+                self.events[change.counter] += 1
+            self.schedule(change.trigger)
 
     def _on_udev(self) -> None:
         assert self.monitor is not None
@@ -384,9 +320,9 @@ class Daemon:
 
     # -- the loop -------------------------------------------------------------------------
     def _follower_timeout(self) -> float | None:
-        """Grouping deadlines of a kernel audit source. The emulator's records come only from our
-        own writes, so its stream is drained right after each reconcile instead of polled."""
-        if self.follower is None or self.rec.backend.kind == "emulator":
+        """Grouping deadlines of the audit source. Records of this process's own writes (the
+        emulator's) are drained right after each reconcile instead of polled."""
+        if self.follower is None or self.rec.backend.capabilities.audit_from_own_writes:
             return None
         try:
             return self.follower.timeout()
@@ -398,8 +334,8 @@ class Daemon:
             try:
                 self.follower.on_timeout(time.monotonic())
                 flush = getattr(self.follower, "flush", None)
-                if self.rec.backend.kind == "emulator" and flush is not None:
-                    flush()  # each emulator record is a complete event: nothing to group
+                if self.rec.backend.capabilities.audit_from_own_writes and flush is not None:
+                    flush()  # each record of our own writes is a complete event: nothing to group
             except Exception as e:
                 self.reporter.log("warning", f"audit follower: {type(e).__name__}: {e}")
 
@@ -459,22 +395,5 @@ class Daemon:
             self.sel.close()
         for s in (self._sigr, self._sigw):
             s.close()
-        if self.inotify is not None:
-            self.inotify.close()
-
-
-#: Exit status of a daemon whose declared active policy was refused at start (sysexits'
-#: EX_CONFIG); systemd/iped.service does not restart on it (RestartPreventExitStatus=).
-EXIT_START_REFUSED = 78
-
-
-def startup_refusal(record: PlanRecord | FailedRead | None, active: str | None) -> str | None:
-    """Why the startup reconcile cannot make ``active`` active (rejected or failed plan), or None.
-
-    Names the errno and the file, for the unit's status line (``systemctl status iped``).
-    """
-    if record is None or record.outcome not in (Outcome.REJECTED, Outcome.FAILED):
-        return None
-    why = (f"{describe_errno(record.errno)}: {record.message}" if isinstance(record, FailedRead)
-           else service.failure_reason(record))
-    return f"FAILED: declared active policy {active!r} not activated, {record.outcome}: {why}"
+        if self.watcher is not None:
+            self.watcher.close()

@@ -20,26 +20,15 @@ collector never reads half a file. A failed write is logged; the daemon goes on.
 from __future__ import annotations
 
 import time
-import weakref
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from iped.daemon.log import Reporter
 from iped.daemon.reconcile import FailedRead, PlanRecord, Reconciler
 from iped.fsutil import write_atomically
 from iped.outcome import IN_SYNC_OUTCOMES, Outcome
-from iped.settings import Settings
-
-
-class ObservedDaemon(Protocol):
-    """What the metrics read from :class:`iped.daemon.loop.Daemon`."""
-
-    rec: Reconciler
-    settings: Settings
-    reporter: Reporter
-    ready: bool
 
 
 @dataclass
@@ -107,18 +96,16 @@ def state_textfile(audit_textfile: Path) -> Path:
     return audit_textfile.with_name(f"{audit_textfile.stem}_state.prom")
 
 
-_METRICS: weakref.WeakKeyDictionary[ObservedDaemon, StateMetrics] = weakref.WeakKeyDictionary()
-
-
-def after_reconcile(daemon: ObservedDaemon, record: PlanRecord | FailedRead) -> StateMetrics:
-    """The loop's hook: tally ``record`` and rewrite the textfile (when one is configured)."""
-    metrics = _METRICS.setdefault(daemon, StateMetrics())
+def after_reconcile(metrics: StateMetrics, record: PlanRecord | FailedRead, rec: Reconciler, ready: bool,
+                    reporter: Reporter) -> None:
+    """The loop's hook: tally ``record`` into the daemon's ``metrics`` and rewrite the textfile
+    (when one is configured)."""
     # the reconcile's own after-state (no second securityfs read); None when securityfs failed
-    after = daemon.rec.after if isinstance(record, PlanRecord) else None
+    after = rec.after if isinstance(record, PlanRecord) else None
     enforce = after.enforce if after is not None else None
     success_audit = after.success_audit if after is not None else None
-    metrics.observe(record.as_dict(), enforce, success_audit, daemon.ready, time.time())
-    target = daemon.settings.audit.prometheus_textfile
+    metrics.observe(record.as_dict(), enforce, success_audit, ready, time.time())
+    target = rec.settings.audit.prometheus_textfile
     if target is not None:
         from iped.trustpath import UntrustedPathError, check_path
 
@@ -127,7 +114,6 @@ def after_reconcile(daemon: ObservedDaemon, record: PlanRecord | FailedRead) -> 
             check_path(path.parent, "the daemon's metrics", any_owner=True)
             write_atomically(path, prometheus_text(metrics))
         except UntrustedPathError as e:
-            daemon.reporter.log("warning", f"not writing daemon metrics: {e}")
+            reporter.log("warning", f"not writing daemon metrics: {e}")
         except OSError as e:
-            daemon.reporter.log("warning", f"cannot write daemon metrics to {path}: {e.strerror or e}")
-    return metrics
+            reporter.log("warning", f"cannot write daemon metrics to {path}: {e.strerror or e}")

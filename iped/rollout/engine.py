@@ -1,7 +1,8 @@
 """The one door from :mod:`iped.rollout` into the emulator, the policy parser and file discovery.
 
 Every name the rollout tools need from those is imported here and nowhere else, so a rename
-there is a one-line fix here; :func:`parse_policy` and :class:`PolicyError` are the parser's own.
+there is a one-line fix here; :func:`parse_policy`, :class:`PolicyError`, :class:`FileInfo` and
+:class:`Task` are the parser's and the emulator's own, re-exported.
 
 :class:`PolicyEngine` evaluates through the emulator's public :class:`~iped.emulator.Emulator`
 (the policy as its boot policy, permissive, ``success_audit`` on) and returns the very 1420 body
@@ -22,8 +23,8 @@ from iped.emulator.audit import audit_untrusted as _audit_untrusted
 from iped.emulator.policy_parser import Op, ParsedPolicy, PolicyError, parse_policy
 
 # the shared, kernel-exact parser (the one ``iped validate`` uses) and its error (errno, line,
-# token, reason): the emulator is imported above anyway, so nothing is gained by importing late
-__all__ = ["PolicyError", "parse_policy"]
+# token, reason), and what the kernel knows of a file and a task: the emulator's own types
+__all__ = ["FileInfo", "PolicyError", "Task", "parse_policy"]
 
 
 def fixed_action(parsed: ParsedPolicy, op: str) -> tuple[str, bool] | None:
@@ -44,29 +45,6 @@ def fixed_action(parsed: ParsedPolicy, op: str) -> tuple[str, bool] | None:
     return str(default), bool(table.rules)
 
 
-def new_file_info(
-    path: str,
-    dev: str,
-    ino: int,
-    *,
-    boot_verified: bool = False,
-    dmverity_roothash: tuple[str, bytes] | None = None,
-    dmverity_signature: bool = False,
-    fsverity_digest: tuple[str, bytes] | None = None,
-    fsverity_signature: bool = False,
-) -> FileInfo:
-    """An emulator FileInfo: what the kernel knows about one file when IPE evaluates it."""
-    return FileInfo(
-        path=path, dev=dev, ino=ino, boot_verified=boot_verified,
-        dmverity_roothash=dmverity_roothash, dmverity_signature=dmverity_signature,
-        fsverity_digest=fsverity_digest, fsverity_signature=fsverity_signature,
-    )  # fmt: skip
-
-
-def new_task(pid: int, comm: str) -> Task:
-    return Task(pid=pid, comm=comm)
-
-
 class PolicyEngine:
     """One policy, evaluated as the kernel would: :meth:`evaluate` returns the 1420 record.
 
@@ -78,7 +56,7 @@ class PolicyEngine:
         self._emu: Emulator = Emulator(config=KernelConfig(boot_policy=text, enforce=False, success_audit=True))
         if self._emu.boot_error is not None:  # pragma: no cover - parse_policy() failed first
             raise self._emu.boot_error
-        self._task = new_task(0, "iped")
+        self._task = Task(0, "iped")
 
     def evaluate_body(self, op: str, hook: str, file: FileInfo | None, task: Task | None = None) -> str:
         """The AUDIT_IPE_ACCESS body the kernel writes for this access (enforcing=0).

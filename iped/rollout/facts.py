@@ -19,12 +19,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from iped.rollout import engine
-
-if TYPE_CHECKING:
-    from iped.emulator import FileInfo
+from iped.rollout.engine import FileInfo
 
 #: the s_id of the initramfs superblock (the rootfs IPE marks as boot_verified)
 INITRAMFS_DEV = "rootfs"
@@ -49,7 +47,7 @@ def file_info_of_fd(fd: int, path: str, devices: dict[int, engine.DeviceFacts]) 
     if dev is None:
         dev = devices[st.st_dev] = engine.device_facts(st.st_dev)
     fsv, fsv_signed = engine.fsverity_of(fd)
-    info = engine.new_file_info(
+    info = engine.FileInfo(
         path, dev.dev, st.st_ino, dmverity_roothash=dev.dmverity_roothash,
         dmverity_signature=dev.dmverity_signature, fsverity_digest=fsv, fsverity_signature=fsv_signed,
     )  # fmt: skip
@@ -74,7 +72,7 @@ class LiveResolver:
         if path is None:
             return Resolved(None)
         if dev == INITRAMFS_DEV:
-            return Resolved(engine.new_file_info(path, dev, ino or 0, boot_verified=True))
+            return Resolved(engine.FileInfo(path, dev, ino or 0, boot_verified=True))
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as e:
@@ -139,7 +137,7 @@ def load_facts(path: str) -> FactsResolver:
     for file, f in doc.items():
         if not isinstance(f, dict):
             raise ValueError(f"{path}: {file}: expected an object of facts")
-        files[file] = engine.new_file_info(
+        files[file] = engine.FileInfo(
             file, str(f.get("dev", "?")), int(f.get("ino", 0)),
             boot_verified=bool(f.get("boot_verified", False)),
             dmverity_roothash=_digest(f.get("dmverity_roothash"), f"{path}: {file}: dmverity_roothash"),

@@ -159,7 +159,7 @@ class Shadow:
             self.counters.unreadable += 1
             return None
         proc = process_of(pid, path)
-        body = self.engine.evaluate_body("EXECUTE", "BPRM_CHECK", info, engine.new_task(pid, proc.comm))
+        body = self.engine.evaluate_body("EXECUTE", "BPRM_CHECK", info, engine.Task(pid, proc.comm))
         if not self.success_audit and not body.endswith('action=DENY"'):
             return None
         records = self.log.records(time.time() if when is None else when, body, proc)

@@ -13,6 +13,7 @@ from iped.audit.counters import AuditCounters, prometheus_text, write_textfile
 from iped.audit.follow import EmulatorSource, Follower, make_follower
 from iped.audit.group import Event
 from iped.audit.records import IpeAccess, RawRecord
+from iped.backend import EmulatorBackend
 from iped.settings import AuditSettings, AuditSource
 from tests.helpers.paths import AUDIT_GOLDEN
 
@@ -30,7 +31,7 @@ def test_emulator_denial_to_event_with_policy_line(tmp_path: Path) -> None:
 
     emu = emulator_with_policy()
     settings = AuditSettings(source=AuditSource.AUTO, prometheus_textfile=tmp_path / "iped_audit.prom")
-    follower = make_follower(settings, emu)
+    follower = make_follower(settings, EmulatorBackend(emu, "the audit follower's test"))
     assert follower is not None and follower.source.name == "emulator"
     with pytest.raises(PermissionError):
         emu.bprm_check(FileInfo("/tmp/evil", "vda1", 5), Task(77, "sh"))  # type: ignore[attr-defined]

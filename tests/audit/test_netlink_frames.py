@@ -1,9 +1,10 @@
-"""Netlink framing (iped.audit.netlink.split_frames/pack_frame), shared by the daemon's
+"""Netlink framing (iped.audit.netlink.split_frames), shared by the daemon's
 multicast reader and the lab's audit reader: aligned frames, control frames, malformed tails."""
 
 from __future__ import annotations
 
-from iped.audit.netlink import pack_frame, split_frames
+from iped.audit.netlink import split_frames
+from tests.helpers.netlink_frames import pack_frame
 
 
 def test_frames_round_trip_with_alignment_padding() -> None:

@@ -1,6 +1,6 @@
 """The C scanner, netlink reader and follower grouping under AddressSanitizer and UBSan.
 
-``_scan.c`` is compiled with ``-fsanitize=address,undefined`` into a copy of the package, and
+``_scan.c`` and ``_netlink.c`` are compiled with ``-fsanitize=address,undefined`` into a copy of the package, and
 the scanner tests (test_bulk_scan: the messy stream, the real kernel bodies, generated blocks),
 the bulk-path tests, the netlink reader's and the follower's run against it in a child
 interpreter with the sanitizer runtimes preloaded: a read past a line or the block, a use
@@ -35,7 +35,8 @@ def test_scanner_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> None:
     subprocess.run(
         ["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
          "-fno-omit-frame-pointer", "-fPIC", "-shared", f"-I{sysconfig.get_paths()['include']}",
-         str(ROOT / "iped/audit/_scan.c"), "-o", str(pkg / "audit" / f"_scan{suffix}")],
+         *(str(ROOT / "iped/audit" / c) for c in ("_scan.c", "_netlink.c")), "-o",
+         str(pkg / "audit" / f"_scan{suffix}")],
         check=True, capture_output=True, timeout=600,
     )  # fmt: skip
     env = {

@@ -31,8 +31,8 @@ def daemon_of(site: Site) -> Iterator[list[Daemon]]:
     made: list[Daemon] = []
     yield made
     for d in made:
-        if d.inotify is not None:
-            d.inotify.close()
+        if d.watcher is not None:
+            d.watcher.close()
         if d.follower is not None:
             d.follower.close()  # type: ignore[attr-defined]
 

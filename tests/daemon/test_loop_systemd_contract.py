@@ -14,8 +14,8 @@ import pytest
 
 from iped.daemon.apply import StepFailure
 from iped.daemon.declared import DeclError
-from iped.daemon.loop import EXIT_START_REFUSED, startup_refusal
 from iped.daemon.plan import Step, StepKind
+from iped.daemon.readiness import EXIT_START_REFUSED, startup_refusal
 from iped.daemon.reconcile import PlanRecord
 from iped.emulator.policy_parser import Version
 from iped.errnos import describe_errno

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from iped.backend import Backend
+from iped.backend import KERNEL_CAPABILITIES, Backend
 
 
 class PosingAsKernel:
@@ -11,6 +11,7 @@ class PosingAsKernel:
     of the policy list, i.e. how often the daemon looked at the kernel's state."""
 
     kind = "kernel"
+    capabilities = KERNEL_CAPABILITIES
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner

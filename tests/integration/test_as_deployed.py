@@ -24,8 +24,9 @@ from iped.config import load_settings
 from iped.daemon import runtime
 from iped.daemon.actual import read_actual
 from iped.daemon.log import LEVEL_MESSAGE_IDS, MESSAGE_IDS, NullReporter
-from iped.daemon.loop import EXIT_START_REFUSED, Daemon
+from iped.daemon.loop import Daemon
 from iped.daemon.notify import Notifier
+from iped.daemon.readiness import EXIT_START_REFUSED
 from iped.pkcs7 import sign_policy
 from iped.settings import AuditSource
 from tests.helpers.backends import PosingAsKernel

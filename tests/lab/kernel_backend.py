@@ -31,7 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from iped.audit.netlink import AUDIT_NLGRP_READLOG, NETLINK_AUDIT, pack_frame, split_frames
+from iped.audit.netlink import AUDIT_NLGRP_READLOG, NETLINK_AUDIT, split_frames
+from tests.helpers.netlink_frames import pack_frame
 from tests.lab import GUEST_INITRAMFS
 from tests.lab.corpus.backend import PROBE_COMM, ProbeOutcome, errno_text, signal_text
 from tests.lab.corpus.cases import Probe

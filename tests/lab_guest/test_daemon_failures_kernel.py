@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from iped.daemon.loop import EXIT_START_REFUSED
+from iped.daemon.readiness import EXIT_START_REFUSED
 from iped.pkcs7 import sign_policy
 from tests.helpers.daemon import notifications, request, wait_for
 from tests.helpers.paths import ROOT

@@ -68,7 +68,7 @@ def test_iped_8_has_every_verb_option_exit_code_and_file(tmp_path: Path) -> None
             assert re.search(rf"(^|\s|\[){re.escape(option)}\b", documented[name]), f"iped {name}: {option}"
     for option in _options(parser):
         assert option in by_name["OPTIONS"]
-    from iped.daemon.loop import EXIT_START_REFUSED
+    from iped.daemon.readiness import EXIT_START_REFUSED
 
     for code in [*ExitCode, EXIT_START_REFUSED]:
         assert re.search(rf"^       {int(code)}\s", by_name["EXIT STATUS"], re.M), code

@@ -97,7 +97,7 @@ def write_period(directory: Path, active: bytes | None = None, *, start: int = 1
             serial += 1
             sec = start + serial
             info = files[path] if path is not None else None
-            body = emu.evaluate_body(op, hook, info, engine.new_task(1000 + serial, comm))
+            body = emu.evaluate_body(op, hook, info, engine.Task(1000 + serial, comm))
             syscall = syscall_body(Process(1000 + serial, 1, 0, comm, f"/usr/bin/{comm}")).rsplit(" key=", 1)[0]
             for rtype, text in ((AUDIT_IPE_ACCESS, body), (AUDIT_SYSCALL, syscall), (AUDIT_EOE, "")):
                 lines.append(RawRecord(rtype, sec, 0, serial, text).to_log_line())
