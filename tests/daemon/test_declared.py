@@ -343,14 +343,14 @@ def test_verification_happens_in_process_when_no_child_can_be_made(
 ) -> None:
     """fork refused (EAGAIN at a task limit, EPERM under a syscall filter): the blob is verified in
     the daemon itself, never taken unverified -- the tampered one refused, the good one taken."""
-    from iped.daemon import scan
+    from iped import forked
 
     def no_fork() -> int:
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
     monkeypatch.setattr(os, "fork", no_fork)
     # (as in a daemon that has not loaded the crypto stack: the child path is the one asked for)
-    monkeypatch.setattr(scan, "crypto_loaded", lambda: False)
+    monkeypatch.setattr(forked, "crypto_loaded", lambda: False)
     good = sign_policy(policy_text("a", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
     bad = sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
     rec = reconciler(tmp_path, dev_keys, with_key=False)
