@@ -18,7 +18,7 @@
  *     records are typed and there are none between SYSCALL and PROCTITLE, event is the
  *     group.Event that bulk.iter_block builds for the event if the grouper takes it whole
  *     (object.__new__(Event) with its __dict__ set: sec, msec, serial, records, complete,
- *     typed); else None.
+ *     is_ipe, typed); else None.
  *
  * Two things make it fast besides being C: values that repeat from one event to the next
  * (comm, exe, rule, uid, the proctitle...) are shared, as the last value of each field is
@@ -519,18 +519,18 @@ static PyObject *typed_of(scanner *sc, const event_match *m, int title_hit)
     return build(&PyTuple_Type, 3, items);
 }
 
-/* A complete group.Event: object.__new__(Event) with its __dict__ set (Event is a frozen
- * dataclass: object.__setattr__, i.e. the generic setattr) -- sec, msec, serial, records,
- * complete=True and one cached_property's value (a value in __dict__ is its value): typed for
- * bulk.iter_block, is_ipe for the follower */
-static PyObject *complete_event(PyTypeObject *type, PyObject *const stamp[3], PyObject *records, PyObject *cached_key,
-                                PyObject *cached)
+/* A complete group.Event of IPE records: object.__new__(Event) with its __dict__ set (Event is
+ * a frozen dataclass: object.__setattr__, i.e. the generic setattr) -- sec, msec, serial,
+ * records, complete=True and cached_property values (a value in __dict__ is its value):
+ * is_ipe=True (each consumer asks it of every event), and typed (bulk.iter_block) unless NULL */
+static PyObject *complete_event(PyTypeObject *type, PyObject *const stamp[3], PyObject *records, PyObject *typed)
 {
-    PyObject *dict = _PyDict_NewPresized(6), *ev = NULL;
+    PyObject *dict = _PyDict_NewPresized(7), *ev = NULL;
 
     if (dict != NULL && PyDict_SetItem(dict, key_sec, stamp[0]) == 0 && PyDict_SetItem(dict, key_msec, stamp[1]) == 0 &&
         PyDict_SetItem(dict, key_serial, stamp[2]) == 0 && PyDict_SetItem(dict, key_records, records) == 0 &&
-        PyDict_SetItem(dict, key_complete, Py_True) == 0 && PyDict_SetItem(dict, cached_key, cached) == 0) {
+        PyDict_SetItem(dict, key_complete, Py_True) == 0 && PyDict_SetItem(dict, key_is_ipe, Py_True) == 0 &&
+        (typed == NULL || PyDict_SetItem(dict, key_typed, typed) == 0)) {
         ev = PyBaseObject_Type.tp_new(type, no_args, NULL);
         if (ev != NULL && PyObject_GenericSetAttr(ev, key_dict, dict) < 0)
             Py_CLEAR(ev);
@@ -567,7 +567,7 @@ static PyObject *event_item(scanner *sc, const event_match *m)
         else if (items[6] == Py_None || m->middle.n > 0)
             items[7] = Py_NewRef(Py_None);
         else
-            items[7] = complete_event(sc->event, stamp, items[3], key_typed, items[6]);
+            items[7] = complete_event(sc->event, stamp, items[3], items[6]);
         item = build(&PyTuple_Type, 8, items);
     }
     Py_XDECREF(stamp[0]);
@@ -1071,7 +1071,7 @@ static PyObject *group_runs(PyObject *module, PyObject *const *args, Py_ssize_t 
          * them is left to their reference counts, which keeps a burst of events from making
          * the collector walk every one of them */
         PyObject_GC_UnTrack(tuple);
-        PyObject *ev = complete_event(event_type, stamp, tuple, key_is_ipe, Py_True);
+        PyObject *ev = complete_event(event_type, stamp, tuple, NULL);
         Py_DECREF(tuple);
         if (ev != NULL)
             PyObject_GC_UnTrack(ev);
