@@ -250,9 +250,9 @@ class JsonLines:
             if len(verdicts) >= _KEPT_VERDICTS:
                 verdicts.clear()
             self._misses["verdicts"] += 1
-            verdict = self._digest_verdict(op, hook, enforcing, rule)
-            if verdict is None:
-                verdict = verdicts[op, hook, enforcing, rule] = self._rule_verdict(rec) or self._verdict(rec)
+            verdict = verdicts[op, hook, enforcing, rule] = (
+                self._digest_verdict(op, hook, enforcing, rule) or self._rule_verdict(rec) or self._verdict(rec)
+            )  # (kept: a digest rule that repeats is then one lookup, not a template's assembly)
         sec, msec = event.sec, event.msec
         ts = sec + msec / 1000.0  # (Event.timestamp, without the property call)
         if int(ts) != self._second:
@@ -309,7 +309,7 @@ class JsonLines:
         """The verdict of a rule with one ``fsverity_digest`` token (a policy of one digest rule
         per file: every rule new), from a template kept by the rest of the rule, its hex put in;
         None for any other rule, or with a policy to locate rules in (the location is the
-        rule's own). Not kept in the verdicts table: the template is what is kept."""
+        rule's own)."""
         if self.index is not None or rule is None:
             return None
         parts = _digest_parts(rule)
