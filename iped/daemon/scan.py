@@ -43,18 +43,19 @@ def _decl_error(path: Path, p: PolicyProblem) -> DeclError:
                      plain=p.stage is Stage.SIGNING)
 
 
-def _check_policy_small(raw: bytes, signing: SigningMaterial) -> CheckedPolicy | PolicyProblem:
+def _check_policy_small(raw: bytes, signing: SigningMaterial,
+                        in_process: bool = False) -> CheckedPolicy | PolicyProblem:  # fmt: skip
     """``check_policy(raw, signing, sign_text=True)``; when that needs the crypto stack (a blob to
     verify, text to sign) and this process has not loaded it, in a short-lived child
     (:func:`iped.forked.call_in_child`): the stack (cryptography + asn1crypto, ~14 MB) would
     otherwise stay resident for the daemon's life after one verification. A child that dies,
     raises or sends nothing is a failed verification (fail closed: the plan is rejected,
-    nothing reaches the kernel)."""
+    nothing reaches the kernel). ``in_process``: here, whatever it loads."""
     from iped.forked import call_in_child, crypto_loaded
     from iped.pkcs7 import is_pkcs7
 
     needs_crypto = is_pkcs7(raw) or signing.key_pem is not None
-    if not needs_crypto or crypto_loaded():
+    if not needs_crypto or in_process or crypto_loaded():
         return check_policy(raw, signing, sign_text=True)
     try:
         return call_in_child(lambda: check_policy(raw, signing, sign_text=True))
@@ -63,15 +64,17 @@ def _check_policy_small(raw: bytes, signing: SigningMaterial) -> CheckedPolicy |
                              signed=True)  # fmt: skip
 
 
-def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = None) -> DeclaredPolicy | DeclError:
+def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = None, *,
+                     in_process: bool = False) -> DeclaredPolicy | DeclError:  # fmt: skip
     """Read and check one file (:func:`iped.policyfile.check_policy`); plain text is signed with
-    the local key of ``signing``, and every blob verified against its anchors."""
+    the local key of ``signing``, and every blob verified against its anchors (``in_process``:
+    in this process, else in a child unless the crypto stack is loaded already)."""
     if raw is None:
         read = read_policy_file(path)
         if isinstance(read, DeclError):
             return read
         raw = read
-    got = _check_policy_small(raw, signing)
+    got = _check_policy_small(raw, signing, in_process)
     if isinstance(got, PolicyProblem):
         return _decl_error(path, got)
     assert got.blob is not None and got.signer is not None  # sign_text: every accepted file is signed
