@@ -439,7 +439,7 @@ PyObject *group_runs(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
          * them is left to their reference counts, which keeps a burst of events from making
          * the collector walk every one of them */
         PyObject_GC_UnTrack(tuple);
-        PyObject *ev = complete_event(event_type, stamp, tuple, key_is_ipe, Py_True);
+        PyObject *ev = complete_event(event_type, stamp, tuple, NULL);
         Py_DECREF(tuple);
         if (ev != NULL)
             PyObject_GC_UnTrack(ev);

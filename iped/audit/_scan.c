@@ -19,7 +19,7 @@
  *     records are typed and there are none between SYSCALL and PROCTITLE, event is the
  *     group.Event that bulk.iter_block builds for the event if the grouper takes it whole
  *     (object.__new__(Event) with its __dict__ set: sec, msec, serial, records, complete,
- *     typed); else None.
+ *     is_ipe, typed); else None.
  *
  * Two things make it fast besides being C: values that repeat from one event to the next
  * (comm, exe, rule, uid, the proctitle...) are shared, as the last value of each field is
@@ -464,18 +464,18 @@ static PyObject *typed_of(scanner *sc, const event_match *m, int title_hit)
     return build(&PyTuple_Type, 3, items);
 }
 
-/* A complete group.Event: object.__new__(Event) with its __dict__ set (Event is a frozen
- * dataclass: object.__setattr__, i.e. the generic setattr) -- sec, msec, serial, records,
- * complete=True and one cached_property's value (a value in __dict__ is its value): typed for
- * bulk.iter_block, is_ipe for the follower */
-PyObject *complete_event(PyTypeObject *type, PyObject *const stamp[3], PyObject *records, PyObject *cached_key,
-                         PyObject *cached)
+/* A complete group.Event of IPE records: object.__new__(Event) with its __dict__ set (Event is
+ * a frozen dataclass: object.__setattr__, i.e. the generic setattr) -- sec, msec, serial,
+ * records, complete=True and cached_property values (a value in __dict__ is its value):
+ * is_ipe=True (each consumer asks it of every event), and typed (bulk.iter_block) unless NULL */
+PyObject *complete_event(PyTypeObject *type, PyObject *const stamp[3], PyObject *records, PyObject *typed)
 {
-    PyObject *dict = _PyDict_NewPresized(6), *ev = NULL;
+    PyObject *dict = _PyDict_NewPresized(7), *ev = NULL;
 
     if (dict != NULL && PyDict_SetItem(dict, key_sec, stamp[0]) == 0 && PyDict_SetItem(dict, key_msec, stamp[1]) == 0 &&
         PyDict_SetItem(dict, key_serial, stamp[2]) == 0 && PyDict_SetItem(dict, key_records, records) == 0 &&
-        PyDict_SetItem(dict, key_complete, Py_True) == 0 && PyDict_SetItem(dict, cached_key, cached) == 0) {
+        PyDict_SetItem(dict, key_complete, Py_True) == 0 && PyDict_SetItem(dict, key_is_ipe, Py_True) == 0 &&
+        (typed == NULL || PyDict_SetItem(dict, key_typed, typed) == 0)) {
         ev = PyBaseObject_Type.tp_new(type, no_args, NULL);
         if (ev != NULL && PyObject_GenericSetAttr(ev, key_dict, dict) < 0)
             Py_CLEAR(ev);
@@ -512,7 +512,7 @@ static PyObject *event_item(scanner *sc, const event_match *m)
         else if (items[6] == Py_None || m->middle.n > 0)
             items[7] = Py_NewRef(Py_None);
         else
-            items[7] = complete_event(sc->event, stamp, items[3], key_typed, items[6]);
+            items[7] = complete_event(sc->event, stamp, items[3], items[6]);
         item = build(&PyTuple_Type, 8, items);
     }
     Py_XDECREF(stamp[0]);

@@ -68,15 +68,15 @@ typedef struct {
     PyObject *title;        /* the Proctitle of str[S_TITLE], the last PROCTITLE body */
 } scanner;
 
-/* interned "is_ipe": the follower's Event cached_property (_scan.c) */
+/* interned "is_ipe": an Event cached_property every consumer asks (_scan.c) */
 IPED_INTERNAL extern PyObject *key_is_ipe;
 
 /* records.parse_access on its regex's fast case; None to leave the body to Python (_scan.c) */
 IPED_INTERNAL PyObject *access_of(scanner *sc, span body);
 
-/* A complete group.Event with one cached_property's value set (_scan.c) */
+/* A complete group.Event of IPE records, is_ipe set, and typed unless NULL (_scan.c) */
 IPED_INTERNAL PyObject *complete_event(PyTypeObject *type, PyObject *const stamp[3], PyObject *records,
-                                       PyObject *cached_key, PyObject *cached);
+                                       PyObject *typed);
 
 /* the module functions of _netlink.c, in _scan.c's method table */
 IPED_INTERNAL PyObject *recv_records(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -23,7 +23,7 @@ test_bulk_scan.py`` compares the two item by item, on generated blocks too.
 
 For an access event the grouper's bookkeeping is done inline with the same conditions as
 :meth:`Grouper.feed_run`'s fast case (a new stamp, nothing due to expire, the next serial),
-and the event is built with ``typed`` already filled in (``Event.typed`` is a non-data
+and the event is built with ``typed`` and ``is_ipe`` already filled in (``Event.typed`` is a non-data
 descriptor, so a value in the instance ``__dict__`` wins). Anything else (a stamp already in
 flight or done, a serial gap with ``track_gaps``, expiry due, a record repeated inside the
 event or an EOE among the middle records) feeds the records one by one through
@@ -244,7 +244,8 @@ def iter_block(grouper: Grouper, text: str, feed_lines: FeedLines) -> Iterator[l
                 setattr_(
                     built,
                     "__dict__",
-                    {"sec": sec, "msec": msec, "serial": serial, "records": records, "complete": True, "typed": typed},
+                    {"sec": sec, "msec": msec, "serial": serial, "records": records, "complete": True, "is_ipe": True,
+                     "typed": typed},
                 )
             out.append(built)
         else:

@@ -17,8 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from iped.audit.explain import PolicyIndex, access_target, explain_access, explain_load, rule_verdict
 from iped.audit.group import Event
@@ -201,9 +200,12 @@ class JsonLines:
         self._second_text = ""
         self._strings: dict[str | None, str] = {}
         self._processes: dict[tuple[object, ...], tuple[str, str]] = {}
+        # a digest rule's verdict around its hex, by the rest of the rule (_digest_verdict)
+        self._templates: dict[tuple[str | None, str | None, bool | None, str, str], _Template | None] = {}
         # misses per table (lookups are derived from the accesses rendered: see cache_stats)
         self._accesses = 0
-        self._misses = {"verdicts": 0, "strings": 0, "processes": 0}
+        self._template_lookups = 0
+        self._misses = {"verdicts": 0, "strings": 0, "processes": 0, "digest templates": 0}
 
     def cache_stats(self) -> dict[str, dict[str, int]]:
         """Each table's size, bound, lookups and misses (for the benchmarks' report)."""
@@ -213,9 +215,11 @@ class JsonLines:
             # comm, path and dev per access, exe and comm per process part built
             "strings": 3 * self._accesses + 2 * misses["processes"],
             "processes": self._accesses,
+            "digest templates": self._template_lookups,
         }
-        sizes = {"verdicts": len(self._verdicts), "strings": len(self._strings), "processes": len(self._processes)}
-        bounds = {"verdicts": _KEPT_VERDICTS, "strings": _KEPT, "processes": _KEPT}
+        sizes = {"verdicts": len(self._verdicts), "strings": len(self._strings), "processes": len(self._processes),
+                 "digest templates": len(self._templates)}  # fmt: skip
+        bounds = {"verdicts": _KEPT_VERDICTS, "strings": _KEPT, "processes": _KEPT, "digest templates": _KEPT}
         return {
             name: {"size": sizes[name], "bound": bounds[name], "lookups": lookups[name], "misses": misses[name]}
             for name in sizes
@@ -246,7 +250,9 @@ class JsonLines:
             if len(verdicts) >= _KEPT_VERDICTS:
                 verdicts.clear()
             self._misses["verdicts"] += 1
-            verdict = verdicts[op, hook, enforcing, rule] = self._rule_verdict(rec) or self._verdict(rec)
+            verdict = verdicts[op, hook, enforcing, rule] = (
+                self._digest_verdict(op, hook, enforcing, rule) or self._rule_verdict(rec) or self._verdict(rec)
+            )  # (kept: a digest rule that repeats is then one lookup, not a template's assembly)
         sec, msec = event.sec, event.msec
         ts = sec + msec / 1000.0  # (Event.timestamp, without the property call)
         if int(ts) != self._second:
@@ -297,6 +303,47 @@ class JsonLines:
                 f'"syscall": {_value(nr)}, "success": {_value(success)}, "exit": {_value(exit_)}, "argv": {argv}}}',
             )
         return f"{parts[0]}{'null' if pid is None else int.__repr__(pid)}{parts[1]}"
+
+    def _digest_verdict(self, op: str | None, hook: str | None, enforcing: bool | None,
+                        rule: str | None) -> _Verdict | None:  # fmt: skip
+        """The verdict of a rule with one ``fsverity_digest`` token (a policy of one digest rule
+        per file: every rule new), from a template kept by the rest of the rule, its hex put in;
+        None for any other rule, or with a policy to locate rules in (the location is the
+        rule's own)."""
+        if self.index is not None or rule is None:
+            return None
+        parts = _digest_parts(rule)
+        if parts is None:
+            return None
+        head, hexd, rest = parts
+        self._template_lookups += 1
+        key = (op, hook, enforcing, head, rest)
+        templates = self._templates
+        if key in templates:
+            t = templates[key]
+        else:
+            if len(templates) >= _KEPT:
+                templates.clear()
+            self._misses["digest templates"] += 1
+            t = templates[key] = self._template(op, hook, enforcing, head, rest)
+        if t is None:
+            return None
+        return _Verdict(t.fields, f"{t.rule[0]}{hexd}{t.rule[1]}{hexd}{t.rule[2]}", f"{t.tail[0]}{hexd}{t.tail[1]}")
+
+    def _template(self, op: str | None, hook: str | None, enforcing: bool | None, head: str,
+                  rest: str) -> _Template | None:  # fmt: skip
+        """:meth:`_rule_verdict` of ``head + _MARK + rest``, split where the mark's encodings
+        stand; None when that is no matched rule's verdict or the mark is not where only the hex
+        would be (the rule holds the mark's character or its escape itself)."""
+        rec = IpeAccess(op, hook, enforcing, None, None, None, None, None, f"{head}{_MARK}{rest}")
+        v = self._rule_verdict(rec)
+        if v is None:
+            return None
+        rule = v.rule.split(_MARK)
+        tail = v.tail.split(_MARK_IN_REPR)
+        if len(rule) != 3 or len(tail) != 2 or _MARK in v.tail or _MARK_IN_REPR in v.rule:
+            return None
+        return _Template(v.fields, (rule[0], rule[1], rule[2]), (tail[0], tail[1]))
 
     def _rule_verdict(self, rec: IpeAccess) -> _Verdict | None:
         """:meth:`_verdict` of a record whose rule matched (not a DEFAULT) and names its action,
@@ -359,12 +406,48 @@ _KEPT = 4096
 #: starts afresh; ~1 KB each, so at most ~4 MB however many distinct rules a log names)
 _KEPT_VERDICTS = 4096
 
+#: stands for a digest's hex in a template: a private-use character, which JSON leaves as it
+#: is and repr() writes as ``\ue000`` (so the explanation's JSON holds ``\\ue000``); ASCII
+#: letters and digits are left alone by both and change neither's choice of quotes, so a
+#: verdict is its template with the hex wherever the mark stands
+_MARK = "\ue000"
+_MARK_IN_REPR = _encode_str(repr(_MARK)[1:-1])[1:-1]
 
-@dataclass(frozen=True, slots=True)
-class _Verdict:
+
+class _Template(NamedTuple):
+    """A digest rule's verdict in pieces: the hex goes between the pieces of ``rule`` (in the
+    rule's text and in its decoded text) and of ``tail`` (in the explanation)."""
+
+    fields: str
+    rule: tuple[str, str, str]
+    tail: tuple[str, str]
+
+
+def _digest_parts(rule: str) -> tuple[str, str, str] | None:
+    """``(head, hex, rest)`` with ``rule == head + hex + rest``, of a rule whose one digest or
+    roothash key is an ``fsverity_digest`` token (as :func:`decode_rule`'s quick path takes it)
+    whose value after its last colon -- the hex -- is ASCII letters and digits; else None."""
+    i = rule.find(" fsverity_digest=")
+    if i < 0 or rule.count("_digest=") != 1 or "_roothash=" in rule:
+        return None
+    start = i + 17
+    end = rule.find(" ", start)
+    if end < 0:
+        end = len(rule)
+    colon = rule.rfind(":", start, end)
+    if colon < 0:
+        return None
+    hexd = rule[colon + 1 : end]
+    if not (hexd.isascii() and hexd.isalnum()):
+        return None
+    return rule[: colon + 1], hexd, rule[end:]
+
+
+class _Verdict(NamedTuple):
     """A rule verdict's encoded parts: the fields from ``decision`` to ``hook`` (with the
     separator after them), from ``rule`` to the explanation's opening quote and its text up to
-    the file's name, and the explanation's rest with its closing quote."""
+    the file's name, and the explanation's rest with its closing quote. (A NamedTuple: a frozen
+    dataclass's __init__ cost more than the rest of a verdict made from a digest template.)"""
 
     fields: str
     rule: str

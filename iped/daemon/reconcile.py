@@ -194,6 +194,11 @@ class Reconciler:
             return replace(base, errors=(signing,))
         fresh: dict[tuple[object, ...], DeclaredPolicy | DeclError] = {}
         held: dict[bytes, str] | None = None  # the kernel's blobs, read at the first signed file
+        # a daemon that signs (--dev, a signing_key) with its IPE state in this process (the
+        # emulator): the crypto stack is its floor anyway, and checking here keeps each reload
+        # free of a child (and the emulator's verification with it: it verifies in this process
+        # once the stack is loaded)
+        signs_here = self.backend.capabilities.state_in_process and signing.key_pem is not None
 
         def loader(path: Path) -> DeclaredPolicy | DeclError:
             nonlocal held
@@ -207,7 +212,7 @@ class Reconciler:
                     held = held_blobs(self.backend)
                 got = held_by_kernel(self.backend, held, path, raw)
             if got is None:  # the result is computed from exactly the bytes the key names
-                got = load_policy_file(path, signing, raw)
+                got = load_policy_file(path, signing, raw, in_process=signs_here)
             fresh[key] = got
             return got
 

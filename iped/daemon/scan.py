@@ -11,7 +11,6 @@ overlaid (:mod:`iped.daemon.overlay`).
 from __future__ import annotations
 
 import errno
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,70 +43,38 @@ def _decl_error(path: Path, p: PolicyProblem) -> DeclError:
                      plain=p.stage is Stage.SIGNING)
 
 
-def crypto_loaded() -> bool:
-    """Has this process loaded the crypto stack (the emulator's keyring does, to trust anchors)?"""
-    import sys
-
-    return "cryptography" in sys.modules or "asn1crypto" in sys.modules
-
-
-def _check_policy_small(raw: bytes, signing: SigningMaterial) -> CheckedPolicy | PolicyProblem:
+def _check_policy_small(raw: bytes, signing: SigningMaterial,
+                        in_process: bool = False) -> CheckedPolicy | PolicyProblem:  # fmt: skip
     """``check_policy(raw, signing, sign_text=True)``; when that needs the crypto stack (a blob to
-    verify, text to sign) and this process has not loaded it, in a short-lived child: the stack
-    (cryptography + asn1crypto, ~14 MB) would otherwise stay resident for the daemon's life after
-    one verification. The child is forked (it inherits the state, nothing is re-read) and sends
-    the result back pickled; a child that dies or sends nothing is a failed verification (fail
-    closed: the plan is rejected, nothing reaches the kernel)."""
+    verify, text to sign) and this process has not loaded it, in a short-lived child
+    (:func:`iped.forked.call_in_child`): the stack (cryptography + asn1crypto, ~14 MB) would
+    otherwise stay resident for the daemon's life after one verification. A child that dies,
+    raises or sends nothing is a failed verification (fail closed: the plan is rejected,
+    nothing reaches the kernel). ``in_process``: here, whatever it loads."""
+    from iped.forked import call_in_child, crypto_loaded
     from iped.pkcs7 import is_pkcs7
 
     needs_crypto = is_pkcs7(raw) or signing.key_pem is not None
-    if not needs_crypto or crypto_loaded():
-        return check_policy(raw, signing, sign_text=True)
-    import pickle
-
-    try:
-        rfd, wfd = os.pipe()
-    except OSError:  # no fd to spare: verify here (resident after, but verified)
+    if not needs_crypto or in_process or crypto_loaded():
         return check_policy(raw, signing, sign_text=True)
     try:
-        pid = os.fork()
-    except OSError:  # (EAGAIN: a task limit; EPERM: a syscall filter) verify here instead
-        os.close(rfd)
-        os.close(wfd)
-        return check_policy(raw, signing, sign_text=True)
-    if pid == 0:  # the child: verify, answer, exit without running the parent's cleanup
-        code = 1
-        try:
-            os.close(rfd)
-            data = memoryview(pickle.dumps(check_policy(raw, signing, sign_text=True)))
-            while data:
-                data = data[os.write(wfd, data) :]
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(wfd)
-    chunks = []
-    with open(rfd, "rb") as fh:
-        while chunk := fh.read(1 << 16):
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0 or not chunks:
-        return PolicyProblem(Stage.SIGNATURE, errno.EBADMSG,
-                             f"verification failed unexpectedly (its process ended with status {status})",
+        return call_in_child(lambda: check_policy(raw, signing, sign_text=True))
+    except Exception as e:  # ChildFailedError, or what the child raised
+        return PolicyProblem(Stage.SIGNATURE, errno.EBADMSG, f"verification failed unexpectedly ({e})",
                              signed=True)  # fmt: skip
-    got: CheckedPolicy | PolicyProblem = pickle.loads(b"".join(chunks))  # (our own child's answer)
-    return got
 
 
-def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = None) -> DeclaredPolicy | DeclError:
+def load_policy_file(path: Path, signing: SigningMaterial, raw: bytes | None = None, *,
+                     in_process: bool = False) -> DeclaredPolicy | DeclError:  # fmt: skip
     """Read and check one file (:func:`iped.policyfile.check_policy`); plain text is signed with
-    the local key of ``signing``, and every blob verified against its anchors."""
+    the local key of ``signing``, and every blob verified against its anchors (``in_process``:
+    in this process, else in a child unless the crypto stack is loaded already)."""
     if raw is None:
         read = read_policy_file(path)
         if isinstance(read, DeclError):
             return read
         raw = read
-    got = _check_policy_small(raw, signing)
+    got = _check_policy_small(raw, signing, in_process)
     if isinstance(got, PolicyProblem):
         return _decl_error(path, got)
     assert got.blob is not None and got.signer is not None  # sign_text: every accepted file is signed

@@ -65,7 +65,7 @@ def assert_same(text: str) -> tuple[int, int]:
             assert type(event) is Event
             assert event == Event(mine[0], mine[1], mine[2], three, True)
             assert event.__dict__ == {"sec": mine[0], "msec": mine[1], "serial": mine[2], "records": three,
-                                      "complete": True, "typed": expected}  # fmt: skip
+                                      "complete": True, "is_ipe": True, "typed": expected}  # fmt: skip
     return events, typed
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from iped.audit.records import (
     IpeAccess,
@@ -23,6 +25,7 @@ from iped.audit.records import (
     parse_unproven_line,
     type_number,
 )
+from iped.audit.records import _decode_rule_tokens as decode_rule_tokens
 from tests.helpers.records import kernel_bodies
 
 ADMIN_GUIDE_1420 = (
@@ -61,6 +64,30 @@ def test_access_hex_untrusted_and_digest_rule() -> None:
     assert decode_rule("op=EXECUTE dmverity_roothash=73686120:00 action=DENY") == (
         "op=EXECUTE dmverity_roothash=sha :00 action=DENY"
     )
+
+
+@pytest.mark.parametrize("rule", [
+    'op=EXECUTE fsverity_digest="sha256":ABCD action=ALLOW',
+    'op=EXECUTE fsverity_digest="sha256":AB:CD action=ALLOW',  # the last colon splits
+    'op=EXECUTE fsverity_digest="sha256:ABCD action=ALLOW',
+    "op=EXECUTE fsverity_digest=736861323536:ABCD action=ALLOW",
+    'op=EXECUTE fsverity_digest="":ABCD',
+    "op=EXECUTE fsverity_digest=ABCD action=ALLOW",  # no colon: as printed
+    ' fsverity_digest="sha256":AB',
+    'op=EXECUTE xfsverity_digest="sha256":AB fsverity_digest="sha256":CD action=ALLOW',
+    'op=EXECUTE fsverity_digest="sha256":AB dmverity_roothash="sha256":CD action=ALLOW',
+    'op=EXECUTE a=fsverity_digest="sha256":AB action=ALLOW',
+    "DEFAULT action=DENY",
+])  # fmt: skip
+def test_decode_rule_quick_path_is_the_token_rendering(rule: str) -> None:
+    assert decode_rule(rule) == decode_rule_tokens(rule)
+
+
+@given(st.lists(st.sampled_from([" fsverity_digest=", "fsverity_digest", "dmverity_roothash=", "_digest=", "=",
+                                 '"', ":", " ", "sha256", "AB", "736861", '"sha256":', "action=ALLOW"]),
+                max_size=12).map("".join))  # fmt: skip
+def test_decode_rule_quick_path_generated(rule: str) -> None:
+    assert decode_rule(rule) == decode_rule_tokens(rule)
 
 
 def test_access_truncated() -> None:

@@ -230,3 +230,34 @@ def test_tables_stay_bounded_when_every_event_differs(monkeypatch: pytest.Monkey
         stats = fast.cache_stats()
         assert stats["verdicts"]["lookups"] == 300 and stats["verdicts"]["misses"] > 250
         assert stats["processes"]["misses"] == 300
+
+
+@pytest.mark.parametrize("rule", [
+    'op=EXECUTE fsverity_digest="sha256":{h} action=ALLOW',
+    'op=EXECUTE fsverity_digest="sha256":{h} action=DENY',
+    "op=EXECUTE fsverity_digest=736861073235:{h} action=ALLOW",  # the algorithm printed as hex
+    'op=EXECUTE fsverity_digest="it\'s":{h} action=ALLOW',  # repr's quotes turn to "
+    'op=EXECUTE fsverity_digest="it\'s \\"x":{h} action=ALLOW',  # both quotes: repr escapes
+    'op=EXECUTE fsverity_digest="a\\\\b":{h} action=ALLOW',  # a backslash
+    'op=EXECUTE fsverity_digest="\ue000":{h} action=ALLOW',  # the mark's own character
+    'op=EXECUTE fsverity_digest="\\\\ue000":{h} action=ALLOW',  # the mark's escape as text
+    'op=EXECUTE fsverity_digest="sha256":{h}:{h} action=ALLOW',  # the last colon splits
+    'op=EXECUTE fsverity_digest="sha256":{h}- action=ALLOW',  # not letters and digits
+    'op=EXECUTE fsverity_digest="sha256":{h}',  # no action
+    'DEFAULT op=EXECUTE fsverity_digest="sha256":{h} action=ALLOW',
+    'op=EXECUTE fsverity_digest="sha256":{h} dmverity_roothash="sha256":{h} action=ALLOW',
+    'op=EXECUTE fsverity_digest="sha256":{h} boot_verified=TRUE action=ALLOW',
+    'op=EXECUTE fsverity_digest="sha256": action=ALLOW',  # empty hex
+    'op=EXECUTE fsverity_digest="sha256":{h} action=ALLOW \u00e9\x01',
+])  # fmt: skip
+def test_digest_rule_verdicts_from_templates_are_the_reference(rule: str) -> None:
+    """A digest rule's verdict made from a template kept by the rest of the rule (the hex put
+    in) is the reference's, whatever the rest holds, for a new hex and for one seen before."""
+    records = []
+    for n in range(6):
+        stamp = (1700000000, n, n + 1)
+        text = rule.replace("{h}", f"{n % 4:064x}" if n % 2 else f"{n % 4:064X}")
+        body = (f'ipe_op=EXECUTE ipe_hook=BPRM_CHECK enforcing={n % 2} pid={n} comm="c" path="/bin/t" '
+                f'dev="vda1" ino={n} rule="{text}"')  # fmt: skip
+        records += [RawRecord(1420, *stamp, body), RawRecord(1320, *stamp, "")]
+    assert assert_same_lines(_group(records), None) == 6

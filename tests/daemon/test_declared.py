@@ -297,7 +297,7 @@ def test_a_blob_the_kernel_does_not_hold_is_verified_first(tmp_path: Path, dev_k
 SCAN_IN_A_FRESH_PROCESS = """
 import json, sys
 from pathlib import Path
-from iped.backend import make_emulator_backend
+from iped.backend import KERNEL_CAPABILITIES, make_emulator_backend
 from iped.daemon.log import NullReporter
 from iped.daemon.planlog import PlanLog
 from iped.daemon.reconcile import Reconciler
@@ -343,14 +343,14 @@ def test_verification_happens_in_process_when_no_child_can_be_made(
 ) -> None:
     """fork refused (EAGAIN at a task limit, EPERM under a syscall filter): the blob is verified in
     the daemon itself, never taken unverified -- the tampered one refused, the good one taken."""
-    from iped.daemon import scan
+    from iped import forked
 
     def no_fork() -> int:
         raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
 
     monkeypatch.setattr(os, "fork", no_fork)
     # (as in a daemon that has not loaded the crypto stack: the child path is the one asked for)
-    monkeypatch.setattr(scan, "crypto_loaded", lambda: False)
+    monkeypatch.setattr(forked, "crypto_loaded", lambda: False)
     good = sign_policy(policy_text("a", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
     bad = sign_policy(policy_text("b", "1.0.0"), dev_keys[0].read_bytes(), dev_keys[1].read_bytes())
     rec = reconciler(tmp_path, dev_keys, with_key=False)
@@ -360,3 +360,51 @@ def test_verification_happens_in_process_when_no_child_can_be_made(
     assert [p.name for p in got.policies] == ["a"]
     assert [Path(e.file).name for e in got.errors] == ["b.p7s"]
     assert got.errors[0].errno in (errno.EBADMSG, errno.EKEYREJECTED)
+
+
+SIGNING_SCAN_IN_A_FRESH_PROCESS = """
+import json, sys
+from pathlib import Path
+from iped.backend import KERNEL_CAPABILITIES, make_emulator_backend
+from iped.daemon.log import NullReporter
+from iped.daemon.planlog import PlanLog
+from iped.daemon.reconcile import Reconciler
+from iped.settings import PolicySettings, Settings
+
+class Kernelish:  # the emulator posing as a kernel backend: capabilities decide where the check runs
+    kind = "kernel"
+    capabilities = KERNEL_CAPABILITIES
+    def __init__(self, inner): self.inner = inner
+    def __getattr__(self, name): return getattr(self.inner, name)
+
+pol = PolicySettings(dir=Path(sys.argv[1]), active=None, signing_key=Path(sys.argv[2]), signing_cert=Path(sys.argv[3]))
+backend = make_emulator_backend([], "test")
+if sys.argv[5] == "kernel":
+    backend = Kernelish(backend)
+rec = Reconciler(Settings(policies=pol), backend, PlanLog(Path(sys.argv[4])), NullReporter())
+got = rec.scan()
+print(json.dumps({
+    "policies": [p.name for p in got.policies],
+    "crypto": "cryptography" in sys.modules,
+}))
+"""
+
+
+@pytest.mark.parametrize(("kind", "resident"), [("emulator", True), ("kernel", False)])
+def test_an_emulator_daemon_that_signs_checks_in_process(tmp_path: Path, dev_keys: tuple[Path, Path], kind: str,
+                                                         resident: bool) -> None:  # fmt: skip
+    """An emulator daemon with a signing key signs in process (the stack is its floor, and a
+    reload then needs no child); on a kernel backend the same scan signs in a child."""
+    import json
+    import subprocess
+    import sys
+
+    d = tmp_path / "policies.d"
+    d.mkdir()
+    (d / "a.pol").write_bytes(policy_text("a", "1.0.0"))
+    argv = [sys.executable, "-c", SIGNING_SCAN_IN_A_FRESH_PROCESS, str(d), str(dev_keys[0]), str(dev_keys[1]),
+            str(tmp_path / "s"), kind]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got == {"policies": ["a"], "crypto": resident}

@@ -4,6 +4,7 @@ verify_pkcs7_signature() + IPE's keyring fallback produce."""
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -104,3 +105,88 @@ def test_failed_signature_is_audited_with_errno_on_616() -> None:
     old = make_emulator("6.12")
     _errno_of(old, sign(policy_text(), "untrusted-signer-generated"))
     assert old.drain_audit() == []
+
+
+def test_cert_to_der_is_cryptographys_der_without_it() -> None:
+    """The keyring reads anchors with the standard library (cryptography stays out of a daemon
+    on the emulator): the DER of a PEM is cryptography's, DER is taken as it is, junk refused."""
+    from iped.emulator.keyring import cert_to_der
+
+    pem = signer()[0]
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    assert cert_to_der(pem) == der
+    assert cert_to_der(b"\n  " + pem + b"\ntrailing text\n") == der
+    assert cert_to_der(der) == der
+    junks = (b"", b"0", der[:-1], der + b"\0", b"-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----\n",
+             b"-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n", b"\x30\x03\x02\x01\x00")  # fmt: skip
+    for junk in junks:
+        with pytest.raises(ValueError):
+            cert_to_der(junk)
+
+
+def test_an_anchor_the_verification_cannot_parse_trusts_nothing() -> None:
+    """cert_to_der checks an anchor's outer shape only; one with that shape that is no
+    certificate is skipped by the verification: ENOKEY, never trust."""
+    emu = make_emulator()
+    emu.trust(b"\x30\x08\x30\x00\x30\x00\x03\x02\x00\x00")  # the shape, empty
+    assert _errno_of(emu, sign(policy_text(), "untrusted-signer-generated")) == errno.ENOKEY
+    load(emu, "still", "1.0.0")  # the good anchor beside it still verifies
+
+
+EMULATOR_IN_A_FRESH_PROCESS = """
+import errno, json, sys
+from pathlib import Path
+from iped.emulator import Emulator
+
+emu = Emulator()
+emu.trust(Path(sys.argv[1]).read_bytes())
+good, bad = Path(sys.argv[2]).read_bytes(), Path(sys.argv[3]).read_bytes()
+emu.write("new_policy", good)
+try:
+    emu.write("new_policy", bad)
+    refused = None
+except OSError as e:
+    refused = e.errno
+print(json.dumps({
+    "policies": emu.listdir("policies"),
+    "refused": refused,
+    "crypto": sorted(m for m in sys.modules if m.split(".")[0] in ("cryptography", "asn1crypto")),
+}))
+"""
+
+
+def test_the_emulator_verifies_in_a_child_when_the_crypto_stack_is_not_loaded(tmp_path: Path) -> None:
+    """In a process without the crypto stack (a daemon on the emulator), new_policy verifies in
+    a short-lived child: the good blob taken, a tampered one refused, neither cryptography nor
+    asn1crypto left loaded."""
+    import json
+    import subprocess
+    import sys
+
+    good = sign(policy_text("good", "1.0.0"))
+    bad = sign(policy_text("bad", "1.0.0"))
+    (tmp_path / "anchor.pem").write_bytes(signer()[0])
+    (tmp_path / "good.p7s").write_bytes(good)
+    (tmp_path / "bad.p7s").write_bytes(bad[:-1] + bytes([bad[-1] ^ 1]))
+    argv = [sys.executable, "-c", EMULATOR_IN_A_FRESH_PROCESS, *(str(tmp_path / n) for n in ("anchor.pem", "good.p7s",
+                                                                                               "bad.p7s"))]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout)
+    assert got["policies"] == ["good"]
+    assert got["refused"] in (errno.EBADMSG, errno.EKEYREJECTED, errno.EINVAL)  # (EINVAL: an RSA signer)
+    assert got["crypto"] == []
+
+
+def test_a_child_that_dies_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No answer from the verifying child: EKEYREJECTED, nothing loaded."""
+    from iped import forked
+
+    def dies(call: object) -> bytes:
+        raise forked.ChildFailedError("its process ended with status 9")
+
+    emu = make_emulator()
+    monkeypatch.setattr(forked, "crypto_loaded", lambda: False)
+    monkeypatch.setattr(forked, "call_in_child", dies)
+    assert _errno_of(emu, sign(policy_text())) == errno.EKEYREJECTED
+    assert emu.listdir("policies") == []

@@ -33,7 +33,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("iped.config",),  # iped.toml -> Settings (pydantic at the edge)
     # the vocabulary every floor shares
     ("iped.settings", "iped.paths", "iped.errors", "iped.outcome", "iped.fsutil", "iped.errnos", "iped.textsafe",
-     "iped.trustpath", "iped.didyoumean", "iped"),
+     "iped.trustpath", "iped.didyoumean", "iped.forked", "iped"),
 )
 
 
