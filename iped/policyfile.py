@@ -149,13 +149,16 @@ def _verify(blob: bytes, material: SigningMaterial) -> CheckedPolicy | PolicyPro
 def check_policy(raw: bytes, material: SigningMaterial, *, sign_text: bool = False) -> CheckedPolicy | PolicyProblem:
     """Would the kernel accept ``raw``? With ``sign_text``, plain text is signed with the local key
     (ENOKEY without one) and comes back with its blob."""
-    from iped.pkcs7 import is_pkcs7, sign_policy
-
     too_large = size_problem(len(raw))
     if too_large is not None:
         return too_large
-    if is_pkcs7(raw):
-        return _verify(raw, material)
+    # iped.pkcs7 only for bytes that may be a blob (DER or PEM): the kernel's plain-text read-back
+    # of a held policy (the daemon's start) then never loads it
+    if raw[:1] == b"\x30" or raw[:64].lstrip().startswith(b"-----BEGIN"):
+        from iped.pkcs7 import is_pkcs7
+
+        if is_pkcs7(raw):
+            return _verify(raw, material)
     parsed = _parse(raw, Stage.TEXT, signed=False)
     if isinstance(parsed, PolicyProblem) or not sign_text:
         return parsed if isinstance(parsed, PolicyProblem) else CheckedPolicy(parsed[0], parsed[1], raw, None)
@@ -163,6 +166,8 @@ def check_policy(raw: bytes, material: SigningMaterial, *, sign_text: bool = Fal
         return PolicyProblem(Stage.SIGNING, errno.ENOKEY,
                              "plain-text policy needs [policies] signing_key and signing_cert in iped.toml "
                              "(or sign it elsewhere and drop the .p7s instead)")
+    from iped.pkcs7 import sign_policy
+
     try:
         blob = sign_policy(raw, material.key_pem, material.cert_pem)
     except Exception as e:  # a broken key/cert must reject the plan, not kill the loop

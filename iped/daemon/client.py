@@ -7,9 +7,11 @@ os, socket, struct, tomllib only.
 
 from __future__ import annotations
 
+# _socket, not socket: the wrapper module pulls selectors, array and its enum conversions into
+# every `iped status`, which needs none of them (a third of the verb's own imports)
+import _socket
 import json
 import os
-import socket
 import struct
 
 from iped.errors import UNREACHABLE, USAGE, UserError
@@ -79,7 +81,8 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
     (UntrustedSocketError: the socket is not root's), MalformedReplyError."""
     try:
         check_socket(path)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC) as s:
+        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
+        try:
             s.settimeout(timeout)
             _connect(s, os.fspath(path), timeout)
             s.sendall(json.dumps({"op": op, **args}).encode() + b"\n")
@@ -89,6 +92,8 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
                 if not chunk:
                     raise DaemonUnreachableError(f"{path}: daemon closed the connection without a reply")
                 buf += chunk
+        finally:
+            s.close()
     except (FileNotFoundError, ConnectionRefusedError) as e:
         raise NoDaemonError(path, e.strerror or type(e).__name__) from None
     except BlockingIOError:
@@ -107,7 +112,7 @@ def request(path: str | os.PathLike[str], op: str, timeout: float = 120.0, **arg
     return reply
 
 
-def _connect(s: socket.socket, path: str, timeout: float) -> None:
+def _connect(s: _socket.socket, path: str, timeout: float) -> None:
     """connect(), waiting up to ``timeout`` seconds while the daemon's accept queue is full (it
     is busy, not gone), then leave ``s`` with that timeout for the request.
 
@@ -117,7 +122,7 @@ def _connect(s: socket.socket, path: str, timeout: float) -> None:
     in a tight loop. A full queue that stays full raises BlockingIOError (EAGAIN), as before."""
     seconds = max(timeout, 0.001)
     s.settimeout(None)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+    s.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO,
                  struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000)))  # fmt: skip
     s.connect(path)
     s.settimeout(timeout)

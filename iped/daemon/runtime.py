@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import tempfile
 from pathlib import Path
 
 import iped
@@ -77,6 +76,8 @@ def dev_settings(config: Path | None = None, workdir: Path | None = None) -> Set
     if not config.exists():
         raise FileNotFoundError(f"--dev needs the source checkout's {config}")
     base = load(config)
+    import tempfile  # --dev only: tempfile pulls shutil and random into every start
+
     work = workdir or Path(tempfile.mkdtemp(prefix="iped-dev-"))
     from iped.daemon.devkey import ensure_dev_key
 
