@@ -31,9 +31,10 @@ import fcntl
 import os
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from iped.emulator.types import FileInfo
+if TYPE_CHECKING:
+    from iped.emulator.types import FileInfo
 
 
 def _iowr(kind: int, nr: int, size: int) -> int:
@@ -183,6 +184,10 @@ def superblock_id(st_dev: int, *, sysfs: str = "/sys", mountinfo: str = "/proc/s
 
 def file_info_from_path(path: str, *, boot_superblocks: frozenset[int] = frozenset()) -> FileInfo:
     """Build a :class:`FileInfo` for a real file. Raises OSError if it cannot be opened."""
+    # here, not at the top: the daemon's udev monitor imports this module before READY, and
+    # emulator.types (seven dataclasses) is none of its business
+    from iped.emulator.types import FileInfo
+
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
