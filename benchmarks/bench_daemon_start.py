@@ -30,7 +30,8 @@ Before measuring, the package (and ``--compare DIR``'s) is byte-compiled, as an 
 under ``PYTHONDONTWRITEBYTECODE`` every start would otherwise compile its modules from source.
 
 ``--compare DIR`` also runs another checkout's daemon (``PYTHONPATH=DIR``, e.g. /work/main before
-a change) in the same alternation, so before and after are measured side by side.
+a change) in the same alternation, so before and after are measured side by side (with
+``--production``: its held shape, through its own entry point).
 
     .venv/bin/python benchmarks/bench_daemon_start.py [--runs 20] [--signing | --signed | --production] [--compare DIR]
 """
@@ -132,7 +133,13 @@ def vm_rss_kib(pid: int) -> int:
 
 
 def cpu_ms(pid: int) -> float:
-    """utime + stime of ``pid`` so far (/proc/PID/stat fields 14 and 15, clock ticks)."""
+    """CPU time of ``pid``'s threads so far: /proc/PID/task/*/schedstat (nanoseconds; the clock
+    ticks of /proc/PID/stat are 10 ms, a twelfth of a start), else utime + stime from stat."""
+    try:
+        return sum(int(Path(t, "schedstat").read_text().split()[0])
+                   for t in Path(f"/proc/{pid}/task").iterdir()) / 1e6  # fmt: skip
+    except (OSError, ValueError, IndexError):
+        pass
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
@@ -144,9 +151,10 @@ class Run(NamedTuple):
     rss_kib: int
 
 
-def start_to_ready(config: Path, notify: socket.socket, env: dict[str, str], hooks: bool = False) -> Run:
-    """One daemon start, measured at READY=1 (``hooks``: through the tests' entry point)."""
-    entry = [str(HOOKS)] if hooks else ["-m", "iped"]
+def start_to_ready(config: Path, notify: socket.socket, env: dict[str, str], hooks: bool | Path = False) -> Run:
+    """One daemon start, measured at READY=1 (``hooks``: through the tests' entry point, this
+    tree's or the one at that path)."""
+    entry = [str(hooks if isinstance(hooks, Path) else HOOKS)] if hooks else ["-m", "iped"]
     t = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *entry, "daemon", "--config", str(config)],
                             env=env, cwd=config.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -212,7 +220,7 @@ def signers_recorded(state: Path) -> set[str]:
     return found
 
 
-def production(runs: int) -> int:
+def production(runs: int, compare: Path | None = None) -> int:
     """``--production``: see the module docstring."""
     import shutil
 
@@ -233,20 +241,29 @@ def production(runs: int) -> int:
         notify.bind(os.fspath(tmp / "notify.sock"))
         env["NOTIFY_SOCKET"] = os.fspath(tmp / "notify.sock")
 
-        def start(config: Path) -> Run:
+        def start(config: Path, other: Path | None = None) -> Run:
             run_journal = config.parent / "emulator.journal"
             shutil.copyfile(journal, run_journal)  # the kernel as the priming start left it
-            return start_to_ready(config, notify, {**env, "IPED_EMULATOR_STATE": os.fspath(run_journal)}, hooks=True)
+            run_env = {**env, "IPED_EMULATOR_STATE": os.fspath(run_journal)}
+            if other is None:
+                return start_to_ready(config, notify, run_env, hooks=True)
+            # the other checkout's entry point and package (cwd is the config's dir, not a tree)
+            other_hooks = other / HOOKS.relative_to(ROOT)
+            return start_to_ready(config, notify, {**run_env, "PYTHONPATH": os.fspath(other)}, hooks=other_hooks)
 
         # priming: the first boot, the emulator verifies and takes the blobs (journaled)
         start_to_ready(held_cfg, notify, {**env, "IPED_EMULATOR_STATE": os.fspath(journal)}, hooks=True)
         start(held_cfg)  # warm-up: page cache
         start(new_cfg)
-        held, new, base = [], [], []
+        if compare is not None:
+            start(held_cfg, compare)
+        held, new, base, other = [], [], [], []
         for _ in range(runs):  # alternating, so all see the same machine load
             held.append(start(held_cfg))
             base.append(baseline(env))
             new.append(start(new_cfg))
+            if compare is not None:
+                other.append(start(held_cfg, compare))
     from iped.daemon.reconcile import KERNEL_VERIFIED
 
     held_signers, new_signers = signers_recorded(held_dir / "state"), signers_recorded(new_dir / "state")
@@ -257,6 +274,8 @@ def production(runs: int) -> int:
     print(summary("held: kernel holds these blobs", held))
     print(summary("new blob: verified first", new))
     print(summary("python3 -c pass", base))
+    if compare is not None:
+        print(summary(f"held, {compare}", other))
     print(f"  plan records: held -> signers {sorted(held_signers)}; new blob -> {sorted(new_signers)}")
     ok = True
     if held_signers != {KERNEL_VERIFIED} or not new_signers or KERNEL_VERIFIED in new_signers:
@@ -271,6 +290,11 @@ def production(runs: int) -> int:
               f"(goal <= {GOAL_PRODUCTION_RATIO:g}x: wall {'met' if r_wall <= GOAL_PRODUCTION_RATIO else 'NOT met'}, "
               f"cpu {'met' if r_cpu <= GOAL_PRODUCTION_RATIO else 'NOT met'}); VmRSS {rss:.1f} MB "
               f"(goal <= {GOAL_PRODUCTION_RSS_MB:g} MB: {'met' if rss <= GOAL_PRODUCTION_RSS_MB else 'NOT met'})")
+    if compare is not None:
+        o_wall, o_cpu = statistics.median(r.wall_ms for r in other), statistics.median(r.cpu_ms for r in other)
+        print(f"  held, {compare}: READY {o_wall / b_wall:.2f}x python3 -c pass wall, {o_cpu / b_cpu:.2f}x cpu; "
+              f"this tree / it: wall {statistics.median(r.wall_ms for r in held) / o_wall:.2f}x, "
+              f"cpu {statistics.median(r.cpu_ms for r in held) / o_cpu:.2f}x")
     return 0 if ok else 1
 
 
@@ -288,7 +312,7 @@ def main() -> int:
     if args.compare:
         byte_compile(args.compare.resolve())
     if args.production:
-        return production(args.runs)
+        return production(args.runs, args.compare.resolve() if args.compare else None)
     tmp = Path(tempfile.mkdtemp(prefix="iped-bench-start-"))
     config = write_config(tmp, args.signing, args.signed)
     env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "WATCHDOG_USEC")}
