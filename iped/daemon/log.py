@@ -1,7 +1,8 @@
 """Reporters: the daemon's events go to journald (with a MESSAGE_ID on every entry) or stderr.
 
-Under systemd (``JOURNAL_STREAM`` or ``INVOCATION_ID`` set) events are sent with
-``systemd.journal.send`` so ``journalctl MESSAGE_ID=...`` finds them; otherwise one line per
+Under systemd (``JOURNAL_STREAM`` or ``INVOCATION_ID`` set) events are sent to journald (its
+native protocol, as ``systemd.journal.send`` sends them) so ``journalctl MESSAGE_ID=...`` finds
+them; otherwise one line per
 event on stderr. The core only sees the :class:`Reporter` protocol. Both escape control
 characters and undecodable bytes (policy names, paths, kernel messages) with
 :func:`iped.textsafe.escape_controls`: a log line is never an instruction to a terminal. Every entry carries a
