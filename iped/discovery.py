@@ -31,7 +31,7 @@ import fcntl
 import os
 import struct
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from iped.emulator.types import FileInfo
@@ -217,100 +217,28 @@ class DmEvent:
     devnum: tuple[int, int]
 
 
-class _UdevDevice(NamedTuple):
-    """What :meth:`DmMonitor._event` reads of a device (pyudev's Device has the same names)."""
-
-    action: str | None
-    sys_name: str | None
-    properties: dict[str, str]
-    device_number: int
-
-
-#: libudev's calls the monitor makes: name -> (restype, argtypes)
-_LIBUDEV: dict[str, tuple[Any, tuple[Any, ...]]] = {
-    "udev_new": (ctypes.c_void_p, ()),
-    "udev_unref": (ctypes.c_void_p, (ctypes.c_void_p,)),
-    "udev_monitor_new_from_netlink": (ctypes.c_void_p, (ctypes.c_void_p, ctypes.c_char_p)),
-    "udev_monitor_filter_add_match_subsystem_devtype": (ctypes.c_int, (ctypes.c_void_p, ctypes.c_char_p,
-                                                                        ctypes.c_char_p)),
-    "udev_monitor_filter_update": (ctypes.c_int, (ctypes.c_void_p,)),
-    "udev_monitor_enable_receiving": (ctypes.c_int, (ctypes.c_void_p,)),
-    "udev_monitor_get_fd": (ctypes.c_int, (ctypes.c_void_p,)),
-    "udev_monitor_receive_device": (ctypes.c_void_p, (ctypes.c_void_p,)),
-    "udev_monitor_unref": (ctypes.c_void_p, (ctypes.c_void_p,)),
-    "udev_device_get_action": (ctypes.c_char_p, (ctypes.c_void_p,)),
-    "udev_device_get_sysname": (ctypes.c_char_p, (ctypes.c_void_p,)),
-    "udev_device_get_property_value": (ctypes.c_char_p, (ctypes.c_void_p, ctypes.c_char_p)),
-    "udev_device_get_devnum": (ctypes.c_uint64, (ctypes.c_void_p,)),
-    "udev_device_unref": (ctypes.c_void_p, (ctypes.c_void_p,)),
-}  # fmt: skip
-
-
-def _check(rc: int) -> None:
-    """libudev's negative errno return as OSError (pyudev's check_negative_errorcode)."""
-    if rc < 0:
-        raise OSError(-rc, os.strerror(-rc))
-
-
 class DmMonitor:
     """Follow dm block devices through udev without threads: put :meth:`fileno` in a selector
     and call :meth:`poll` when it is readable (or any time; it never blocks).
 
-    libudev's monitor, called as pyudev calls it (``Monitor.from_netlink(source="udev")``,
-    ``filter_by("block")``, non-blocking), without pyudev: its import ran ``ldconfig -p`` (ctypes.util's
-    find_library, with shutil, subprocess and tempfile) at every daemon start, for a library whose
-    soname is fixed. Raises OSError without libudev or a netlink socket (unprivileged, no udev).
+    Raises ImportError without pyudev, OSError without a netlink socket (unprivileged, no udev).
     """
 
     def __init__(self) -> None:
-        lib = ctypes.CDLL("libudev.so.1", use_errno=True)
-        for name, (restype, argtypes) in _LIBUDEV.items():
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = restype, argtypes
-        self._lib: Any = lib
-        self._udev = lib.udev_new()
-        self._mon = lib.udev_monitor_new_from_netlink(self._udev, b"udev") if self._udev else None
-        if not self._mon:
-            self.close()
-            raise OSError("Could not create udev monitor")
-        try:
-            _check(lib.udev_monitor_filter_add_match_subsystem_devtype(self._mon, b"block", None))
-            _check(lib.udev_monitor_filter_update(self._mon))
-            _check(lib.udev_monitor_enable_receiving(self._mon))
-            self._fd = int(lib.udev_monitor_get_fd(self._mon))
-            os.set_blocking(self._fd, False)
-        except OSError:
-            self.close()
-            raise
+        import pyudev
+
+        self._ctx = pyudev.Context()
+        self._mon: Any = pyudev.Monitor.from_netlink(self._ctx, source="udev")
+        self._mon.filter_by("block")
+        self._mon.start()
 
     def fileno(self) -> int:
-        return self._fd
-
-    def _receive(self) -> _UdevDevice | None:
-        """One queued device event; None when nothing is queued (EAGAIN) or libudev dropped the
-        message (a filtered or invalid one)."""
-        lib = self._lib
-        ctypes.set_errno(0)
-        dev = lib.udev_monitor_receive_device(self._mon)
-        if not dev:
-            err = ctypes.get_errno()
-            if err and err not in (errno.EAGAIN, errno.EWOULDBLOCK):
-                raise OSError(err, os.strerror(err))
-            return None
-        try:
-            action, sys_name = lib.udev_device_get_action(dev), lib.udev_device_get_sysname(dev)
-            dm_name = lib.udev_device_get_property_value(dev, b"DM_NAME")
-            props = {} if dm_name is None else {"DM_NAME": os.fsdecode(dm_name)}
-            return _UdevDevice(None if action is None else os.fsdecode(action),
-                               None if sys_name is None else os.fsdecode(sys_name), props,
-                               int(lib.udev_device_get_devnum(dev)))  # fmt: skip
-        finally:
-            lib.udev_device_unref(dev)
+        return int(self._mon.fileno())
 
     def poll(self) -> list[DmEvent]:
         """Every queued dm event, oldest first; empty when none is waiting."""
         out = []
-        while (dev := self._receive()) is not None:
+        while (dev := self._mon.poll(timeout=0)) is not None:
             ev = self._event(dev.action or "change", dev)
             if ev is not None:
                 out.append(ev)
@@ -325,9 +253,5 @@ class DmMonitor:
         return DmEvent(action, dev.properties.get("DM_NAME"), (os.major(num), os.minor(num)))
 
     def close(self) -> None:
-        """Drop the monitor: libudev closes the netlink socket with its last reference."""
-        if getattr(self, "_mon", None):
-            self._lib.udev_monitor_unref(self._mon)
-        if getattr(self, "_udev", None):
-            self._lib.udev_unref(self._udev)
-        self._mon = self._udev = None
+        """Drop the monitor; pyudev closes the netlink socket when the Monitor is freed."""
+        self._mon = None

@@ -1,8 +1,7 @@
 """Reporters: the daemon's events go to journald (with a MESSAGE_ID on every entry) or stderr.
 
-Under systemd (``JOURNAL_STREAM`` or ``INVOCATION_ID`` set) events are sent to journald (its
-native protocol, as ``systemd.journal.send`` sends them) so ``journalctl MESSAGE_ID=...`` finds
-them; otherwise one line per
+Under systemd (``JOURNAL_STREAM`` or ``INVOCATION_ID`` set) events are sent with
+``systemd.journal.send`` so ``journalctl MESSAGE_ID=...`` finds them; otherwise one line per
 event on stderr. The core only sees the :class:`Reporter` protocol. Both escape control
 characters and undecodable bytes (policy names, paths, kernel messages) with
 :func:`iped.textsafe.escape_controls`: a log line is never an instruction to a terminal. Every entry carries a
@@ -15,7 +14,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from iped.textsafe import escape_controls
 
@@ -109,49 +108,13 @@ class StderrReporter(_Base):
         print(f"{stamp} iped[{os.getpid()}]: {level}: {escape_controls(message)}", file=sys.stderr, flush=True)
 
 
-#: journald's native protocol socket (systemd.journal(3): one datagram per entry)
-JOURNAL_SOCKET = "/run/systemd/journal/socket"
-
-
-def _journal_field(name: str, value: str) -> bytes:
-    """One field in journald's native format: ``NAME=value\\n``, or, for a value with a newline,
-    ``NAME\\n`` + its length (64-bit little-endian) + the value + ``\\n`` (systemd's
-    journal-native protocol, as sd_journal_send writes it)."""
-    data = value.encode()
-    if b"\n" not in data:
-        return name.encode() + b"=" + data + b"\n"
-    return name.encode() + b"\n" + len(data).to_bytes(8, "little") + data + b"\n"
-
-
 class JournalReporter(_Base):
-    """journald entries with MESSAGE_ID, PRIORITY and IPE_* fields, sent as systemd.journal.send
-    sends them (the native protocol, CODE_FILE/LINE/FUNC of the caller) but from the standard
-    library: systemd-python (with uuid, datetime, platform, syslog) cost the daemon's start ~5 ms
-    for one sendto(). It is still imported, then used, for an entry the socket refuses
-    (EMSGSIZE: an entry too large for one datagram, which it passes in a memfd)."""
+    """systemd.journal.send with MESSAGE_ID, PRIORITY and IPE_* fields."""
 
     def __init__(self) -> None:
-        import importlib.util
-        import socket
+        import importlib
 
-        if importlib.util.find_spec("systemd") is None:  # as before: stderr without systemd-python
-            raise ImportError("systemd-python is not installed")
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self._fallback: Any = None
-
-    def _send(self, message: str, **fields: str) -> None:
-        caller = sys._getframe(1)
-        code = {"CODE_FILE": caller.f_code.co_filename, "CODE_LINE": str(caller.f_lineno),
-                "CODE_FUNC": caller.f_code.co_name}  # fmt: skip
-        entry = {"MESSAGE": message, **fields, **code}
-        try:
-            self._sock.sendto(b"".join(_journal_field(k, v) for k, v in entry.items()), JOURNAL_SOCKET)
-        except OSError:
-            if self._fallback is None:
-                import importlib
-
-                self._fallback = importlib.import_module("systemd.journal").send
-            self._fallback(message, **fields, **code)
+        self._send = importlib.import_module("systemd.journal").send
 
     def _event(self, kind: Kind, level: str, message: str, step: Step) -> None:
         self._send(escape_controls(message), MESSAGE_ID=MESSAGE_IDS[kind], PRIORITY=str(_PRIORITY[level]),

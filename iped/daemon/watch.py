@@ -9,87 +9,16 @@ reads events through :func:`classify`. ``IN_Q_OVERFLOW`` (events lost) asks for 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+
+from inotify_simple import INotify, flags
 
 from iped.daemon.dropin import is_being_written, is_ignored
 from iped.daemon.log import Reporter
 from iped.settings import Settings
-
-
-class flags:  # noqa: N801 -- inotify(7)'s IN_* bits, named as inotify_simple.flags names them
-    CLOSE_WRITE = 0x8
-    MOVED_FROM = 0x40
-    MOVED_TO = 0x80
-    CREATE = 0x100
-    DELETE = 0x200
-    DELETE_SELF = 0x400
-    MOVE_SELF = 0x800
-    Q_OVERFLOW = 0x4000
-    IGNORED = 0x8000
-
-
-class Event(NamedTuple):
-    wd: int
-    mask: int
-    cookie: int
-    name: str
-
-
-_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then len bytes of name)
-
-
-class INotify:
-    """inotify(7) through libc, non-blocking and close-on-exec: what inotify_simple did here, whose
-    import (ctypes.util's find_library: shutil, subprocess, tempfile, and an ``ldconfig -p`` run at
-    every start) cost the daemon's start more than the rest of its watching."""
-
-    def __init__(self) -> None:
-        self._libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc: nothing to look up
-        self.fd = self._check(self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC))
-
-    def _check(self, rc: int) -> int:
-        if rc == -1:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-        return rc
-
-    def fileno(self) -> int:
-        return self.fd
-
-    def add_watch(self, path: str, mask: int) -> int:
-        return self._check(self._libc.inotify_add_watch(self.fd, os.fsencode(path), ctypes.c_uint32(mask)))
-
-    def rm_watch(self, wd: int) -> None:
-        self._check(self._libc.inotify_rm_watch(self.fd, wd))
-
-    def read(self) -> list[Event]:
-        """Every event queued now; BlockingIOError when there is none."""
-        data = os.read(self.fd, 65536)
-        while True:  # the rest of a queue longer than one read
-            try:
-                more = os.read(self.fd, 65536)
-            except BlockingIOError:
-                break
-            data += more
-        events = []
-        pos = 0
-        while pos + _EVENT.size <= len(data):
-            wd, mask, cookie, size = _EVENT.unpack_from(data, pos)
-            pos += _EVENT.size
-            name = os.fsdecode(data[pos : pos + size].rstrip(b"\0"))
-            pos += size
-            events.append(Event(wd, mask, cookie, name))
-        return events
-
-    def close(self) -> None:
-        os.close(self.fd)
-
 
 #: A file is declared once it is complete: closed after writing, or renamed in. IN_CREATE (and
 #: IN_MODIFY) would reconcile over a file its writer still holds; IN_CREATE is acted on only for
@@ -142,7 +71,7 @@ class Watcher:
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
-        self.inotify = INotify()
+        self.inotify = INotify(nonblocking=True)
         self.watches: dict[int, str] = {}
         self.watched: dict[str, Path] = {}
 
@@ -169,7 +98,7 @@ class Watcher:
     def read(self, settings: Settings) -> list[Change]:
         """The changes among the events pending now (none: nothing to read)."""
         try:
-            events = self.inotify.read()
+            events = self.inotify.read(timeout=0)
         except BlockingIOError:
             return []
         out = []

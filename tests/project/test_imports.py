@@ -86,15 +86,12 @@ def test_status_sets_up_no_logging_and_imports_no_shutil() -> None:
 
 #: what the daemon must not have imported when it sends READY=1 in the production shape (signed
 #: .p7s files the kernel already holds, a plainly valid iped.toml, not under systemd): each is
-#: loaded on first use -- a blob the kernel does not hold, a control request, a record to explain --
-#: or not at all
+#: loaded on first use -- a blob the kernel does not hold, a control request, a record to explain
 DAEMON_START_NOT_BEFORE_READY = (
     "pydantic", "cryptography", "asn1crypto", "iped.pkcs7", "iped.forked", "systemd",
     "iped.rollout", "iped.audit.explain", "iped.audit.render", "iped.daemon.rollback", "iped.daemon.devkey",
     "iped.daemon.status_text", "iped.commands.output", "iped.commands.remote", "iped.didyoumean",
     "email", "http", "urllib.request", "decimal", "asyncio", "concurrent", "multiprocessing",
-    # inotify and the udev monitor call libc/libudev themselves: no find_library (an ldconfig run)
-    "pyudev", "inotify_simple", "ctypes.util", "subprocess", "shutil", "tempfile",
 )  # fmt: skip
 
 #: runs the daemon through the tests' entry point; at READY=1 prints its modules and exits

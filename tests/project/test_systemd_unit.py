@@ -100,10 +100,8 @@ def test_daemon_code_runs_without_writable_executable_memory(tmp_path: Path, dev
             print("MDWE-NOT-ENFORCED"); sys.exit(1)
         except OSError:
             pass
-        from iped.daemon.watch import INotify
-        from iped.discovery import DmMonitor
-        mon = DmMonitor()  # libudev and libc through ctypes (no callbacks: nothing writable-executable)
-        INotify().close()
+        import pyudev, inotify_simple
+        mon = pyudev.Monitor.from_netlink(pyudev.Context(), source="udev")
         from iped.cli import main
         sys.exit(main(["apply", "--once", "--config", "{cfg}"]))
     """)
