@@ -129,7 +129,6 @@ class Daemon:
     def setup(self) -> None:
         self._setup_signals()
         self._setup_inotify()
-        self._setup_udev()
         self.clients.listen()
         self._setup_follower()
         if self.notifier.watchdog_interval:
@@ -360,6 +359,11 @@ class Daemon:
             self.notifier.status(refused)
             self.reporter.apply_failed(refused)
             return EXIT_START_REFUSED
+        # The dm monitor comes up after the startup reconcile: pyudev's import and context are
+        # ~30 ms of CPU (ctypes.util, an ldconfig run) that READY=1 need not wait for. Nothing is
+        # lost before it: a plan reads the drop-in files and securityfs, never the dm devices, so
+        # the startup reconcile is the same whether a device came before or after it.
+        self._setup_udev()
         while self.running:
             for key, _ in self.sel.select(self._timeout()):
                 try:

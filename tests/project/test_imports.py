@@ -86,9 +86,10 @@ def test_status_sets_up_no_logging_and_imports_no_shutil() -> None:
 
 #: what the daemon must not have imported when it sends READY=1 in the production shape (signed
 #: .p7s files the kernel already holds, a plainly valid iped.toml, not under systemd): each is
-#: loaded on first use -- a blob the kernel does not hold, a control request, a record to explain
+#: loaded on first use -- a blob the kernel does not hold, a control request, a record to explain;
+#: pyudev (the dm monitor) right after READY=1
 DAEMON_START_NOT_BEFORE_READY = (
-    "pydantic", "cryptography", "asn1crypto", "iped.pkcs7", "iped.forked", "systemd",
+    "pyudev", "pydantic", "cryptography", "asn1crypto", "iped.pkcs7", "iped.forked", "systemd",
     "iped.rollout", "iped.audit.explain", "iped.audit.render", "iped.daemon.rollback", "iped.daemon.devkey",
     "iped.daemon.status_text", "iped.commands.output", "iped.commands.remote", "iped.didyoumean",
     "email", "http", "urllib.request", "decimal", "asyncio", "concurrent", "multiprocessing",
@@ -143,5 +144,5 @@ def test_daemon_start_imports_nothing_not_needed_before_ready(tmp_path: Path, de
 
 
 def test_udev_monitor_module_leaves_the_emulator_out() -> None:
-    # the daemon imports iped.discovery for its dm monitor before READY, on a kernel backend too
+    # the daemon imports iped.discovery for its dm monitor (after READY), on a kernel backend too
     assert heavy_modules_after("import iped.discovery", ("iped.emulator.types", "iped.emulator.ipe")) == []
