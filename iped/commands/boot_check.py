@@ -59,7 +59,11 @@ def run(args: argparse.Namespace) -> int:
         try:
             settings = load_settings(Path(args.config))
         except ConfigError as e:
-            _say(f"{args.config}: invalid, checking with the defaults: {'; '.join(str(p) for p in e.problems)}")
+            problems = "; ".join(str(p) for p in e.problems)
+            if args.initramfs_blobs:  # the defaults ship nothing: a weaker initramfs, so refuse
+                _say(f"initramfs: REFUSED: {args.config}: invalid: {problems}")
+                return ExitCode.FAILED
+            _say(f"{args.config}: invalid, checking with the defaults: {problems}")
     except FileNotFoundError:
         _say(f"{args.config}: not found, checking with the defaults")
     if args.initramfs_blobs:
