@@ -182,14 +182,16 @@ def guest_initrd(release: str) -> str:
 
 def _initramfs(tree: Path, kernel: Kernel) -> None:
     """The image's own initramfs for ``kernel``, built here in a chroot (host time, not guest time):
-    update-initramfs -c registers the kernel, so the guest's ``update-initramfs -u -k all`` has
-    one to update. mkinitramfs checks the compressor against /boot/config-<release>."""
+    the guest's ``update-initramfs -u -k all`` (iped-initramfs.service) then has one to update.
+    mkinitramfs checks the compressor against /boot/config-<release>."""
     conf = tree / "etc/initramfs-tools"
     (conf / "conf.d").mkdir(parents=True, exist_ok=True)
     (conf / "conf.d/iped-lab.conf").write_text(INITRAMFS_CONF)
     (conf / "modules").write_text(INITRAMFS_MODULES)
     boot = tree / "boot"
     boot.mkdir(exist_ok=True)
+    # update-initramfs -u -k all updates the kernels linux-version lists: /boot/vmlinu[xz]-*
+    shutil.copyfile(kernel.vmlinuz, boot / f"vmlinuz-{kernel.release}")
     for config in (kernel.root / "boot" / f"config-{kernel.release}", kernel.modules_dir / "config"):
         if config.is_file():
             shutil.copyfile(config, boot / f"config-{kernel.release}")
