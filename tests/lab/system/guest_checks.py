@@ -822,6 +822,11 @@ def setup_initramfs() -> str:
                lambda: initramfs_runs() != before and unit_state(INITRAMFS_UNIT) == ("inactive", "success"),
                timeout=600, every=2.0, unit=INITRAMFS_UNIT)
     regen = time.monotonic() - start
+    initrd = Path(f"/boot/initrd.img-{os.uname().release}")
+    copy_mtime = (INITRAMFS_COPY / "fleet.p7b").stat().st_mtime
+    expect(initrd.is_file() and initrd.stat().st_mtime >= copy_mtime,
+           f"{initrd} not rebuilt after the copy was written:\n"
+           + sh("journalctl", "-b", "--no-pager", "-n", "40", "-u", INITRAMFS_UNIT)[1][-3000:])
     expect(not BOOT_COPY.exists() or boot_copy_files() == {}, f"PID 1's dir holds {boot_copy_files()}")
     INITRAMFS_EXPECTED.write_text(json.dumps({"name": "fleet", "version": "60002.0.0", "sha256": want,
                                               "regen_s": round(regen, 1)}))
