@@ -126,7 +126,8 @@ STOP_BOOTS: tuple[tuple[str, str, str | None], ...] = (
 #: the phases booted with the image's own initramfs-tools initramfs (read back from its /boot)
 #: instead of the lab's busybox one; PID 1's loader has nothing to load then (/etc/ipe empty)
 GUEST_INITRAMFS_PHASES = frozenset({"initramfs"})
-GUEST_INITRAMFS_CMDLINE = f"{CMDLINE} root=/dev/vda rw"
+# fsck.mode=skip: the lab image has no fsck.ext4 in the initramfs (MODULES=list) and needs none
+GUEST_INITRAMFS_CMDLINE = f"{CMDLINE} root=/dev/vda rw fsck.mode=skip"
 
 
 def qemu_argv(kernel: Kernel, image: Path, memory_mb: int = 2048, *, initrd: Path | None = None,
