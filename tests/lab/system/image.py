@@ -198,6 +198,12 @@ def _initramfs(tree: Path, kernel: Kernel) -> None:
             break
     run(["chroot", tree, "update-initramfs", "-c", "-k", kernel.release], timeout=600,
         what=f"update-initramfs -c -k {kernel.release} in the image")
+    # no rebuild on the checks' dpkg runs (the upgrade, the purge, the reinstall: iped's hook is
+    # under /usr/share/initramfs-tools, so each fires initramfs-tools' trigger, a full mkinitramfs
+    # of 70-200 s under TCG); guest_checks.setup_initramfs turns it on for the rebuild under test
+    conf_file = conf / "update-initramfs.conf"
+    kept = [ln for ln in conf_file.read_text().splitlines() if not ln.startswith("update_initramfs=")]
+    conf_file.write_text("\n".join([*kept, "update_initramfs=no"]) + "\n")
 
 
 def read_file(image: Path, guest_path: str) -> str | None:
