@@ -21,6 +21,7 @@ from typing import Any
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, read_actual
 from iped.daemon.bootcopy import read_copy
+from iped.daemon.initramfs import read_record as read_initramfs
 from iped.settings import BootSettings
 
 RECORD_SCHEMA_VERSION = 1
@@ -105,8 +106,6 @@ def build_record(backend: Backend, copy_dir: Path, declared_active: str | None, 
     :func:`read_deployed` (a lower version active than that is not "in force");
     ``initramfs_record``: what the initramfs script wrote (``loaded_by: initramfs`` when it
     activated exactly the active blob)."""
-    from iped.daemon.initramfs import read_record as read_initramfs
-
     actual = read_actual(backend)
     files = read_copy(copy_dir)
     active = actual.active
@@ -197,11 +196,19 @@ def boot_facts(settings: BootSettings, declared_active: str | None, actual: Actu
     if settings.keep_copy and not current:
         notes.append(f"boot copy in {settings.copy_dir} is not the kernel's active blob: the next boot loads "
                      + (", ".join(f"{f['name']}" for f in files) or "nothing"))
+    initramfs_files = read_copy(settings.initramfs_dir) if settings.initramfs else []
+    initramfs_current = active is not None and active.name == declared_active and \
+        [(f["name"], f.get("blob_digest")) for f in initramfs_files] == [(active.name, active.blob_digest)]
+    if settings.initramfs and not initramfs_current:
+        notes.append(f"initramfs copy in {settings.initramfs_dir} is not the kernel's active blob: the next "
+                     "initramfs built carries " + (", ".join(f"{f['name']}" for f in initramfs_files) or "nothing"))
     return {
         "record": record,
         "summary": summary_line(record),
         "copy": {"enabled": settings.keep_copy, "dir": str(settings.copy_dir), "files": files, "current": current,
                  "last_sync": last_sync},
+        "initramfs": {"enabled": settings.initramfs, "dir": str(settings.initramfs_dir), "files": initramfs_files,
+                      "current": initramfs_current},
         "fail_closed": settings.fail_closed,
         "notes": notes,
     }

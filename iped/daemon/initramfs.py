@@ -46,8 +46,8 @@ def blobs_to_ship(settings: BootSettings, backend: Backend | None) -> tuple[list
     """
     if not settings.initramfs:
         return [], "[boot] initramfs is off: no policy in the initramfs"
-    for key, problem in settings.problems():
-        raise RefusedError(f"[boot] {key}: {problem}")
+    if problems := settings.problems():  # iped.toml refuses these already; a hand-made Settings may not
+        raise RefusedError("; ".join(f"[boot] {key}: {problem}" for key, problem in problems))
     directory = settings.initramfs_dir
     try:
         names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX) and not n.startswith("."))

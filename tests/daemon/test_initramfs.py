@@ -266,3 +266,21 @@ def test_boot_check_says_the_initramfs_loaded_it(site: Site, monkeypatch: pytest
     for text in ("policy base sha256=00 load=ok active=ok\n", f"policy base sha256={digest} load=ok active=failed\n"):
         record = initramfs_boot_check(site, ipe, text)
         assert record["loaded_by"] == "before-iped", text
+
+
+def test_status_shows_the_initramfs_copy_and_when_it_is_stale(site: Site, monkeypatch: pytest.MonkeyPatch) -> None:
+    from iped.commands.remote import render_status
+    from iped.daemon import service
+
+    copy_dir = initramfs_site(site, monkeypatch)
+    rec = reconciler(site)
+    assert rec.reconcile("start").outcome == Outcome.APPLIED
+    status = service.status(rec)
+    assert status["boot"]["initramfs"]["current"] is True and status["boot"]["notes"] == []
+    text = render_status(status)
+    assert f"initramfs copy: on  {copy_dir}: base sha256:" in text and "  current" in text, text
+    (copy_dir / "base.p7b").write_bytes(b"an older blob")
+    status = service.status(rec)
+    assert status["boot"]["initramfs"]["current"] is False
+    assert any("initramfs copy" in n and "not the kernel's active blob" in n for n in status["boot"]["notes"])
+    assert "NOT the active blob" in render_status(status)
