@@ -270,6 +270,9 @@ def parse_config(source: str, path: Path) -> Settings:
                   for name, cls in SECTIONS.items()}
     settings = to_settings(values, path)
     problems = _resolved_limit_problems(settings, path, source)
+    lines = key_lines(source)
+    problems += [ConfigProblem(path, _line_for(("boot", key), lines), f"boot.{key}", problem)
+                 for key, problem in settings.boot.problems()]
     if problems:
         raise ConfigError(problems)
     return settings

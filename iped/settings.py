@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
-from iped.paths import DEFAULT_SOCKET
+from iped.paths import DEFAULT_SOCKET, PID1_IPE_DIRS
 
 
 class BackendKind(StrEnum):
@@ -114,7 +114,7 @@ class AuditSettings:
 
 @dataclass(frozen=True, slots=True)
 class BootSettings:
-    """``[boot]``: what PID 1's IPE loader finds at the next boot (docs/boot.md); both opt-in.
+    """``[boot]``: what PID 1's IPE loader or the initramfs loads at the next boot (docs/boot.md); opt-in.
 
     Read by the daemon after each reconcile (iped.daemon.bootcopy) and by ``iped boot-check``
     (iped-boot.service).
@@ -128,12 +128,32 @@ class BootSettings:
         when the declared policy was not active before iped started; never with enforce off.
     record: where iped boot-check records, once per boot, what PID 1 loaded; read by iped status
         and iped plan.
+    initramfs: keep initramfs_dir/<active>.p7b equal to the blob the kernel holds active; the
+        packaged initramfs-tools hook carries it into the initramfs, which activates it before
+        switch_root (for a PID 1 without a loader: systemd < 257). Not with keep_copy.
+    initramfs_dir: where the initramfs copy is kept (iped-initramfs.path runs update-initramfs when
+        it changes); never one of PID 1's IPE directories.
     """
 
     keep_copy: bool = False
     copy_dir: Path = field(default=Path("/etc/ipe"), metadata={"max_path_bytes": 4095})
     fail_closed: bool = False
     record: Path = field(default=Path("/run/iped-boot/boot.json"), metadata={"max_path_bytes": 4095})
+    initramfs: bool = False
+    initramfs_dir: Path = field(default=Path("/etc/iped/initramfs"), metadata={"max_path_bytes": 4095})
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, problem) for combinations that would stop or weaken the boot (docs/boot.md)."""
+        out = []
+        if self.initramfs and self.keep_copy:
+            # the initramfs activates NAME, then PID 1 loads NAME.p7b again: ESTALE, PID 1 freezes
+            out.append(("initramfs", "cannot be on with keep_copy: PID 1 would load the policy the initramfs "
+                                     "activated again (ESTALE on update) and freeze the boot; choose one"))
+        if str(self.initramfs_dir).rstrip("/") in PID1_IPE_DIRS:
+            out.append(("initramfs_dir", f"{self.initramfs_dir} is a directory systemd's PID 1 loads *.p7b "
+                                         "from: the policy would be loaded twice at boot (ESTALE) and PID 1 "
+                                         "would freeze the boot"))
+        return out
 
 
 @dataclass(frozen=True, slots=True)

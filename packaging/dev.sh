@@ -15,12 +15,14 @@ venv="$top/.venv"
 # mmdebstrap, the ext4 image with mkfs.ext4 and reads it back with debugfs (e2fsprogs); the
 # packaging tests build the SRPM with rpmbuild (rpm) and lint it (rpmlint); the alert rules are
 # checked with promtool (prometheus), the Puppet example with puppet apply (puppet-agent);
-# tests/project/test_manual.py renders the man pages (man-db) and loads the zsh completion (zsh).
+# tests/project/test_manual.py renders the man pages (man-db) and loads the zsh completion (zsh);
+# tests/daemon/test_initramfs.py runs the init-bottom script with klibc's tools (klibc-utils), as
+# an initramfs-tools image without busybox has them.
 apt_packages=(
     python3 python3-venv python3-dev gcc pkg-config libsystemd-dev
     openssl qemu-system-x86 ovmf busybox-static xz-utils cpio
     cryptsetup-bin fsverity keyutils e2fsprogs python3-audit auditd systemd-journal-remote
-    mmdebstrap rpm rpmlint prometheus puppet-agent man-db zsh
+    mmdebstrap rpm rpmlint prometheus puppet-agent man-db zsh klibc-utils
 )
 
 install_apt() {

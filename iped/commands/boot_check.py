@@ -14,8 +14,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from iped.commands import ExitCode
+from iped.paths import INITRAMFS_RECORD
+
+if TYPE_CHECKING:
+    from iped.settings import Settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the IPE securityfs directory to read (default: %(default)s)")
     parser.add_argument("--cmdline", metavar="FILE", default="/proc/cmdline",
                         help="the kernel command line to read iped.fail_closed=1 from (default: %(default)s)")
+    parser.add_argument("--initramfs-record", metavar="FILE", default=INITRAMFS_RECORD,
+                        help="what the initramfs activated before switch_root (default: %(default)s)")
+    parser.add_argument("--initramfs-blobs", action="store_true",
+                        help="record nothing; print 'NAME SHA256 PATH' of each blob the initramfs may carry "
+                             "([boot] initramfs), or fail when one is unsafe (the initramfs-tools hook)")
 
 
 def _say(line: str) -> None:
@@ -35,13 +45,13 @@ def run(args: argparse.Namespace) -> int:
     from iped.backend import SecurityfsBackend
     from iped.daemon.bootrecord import build_record, cmdline_fail_closed, current_boot_id, read_deployed
     from iped.fsutil import write_atomically
-    from iped.settings import Settings
-
     try:
         cmdline = Path(args.cmdline).read_text()
     except OSError:
         cmdline = ""
     forced = cmdline_fail_closed(cmdline)
+    from iped.settings import Settings
+
     settings = Settings()
     try:
         from iped.config import ConfigError, load_settings
@@ -49,9 +59,15 @@ def run(args: argparse.Namespace) -> int:
         try:
             settings = load_settings(Path(args.config))
         except ConfigError as e:
-            _say(f"{args.config}: invalid, checking with the defaults: {'; '.join(str(p) for p in e.problems)}")
+            problems = "; ".join(str(p) for p in e.problems)
+            if args.initramfs_blobs:  # the defaults ship nothing: a weaker initramfs, so refuse
+                _say(f"initramfs: REFUSED: {args.config}: invalid: {problems}")
+                return ExitCode.FAILED
+            _say(f"{args.config}: invalid, checking with the defaults: {problems}")
     except FileNotFoundError:
         _say(f"{args.config}: not found, checking with the defaults")
+    if args.initramfs_blobs:
+        return _initramfs_blobs(settings, Path(args.ipe_root))
     fail_closed = forced or settings.boot.fail_closed
     from iped.daemon.bootrecord import read_record
 
@@ -67,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         record = build_record(SecurityfsBackend(ipe_root, "boot-check"), settings.boot.copy_dir,
                               settings.policies.active, settings.policies.enforce, fail_closed=fail_closed,
-                              boot_id=current_boot_id() or "", deployed=read_deployed(settings.daemon.state_dir))
+                              boot_id=current_boot_id() or "", deployed=read_deployed(settings.daemon.state_dir),
+                              initramfs_record=Path(args.initramfs_record))
     except OSError as e:
         _say(f"{ipe_root}: cannot read the IPE state: {e}")
         return ExitCode.FAILED if fail_closed and settings.policies.enforce else ExitCode.OK
@@ -83,4 +100,25 @@ def run(args: argparse.Namespace) -> int:
         _say(f"FAIL-CLOSED: {record['reason']}: stopping the boot")
         return ExitCode.FAILED
     _say(record["reason"] if record["in_force"] else f"WARNING: {record['reason']}")
+    return ExitCode.OK
+
+
+def _initramfs_blobs(settings: Settings, ipe_root: Path) -> int:
+    """For the initramfs-tools hook: the blobs to carry on stdout, a note on stderr; exit 1 when
+    unsafe (update-initramfs fails and keeps the old image: never weaker, never lower)."""
+    from iped.backend import SecurityfsBackend
+    from iped.daemon.initramfs import RefusedError, blobs_to_ship
+
+    backend = SecurityfsBackend(ipe_root, "boot-check") if (ipe_root / "policies").is_dir() else None
+    try:
+        blobs, note = blobs_to_ship(settings.boot, backend)
+    except RefusedError as e:
+        _say(f"initramfs: REFUSED: {e}")
+        return ExitCode.FAILED
+    except OSError as e:
+        _say(f"initramfs: REFUSED: {ipe_root}: cannot read the IPE state: {e.strerror or e}")
+        return ExitCode.FAILED
+    _say(f"initramfs: {note}")
+    for blob in blobs:
+        sys.stdout.write(f"{blob.name} {blob.sha256} {blob.path}\n")
     return ExitCode.OK

@@ -13,7 +13,7 @@ time-outs), ``client`` (the socket's client transport), ``lock`` (one daemon per
 inotify watches and which events ask for a reconcile), ``runtime`` (building the pieces from
 settings), ``notify`` (sd_notify), ``log`` (reporters, journald), ``throttle`` (repeated log
 lines), ``metrics`` (the Prometheus textfile), ``status_text`` (``iped status`` for people),
-``bootcopy`` (PID 1's copy of the active policy), ``bootrecord`` (what was in force when the
-boot reached iped), ``devkey`` (development signing key, self-signed certificates). The
+``bootcopy`` (PID 1's copy of the active policy), ``initramfs`` (the initramfs copy and the
+blobs its hook may ship), ``bootrecord`` (what was in force when the boot reached iped), ``devkey`` (development signing key, self-signed certificates). The
 settings they read are :mod:`iped.settings`, one floor down.
 """

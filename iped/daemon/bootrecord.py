@@ -5,7 +5,9 @@ the kernel state it reads is what PID 1's loader (systemd >= 257, ``/etc/ipe/*.p
 initramfs left, before iped wrote anything. The record (``[boot] record``, default
 ``/run/iped-boot/boot.json``, gone at the next boot) says which policy was active, whether PID 1
 loaded it (its blob is byte for byte a ``*.p7b`` of the boot copy directory), and whether that is
-the declared active policy; ``iped status`` and ``iped plan`` show it. docs/boot.md.
+the declared active policy; ``loaded_by: initramfs`` when the initramfs script activated exactly
+that blob before ``switch_root`` (its record, :data:`iped.paths.INITRAMFS_RECORD`); ``iped status``
+and ``iped plan`` show it. docs/boot.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from iped.backend import Backend
 from iped.daemon.actual import ActualState, read_actual
 from iped.daemon.bootcopy import read_copy
+from iped.daemon.initramfs import read_record as read_initramfs
 from iped.settings import BootSettings
 
 RECORD_SCHEMA_VERSION = 1
@@ -63,8 +66,10 @@ def verdict(record: dict[str, Any]) -> BootVerdict:
     older = active is not None and deployed.get("name") == active["name"] and \
         _version(active["version"]) < _version(str(deployed.get("version")))
     if active is not None and active["name"] == declared and not older:
-        how = f"loaded by PID 1 from {record['loaded_from']}" if record["loaded_by"] == "pid1" else \
-            "loaded before iped (not from the boot copy: initramfs or an earlier iped at this boot)"
+        how = {"pid1": f"loaded by PID 1 from {record['loaded_from']}",
+               "initramfs": f"activated by {record['loaded_from']} before switch_root"}.get(
+            str(record["loaded_by"]), "loaded before iped (not from the boot copy: initramfs or an earlier iped at "
+                                      "this boot)")
         return BootVerdict(True, fail_closed, False, f"declared policy {declared!r} in force at boot ({now}), {how}")
     files = ", ".join(f"{f['path']} ({f.get('error') or f['name']})" for f in record["boot_copy_files"]) or "none"
     reason = (f"declared policy {declared!r} was NOT active before iped.service (kernel's active policy: {now}; "
@@ -95,17 +100,26 @@ def read_deployed(state_dir: Path) -> dict[str, Any] | None:
 
 
 def build_record(backend: Backend, copy_dir: Path, declared_active: str | None, declared_enforce: bool, *,
-                 fail_closed: bool, boot_id: str, deployed: dict[str, Any] | None = None) -> dict[str, Any]:
+                 fail_closed: bool, boot_id: str, deployed: dict[str, Any] | None = None,
+                 initramfs_record: Path | None = None) -> dict[str, Any]:
     """The record of the kernel's IPE state now (before iped), with its verdict; ``deployed``:
-    :func:`read_deployed` (a lower version active than that is not "in force")."""
+    :func:`read_deployed` (a lower version active than that is not "in force");
+    ``initramfs_record``: what the initramfs script wrote (``loaded_by: initramfs`` when it
+    activated exactly the active blob)."""
     actual = read_actual(backend)
     files = read_copy(copy_dir)
     active = actual.active
+    activations = read_initramfs(initramfs_record) if initramfs_record is not None else None
     loaded_by, loaded_from = None, None
     if active is not None:
         match = [f for f in files if f["name"] == active.name and f.get("blob_digest") == active.blob_digest]
-        loaded_by = "pid1" if match else "before-iped"
-        loaded_from = str(match[0]["path"]) if match else None
+        by_initramfs = [a for a in activations or () if a.ok and a.name == active.name
+                        and a.sha256 == active.blob_digest]
+        if by_initramfs:
+            loaded_by, loaded_from = "initramfs", f"the initramfs ({initramfs_record})"
+        else:
+            loaded_by = "pid1" if match else "before-iped"
+            loaded_from = str(match[0]["path"]) if match else None
     record: dict[str, Any] = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "boot_id": boot_id,
@@ -124,6 +138,8 @@ def build_record(backend: Backend, copy_dir: Path, declared_active: str | None, 
         "declared": {"active": declared_active, "enforce": declared_enforce},
         "deployed": deployed,
         "fail_closed": fail_closed,
+        "initramfs": None if activations is None else [
+            {"name": a.name, "blob_digest": a.sha256, "load": a.load, "active": a.active} for a in activations],
     }
     v = verdict(record)
     record.update(in_force=v.in_force, stops_boot=v.stops_boot, reason=v.reason)
@@ -172,18 +188,27 @@ def boot_facts(settings: BootSettings, declared_active: str | None, actual: Actu
     notes = []
     at_boot = record["kernel"]["active"] if record else None
     if at_boot is not None and declared_active is not None and at_boot["name"] != declared_active:
-        origin = f"PID 1 loaded it from {record['loaded_from']}" if record and record["loaded_by"] == "pid1" \
-            else "it was loaded before iped"
+        by = record["loaded_by"] if record else None
+        origin = f"PID 1 loaded it from {record['loaded_from']}" if record and by == "pid1" else \
+            "the initramfs activated it" if by == "initramfs" else "it was loaded before iped"
         notes.append(f"at boot the active policy was {at_boot['name']} {at_boot['version']} ({origin}), "
                      f"not the declared {declared_active!r}")
     if settings.keep_copy and not current:
         notes.append(f"boot copy in {settings.copy_dir} is not the kernel's active blob: the next boot loads "
                      + (", ".join(f"{f['name']}" for f in files) or "nothing"))
+    initramfs_files = read_copy(settings.initramfs_dir) if settings.initramfs else []
+    initramfs_current = active is not None and active.name == declared_active and \
+        [(f["name"], f.get("blob_digest")) for f in initramfs_files] == [(active.name, active.blob_digest)]
+    if settings.initramfs and not initramfs_current:
+        notes.append(f"initramfs copy in {settings.initramfs_dir} is not the kernel's active blob: the next "
+                     "initramfs built carries " + (", ".join(f"{f['name']}" for f in initramfs_files) or "nothing"))
     return {
         "record": record,
         "summary": summary_line(record),
         "copy": {"enabled": settings.keep_copy, "dir": str(settings.copy_dir), "files": files, "current": current,
                  "last_sync": last_sync},
+        "initramfs": {"enabled": settings.initramfs, "dir": str(settings.initramfs_dir), "files": initramfs_files,
+                      "current": initramfs_current},
         "fail_closed": settings.fail_closed,
         "notes": notes,
     }

@@ -172,6 +172,7 @@ class Reconciler:
         self.config_error: list[str] = []
         #: the boot copy after the last reconcile ([boot] keep_copy; None: off or never synced)
         self.boot_copy: BootCopy | None = None
+        self.initramfs_copy: BootCopy | None = None
         #: rolled-forward files the drop-in dir superseded at the last scan (removed by reconcile)
         self.superseded: tuple[Path, ...] = ()
         #: told of every step of a plan done (None in iped itself; the tests' entry point sets it)
@@ -268,27 +269,30 @@ class Reconciler:
             self.reporter.log("error", f"state_dir {self.plan_log.root}: {errno_name(e.errno or errno.EIO)}: "
                                        f"{e.strerror or e}: plan records and rollback history are not kept")
         self.last, self.after = record, after
-        if self.settings.boot.keep_copy and result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
-            self._sync_boot_copy(after)
+        if result.outcome in (Outcome.APPLIED, Outcome.UNCHANGED):
+            if self.settings.boot.keep_copy:
+                self.boot_copy = self._sync_copy(after, self.settings.boot.copy_dir, "boot copy", self.boot_copy)
+            if self.settings.boot.initramfs:
+                self.initramfs_copy = self._sync_copy(after, self.settings.boot.initramfs_dir, "initramfs copy",
+                                                      self.initramfs_copy)
         return record
 
-    def _sync_boot_copy(self, after: ActualState) -> None:
-        """PID 1's copy follows the kernel's active blob (never a refused one: only after a plan
-        that ran to its end, and only the blob the kernel holds)."""
+    def _sync_copy(self, after: ActualState, copy_dir: Path, what: str, before: BootCopy | None) -> BootCopy:
+        """PID 1's copy, or the initramfs copy, follows the kernel's active blob (never a refused
+        one: only after a plan that ran to its end, and only the blob the kernel holds)."""
         from iped.daemon.bootcopy import sync
 
-        before = self.boot_copy
-        self.boot_copy = sync(self.backend, after, self.settings.policies.active, self.settings.boot.copy_dir)
-        bc = self.boot_copy
+        bc = sync(self.backend, after, self.settings.policies.active, copy_dir)
         if bc.current:
             self._record_deployed(bc)
         if bc.state == "written":
-            self.reporter.log("notice", f"boot copy written: {bc.message}", "boot_copy_written")
+            self.reporter.log("notice", f"{what} written: {bc.message}", "boot_copy_written")
         elif bc.state == "failed" and (before is None or before.message != bc.message):
-            self.reporter.log("error", f"boot copy: {bc.message}", "boot_copy_failed")
+            self.reporter.log("error", f"{what}: {bc.message}", "boot_copy_failed")
         for name in bc.removed:
-            self.reporter.log("notice", f"boot copy: removed {self.settings.boot.copy_dir / name} (PID 1 would "
-                                        "load it too)", "boot_copy_written")
+            self.reporter.log("notice", f"{what}: removed {copy_dir / name} (it would be loaded at boot too)",
+                              "boot_copy_written")
+        return bc
 
     def _record_deployed(self, bc: BootCopy) -> None:
         """state_dir/boot-copy.json: the version iped-boot.service must find active at the next boot

@@ -153,8 +153,18 @@ def _boot(st: dict[str, Any]) -> list[str]:
         _line("boot", str(boot.get("summary", "?"))),
         _line("boot copy", f"{_on_off(copy.get('enabled'))}  {copy.get('dir', '?')}: {files or 'empty'}  {current}"
                            f"  fail_closed: {_on_off(boot.get('fail_closed'))}"),
+        *_initramfs_copy(_obj(boot.get("initramfs"))),
         *(f"  - {n}" for n in boot.get("notes") or [] if isinstance(boot.get("notes"), list)),
     ]
+
+
+def _initramfs_copy(copy: dict[str, Any]) -> list[str]:
+    """``[boot] initramfs``: what the next initramfs built carries (only when it is on)."""
+    if not copy.get("enabled"):
+        return []
+    files = ", ".join(f"{f.get('name', '?')} sha256:{str(f.get('blob_digest'))[:16]}" for f in _objs(copy.get("files")))
+    return [_line("initramfs copy", f"on  {copy.get('dir', '?')}: {files or 'empty'}  "
+                                    f"{'current' if copy.get('current') else 'NOT the active blob'}")]
 
 
 def render(status: Any) -> str:

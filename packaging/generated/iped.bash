@@ -21,7 +21,7 @@ _shtab_iped_survey_option_strings=(-h --help --policy --source --since --facts -
 _shtab_iped_suggest_option_strings=(-h --help --policy --name --starter --source --since --facts --config --json --collection)
 _shtab_iped_shadow_option_strings=(-h --help --policy --config --output -o --watch --denials-only --duration --count --json --prometheus-textfile --batch-ms)
 _shtab_iped_check_config_option_strings=(-h --help --config --relative-to)
-_shtab_iped_boot_check_option_strings=(-h --help --config --ipe-root --cmdline)
+_shtab_iped_boot_check_option_strings=(-h --help --config --ipe-root --cmdline --initramfs-record --initramfs-blobs)
 _shtab_iped_option_strings=(-h --help --debug --version)
 
 _shtab_iped_validate_pos_0_COMPGEN=_shtab_iped_policy_files
@@ -66,6 +66,7 @@ _shtab_iped_check_config___relative_to_COMPGEN=_shtab_compgen_dirs
 _shtab_iped_boot_check___config_COMPGEN=_shtab_compgen_files
 _shtab_iped_boot_check___ipe_root_COMPGEN=_shtab_compgen_dirs
 _shtab_iped_boot_check___cmdline_COMPGEN=_shtab_compgen_files
+_shtab_iped_boot_check___initramfs_record_COMPGEN=_shtab_compgen_files
 
 _shtab_iped_validate___format_choices=(auto text pkcs7)
 _shtab_iped_sign___hash_choices=(sha224 sha256 sha384 sha512)
@@ -126,6 +127,7 @@ _shtab_iped_check_config__h_nargs=0
 _shtab_iped_check_config___help_nargs=0
 _shtab_iped_boot_check__h_nargs=0
 _shtab_iped_boot_check___help_nargs=0
+_shtab_iped_boot_check___initramfs_blobs_nargs=0
 _shtab_iped_pos_0_nargs=A...
 _shtab_iped__h_nargs=0
 _shtab_iped___help_nargs=0

@@ -30,6 +30,7 @@ from tests.helpers.daemon import Site, iped
 from tests.helpers.iped_with_hooks import FAULT_ENV, Fault, FaultyEmulatorBackend
 from tests.helpers.paths import ROOT
 from tests.helpers.policies import policy_text
+from tests.helpers.securityfs import fake_securityfs
 
 
 def boot_site(site: Site, monkeypatch: pytest.MonkeyPatch, *, copy: bool = True, record: bool = False) -> Path:
@@ -139,23 +140,6 @@ def test_sigkill_while_writing_the_boot_copy_leaves_old_or_new(tmp_path: Path) -
 
 
 # ----------------------------------------------------------------------------- boot-check
-
-
-def fake_securityfs(root: Path, policies: dict[str, tuple[str, bool, bytes]], enforce: bool = True) -> Path:
-    """A tree shaped like /sys/kernel/security/ipe: name -> (version, active, pkcs7)."""
-    ipe = root / "securityfs-ipe"
-    (ipe / "policies").mkdir(parents=True)
-    (ipe / "enforce").write_text("1\n" if enforce else "0\n")
-    (ipe / "success_audit").write_text("0\n")
-    for name, (version, active, blob) in policies.items():
-        d = ipe / "policies" / name
-        d.mkdir()
-        (d / "name").write_text(name)
-        (d / "version").write_text(version + "\n")
-        (d / "active").write_text("1\n" if active else "0\n")
-        (d / "policy").write_bytes(blob)
-        (d / "pkcs7").write_bytes(blob)
-    return ipe
 
 
 def boot_check(site: Site, ipe: Path, cmdline: str = "quiet") -> tuple[subprocess.CompletedProcess[str], Any]:

@@ -79,7 +79,8 @@ def test_docs_hardening_list_names_the_units_writable_paths() -> None:
     doc = (ROOT / "docs" / "daemon.md").read_text()
     paragraph = doc[doc.index("Hardening: "):].split("\n\n", 1)[0]
     doc_paths = set(re.findall(r"`(?:ReadWritePaths=)?(-?/[^`\s]+)`", paragraph))
-    assert unit_paths == {"-/sys/kernel/security/ipe", "-/etc/ipe"} and doc_paths == unit_paths, (doc_paths, unit_paths)
+    assert unit_paths == {"-/sys/kernel/security/ipe", "-/etc/ipe", "-/etc/iped/initramfs"} and \
+        doc_paths == unit_paths, (doc_paths, unit_paths)
 
 
 def test_daemon_code_runs_without_writable_executable_memory(tmp_path: Path, dev_keys: tuple[Path, Path]) -> None:

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ class SystemRun:
     seconds: float
     results: dict[str, dict[str, Any]]
     stops: dict[str, StoppedBoot] = field(default_factory=dict)
+    #: phase -> seconds its boot took (QEMU start to power-off)
+    phases: dict[str, float] = field(default_factory=dict)
 
     def tail(self, lines: int = 60) -> str:
         text = "\n".join(self.console_log.rstrip().splitlines()[-lines:]) or "(empty)"
@@ -121,7 +123,15 @@ STOP_BOOTS: tuple[tuple[str, str, str | None], ...] = (
 )
 
 
-def qemu_argv(kernel: Kernel, image: Path, memory_mb: int = 2048) -> list[str]:
+#: the phases booted with the image's own initramfs-tools initramfs (read back from its /boot)
+#: instead of the lab's busybox one; PID 1's loader has nothing to load then (/etc/ipe empty)
+GUEST_INITRAMFS_PHASES = frozenset({"initramfs"})
+# fsck.mode=skip: the lab image has no fsck.ext4 in the initramfs (MODULES=list) and needs none
+GUEST_INITRAMFS_CMDLINE = f"{CMDLINE} root=/dev/vda rw fsck.mode=skip"
+
+
+def qemu_argv(kernel: Kernel, image: Path, memory_mb: int = 2048, *, initrd: Path | None = None,
+              cmdline: str = CMDLINE) -> list[str]:
     firmware = enrolled_firmware()
     vars_fd = firmware.fresh_vars(image.with_suffix(".vars.fd"))
     return [
@@ -130,9 +140,9 @@ def qemu_argv(kernel: Kernel, image: Path, memory_mb: int = 2048) -> list[str]:
         "-m", str(memory_mb), "-nographic", "-no-reboot", "-nic", "none",
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={firmware.code}",
         "-drive", f"if=pflash,format=raw,unit=1,file={vars_fd}",
-        "-kernel", str(kernel.vmlinuz), "-initrd", str(initramfs(kernel)),
+        "-kernel", str(kernel.vmlinuz), "-initrd", str(initrd or initramfs(kernel)),
         "-drive", f"if=virtio,format=raw,file={image}",
-        "-append", CMDLINE,
+        "-append", cmdline,
     ]
 
 
@@ -165,14 +175,24 @@ def boot_until_stopped(kernel: Kernel, image: Path, name: str, marker: str, *, t
     return StoppedBoot(name, marker, marker in text, round(time.monotonic() - start, 1), text)
 
 
-def boot_image(kernel: Kernel, image: Path, *, timeout: float, memory_mb: int = 2048, tag: str = "") -> SystemRun:
+def boot_image(kernel: Kernel, image: Path, *, timeout: float, memory_mb: int = 2048, tag: str = "",
+               guest_initramfs: bool = False) -> SystemRun:
     """Boot ``image`` on ``kernel`` until the guest powers off; read the checks' results.
+
+    ``guest_initramfs``: boot the image's own ``/boot/initrd.img-<release>`` (what its
+    update-initramfs last built), not the lab's busybox initramfs.
 
     Raises :class:`LabError` (with the console tail) on a timeout or when the checks never
     wrote their results file.
     """
     console = image.with_name(f"{image.stem}{'.' + tag if tag else ''}.console.log")
-    argv = qemu_argv(kernel, image, memory_mb)
+    if guest_initramfs:
+        from tests.lab.system.image import dump_file, guest_initrd
+
+        initrd = dump_file(image, guest_initrd(kernel.release), image.with_name(f"{image.stem}.initrd.img"))
+        argv = qemu_argv(kernel, image, memory_mb, initrd=initrd, cmdline=GUEST_INITRAMFS_CMDLINE)
+    else:
+        argv = qemu_argv(kernel, image, memory_mb)
     start = time.monotonic()
     try:
         run(argv, check=False, timeout=timeout, output=console, what=f"booting the system image on {kernel.release}")
@@ -228,6 +248,8 @@ def image_files() -> dict[str, bytes]:
         f"{store}/lab_a-1.0.1.p7s": sign_policy(policy("lab_a", "1.0.1"), RSA_SIGNER),
         f"{store}/lab_b-2.0.0-untrusted.p7s": sign_policy(policy("lab_b", "2.0.0"), UNTRUSTED_SIGNER),
         f"{store}/fleet-60001.0.0.p7s": sign_policy(policy("fleet", "60001.0.0"), RSA_SIGNER),
+        # setup_initramfs: a change the kernel refuses (ENOKEY) never reaches the initramfs
+        f"{store}/fleet-60003.0.0-untrusted.p7s": sign_policy(policy("fleet", "60003.0.0"), UNTRUSTED_SIGNER),
     }
 
 
@@ -256,18 +278,20 @@ def boot_checks(rootfs: Path, series: str, workdir: Path, *, timeout: float) -> 
     # one boot per phase of checks, each rebooting what the one before left (docs/boot.md)
     started = time.monotonic()
     run = boot_image(kernel, image, timeout=timeout, tag=first)
+    phases = {first: round(run.seconds, 1)}
     for phase in PHASE_ORDER[1:]:
         if (read_file(image, GUEST_PHASE) or "").strip() != phase:
-            return run
-        run = boot_image(kernel, image, timeout=timeout, tag=phase)
+            return replace(run, phases=phases)
+        run = boot_image(kernel, image, timeout=timeout, tag=phase, guest_initramfs=phase in GUEST_INITRAMFS_PHASES)
+        phases[phase] = round(run.seconds, 1)
     if (read_file(image, GUEST_PHASE) or "").strip() != "done":
-        return run
+        return replace(run, phases=phases)
     stops = {}
     for name, marker, replaced in STOP_BOOTS:
         if replaced is not None:  # the fleet blob cut short: the kernel answers EBADMSG
             write_file(image, replaced, files[f"{GUEST_LAB_DIR}/policies/fleet-60001.0.0.p7s"][:300])
         stops[name] = boot_until_stopped(kernel, image, name, marker, timeout=min(timeout, 300))
-    return SystemRun(run.release, image, run.console_log, time.monotonic() - started, run.results, stops)
+    return SystemRun(run.release, image, run.console_log, time.monotonic() - started, run.results, stops, phases)
 
 
 def write_file(image: Path, guest_path: str, data: bytes) -> None:

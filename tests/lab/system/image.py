@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from tests.lab import run
+from tests.lab import LabError, run
 from tests.lab.kernels import Kernel
 from tests.lab.system import MIRROR, SUITE, build_failed, system_cache, tree_digest
 from tests.lab.system.packages import Debs
@@ -29,7 +29,7 @@ from tests.lab.system.packages import Debs
 #: role, whose package task goes through ansible's apt module; man-db, bash-completion and zsh read
 #: the man pages and completions the package ships).
 INCLUDE = ("systemd", "systemd-sysv", "udev", "dbus", "kmod", "python3", "openssl", "auditd", "ansible-core",
-           "python3-apt", "man-db", "bash-completion", "zsh")
+           "python3-apt", "man-db", "bash-completion", "zsh", "initramfs-tools")
 #: Where the built packages live inside the image.
 GUEST_DEBS = "/var/lib/iped-lab/debs"
 #: Where the checks, their inputs and their results live inside the image.
@@ -48,6 +48,11 @@ for d in /sys/kernel/security/ipe/policies/*/; do
   echo "$(cat "$d/name") $(cat "$d/version") active=$(cat "$d/active") sha256=$(sha256sum < "$d/pkcs7" | cut -d' ' -f1)"
 done > /run/iped-lab-early.txt
 echo "uptime $(cut -d' ' -f1 /proc/uptime)" >> /run/iped-lab-early.txt
+# [boot] initramfs boot: the initramfs's policy denies this one (guest_checks.setup_initramfs)
+if [ -f /var/lib/iped-lab/denied-true ]; then
+  out=$(/var/lib/iped-lab/denied-true 2>&1); rc=$?
+  echo "denied-true exit $rc enforce $(cat /sys/kernel/security/ipe/enforce) $out" >> /run/iped-lab-early.txt
+fi
 """
 EARLY_UNIT_TEXT = f"""[Unit]
 Description=iped system-image lab: the IPE state before iped-boot.service and iped.service
@@ -157,10 +162,48 @@ def disk_image(rootfs: Path, kernel: Kernel, dest: Path, files: Mapping[str, byt
             path.write_bytes(data)
             if guest_path.endswith(".key"):  # iped takes a signing key only when it is private
                 path.chmod(0o600)
+        _initramfs(tree, kernel)
         dest.unlink(missing_ok=True)
-        run(["mkfs.ext4", "-q", "-F", "-L", "iped-lab", "-d", tree, dest, IMAGE_SIZE],
+        # verity: guest_checks.setup_initramfs enables fs-verity on the binary the policy denies
+        run(["mkfs.ext4", "-q", "-F", "-O", "verity", "-L", "iped-lab", "-d", tree, dest, IMAGE_SIZE],
             what="making the ext4 disk image")
     return dest
+
+
+#: the image's initramfs-tools: only the root disk's modules, fast compression (every build under
+#: TCG is guest time: the one in-guest rebuild, iped-initramfs.path's, is the one that counts)
+INITRAMFS_CONF = "MODULES=list\nCOMPRESS=gzip\nCOMPRESSLEVEL=1\n"
+INITRAMFS_MODULES = "virtio_blk\next4\n"
+
+
+def guest_initrd(release: str) -> str:
+    return f"/boot/initrd.img-{release}"
+
+
+def _initramfs(tree: Path, kernel: Kernel) -> None:
+    """The image's own initramfs for ``kernel``, built here in a chroot (host time, not guest time):
+    the guest's ``update-initramfs -u -k all`` (iped-initramfs.service) then has one to update.
+    mkinitramfs checks the compressor against /boot/config-<release>."""
+    conf = tree / "etc/initramfs-tools"
+    (conf / "conf.d").mkdir(parents=True, exist_ok=True)
+    (conf / "conf.d/iped-lab.conf").write_text(INITRAMFS_CONF)
+    (conf / "modules").write_text(INITRAMFS_MODULES)
+    boot = tree / "boot"
+    boot.mkdir(exist_ok=True)
+    # update-initramfs -u -k all updates the kernels linux-version lists: /boot/vmlinu[xz]-*
+    shutil.copyfile(kernel.vmlinuz, boot / f"vmlinuz-{kernel.release}")
+    for config in (kernel.root / "boot" / f"config-{kernel.release}", kernel.modules_dir / "config"):
+        if config.is_file():
+            shutil.copyfile(config, boot / f"config-{kernel.release}")
+            break
+    run(["chroot", tree, "update-initramfs", "-c", "-k", kernel.release], timeout=600,
+        what=f"update-initramfs -c -k {kernel.release} in the image")
+    # no rebuild on the checks' dpkg runs (the upgrade, the purge, the reinstall: iped's hook is
+    # under /usr/share/initramfs-tools, so each fires initramfs-tools' trigger, a full mkinitramfs
+    # of 70-200 s under TCG); guest_checks.setup_initramfs turns it on for the rebuild under test
+    conf_file = conf / "update-initramfs.conf"
+    kept = [ln for ln in conf_file.read_text().splitlines() if not ln.startswith("update_initramfs=")]
+    conf_file.write_text("\n".join([*kept, "update_initramfs=no"]) + "\n")
 
 
 def read_file(image: Path, guest_path: str) -> str | None:
@@ -169,6 +212,15 @@ def read_file(image: Path, guest_path: str) -> str | None:
     if result.returncode != 0 or "File not found" in result.stderr:
         return None
     return result.stdout
+
+
+def dump_file(image: Path, guest_path: str, local: Path) -> Path:
+    """A (binary) file out of an ext4 image (``debugfs dump``)."""
+    local.unlink(missing_ok=True)
+    run(["debugfs", "-R", f"dump {guest_path} {local}", image], what=f"reading {guest_path} from the disk image")
+    if not local.is_file() or local.stat().st_size == 0:
+        raise LabError(f"{guest_path}: not in the disk image {image}")
+    return local
 
 
 def _mask(etc: Path, *units: str) -> None:

@@ -39,7 +39,7 @@ INOTIFY_SIMPLE_SHA256 = "f010bbbd8283bd71a9f4eb2de94765804ede24bd47320b0e6ef4136
 UPGRADE_SUFFIX = "+lab1"
 #: Files of the checkout a source package is made of (packaging/debian becomes debian/).
 SOURCE_FILES = ("pyproject.toml", "setup.py", "README.md")
-SOURCE_DIRS = ("iped", "systemd", "etc", "docs", "prometheus", "packaging/generated")
+SOURCE_DIRS = ("iped", "systemd", "etc", "docs", "prometheus", "packaging/generated", "initramfs-tools")
 SPEC = CHECKOUT / "packaging" / "rpm" / "iped.spec"
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "*.egg-info")
 

@@ -10,6 +10,7 @@ rest of the suite (:mod:`tests.lab.system.background`).  Knob: ``IPED_LAB_SYSTEM
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -35,7 +36,8 @@ SystemRuns = Callable[[str], SystemRun]
 def summary(run: SystemRun) -> list[str]:
     """What the lab's terminal summary says of one boot: checks passed, time, the footprint."""
     ok = sum(1 for r in run.results.values() if r["ok"])
-    lines = [f"{run.release}: {ok}/{len(run.results)} in-image checks ok in {run.seconds:.0f} s"]
+    lines = [f"{run.release}: {ok}/{len(run.results)} in-image checks ok in {run.seconds:.0f} s",
+             f"{run.release}: boots: " + ", ".join(f"{p} {s:.0f} s" for p, s in run.phases.items())]
     for stop in run.stops.values():
         lines.append(f"{run.release}: {stop.name} boot stopped in {stop.seconds:.0f} s: "
                      f"{'yes' if stop.seen else 'NO'} ({stop.marker!r})")
@@ -52,6 +54,8 @@ def system_runs(request: pytest.FixtureRequest) -> SystemRuns:
     lab = background.start(request.config)
 
     def get(series: str) -> SystemRun:
+        if series not in background.selected_series():
+            pytest.skip(f"{background.SERIES_ENV}={os.environ.get(background.SERIES_ENV)}: {series} not booted")
         run = lab.result(series)
         request.config.stash.setdefault(SUMMARY_KEY, {})[series] = summary(run)
         return run
