@@ -14,6 +14,7 @@ inotify watches and which events ask for a reconcile), ``runtime`` (building the
 settings), ``notify`` (sd_notify), ``log`` (reporters, journald), ``throttle`` (repeated log
 lines), ``metrics`` (the Prometheus textfile), ``status_text`` (``iped status`` for people),
 ``bootcopy`` (PID 1's copy of the active policy), ``initramfs`` (the initramfs copy and the
-blobs its hook may ship), ``bootrecord`` (what was in force when the boot reached iped), ``devkey`` (development signing key, self-signed certificates). The
+blobs its hook may ship), ``bootrecord`` (what was in force when the boot reached iped),
+``devkey`` (development signing key, self-signed certificates). The
 settings they read are :mod:`iped.settings`, one floor down.
 """
