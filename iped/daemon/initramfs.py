@@ -22,6 +22,11 @@ from iped.daemon.actual import read_actual
 from iped.daemon.bootcopy import SUFFIX, copy_path
 from iped.settings import BootSettings
 
+#: the init-bottom script writes a blob with one ``dd bs=4194304 count=1`` (klibc's dd: one read,
+#: one write, and the kernel parses each write as a whole policy): a larger blob would reach the
+#: kernel cut short, so it is refused here, before it is shipped
+MAX_BLOB = 4194304
+
 
 class RefusedError(Exception):
     """The initramfs copy is not safe to ship; the hook fails and the old initramfs stays."""
@@ -63,6 +68,9 @@ def blobs_to_ship(settings: BootSettings, backend: Backend | None) -> tuple[list
     except ValueError as e:
         raise RefusedError(str(e)) from None
     blob = _read_safely(path)
+    if len(blob) > MAX_BLOB:
+        raise RefusedError(f"{path}: {len(blob)} bytes, over the {MAX_BLOB} the initramfs script writes in one "
+                           "write(): the kernel would get it cut short")
     digest = hashlib.sha256(blob).hexdigest()
     shipped = Blob(name, path, digest)
     if backend is None:

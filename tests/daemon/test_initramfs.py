@@ -21,6 +21,7 @@ import pytest
 
 from iped.config import ConfigError, load_settings
 from iped.daemon import runtime
+from iped.daemon.initramfs import MAX_BLOB
 from iped.daemon.log import NullReporter
 from iped.daemon.reconcile import Reconciler
 from iped.outcome import Outcome
@@ -136,7 +137,7 @@ def test_hook_ships_the_kernels_active_blob(site: Site, monkeypatch: pytest.Monk
     assert shipped(site.root / "dest") == {"base.p7b": blob, "manifest": f"base {digest}\n".encode()}
 
 
-@pytest.mark.parametrize("case", ["lower", "refused", "two", "symlink", "group-writable"])
+@pytest.mark.parametrize("case", ["lower", "refused", "two", "symlink", "group-writable", "too-big"])
 def test_hook_refuses_what_is_not_the_active_blob(site: Site, monkeypatch: pytest.MonkeyPatch, case: str) -> None:
     """Anything but exactly the kernel's active blob fails the hook: update-initramfs keeps the
     initramfs it had (never weaker, never lower)."""
@@ -156,6 +157,10 @@ def test_hook_refuses_what_is_not_the_active_blob(site: Site, monkeypatch: pytes
     elif case == "symlink":
         (site.root / "elsewhere").write_bytes(active)
         target.symlink_to(site.root / "elsewhere")
+    elif case == "too-big":  # held active, but over what the script's one write() carries whole
+        active = b"s" * (MAX_BLOB + 1)
+        ipe = fake_securityfs(site.root / "k3", {"base": ("1.0.1", True, active)})
+        target.write_bytes(active)
     else:
         target.write_bytes(active)
         target.chmod(0o664)
