@@ -17,7 +17,6 @@ chosen once in :func:`property_evaluators`, never an ``if`` in the loop.
 from __future__ import annotations
 
 import errno
-import logging
 from collections.abc import Callable, Mapping
 
 from iped.emulator.audit import AUDIT_IPE_ACCESS, AuditLog, audit_match
@@ -35,8 +34,6 @@ from iped.emulator.types import (
     Task,
     new_eval_ctx,
 )
-
-log = logging.getLogger(__name__)
 
 #: bound once: on Python 3.11 every ``Action.DENY`` is an attribute lookup through EnumType, a
 #: measurable share of a decision (benchmarks/bench_eval.py)
@@ -125,7 +122,9 @@ def default_decision(parsed: ParsedPolicy, op: Op | None) -> Decision:
             return Decision(table.default, MatchType.TABLE)
     if parsed.global_default is None:
         # Only reachable for an unmapped op: validate_policy() guarantees per-op defaults otherwise.
-        log.warning("no default rule set for unknown op, ALLOW it")
+        import logging  # here only: a start (the daemon's, the CLI's) need not load it for this path
+
+        logging.getLogger(__name__).warning("no default rule set for unknown op, ALLOW it")
         return Decision(Action.ALLOW, MatchType.GLOBAL)
     return Decision(parsed.global_default, MatchType.GLOBAL)
 
