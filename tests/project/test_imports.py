@@ -111,7 +111,11 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 def modules_at_ready(config: Path, journal: Path) -> list[str]:
     from tests.helpers.iped_with_hooks import STATE_ENV
 
-    env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")}
+    # without pytest-cov's subprocess hook: coverage's own imports (decimal, multiprocessing) are
+    # not the daemon's, and CI runs the suite under --cov
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JOURNAL_STREAM", "INVOCATION_ID", "NOTIFY_SOCKET")
+           and not k.startswith(("COV_CORE_", "COVERAGE_"))}  # fmt: skip
     env[STATE_ENV] = str(journal)
     code = READY_PROBE.format(hooks=str(HOOKS), config=str(config))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120,
