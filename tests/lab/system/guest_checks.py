@@ -81,8 +81,10 @@ class CheckFailedError(Exception):
     """A check's expectation did not hold; the message says what was seen instead."""
 
 
-def sh(*argv: str, timeout: float = 120.0) -> tuple[int, str]:
-    """Run a command; (exit status, stdout+stderr). A timeout is exit 124 (like timeout(1))."""
+def sh(*argv: str, timeout: float = 600.0) -> tuple[int, str]:
+    """Run a command; (exit status, stdout+stderr). A timeout is exit 124 (like timeout(1)).
+    The default bound is generous (``systemctl restart`` waits for READY=1, a start under TCG beside
+    the suite took 70-90 s); it only costs its length when the check fails anyway."""
     try:
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                            timeout=timeout, check=False, stdin=subprocess.DEVNULL)
