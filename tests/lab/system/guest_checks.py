@@ -435,6 +435,7 @@ def sigkill_mid_plan() -> str:
     sh("systemctl", "reload", "iped.service")
     wait_until("kill_1 active", lambda: converged(1, True))
     seen: list[str] = []
+    done = False
     try:
         for k in range(1, len(KILL_PLAN) + 1):
             # a daemon started with the knob; the unit itself loses it again at once
@@ -458,8 +459,14 @@ def sigkill_mid_plan() -> str:
                        functools.partial(converged, k + 1, False))
             write_config(f"kill_{k + 1}", enforce=True, debounce_ms=1000)
             wait_until(f"round {k}: enforce back on", functools.partial(converged, k + 1, True))
+        done = True
     finally:
         pause_knob(None)
+        if not done:  # a failed round may leave enforce declared off: the checks after it need it on
+            now = active_policy()
+            if now is not None:
+                write_config(now[0], enforce=True)
+                sh("systemctl", "restart", "iped.service")
     return f"{'; '.join(seen)}; NRestarts={unit_property('NRestarts')}"
 
 
