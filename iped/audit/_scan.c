@@ -609,6 +609,68 @@ static PyObject *parse_access(PyObject *module, PyObject *const *args, Py_ssize_
     return access_of(&body_scanner, body);
 }
 
+/* the count of "_digest=" in [p, e) (non-overlapping: the needle cannot overlap itself) */
+static int count_digest_keys(const char *p, const char *e)
+{
+    int n = 0;
+    while ((p = memmem(p, (size_t)(e - p), "_digest=", 8)) != NULL) {
+        n++;
+        p += 8;
+    }
+    return n;
+}
+
+/*
+ * digest_parts(rule) -> (head, hex, rest) | None | NotImplemented: render._digest_parts_py for a
+ * plain ASCII rule (NotImplemented for any other: the caller runs the Python one). Mirrors it
+ * step by step: the first " fsverity_digest=", exactly one "_digest=" and no "_roothash=" in the
+ * rule, the token's value up to the next space, its last colon, the hex after it all ASCII
+ * letters and digits (at least one).
+ */
+static PyObject *digest_parts(PyObject *module, PyObject *rule)
+{
+    (void)module;
+    if (!PyUnicode_Check(rule)) {
+        PyErr_SetString(PyExc_TypeError, "digest_parts(rule: str)");
+        return NULL;
+    }
+    if (!PyUnicode_IS_ASCII(rule))
+        Py_RETURN_NOTIMPLEMENTED;
+    const char *s = (const char *)PyUnicode_DATA(rule);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(rule);
+    const char *e = s + n;
+    const char *key = memmem(s, (size_t)n, " fsverity_digest=", 17);
+    if (key == NULL || count_digest_keys(s, e) != 1 || memmem(s, (size_t)n, "_roothash=", 10) != NULL)
+        Py_RETURN_NONE;
+    const char *start = key + 17;
+    const char *end = memchr(start, ' ', (size_t)(e - start));
+    if (end == NULL)
+        end = e;
+    const char *colon = NULL;
+    for (const char *q = end; q > start; q--) {
+        if (q[-1] == ':') {
+            colon = q - 1;
+            break;
+        }
+    }
+    if (colon == NULL || colon + 1 == end)
+        Py_RETURN_NONE;
+    for (const char *q = colon + 1; q < end; q++) {
+        char c = *q; /* str.isalnum on ASCII (not the C locale's isalnum) */
+        if (!((c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')))
+            Py_RETURN_NONE;
+    }
+    Py_ssize_t h = colon + 1 - s, r = end - s;
+    PyObject *head = PyUnicode_Substring(rule, 0, h);
+    PyObject *hex = PyUnicode_Substring(rule, h, r);
+    PyObject *rest = PyUnicode_Substring(rule, r, n);
+    PyObject *out = head && hex && rest ? PyTuple_Pack(3, head, hex, rest) : NULL;
+    Py_XDECREF(head);
+    Py_XDECREF(hex);
+    Py_XDECREF(rest);
+    return out;
+}
+
 /* cache_stats() -> {field: (lookups, hits)} of the last-value caches since the module was loaded */
 static PyObject *cache_stats(PyObject *module, PyObject *unused)
 {
@@ -635,6 +697,9 @@ static PyMethodDef scan_methods[] = {
     {"scan_block", (PyCFunction)(void (*)(void))scan_block, METH_FASTCALL,
      "scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event) -> list | None: the items of "
      "iped.audit.bulk.scan_block_py(text), or None for text it leaves to Python."},
+    {"digest_parts", digest_parts, METH_O,
+     "digest_parts(rule) -> (head, hex, rest) | None | NotImplemented: iped.audit.render._digest_parts_py for a "
+     "plain ASCII rule, NotImplemented for any other."},
     {"parse_access", (PyCFunction)(void (*)(void))parse_access, METH_FASTCALL,
      "parse_access(body, IpeAccess) -> IpeAccess | None: iped.audit.records.parse_access for a plain ASCII body "
      "in the kernel's common form (quoted strings, decimal pid and ino), None for any other."},

@@ -5,6 +5,7 @@
 # iped.audit.records and iped.audit.group), so that this stub imports nothing from iped: the
 # compiled module imports nothing either, and the import graph stays acyclic for the type checker.
 from collections.abc import Callable
+from types import NotImplementedType
 from typing import Any, TypeVar
 
 _Raw = TypeVar("_Raw", bound=tuple[int, int, int, int, str])  # RawRecord: (type, sec, msec, serial, body)
@@ -48,6 +49,7 @@ def recv_records(
     /,
 ) -> tuple[list[_Raw] | list[list[_Raw]], int, int, int, int, int]: ...
 def parse_access(body: str, ipe_access: type[_Access], /) -> _Access | None: ...
+def digest_parts(rule: str, /) -> tuple[str, str, str] | NotImplementedType | None: ...
 def group_runs(
     runs: list[list[_Raw]],
     start: int,

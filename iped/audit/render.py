@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from iped.audit.explain import PolicyIndex, access_target, explain_access, explain_load, rule_verdict
 from iped.audit.group import Event
+from iped.audit.native import _scan
 from iped.audit.records import (
     IpeAccess,
     IpeConfigChange,
@@ -180,6 +181,10 @@ def stamp_texts(sec: int, msec: int, ts: float) -> tuple[str, str]:
     return f"{round(ts * 1000) % 1000:03d}", float.__repr__(round(ts, 3))
 
 
+#: stamp_texts' two texts of a plain stamp's milliseconds: ("007", "007"), ("120", "12"), ("000", "0")
+_MILLIS: list[tuple[str, str]] = [(f"{m:03d}", f"{m:03d}".rstrip("0") or "0") for m in range(1000)]
+
+
 class JsonLines:
     """``json_line`` of each object of ``event_objects(event, index)``, faster (see the module docstring).
 
@@ -225,6 +230,25 @@ class JsonLines:
             for name in sizes
         }
 
+    def extend(self, out: list[str], events: Iterable[Event]) -> int:
+        """Append the lines of the IPE events among ``events`` to ``out`` (each event's
+        :meth:`lines`, without the records); returns how many IPE events there were. One call
+        per batch: ``iped audit --json`` with no filter spends no call per event on the way."""
+        n = 0
+        access = self._access
+        for event in events:
+            if not event.is_ipe:
+                continue
+            n += 1
+            typed = event.typed
+            if len(typed) == 3:  # as in lines()
+                rec, sc, pt = typed
+                if type(rec) is IpeAccess and type(sc) is Syscall and type(pt) is Proctitle:
+                    out.append(access(event, rec, sc, pt))
+                    continue
+            out.extend(line for _, line in self.lines(event))
+        return n
+
     def lines(self, event: Event) -> list[tuple[IpeAccess | None, str]]:
         """``(the access record or None, its line)`` for each object of the event, in order."""
         typed = event.typed
@@ -258,7 +282,11 @@ class JsonLines:
         if int(ts) != self._second:
             self._second = int(ts)
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self._second))
-        milli, stamp = stamp_texts(sec, msec, ts)
+        if 0 <= msec < 1000 and 0 <= sec < 10**10:  # stamp_texts(sec, msec, ts), from a table
+            milli, frac = _MILLIS[msec]
+            stamp = f"{sec}.{frac}"
+        else:
+            milli, stamp = stamp_texts(sec, msec, ts)
         strings = self._strings
         path_json = strings.get(path) or self._text(path)
         # the explanation names the path (its JSON text without the quotes), or access_target's stand-in
@@ -312,7 +340,9 @@ class JsonLines:
         rule's own)."""
         if self.index is not None or rule is None:
             return None
-        parts = _digest_parts(rule)
+        parts = _digest_parts_c(rule) if _digest_parts_c is not None else NotImplemented
+        if parts is NotImplemented:  # (no C helper, or a rule that is not plain ASCII)
+            parts = _digest_parts(rule)
         if parts is None:
             return None
         head, hexd, rest = parts
@@ -328,7 +358,8 @@ class JsonLines:
             t = templates[key] = self._template(op, hook, enforcing, head, rest)
         if t is None:
             return None
-        return _Verdict(t.fields, f"{t.rule[0]}{hexd}{t.rule[1]}{hexd}{t.rule[2]}", f"{t.tail[0]}{hexd}{t.tail[1]}")
+        (r0, r1, r2), (t0, t1) = t.rule, t.tail
+        return _new(_Verdict, (t.fields, f"{r0}{hexd}{r1}{hexd}{r2}", f"{t0}{hexd}{t1}"))
 
     def _template(self, op: str | None, hook: str | None, enforcing: bool | None, head: str,
                   rest: str) -> _Template | None:  # fmt: skip
@@ -441,6 +472,12 @@ def _digest_parts(rule: str) -> tuple[str, str, str] | None:
     if not (hexd.isascii() and hexd.isalnum()):
         return None
     return rule[: colon + 1], hexd, rule[end:]
+
+
+#: ``_scan.digest_parts``, the C :func:`_digest_parts` (NotImplemented for a rule that is not
+#: plain ASCII), or None without the extension; a test sets it to None to run the Python one
+_digest_parts_c = None if _scan is None else _scan.digest_parts
+_new = tuple.__new__
 
 
 class _Verdict(NamedTuple):

@@ -109,6 +109,9 @@ class _Printer:
         from iped.audit.render import event_objects, human_line
 
         out: list[str] = []
+        if self.json and not self.denials and self.since is None:  # every IPE event's lines, as they come
+            self.ipe_events += self.json_lines.extend(out, events)
+            events = ()
         for event in events:
             if not event.is_ipe:
                 continue

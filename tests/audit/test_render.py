@@ -46,6 +46,11 @@ def assert_same_lines(events: Iterable[Event], index: PolicyIndex | None) -> int
             if rec is not None:
                 assert rec.action == obj["decision"]
         n += len(got)
+    # what `iped audit --json` prints with no filter: the same lines, one call for the stream
+    events = list(events)
+    out: list[str] = []
+    assert JsonLines(index).extend(out, events) == sum(1 for e in events if e.is_ipe)
+    assert len(out) == n and out == [json_line(o) for e in events if e.is_ipe for o in event_objects(e, index)]
     return n
 
 
@@ -232,7 +237,7 @@ def test_tables_stay_bounded_when_every_event_differs(monkeypatch: pytest.Monkey
         assert stats["processes"]["misses"] == 300
 
 
-@pytest.mark.parametrize("rule", [
+RULE_SHAPES = [
     'op=EXECUTE fsverity_digest="sha256":{h} action=ALLOW',
     'op=EXECUTE fsverity_digest="sha256":{h} action=DENY',
     "op=EXECUTE fsverity_digest=736861073235:{h} action=ALLOW",  # the algorithm printed as hex
@@ -249,10 +254,23 @@ def test_tables_stay_bounded_when_every_event_differs(monkeypatch: pytest.Monkey
     'op=EXECUTE fsverity_digest="sha256":{h} boot_verified=TRUE action=ALLOW',
     'op=EXECUTE fsverity_digest="sha256": action=ALLOW',  # empty hex
     'op=EXECUTE fsverity_digest="sha256":{h} action=ALLOW \u00e9\x01',
-])  # fmt: skip
-def test_digest_rule_verdicts_from_templates_are_the_reference(rule: str) -> None:
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("rule", RULE_SHAPES)
+@pytest.mark.parametrize("split", ["c", "python"])
+def test_digest_rule_verdicts_from_templates_are_the_reference(
+    rule: str, split: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A digest rule's verdict made from a template kept by the rest of the rule (the hex put
-    in) is the reference's, whatever the rest holds, for a new hex and for one seen before."""
+    in) is the reference's, whatever the rest holds, for a new hex and for one seen before;
+    with the rule split by the C helper and by the Python one."""
+    from iped.audit import render
+
+    if split == "c" and render._digest_parts_c is None:
+        pytest.skip("the _scan extension is not built (pip install builds it)")
+    if split == "python":
+        monkeypatch.setattr(render, "_digest_parts_c", None)
     records = []
     for n in range(6):
         stamp = (1700000000, n, n + 1)
@@ -261,3 +279,37 @@ def test_digest_rule_verdicts_from_templates_are_the_reference(rule: str) -> Non
                 f'dev="vda1" ino={n} rule="{text}"')  # fmt: skip
         records += [RawRecord(1420, *stamp, body), RawRecord(1320, *stamp, "")]
     assert assert_same_lines(_group(records), None) == 6
+
+
+def test_c_digest_split_is_the_python_one() -> None:
+    """``_scan.digest_parts`` gives what ``render._digest_parts`` gives on every plain ASCII
+    rule (NotImplemented on any other, which the Python one then splits): rules put together at
+    random from the pieces each of its conditions looks at."""
+    import random
+
+    from iped.audit import render
+
+    if render._digest_parts_c is None:
+        pytest.skip("the _scan extension is not built (pip install builds it)")
+    pieces = ["op=EXECUTE", " ", " fsverity_digest=", "fsverity_digest=", "_digest=", " dmverity_roothash=",
+              "_roothash=", '"sha256"', ":", "::", "ab", "AB09", "z", "-", "_", "action=ALLOW", "\u00e9", "\x01",
+              "\ue000", "=", '"', "\t"]  # fmt: skip
+    rng = random.Random(23)
+    rules = [t.replace("{h}", "ab" * 32) for t in RULE_SHAPES]
+
+    def some() -> str:
+        return "".join(rng.choice(pieces) for _ in range(rng.randrange(0, 4)))
+
+    rules += ["".join(rng.choice(pieces) for _ in range(rng.randrange(1, 12))) for _ in range(10000)]
+    # the shape the helper splits, with pieces in every slot (most still split, many not)
+    rules += [f"op=EXECUTE{some()} fsverity_digest={some()}:{rng.choice(['ab' * 32, 'AB09', '', some()])}"
+              f"{rng.choice(['', ' ', ' action=DENY'])}{some()}" for _ in range(10000)]  # fmt: skip
+    split = 0
+    for rule in rules:
+        got = render._digest_parts_c(rule)
+        if got is NotImplemented:
+            assert not rule.isascii(), rule
+            continue
+        assert got == render._digest_parts(rule), rule
+        split += got is not None
+    assert split > 500  # (the pieces make many rules the helper splits, not only refusals)

@@ -2,7 +2,7 @@
 
 ``_scan.c`` and ``_netlink.c`` are compiled with ``-fsanitize=address,undefined`` into a copy of the package, and
 the scanner tests (test_bulk_scan: the messy stream, the real kernel bodies, generated blocks),
-the bulk-path tests, the netlink reader's and the follower's run against it in a child
+the bulk-path tests, the renderer's (its digest rule split), the netlink reader's and the follower's run against it in a child
 interpreter with the sanitizer runtimes preloaded: a read past a line or the block, a use
 after free, a signed overflow or a bad shift in the scanner fails here even where the result happens to come out right.
 """
@@ -53,6 +53,7 @@ def test_scanner_tests_pass_under_asan_and_ubsan(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
          "tests/audit/test_bulk_scan.py", "tests/audit/test_bulk.py", "tests/audit/test_netlink_reader.py",
+         "tests/audit/test_render.py",
          "tests/audit/test_follow.py"],
         check=False, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600,
     )  # fmt: skip
