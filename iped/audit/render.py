@@ -265,40 +265,45 @@ class JsonLines:
         ]
 
     def _access(self, event: Event, rec: IpeAccess, sc: Syscall | None, pt: Proctitle | None) -> str:
-        """The line of an event whose one IPE record is ``rec``."""
+        """The line of an event whose one IPE record is ``rec``. (Its numbers are ints the
+        parsers made, so an f-string writes what json.dumps' ``int.__repr__`` does.)"""
         op, hook, enforcing, pid, comm, path, dev, ino, rule = rec
         self._accesses += 1
-        verdict = self._verdicts.get((op, hook, enforcing, rule))
+        key = (op, hook, enforcing, rule)
+        verdict = self._verdicts.get(key)
         if verdict is None:
             verdicts = self._verdicts
             if len(verdicts) >= _KEPT_VERDICTS:
                 verdicts.clear()
             self._misses["verdicts"] += 1
-            verdict = verdicts[op, hook, enforcing, rule] = (
+            verdict = verdicts[key] = (
                 self._digest_verdict(op, hook, enforcing, rule) or self._rule_verdict(rec) or self._verdict(rec)
             )  # (kept: a digest rule that repeats is then one lookup, not a template's assembly)
+        fields, rule_part, tail = verdict
         sec, msec = event.sec, event.msec
-        ts = sec + msec / 1000.0  # (Event.timestamp, without the property call)
-        if int(ts) != self._second:
-            self._second = int(ts)
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(self._second))
         if 0 <= msec < 1000 and 0 <= sec < 10**10:  # stamp_texts(sec, msec, ts), from a table
             milli, frac = _MILLIS[msec]
             stamp = f"{sec}.{frac}"
+            second = sec  # (= int(ts): ts is within 2e-6 of sec.msec, below sec + 1)
         else:
+            ts = sec + msec / 1000.0  # (Event.timestamp, without the property call)
             milli, stamp = stamp_texts(sec, msec, ts)
+            second = int(ts)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
         strings = self._strings
         path_json = strings.get(path) or self._text(path)
         # the explanation names the path (its JSON text without the quotes), or access_target's stand-in
         target = path_json[1:-1] if path is not None else _encode_str(access_target(rec))[1:-1]
         return (
             f'{{"schema_version": {SCHEMA_VERSION}, "time": "{self._second_text}.{milli}Z", '
-            f'"timestamp": {stamp}, "serial": {int.__repr__(event.serial)}, '
-            f'"complete": {"true" if event.complete else "false"}, "kind": "access", {verdict.fields}'
-            f'"pid": {"null" if pid is None else int.__repr__(pid)}, '
+            f'"timestamp": {stamp}, "serial": {event.serial}, '
+            f'"complete": {"true" if event.complete else "false"}, "kind": "access", {fields}'
+            f'"pid": {"null" if pid is None else pid}, '
             f'"comm": {strings.get(comm) or self._text(comm)}, "path": {path_json}, '
-            f'"dev": {strings.get(dev) or self._text(dev)}, "ino": {"null" if ino is None else int.__repr__(ino)}, '
-            f'{verdict.rule}{target}{verdict.tail}, "process": {self._process(sc, pt)}}}'
+            f'"dev": {strings.get(dev) or self._text(dev)}, "ino": {"null" if ino is None else ino}, '
+            f'{rule_part}{target}{tail}, "process": {self._process(sc, pt)}}}'
         )
 
     def _text(self, value: str | None) -> str:
@@ -330,7 +335,7 @@ class JsonLines:
                 f', "ppid": {_value(ppid)}, "uid": {_value(uid)}, "auid": {_value(auid)}, "ses": {_value(ses)}, '
                 f'"syscall": {_value(nr)}, "success": {_value(success)}, "exit": {_value(exit_)}, "argv": {argv}}}',
             )
-        return f"{parts[0]}{'null' if pid is None else int.__repr__(pid)}{parts[1]}"
+        return f"{parts[0]}{'null' if pid is None else pid}{parts[1]}"
 
     def _digest_verdict(self, op: str | None, hook: str | None, enforcing: bool | None,
                         rule: str | None) -> _Verdict | None:  # fmt: skip
@@ -349,9 +354,8 @@ class JsonLines:
         self._template_lookups += 1
         key = (op, hook, enforcing, head, rest)
         templates = self._templates
-        if key in templates:
-            t = templates[key]
-        else:
+        t = templates.get(key, _NO_TEMPLATE)
+        if t is _NO_TEMPLATE:
             if len(templates) >= _KEPT:
                 templates.clear()
             self._misses["digest templates"] += 1
@@ -436,6 +440,9 @@ _KEPT = 4096
 #: rule verdicts kept encoded: a policy's rules and defaults, up to this many (then the table
 #: starts afresh; ~1 KB each, so at most ~4 MB however many distinct rules a log names)
 _KEPT_VERDICTS = 4096
+
+#: not kept in the templates table yet (None there: a rule no template serves)
+_NO_TEMPLATE: Any = object()
 
 #: stands for a digest's hex in a template: a private-use character, which JSON leaves as it
 #: is and repr() writes as ``\ue000`` (so the explanation's JSON holds ``\\ue000``); ASCII

@@ -1,10 +1,11 @@
 """The C scanner, netlink reader and follower grouping under AddressSanitizer and UBSan.
 
-``_scan.c`` and ``_netlink.c`` are compiled with ``-fsanitize=address,undefined`` into a copy of the package, and
-the scanner tests (test_bulk_scan: the messy stream, the real kernel bodies, generated blocks),
-the bulk-path tests, the renderer's (its digest rule split), the netlink reader's and the follower's run against it in a child
-interpreter with the sanitizer runtimes preloaded: a read past a line or the block, a use
-after free, a signed overflow or a bad shift in the scanner fails here even where the result happens to come out right.
+``_scan.c`` and ``_netlink.c`` are compiled with ``-fsanitize=address,undefined`` into a copy
+of the package, and the scanner tests (test_bulk_scan: the messy stream, the real kernel
+bodies, generated blocks), the bulk-path tests, the renderer's (its digest rule split), the
+netlink reader's and the follower's run against it in a child interpreter with the sanitizer
+runtimes preloaded: a read past a line or the block, a use after free, a signed overflow or a
+bad shift in the scanner fails here even where the result happens to come out right.
 """
 
 from __future__ import annotations
