@@ -266,8 +266,11 @@ def instructions(cmd: list[str], check: bool = True) -> int:
     """Instructions the command executes (cachegrind's ``I refs``); ``check``: fail on a non-zero exit."""
     r = subprocess.run(
         ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", *cmd],
-        check=check, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
+        check=check, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
     )  # fmt: skip
+    # (stdout not kept: the command's output held here would raise the peak RSS of every child
+    # started after it, which starts from this process's at fork -- bench_audit_cli's goal)
     for line in r.stderr.splitlines():
         if "I   refs:" in line:
             return int(line.rsplit(":", 1)[1].replace(",", ""))

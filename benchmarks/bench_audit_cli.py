@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -217,6 +218,9 @@ def measure(args: argparse.Namespace, ausearch: str, log: Path, tmp: str) -> tup
     for path in (iped_out, au_out, ref_out):
         path.unlink(missing_ok=True)
     subprocess.run([sys.executable, __file__, "--cache-stats", str(log)], check=True)
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if own > 32:  # (a child's peak starts from this process's: its figure would be this one's)
+        print(f"warning: this process's peak RSS is {own:.1f} MiB; no child's peak below it can be measured")
     walls: dict[str, list[float]] = {"iped": [], "ausearch": []}
     cpus: dict[str, list[float]] = {"iped": [], "ausearch": []}
     rss: dict[str, list[float]] = {"iped": [], "ausearch": []}
