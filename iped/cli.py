@@ -209,9 +209,10 @@ def _run(argv: list[str]) -> int:
     selected = _selected_verb(argv)
     module = load_verb(selected) if selected is not None else None
     args = build_parser(selected, module).parse_args(argv)
-    if getattr(module, "LOGS", True):
+    if getattr(module, "LOGS", True) or args.debug:
         # here, not at the top, and not for a verb that never logs (LOGS = False: `iped status`,
-        # where logging and what it imports were a third of the start-up Python does not pay)
+        # where logging and what it imports were a third of the start-up Python does not pay;
+        # `iped daemon`, which reports through its own reporter) unless --debug asks for it
         import logging
 
         logging.basicConfig(

@@ -203,3 +203,26 @@ def test_the_lower_floors_exit_codes_are_the_clis() -> None:
     from iped import errors
 
     assert (errors.USAGE, errors.UNREACHABLE) == (ExitCode.USAGE, ExitCode.UNREACHABLE)
+
+
+#: a verb whose module says LOGS = False, run by the real CLI: is Python's logging set up?
+_LOGGING_PROBE = """
+import logging, sys, types
+import iped.cli as cli
+def run(args):
+    print(bool(logging.root.handlers))
+    return 0
+cli.load_verb = lambda verb: types.SimpleNamespace(LOGS=False, add_arguments=lambda parser: None, run=run)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_verb_that_never_logs_gets_logging_only_with_debug() -> None:
+    """`iped status` and `iped daemon` report through their own paths: the CLI skips setting up
+    Python's logging for them (milliseconds of every start) unless --debug asks for it."""
+    assert load_verb(Verb.daemon).LOGS is False and load_verb(Verb.status).LOGS is False
+    assert getattr(load_verb(Verb.audit), "LOGS", True) is True
+    for argv, configured in ((["daemon"], "False"), (["daemon", "--debug"], "True")):
+        r = subprocess.run([sys.executable, "-c", _LOGGING_PROBE, *argv], capture_output=True, text=True,
+                           check=False, timeout=120)  # fmt: skip
+        assert (r.returncode, r.stdout.strip()) == (0, configured), (argv, r.stderr)

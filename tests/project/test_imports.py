@@ -93,6 +93,7 @@ DAEMON_START_NOT_BEFORE_READY = (
     "iped.rollout", "iped.audit.explain", "iped.audit.render", "iped.daemon.rollback", "iped.daemon.devkey",
     "iped.daemon.status_text", "iped.commands.output", "iped.commands.remote", "iped.didyoumean",
     "email", "http", "urllib.request", "decimal", "asyncio", "concurrent", "multiprocessing",
+    "logging",  # the daemon reports through its own reporter (iped.commands.daemon.LOGS)
 )  # fmt: skip
 
 #: runs the daemon through the tests' entry point; at READY=1 prints its modules and exits
