@@ -621,7 +621,7 @@ static int count_digest_keys(const char *p, const char *e)
 }
 
 /*
- * digest_parts(rule) -> (head, hex, rest) | None | NotImplemented: render._digest_parts_py for a
+ * digest_parts(rule) -> (head, hex, rest) | None | NotImplemented: render._digest_parts for a
  * plain ASCII rule (NotImplemented for any other: the caller runs the Python one). Mirrors it
  * step by step: the first " fsverity_digest=", exactly one "_digest=" and no "_roothash=" in the
  * rule, the token's value up to the next space, its last colon, the hex after it all ASCII
@@ -698,7 +698,7 @@ static PyMethodDef scan_methods[] = {
      "scan_block(text, RawRecord, IpeAccess, Syscall, Proctitle, Event) -> list | None: the items of "
      "iped.audit.bulk.scan_block_py(text), or None for text it leaves to Python."},
     {"digest_parts", digest_parts, METH_O,
-     "digest_parts(rule) -> (head, hex, rest) | None | NotImplemented: iped.audit.render._digest_parts_py for a "
+     "digest_parts(rule) -> (head, hex, rest) | None | NotImplemented: iped.audit.render._digest_parts for a "
      "plain ASCII rule, NotImplemented for any other."},
     {"parse_access", (PyCFunction)(void (*)(void))parse_access, METH_FASTCALL,
      "parse_access(body, IpeAccess) -> IpeAccess | None: iped.audit.records.parse_access for a plain ASCII body "

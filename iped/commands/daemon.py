@@ -14,8 +14,9 @@ from pathlib import Path
 from iped.commands import die
 
 #: the daemon reports through its own reporter (journald, STATUS=, iped.daemon.log), never
-#: through Python's logging: the CLI sets logging up only with --debug (~3.6 ms of a start
-#: otherwise; a library's warning still reaches stderr, the journal, through logging's last resort)
+#: through Python's logging: the CLI sets logging up only with --debug (its imports are a few
+#: milliseconds of every start; a library's warning still reaches stderr, the journal, through
+#: logging's last resort)
 LOGS = False
 
 # typing costs milliseconds at start-up and is only needed by the type checker.
