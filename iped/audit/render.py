@@ -166,6 +166,10 @@ def _value(v: object) -> str:
     return int.__repr__(v)
 
 
+#: stamp_texts' two texts of a plain stamp's milliseconds: ("007", "007"), ("120", "12"), ("000", "0")
+_MILLIS: list[tuple[str, str]] = [(f"{m:03d}", f"{m:03d}".rstrip("0") or "0") for m in range(1000)]
+
+
 def stamp_texts(sec: int, msec: int, ts: float) -> tuple[str, str]:
     """The milliseconds of ``time`` and the ``timestamp`` of an event stamped ``sec.msec``
     (``ts`` = ``sec + msec / 1000.0``): what :func:`_iso` and ``round(ts, 3)`` give.
@@ -176,13 +180,9 @@ def stamp_texts(sec: int, msec: int, ts: float) -> tuple[str, str]:
     a millisecond of it (seconds below 10**10: within 2e-6).
     """
     if 0 <= msec < 1000 and 0 <= sec < 10**10:
-        frac = f"{msec:03d}"
-        return frac, f"{sec}.{frac.rstrip('0') or '0'}"
+        milli, frac = _MILLIS[msec]
+        return milli, f"{sec}.{frac}"
     return f"{round(ts * 1000) % 1000:03d}", float.__repr__(round(ts, 3))
-
-
-#: stamp_texts' two texts of a plain stamp's milliseconds: ("007", "007"), ("120", "12"), ("000", "0")
-_MILLIS: list[tuple[str, str]] = [(f"{m:03d}", f"{m:03d}".rstrip("0") or "0") for m in range(1000)]
 
 
 class JsonLines:
@@ -281,7 +281,7 @@ class JsonLines:
             )  # (kept: a digest rule that repeats is then one lookup, not a template's assembly)
         fields, rule_part, tail = verdict
         sec, msec = event.sec, event.msec
-        if 0 <= msec < 1000 and 0 <= sec < 10**10:  # stamp_texts(sec, msec, ts), from a table
+        if 0 <= msec < 1000 and 0 <= sec < 10**10:  # stamp_texts(sec, msec, ts) inlined: its table
             milli, frac = _MILLIS[msec]
             stamp = f"{sec}.{frac}"
             second = sec  # (= int(ts): ts is within 2e-6 of sec.msec, below sec + 1)

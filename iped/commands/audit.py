@@ -106,12 +106,21 @@ class _Printer:
     def events(self, events: Iterable[Event]) -> None:
         """Print the events' lines, written and flushed once per call (a live source calls it
         per batch read; the file source per :data:`_FILE_BATCH` events)."""
-        from iped.audit.render import event_objects, human_line
-
         out: list[str] = []
         if self.json and not self.denials and self.since is None:  # every IPE event's lines, as they come
             self.ipe_events += self.json_lines.extend(out, events)
-            events = ()
+        else:
+            self._filtered(events, out)
+        if out:
+            out.append("")
+            sys.stdout.write("\n".join(out))
+            sys.stdout.flush()
+            self.printed += len(out) - 1
+
+    def _filtered(self, events: Iterable[Event], out: list[str]) -> None:
+        """:meth:`events`' lines under --since, --denials-only, or for people."""
+        from iped.audit.render import event_objects, human_line
+
         for event in events:
             if not event.is_ipe:
                 continue
@@ -126,11 +135,6 @@ class _Printer:
             for obj in event_objects(event, self.index):
                 if not self.denials or (obj["kind"] == "access" and obj["decision"] == "DENY"):
                     out.append(human_line(obj))
-        if out:
-            out.append("")
-            sys.stdout.write("\n".join(out))
-            sys.stdout.flush()
-            self.printed += len(out) - 1
 
     def say_if_nothing_matched(self, source: str, records: int) -> None:
         """Nothing printed: say on stderr what was read, so an empty answer is not a silent one."""
